@@ -1,0 +1,1 @@
+"""Latchkey: identity, application credentials and tenant-controlled authorization."""

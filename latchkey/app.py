@@ -1,0 +1,116 @@
+"""create_app: the one place where Latchkey's services are built and wired."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from flask import Flask
+from flask_migrate import Migrate
+from flask_smorest import Api
+from sqlalchemy.orm import Session
+
+import latchkey.migrations
+from latchkey.audit import AuditLog, AuditReader
+from latchkey.db import db
+from latchkey.identity import api as identity_api
+from latchkey.identity import token_api
+from latchkey.identity.accounts import Accounts
+from latchkey.identity.authentication import Authentication
+from latchkey.identity.backends import IdentityBackend
+from latchkey.identity.backends.sql import SqlIdentity
+from latchkey.identity.bootstrap import Bootstrap
+from latchkey.identity.directory import Directory
+from latchkey.identity.keys import KeyRing
+from latchkey.identity.passwords import PasswordHasher
+from latchkey.identity.revocations import RevocationList
+from latchkey.identity.roles import Roles
+from latchkey.identity.tokens import Tokens
+from latchkey.logs import configure_logging
+from latchkey.ops import api as ops_api
+from latchkey.ops.health import Health
+from latchkey.policy.enforcer import Enforcer
+from latchkey.secrets.master_key import MasterKeyFile
+from latchkey.settings import Settings
+from latchkey.web.problems import register_problem_handlers
+from latchkey.web.requests import register_request_hooks
+
+MIGRATIONS_DIR = Path(latchkey.migrations.__file__).parent
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    enforcer: Enforcer
+    audit: AuditLog
+    audit_reader: AuditReader
+    keys: KeyRing
+    directory: Directory
+    accounts: Accounts
+    roles: Roles
+    tokens: Tokens
+    authentication: Authentication
+    bootstrap: Bootstrap
+    health: Health
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.load()
+    configure_logging(settings.log_level, settings.log_json)
+    settings.home_path.mkdir(parents=True, exist_ok=True)
+
+    app = Flask("latchkey", instance_path=str(settings.home_path))
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=settings.effective_database_url,
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        API_TITLE="Latchkey",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+    )
+    db.init_app(app)
+    # render_as_batch: SQLite can only ALTER tables by copying them.
+    Migrate(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
+
+    register_request_hooks(app)
+    ops_api.register_metrics_hooks(app)
+    api = Api(app)
+    register_problem_handlers(app)  # after Api(): ours replace flask-smorest's JSON errors
+    for blueprint in (identity_api.blp, token_api.blp, ops_api.blp):
+        api.register_blueprint(blueprint)
+
+    app.extensions["latchkey"] = build_services(settings)
+    return app
+
+
+def build_services(settings: Settings) -> Services:
+    session = db.session
+    token_ttl = timedelta(seconds=settings.token_ttl_seconds)
+    enforcer = Enforcer()
+    audit = AuditLog(session)
+    revocations = RevocationList(session, token_ttl)
+    hasher = PasswordHasher(settings.password_hash_time_cost, settings.password_hash_memory_kib,
+                            settings.password_min_length)
+    backends: dict[str, IdentityBackend] = {"sql": SqlIdentity(hasher)}
+    keys = KeyRing(lambda: Session(db.engine), MasterKeyFile(settings.home_path / "master.key"),
+                   token_ttl, settings.key_refresh_seconds)
+    common = {"session": session, "enforcer": enforcer, "audit": audit,
+              "revocations": revocations}
+    directory = Directory(**common)
+    accounts = Accounts(**common, directory=directory, hasher=hasher, backends=backends)
+    roles = Roles(**common, directory=directory, accounts=accounts)
+    tokens = Tokens(keys, revocations, audit, enforcer, issuer=settings.issuer,
+                    audience=settings.token_audience, ttl=token_ttl)
+    authentication = Authentication(
+        session, directory, accounts, roles, tokens, audit,
+        lockout_attempts=settings.lockout_failure_attempts,
+        lockout_duration=timedelta(minutes=settings.lockout_duration_minutes))
+    return Services(
+        settings=settings, enforcer=enforcer, audit=audit,
+        audit_reader=AuditReader(audit, enforcer), keys=keys, directory=directory,
+        accounts=accounts, roles=roles, tokens=tokens, authentication=authentication,
+        bootstrap=Bootstrap(session, hasher, keys, audit), health=Health(session),
+    )

@@ -1,0 +1,113 @@
+"""The audit trail: every authentication and every change, never a secret.
+
+Change events are added to the caller's transaction so they commit (or roll
+back) with the change itself; authentication failures commit on their own,
+because the request that caused them fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Integer, String, select
+from sqlalchemy.orm import Mapped, Session, mapped_column, scoped_session
+
+from latchkey.db import Base, UTCDateTime, utcnow
+from latchkey.policy.context import CallContext
+from latchkey.policy.enforcer import Enforcer, Target
+
+AUTHENTICATION, CHANGE, DECISION = "authentication", "change", "decision"
+# Keys that must never reach the audit trail even if a caller passes them by mistake.
+FORBIDDEN_DETAIL_KEYS = frozenset({"password", "secret", "token", "original_password"})
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    type: Mapped[str] = mapped_column(String(32), index=True)
+    action: Mapped[str] = mapped_column(String(128))
+    outcome: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    target_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    target_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    project_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    domain_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    source_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+@dataclass(frozen=True)
+class AuditTarget:
+    type: str
+    id: str | None = None
+    project_id: str | None = None
+    domain_id: str | None = None
+
+
+class AuditLog:
+    def __init__(self, session: scoped_session[Session]) -> None:
+        self._session = session
+
+    def add(
+        self,
+        *,
+        type: str,
+        action: str,
+        outcome: str,
+        actor_id: str | None,
+        target: AuditTarget | None,
+        request_id: str | None,
+        source_ip: str | None,
+        details: dict[str, Any] | None = None,
+    ) -> AuditEvent:
+        clean = {k: v for k, v in (details or {}).items() if k not in FORBIDDEN_DETAIL_KEYS}
+        event = AuditEvent(
+            type=type,
+            action=action,
+            outcome=outcome,
+            actor_id=actor_id,
+            target_type=target.type if target else None,
+            target_id=target.id if target else None,
+            project_id=target.project_id if target else None,
+            domain_id=target.domain_id if target else None,
+            request_id=request_id,
+            source_ip=source_ip,
+            details=clean,
+        )
+        self._session.add(event)
+        return event
+
+    def list(
+        self,
+        *,
+        since: int | None,
+        type: str | None,
+        project_id: str | None,
+        limit: int,
+    ) -> list[AuditEvent]:
+        query = select(AuditEvent).order_by(AuditEvent.id).limit(limit)
+        if since is not None:
+            query = query.where(AuditEvent.id > since)
+        if type:
+            query = query.where(AuditEvent.type == type)
+        if project_id:
+            query = query.where(AuditEvent.project_id == project_id)
+        return list(self._session.scalars(query))
+
+
+class AuditReader:
+    """The authorized view of the trail (``GET /v1/audit/events``)."""
+
+    def __init__(self, log: AuditLog, enforcer: Enforcer) -> None:
+        self._log = log
+        self._enforcer = enforcer
+
+    def list_events(self, ctx: CallContext, *, since: int | None, type: str | None,
+                    project_id: str | None, limit: int) -> list[AuditEvent]:
+        self._enforcer.enforce(ctx.auth, "audit:event:list", Target(project_id=project_id))
+        return self._log.list(since=since, type=type, project_id=project_id, limit=limit)

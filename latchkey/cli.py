@@ -1,0 +1,173 @@
+"""The `latchkey` command: db upgrade, bootstrap, serve, keys, token."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from latchkey.errors import LatchkeyError
+from latchkey.policy.context import CallContext
+from latchkey.settings import Settings, SettingsError
+
+
+def _create_app() -> Flask:
+    from latchkey.app import create_app
+
+    try:
+        return create_app()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False,
+             add_version_option=False, load_dotenv=False)
+def main() -> None:
+    """Latchkey: identity, application credentials and tenant-controlled authorization."""
+
+
+def _services() -> Any:
+    return current_app.extensions["latchkey"]
+
+
+def _read_secret_file(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {path}: {exc.strerror}") from exc
+
+
+@main.command()
+@click.option("--admin-password-file", type=click.Path(dir_okay=False),
+              help="File holding the admin password (else LATCHKEY_ADMIN_PASSWORD, else "
+                   "a generated one, printed once).")
+@with_appcontext
+def bootstrap(admin_password_file: str | None) -> None:
+    """Create the Default domain, the admin project, default roles and the admin user."""
+    services = _services()
+    password = (_read_secret_file(admin_password_file) if admin_password_file
+                else services.settings.admin_password or None)
+    try:
+        result = services.bootstrap.run(password)
+    except LatchkeyError as exc:
+        raise click.ClickException(exc.detail) from exc
+    for item in result.created:
+        click.echo(f"created {item}")
+    if not result.created:
+        click.echo("already bootstrapped; nothing changed")
+    if result.generated_password:
+        click.echo(f"admin password (shown once): {result.generated_password}")
+
+
+@main.command()
+@click.option("--bind", help="host:port (default: LATCHKEY_BIND)")
+@click.option("--workers", type=int, help="worker processes (default: LATCHKEY_WORKERS)")
+def serve(bind: str | None, workers: int | None) -> None:
+    """Run the production server (gunicorn)."""
+    from gunicorn.app.base import BaseApplication
+
+    try:
+        settings = Settings.load()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    options = {"bind": bind or settings.bind, "workers": workers or settings.workers,
+               "accesslog": None, "timeout": 60}
+
+    class LatchkeyServer(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Flask:
+            from latchkey.app import create_app
+
+            return create_app(settings)
+
+    click.echo(f"Latchkey listening on http://{options['bind']} ({options['workers']} workers)")
+    sys.argv = sys.argv[:1]  # gunicorn must not parse our own options
+    LatchkeyServer().run()
+
+
+@main.group()
+def keys() -> None:
+    """Token signing keys."""
+
+
+@keys.command("list")
+@with_appcontext
+def keys_list() -> None:
+    """Show the key ring."""
+    click.echo(json.dumps(_services().keys.describe(), indent=2))
+
+
+@keys.command("rotate")
+@with_appcontext
+def keys_rotate() -> None:
+    """Promote the staged key, demote the primary, retire expired secondaries."""
+    click.echo(json.dumps(_services().keys.rotate(), indent=2))
+
+
+@keys.command("retire")
+@click.argument("kid")
+@with_appcontext
+def keys_retire(kid: str) -> None:
+    """Retire one key now: tokens it signed stop validating."""
+    try:
+        _services().keys.retire(kid)
+    except LatchkeyError as exc:
+        raise click.ClickException(exc.detail) from exc
+    click.echo(f"retired {kid}")
+
+
+@main.group()
+def token() -> None:
+    """Issue and verify tokens."""
+
+
+@token.command("issue")
+@click.option("--user", "user_name", required=True)
+@click.option("--user-domain", default="default", show_default=True, help="domain id")
+@click.option("--project", help="project name to scope to")
+@click.option("--project-domain", default="default", show_default=True, help="domain id")
+@click.option("--password-file", type=click.Path(dir_okay=False),
+              help="file holding the password (else LATCHKEY_PASSWORD, else a prompt)")
+@with_appcontext
+def token_issue(user_name: str, user_domain: str, project: str | None, project_domain: str,
+                password_file: str | None) -> None:
+    """Authenticate with a password and print a token."""
+    password = (_read_secret_file(password_file) if password_file
+                else os.environ.get("LATCHKEY_PASSWORD")
+                or click.prompt("Password", hide_input=True))
+    scope = {"project": {"name": project, "domain": {"id": project_domain}}} if project else None
+    try:
+        issued = _services().authentication.password(
+            CallContext(auth=None, source_ip="cli"),
+            {"name": user_name, "domain": {"id": user_domain}}, password, scope)
+    except LatchkeyError as exc:
+        raise click.ClickException(exc.detail) from exc
+    click.echo(issued.token)
+
+
+@token.command("verify")
+@click.argument("token_text", metavar="TOKEN")
+@with_appcontext
+def token_verify(token_text: str) -> None:
+    """Validate a token (signature, expiry, revocation) and print its claims."""
+    try:
+        claims = _services().tokens.validate(token_text)
+    except LatchkeyError as exc:
+        raise click.ClickException(exc.detail) from exc
+    click.echo(json.dumps(claims, indent=2, sort_keys=True))
+
+
+@main.command("settings")
+def show_settings() -> None:
+    """List every setting with its environment variable, default and help."""
+    for env, type_name, default, help_text in Settings.describe():
+        click.echo(f"{env} ({type_name}, default {default!r})\n    {help_text}")

@@ -1,0 +1,1 @@
+"""Identity: domains, projects, users, groups, roles, authentication and tokens."""

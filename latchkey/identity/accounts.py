@@ -1,0 +1,288 @@
+"""Users (humans and application accounts) and groups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from latchkey.audit import AuditTarget
+from latchkey.db import utcnow
+from latchkey.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from latchkey.identity.backends import IdentityBackend
+from latchkey.identity.common import IdentityServiceBase, Page
+from latchkey.identity.directory import Directory
+from latchkey.identity.models import Domain, Group, GroupMembership, Project, RoleAssignment, User
+from latchkey.identity.passwords import PasswordHasher
+from latchkey.identity.revocations import USER
+from latchkey.policy.context import CallContext
+from latchkey.policy.enforcer import Target
+
+HUMAN, APPLICATION = "human", "application"
+
+
+class Accounts(IdentityServiceBase):
+    def __init__(self, *args: Any, directory: Directory, hasher: PasswordHasher,
+                 backends: dict[str, IdentityBackend], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._directory = directory
+        self._hasher = hasher
+        self._backends = backends
+
+    def backend_for(self, domain: Domain) -> IdentityBackend:
+        return self._backends[domain.identity_backend]
+
+    def _writable_domain(self, domain_id: str) -> Domain:
+        domain = self._directory.get_domain_record(domain_id)
+        if not self.backend_for(domain).writable:
+            raise Forbidden(f"domain {domain.name!r} is read-only ({domain.identity_backend})",
+                            code="domain_read_only")
+        return domain
+
+    # -- users --------------------------------------------------------------------
+
+    def get_user_record(self, user_id: str) -> User:
+        user = self._session.get(User, user_id)
+        if user is None:
+            raise NotFound(f"no user {user_id!r}", code="user_not_found")
+        return user
+
+    def find_user(self, domain_id: str, name: str) -> User | None:
+        return self._session.scalar(
+            select(User).where(User.domain_id == domain_id, User.name == name)
+        )
+
+    def create_user(self, ctx: CallContext, data: dict[str, Any]) -> User:
+        domain_id = data["domain_id"]
+        self._enforce(ctx, "identity:user:create", Target(domain_id=domain_id))
+        self._writable_domain(domain_id)
+        data = dict(data)
+        password = data.pop("password", None)
+        kind = data.setdefault("kind", HUMAN)
+        if kind == APPLICATION:
+            if password is not None:
+                raise InvalidRequest("application accounts have no password; they "
+                                     "authenticate with application credentials",
+                                     code="application_account_password")
+            owner = data.get("owner_project_id")
+            if not owner:
+                raise InvalidRequest("application accounts need owner_project_id",
+                                     code="owner_project_required")
+            self._directory.get_project_record(owner)
+        elif data.get("owner_project_id"):
+            raise InvalidRequest("only application accounts have an owner project",
+                                 code="owner_project_not_allowed")
+        if self.find_user(domain_id, data["name"]):
+            raise Conflict(f"a user named {data['name']!r} exists in this domain",
+                           code="user_name_taken")
+        user = User(**data)
+        if password is not None:
+            self._set_password(user, password)
+        self._session.add(user)
+        self._session.flush()
+        self._record_change(ctx, "identity:user:create", _user_target(user),
+                            name=user.name, kind=user.kind)
+        self._commit("user_name_taken", "a user with this name exists in this domain")
+        return user
+
+    def get_user(self, ctx: CallContext, user_id: str) -> User:
+        user = self._session.get(User, user_id)
+        self._enforce(ctx, "identity:user:get",
+                      Target(domain_id=user.domain_id if user else None, user_id=user_id))
+        return self.get_user_record(user_id)
+
+    def list_users(self, ctx: CallContext, *, domain_id: str | None, name: str | None,
+                   kind: str | None, marker: str | None, limit: int | None) -> Page[User]:
+        if domain_id is None and ctx.auth is not None and ctx.auth.domain_id:
+            domain_id = ctx.auth.domain_id
+        self._enforce(ctx, "identity:user:list", Target(domain_id=domain_id))
+        query = select(User)
+        if domain_id:
+            query = query.where(User.domain_id == domain_id)
+        if name:
+            query = query.where(User.name == name)
+        if kind:
+            query = query.where(User.kind == kind)
+        return self._page(query, User.id, marker, limit)
+
+    def update_user(self, ctx: CallContext, user_id: str, data: dict[str, Any]) -> User:
+        user = self.get_user_record(user_id)
+        self._enforce(ctx, "identity:user:update", Target(domain_id=user.domain_id,
+                                                          user_id=user.id))
+        self._writable_domain(user.domain_id)
+        data = dict(data)
+        password = data.pop("password", None)
+        if password is not None:
+            if user.kind == APPLICATION:
+                raise InvalidRequest("application accounts have no password",
+                                     code="application_account_password")
+            self._set_password(user, password)
+            user.failed_logins, user.locked_until = 0, None  # an admin reset unlocks
+        was_enabled = user.enabled
+        for key, value in data.items():
+            setattr(user, key, value)
+        if (was_enabled and not user.enabled) or password is not None:
+            self._revocations.add(USER, user.id)
+        self._record_change(ctx, "identity:user:update", _user_target(user),
+                            fields=sorted([*data, *(["password"] if password else [])]))
+        self._commit("user_name_taken", "a user with this name exists in this domain")
+        return user
+
+    def delete_user(self, ctx: CallContext, user_id: str) -> None:
+        user = self.get_user_record(user_id)
+        self._enforce(ctx, "identity:user:delete", Target(domain_id=user.domain_id,
+                                                          user_id=user.id))
+        self._writable_domain(user.domain_id)
+        if self._owns_last_cloud_admin(user):
+            raise Conflict("the last cloud administrator cannot be deleted",
+                           code="last_cloud_admin")
+        self._revocations.add(USER, user.id)
+        self._session.delete(user)
+        self._record_change(ctx, "identity:user:delete", _user_target(user))
+        self._commit("user_in_use", "the user is still referenced")
+
+    def change_password(self, ctx: CallContext, user_id: str, original: str, new: str) -> None:
+        """Self-service change: needs the current password, revokes existing tokens."""
+        user = self.get_user_record(user_id)
+        self._enforce(ctx, "identity:user:change_password",
+                      Target(domain_id=user.domain_id, user_id=user.id))
+        self._writable_domain(user.domain_id)
+        if user.kind == APPLICATION:
+            raise InvalidRequest("application accounts have no password",
+                                 code="application_account_password")
+        if not self._hasher.verify(user.password_hash, original):
+            raise Forbidden("the original password is wrong", code="original_password_wrong")
+        self._set_password(user, new)
+        self._revocations.add(USER, user.id)
+        self._record_change(ctx, "identity:user:change_password", _user_target(user))
+        self._session.commit()
+
+    def list_user_projects(self, ctx: CallContext, user_id: str) -> list[Project]:
+        user = self.get_user_record(user_id)
+        self._enforce(ctx, "identity:user:list_projects",
+                      Target(domain_id=user.domain_id, user_id=user.id))
+        group_ids = select(GroupMembership.group_id).where(GroupMembership.user_id == user.id)
+        project_ids = select(RoleAssignment.project_id).where(
+            RoleAssignment.project_id.is_not(None),
+            (RoleAssignment.user_id == user.id) | RoleAssignment.group_id.in_(group_ids),
+        )
+        query = select(Project).where(Project.id.in_(project_ids)).order_by(Project.name)
+        return list(self._session.scalars(query))
+
+    def _set_password(self, user: User, password: str) -> None:
+        self._hasher.check_policy(password)
+        user.password_hash = self._hasher.hash(password)
+        user.password_changed_at = utcnow()
+
+    def _owns_last_cloud_admin(self, user: User) -> bool:
+        admin_projects = select(Project.id).where(Project.is_admin_project)
+        holders = set(self._session.scalars(
+            select(RoleAssignment.user_id).where(
+                RoleAssignment.project_id.in_(admin_projects), RoleAssignment.user_id.is_not(None)
+            )
+        ))
+        return holders == {user.id}
+
+    # -- groups -------------------------------------------------------------------
+
+    def get_group_record(self, group_id: str) -> Group:
+        group = self._session.get(Group, group_id)
+        if group is None:
+            raise NotFound(f"no group {group_id!r}", code="group_not_found")
+        return group
+
+    def create_group(self, ctx: CallContext, data: dict[str, Any]) -> Group:
+        self._enforce(ctx, "identity:group:create", Target(domain_id=data["domain_id"]))
+        self._writable_domain(data["domain_id"])
+        if self._session.scalar(select(Group.id).where(Group.domain_id == data["domain_id"],
+                                                       Group.name == data["name"])):
+            raise Conflict(f"a group named {data['name']!r} exists in this domain",
+                           code="group_name_taken")
+        group = Group(**data)
+        self._session.add(group)
+        self._session.flush()
+        self._record_change(ctx, "identity:group:create", _group_target(group), name=group.name)
+        self._commit("group_name_taken", "a group with this name exists in this domain")
+        return group
+
+    def get_group(self, ctx: CallContext, group_id: str) -> Group:
+        group = self._session.get(Group, group_id)
+        self._enforce(ctx, "identity:group:get",
+                      Target(domain_id=group.domain_id if group else None))
+        return self.get_group_record(group_id)
+
+    def list_groups(self, ctx: CallContext, *, domain_id: str | None, name: str | None,
+                    marker: str | None, limit: int | None) -> Page[Group]:
+        if domain_id is None and ctx.auth is not None and ctx.auth.domain_id:
+            domain_id = ctx.auth.domain_id
+        self._enforce(ctx, "identity:group:list", Target(domain_id=domain_id))
+        query = select(Group)
+        if domain_id:
+            query = query.where(Group.domain_id == domain_id)
+        if name:
+            query = query.where(Group.name == name)
+        return self._page(query, Group.id, marker, limit)
+
+    def update_group(self, ctx: CallContext, group_id: str, data: dict[str, Any]) -> Group:
+        group = self.get_group_record(group_id)
+        self._enforce(ctx, "identity:group:update", Target(domain_id=group.domain_id))
+        self._writable_domain(group.domain_id)
+        for key, value in data.items():
+            setattr(group, key, value)
+        self._record_change(ctx, "identity:group:update", _group_target(group),
+                            fields=sorted(data))
+        self._commit("group_name_taken", "a group with this name exists in this domain")
+        return group
+
+    def delete_group(self, ctx: CallContext, group_id: str) -> None:
+        group = self.get_group_record(group_id)
+        self._enforce(ctx, "identity:group:delete", Target(domain_id=group.domain_id))
+        self._writable_domain(group.domain_id)
+        for user_id in self._member_ids(group.id):
+            self._revocations.add(USER, user_id)  # roles held through the group are gone
+        self._session.delete(group)
+        self._record_change(ctx, "identity:group:delete", _group_target(group))
+        self._commit("group_in_use", "the group is still referenced")
+
+    def list_members(self, ctx: CallContext, group_id: str) -> list[User]:
+        group = self.get_group_record(group_id)
+        self._enforce(ctx, "identity:group:list_members", Target(domain_id=group.domain_id))
+        query = select(User).join(GroupMembership, GroupMembership.user_id == User.id).where(
+            GroupMembership.group_id == group.id).order_by(User.name)
+        return list(self._session.scalars(query))
+
+    def add_member(self, ctx: CallContext, group_id: str, user_id: str) -> None:
+        group = self.get_group_record(group_id)
+        self._enforce(ctx, "identity:group:add_member", Target(domain_id=group.domain_id))
+        self._writable_domain(group.domain_id)
+        user = self.get_user_record(user_id)
+        if self._session.get(GroupMembership, (group.id, user.id)) is None:
+            self._session.add(GroupMembership(group_id=group.id, user_id=user.id))
+            self._record_change(ctx, "identity:group:add_member", _group_target(group),
+                                user_id=user.id)
+        self._commit("membership_exists", "the user is already a member")
+
+    def remove_member(self, ctx: CallContext, group_id: str, user_id: str) -> None:
+        group = self.get_group_record(group_id)
+        self._enforce(ctx, "identity:group:remove_member", Target(domain_id=group.domain_id))
+        self._writable_domain(group.domain_id)
+        membership = self._session.get(GroupMembership, (group.id, user_id))
+        if membership is None:
+            raise NotFound("the user is not a member of this group", code="membership_not_found")
+        self._session.delete(membership)
+        self._revocations.add(USER, user_id)
+        self._record_change(ctx, "identity:group:remove_member", _group_target(group),
+                            user_id=user_id)
+        self._session.commit()
+
+    def _member_ids(self, group_id: str) -> list[str]:
+        return list(self._session.scalars(
+            select(GroupMembership.user_id).where(GroupMembership.group_id == group_id)))
+
+
+def _user_target(user: User) -> AuditTarget:
+    return AuditTarget("user", user.id, project_id=user.owner_project_id, domain_id=user.domain_id)
+
+
+def _group_target(group: Group) -> AuditTarget:
+    return AuditTarget("group", group.id, domain_id=group.domain_id)

@@ -1,0 +1,103 @@
+"""`latchkey bootstrap`: the Default domain, admin project, default roles, admin user.
+
+Idempotent: whatever exists is left alone (an existing admin keeps its password).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, scoped_session
+
+from latchkey.audit import CHANGE, AuditLog, AuditTarget
+from latchkey.identity.keys import KeyRing
+from latchkey.identity.models import (
+    Domain,
+    Project,
+    Role,
+    RoleAssignment,
+    RoleImplication,
+    User,
+)
+from latchkey.identity.passwords import PasswordHasher
+from latchkey.identity.roles import assignment_key
+
+DEFAULT_DOMAIN_ID = "default"
+ADMIN_PROJECT, ADMIN_USER = "admin", "admin"
+DEFAULT_ROLES = ("reader", "member", "admin", "service")
+IMPLICATIONS = (("admin", "member"), ("member", "reader"))
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    created: list[str]
+    generated_password: str | None
+
+
+class Bootstrap:
+    def __init__(self, session: scoped_session[Session], hasher: PasswordHasher, keys: KeyRing,
+                 audit: AuditLog) -> None:
+        self._session = session
+        self._hasher = hasher
+        self._keys = keys
+        self._audit = audit
+
+    def run(self, admin_password: str | None) -> BootstrapResult:
+        created: list[str] = []
+        domain = self._session.get(Domain, DEFAULT_DOMAIN_ID)
+        if domain is None:
+            domain = Domain(id=DEFAULT_DOMAIN_ID, name="Default",
+                            description="The default sql domain")
+            self._session.add(domain)
+            created.append("domain Default")
+        project = self._session.scalar(select(Project).where(
+            Project.domain_id == DEFAULT_DOMAIN_ID, Project.name == ADMIN_PROJECT))
+        if project is None:
+            project = Project(name=ADMIN_PROJECT, domain_id=DEFAULT_DOMAIN_ID,
+                              is_admin_project=True, description="Cloud administrators")
+            self._session.add(project)
+            created.append("project admin")
+        roles = {}
+        for name in DEFAULT_ROLES:
+            role = self._session.scalar(select(Role).where(Role.name == name))
+            if role is None:
+                role = Role(name=name)
+                self._session.add(role)
+                created.append(f"role {name}")
+            roles[name] = role
+        self._session.flush()
+        for prior, implied in IMPLICATIONS:
+            key = (roles[prior].id, roles[implied].id)
+            if self._session.get(RoleImplication, key) is None:
+                self._session.add(RoleImplication(prior_role_id=key[0], implied_role_id=key[1]))
+                created.append(f"implication {prior} -> {implied}")
+        generated = None
+        user = self._session.scalar(select(User).where(
+            User.domain_id == DEFAULT_DOMAIN_ID, User.name == ADMIN_USER))
+        if user is None:
+            if not admin_password:
+                generated = admin_password = secrets.token_urlsafe(24)
+            self._hasher.check_policy(admin_password)
+            user = User(name=ADMIN_USER, domain_id=DEFAULT_DOMAIN_ID,
+                        password_hash=self._hasher.hash(admin_password))
+            self._session.add(user)
+            self._session.flush()
+            created.append("user admin")
+        for scope, scope_id in (("project", project.id), ("domain", domain.id)):
+            key = assignment_key(scope, scope_id, "user", user.id, roles["admin"].id)
+            if self._session.scalar(select(RoleAssignment.id).where(RoleAssignment.key == key)):
+                continue
+            self._session.add(RoleAssignment(key=key, role_id=roles["admin"].id, user_id=user.id,
+                                             **{f"{scope}_id": scope_id}))
+            created.append(f"admin role on {scope} {scope_id}")
+        if created:
+            self._audit.add(type=CHANGE, action="identity:bootstrap", outcome="success",
+                            actor_id=None, target=AuditTarget("domain", DEFAULT_DOMAIN_ID,
+                                                              domain_id=DEFAULT_DOMAIN_ID),
+                            request_id=None, source_ip=None, details={"created": created})
+        self._session.commit()
+        if self._keys.ensure_keys():
+            created.append("signing keys")
+        return BootstrapResult(created, generated)

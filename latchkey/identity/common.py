@@ -1,0 +1,69 @@
+"""What the identity services share: the session, enforcement, audit, paging."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, scoped_session
+
+from latchkey.audit import CHANGE, AuditLog, AuditTarget
+from latchkey.errors import Conflict
+from latchkey.identity.revocations import RevocationList
+from latchkey.policy.context import CallContext
+from latchkey.policy.enforcer import Enforcer, Target
+
+T = TypeVar("T")
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_marker: str | None
+
+
+class IdentityServiceBase:
+    def __init__(
+        self,
+        session: scoped_session[Session],
+        enforcer: Enforcer,
+        audit: AuditLog,
+        revocations: RevocationList,
+    ) -> None:
+        self._session = session
+        self._enforcer = enforcer
+        self._audit = audit
+        self._revocations = revocations
+
+    def _enforce(self, ctx: CallContext, action: str, target: Target) -> None:
+        self._enforcer.enforce(ctx.auth, action, target)
+
+    def _record_change(
+        self, ctx: CallContext, action: str, target: AuditTarget, **details: Any
+    ) -> None:
+        self._audit.add(
+            type=CHANGE, action=action, outcome="success", actor_id=ctx.actor_id, target=target,
+            request_id=ctx.request_id, source_ip=ctx.source_ip, details=details,
+        )
+
+    def _commit(self, conflict_code: str, conflict_detail: str) -> None:
+        """Commit, turning a uniqueness race into a 409 and leaving nothing half-written."""
+        try:
+            self._session.commit()
+        except IntegrityError as exc:
+            self._session.rollback()
+            raise Conflict(conflict_detail, code=conflict_code) from exc
+
+    def _page(self, query: Select[Any], id_column: Any, marker: str | None,
+              limit: int | None) -> Page[Any]:
+        size = min(limit or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        if marker:
+            query = query.where(id_column > marker)
+        rows = list(self._session.scalars(query.order_by(id_column).limit(size + 1)))
+        more = len(rows) > size
+        rows = rows[:size]
+        return Page(rows, str(getattr(rows[-1], "id")) if more and rows else None)

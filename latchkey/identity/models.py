@@ -1,0 +1,128 @@
+"""Identity tables: domains, projects, users, groups, roles and assignments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from latchkey.db import Base, UTCDateTime, new_id, utcnow
+
+ID = String(64)
+
+
+class Domain(Base):
+    __tablename__ = "domain"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    identity_backend: Mapped[str] = mapped_column(String(16), default="sql")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Project(Base):
+    __tablename__ = "project"
+    __table_args__ = (UniqueConstraint("domain_id", "name"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255))
+    domain_id: Mapped[str] = mapped_column(ForeignKey("domain.id", ondelete="CASCADE"), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The cloud operators' project: admins there administer every domain.
+    is_admin_project: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "user_account"
+    __table_args__ = (UniqueConstraint("domain_id", "name"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255))
+    domain_id: Mapped[str] = mapped_column(ForeignKey("domain.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="human")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    # Application accounts belong to a project and die with it.
+    owner_project_id: Mapped[str | None] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Group(Base):
+    __tablename__ = "user_group"
+    __table_args__ = (UniqueConstraint("domain_id", "name"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255))
+    domain_id: Mapped[str] = mapped_column(ForeignKey("domain.id", ondelete="CASCADE"), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GroupMembership(Base):
+    __tablename__ = "group_membership"
+
+    group_id: Mapped[str] = mapped_column(
+        ForeignKey("user_group.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class Role(Base):
+    __tablename__ = "role"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RoleImplication(Base):
+    __tablename__ = "role_implication"
+
+    prior_role_id: Mapped[str] = mapped_column(
+        ForeignKey("role.id", ondelete="CASCADE"), primary_key=True
+    )
+    implied_role_id: Mapped[str] = mapped_column(
+        ForeignKey("role.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class RoleAssignment(Base):
+    """A role given to exactly one actor (user or group) on exactly one target.
+
+    Separate nullable foreign keys (rather than a polymorphic id) let the
+    database delete assignments with their user, group, project or domain.
+    """
+
+    __tablename__ = "role_assignment"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # "<actor>:<target>:<role>", unique, because NULLs defeat a composite unique constraint.
+    key: Mapped[str] = mapped_column(String(255), unique=True)
+    role_id: Mapped[str] = mapped_column(ForeignKey("role.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    group_id: Mapped[str | None] = mapped_column(
+        ForeignKey("user_group.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    project_id: Mapped[str | None] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    domain_id: Mapped[str | None] = mapped_column(
+        ForeignKey("domain.id", ondelete="CASCADE"), nullable=True, index=True
+    )

@@ -1,0 +1,197 @@
+"""Request and response schemas of the identity API (they generate the OpenAPI document)."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+NAME = validate.Length(min=1, max=255)
+DESCRIPTION = validate.Length(max=10_000)
+KINDS = ("human", "application")
+
+
+class PageQuery(Schema):
+    limit = fields.Integer(validate=validate.Range(min=1, max=1000))
+    marker = fields.String(validate=validate.Length(max=64))
+
+
+class NameQuery(PageQuery):
+    name = fields.String(validate=NAME)
+
+
+class DomainFilterQuery(NameQuery):
+    domain_id = fields.String(validate=validate.Length(max=64))
+
+
+class UserQuery(DomainFilterQuery):
+    kind = fields.String(validate=validate.OneOf(KINDS))
+
+
+class DomainCreate(Schema):
+    name = fields.String(required=True, validate=NAME)
+    description = fields.String(validate=DESCRIPTION)
+    enabled = fields.Boolean()
+    identity_backend = fields.String(validate=validate.OneOf(["sql", "ldap"]))
+
+
+class DomainUpdate(Schema):
+    name = fields.String(validate=NAME)
+    description = fields.String(validate=DESCRIPTION)
+    enabled = fields.Boolean()
+
+
+class DomainOut(Schema):
+    id = fields.String()
+    name = fields.String()
+    description = fields.String()
+    enabled = fields.Boolean()
+    identity_backend = fields.String()
+    created_at = fields.DateTime()
+
+
+class DomainList(Schema):
+    domains = fields.List(fields.Nested(DomainOut))
+    next_marker = fields.String(allow_none=True)
+
+
+class ProjectCreate(Schema):
+    name = fields.String(required=True, validate=NAME)
+    domain_id = fields.String(load_default="default", validate=validate.Length(min=1, max=64))
+    description = fields.String(validate=DESCRIPTION)
+    enabled = fields.Boolean()
+
+
+class ProjectUpdate(Schema):
+    name = fields.String(validate=NAME)
+    description = fields.String(validate=DESCRIPTION)
+    enabled = fields.Boolean()
+
+
+class ProjectOut(Schema):
+    id = fields.String()
+    name = fields.String()
+    domain_id = fields.String()
+    description = fields.String()
+    enabled = fields.Boolean()
+    is_admin_project = fields.Boolean()
+    created_at = fields.DateTime()
+
+
+class ProjectList(Schema):
+    projects = fields.List(fields.Nested(ProjectOut))
+    next_marker = fields.String(allow_none=True)
+
+
+class UserCreate(Schema):
+    name = fields.String(required=True, validate=NAME)
+    domain_id = fields.String(load_default="default", validate=validate.Length(min=1, max=64))
+    kind = fields.String(validate=validate.OneOf(KINDS))
+    password = fields.String(load_only=True, validate=validate.Length(max=4096))
+    enabled = fields.Boolean()
+    email = fields.Email(allow_none=True)
+    description = fields.String(validate=DESCRIPTION)
+    owner_project_id = fields.String(allow_none=True, validate=validate.Length(max=64))
+
+
+class UserUpdate(Schema):
+    name = fields.String(validate=NAME)
+    password = fields.String(load_only=True, validate=validate.Length(max=4096))
+    enabled = fields.Boolean()
+    email = fields.Email(allow_none=True)
+    description = fields.String(validate=DESCRIPTION)
+
+
+class PasswordChange(Schema):
+    original_password = fields.String(required=True, load_only=True,
+                                      validate=validate.Length(max=4096))
+    password = fields.String(required=True, load_only=True, validate=validate.Length(max=4096))
+
+
+class UserOut(Schema):
+    id = fields.String()
+    name = fields.String()
+    domain_id = fields.String()
+    kind = fields.String()
+    enabled = fields.Boolean()
+    email = fields.String(allow_none=True)
+    description = fields.String()
+    owner_project_id = fields.String(allow_none=True)
+    password_changed_at = fields.DateTime(allow_none=True)
+    created_at = fields.DateTime()
+
+
+class UserList(Schema):
+    users = fields.List(fields.Nested(UserOut))
+    next_marker = fields.String(allow_none=True)
+
+
+class GroupCreate(Schema):
+    name = fields.String(required=True, validate=NAME)
+    domain_id = fields.String(load_default="default", validate=validate.Length(min=1, max=64))
+    description = fields.String(validate=DESCRIPTION)
+
+
+class GroupUpdate(Schema):
+    name = fields.String(validate=NAME)
+    description = fields.String(validate=DESCRIPTION)
+
+
+class GroupOut(Schema):
+    id = fields.String()
+    name = fields.String()
+    domain_id = fields.String()
+    description = fields.String()
+    created_at = fields.DateTime()
+
+
+class GroupList(Schema):
+    groups = fields.List(fields.Nested(GroupOut))
+    next_marker = fields.String(allow_none=True)
+
+
+class UserRefList(Schema):
+    users = fields.List(fields.Nested(UserOut))
+
+
+class ProjectRefList(Schema):
+    projects = fields.List(fields.Nested(ProjectOut))
+
+
+class RoleCreate(Schema):
+    name = fields.String(required=True, validate=NAME)
+    description = fields.String(validate=DESCRIPTION)
+
+
+class RoleOut(Schema):
+    id = fields.String()
+    name = fields.String()
+    description = fields.String()
+
+
+class RoleList(Schema):
+    roles = fields.List(fields.Nested(RoleOut))
+
+
+class RoleQuery(Schema):
+    name = fields.String(validate=NAME)
+
+
+class RoleImplicationOut(Schema):
+    prior_role = fields.Nested(RoleOut)
+    implies = fields.Nested(RoleOut)
+
+
+class RoleImplicationList(Schema):
+    role_implications = fields.List(fields.Nested(RoleImplicationOut))
+
+
+class AssignmentQuery(Schema):
+    user_id = fields.String(validate=validate.Length(max=64))
+    group_id = fields.String(validate=validate.Length(max=64))
+    project_id = fields.String(validate=validate.Length(max=64))
+    domain_id = fields.String(validate=validate.Length(max=64))
+    role = fields.String(validate=NAME)
+    effective = fields.Boolean(load_default=False)
+
+
+class AssignmentList(Schema):
+    role_assignments = fields.List(fields.Dict())

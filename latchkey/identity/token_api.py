@@ -1,0 +1,148 @@
+"""Token endpoints, the revocation feed and the JWKS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import jsonify, request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from latchkey.errors import InvalidRequest
+from latchkey.web.requests import call_context, services
+
+blp = Blueprint("tokens", __name__, description="Tokens")
+SUBJECT_TOKEN_HEADER = "X-Subject-Token"
+ID = validate.Length(min=1, max=64)
+NAME = validate.Length(min=1, max=255)
+
+
+class DomainRef(Schema):
+    id = fields.String(validate=ID)
+    name = fields.String(validate=NAME)
+
+
+class UserRef(Schema):
+    id = fields.String(validate=ID)
+    name = fields.String(validate=NAME)
+    domain = fields.Nested(DomainRef)
+
+
+class PasswordMethod(Schema):
+    user = fields.Nested(UserRef, required=True)
+    password = fields.String(required=True, validate=validate.Length(max=4096))
+
+
+class AuthMethods(Schema):
+    password = fields.Nested(PasswordMethod)
+
+    @validates_schema
+    def one_method(self, data: dict[str, Any], **_: Any) -> None:
+        if len(data) != 1:
+            raise ValidationError("give exactly one authentication method")
+
+
+class ProjectRef(Schema):
+    id = fields.String(validate=ID)
+    name = fields.String(validate=NAME)
+    domain = fields.Nested(DomainRef)
+
+
+class ScopeRef(Schema):
+    project = fields.Nested(ProjectRef)
+    domain = fields.Nested(DomainRef)
+
+    @validates_schema
+    def one_scope(self, data: dict[str, Any], **_: Any) -> None:
+        if len(data) != 1:
+            raise ValidationError("scope to exactly one project or one domain")
+
+
+class TokenRequest(Schema):
+    auth = fields.Nested(AuthMethods, required=True)
+    scope = fields.Nested(ScopeRef)
+
+
+class TokenOut(Schema):
+    token = fields.String()
+    expires_at = fields.DateTime()
+    issued_at = fields.DateTime()
+    user = fields.Dict()
+    project = fields.Dict()
+    domain = fields.Dict()
+    roles = fields.List(fields.String())
+    methods = fields.List(fields.String())
+
+
+class RevocationQuery(Schema):
+    since = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    limit = fields.Integer(load_default=500, validate=validate.Range(min=1, max=5000))
+
+
+class RevocationOut(Schema):
+    id = fields.Integer()
+    kind = fields.String()
+    subject = fields.String()
+    issued_before = fields.DateTime()
+    created_at = fields.DateTime()
+
+
+class RevocationList(Schema):
+    revocations = fields.List(fields.Nested(RevocationOut))
+    cursor = fields.Integer()
+
+
+def _subject_token() -> str:
+    token = request.headers.get(SUBJECT_TOKEN_HEADER)
+    if not token:
+        raise InvalidRequest(f"send the token to check in {SUBJECT_TOKEN_HEADER}",
+                             code="subject_token_missing")
+    return token
+
+
+@blp.route("/v1/auth/tokens")
+class TokensView(MethodView):
+    @blp.arguments(TokenRequest)
+    @blp.response(201, TokenOut, headers={"Cache-Control": {"description": "no-store"}})
+    def post(self, data: dict[str, Any]) -> Any:
+        method = data["auth"]
+        ctx = call_context(authenticate=False)
+        issued = services().authentication.password(
+            ctx, method["password"]["user"], method["password"]["password"], data.get("scope"))
+        claims = issued.claims
+        body = {
+            "token": issued.token, "expires_at": issued.expires_at,
+            "issued_at": issued.issued_at, "user": claims["user"],
+            "roles": claims["roles"], "methods": claims["methods"],
+        }
+        for key in ("project", "domain"):
+            if key in claims:
+                body[key] = claims[key]
+        return body, 201, {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+    @blp.response(200)
+    def get(self) -> Any:
+        claims = services().tokens.check_subject(call_context(), _subject_token())
+        return jsonify(claims)
+
+    @blp.response(204)
+    def delete(self) -> None:
+        services().tokens.revoke(call_context(), _subject_token())
+
+
+@blp.route("/v1/revocations", methods=["GET"])
+@blp.arguments(RevocationQuery, location="query")
+@blp.response(200, RevocationList)
+def revocations(query: dict[str, Any]) -> dict[str, Any]:
+    events = services().tokens.revocations_since(call_context(), query["since"], query["limit"])
+    cursor = events[-1].id if events else query["since"]
+    return {"revocations": events, "cursor": cursor}
+
+
+@blp.route("/.well-known/jwks.json", methods=["GET"])
+@blp.response(200)
+def jwks() -> Any:
+    response = jsonify(services().keys.jwks())
+    response.headers["Cache-Control"] = "public, max-age=60"
+    return response

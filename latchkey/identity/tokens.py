@@ -1,0 +1,190 @@
+"""Issuing, validating and revoking tokens: ES256 JWS (RFC 9068 profile)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwt import JWTClaimsRegistry
+
+from latchkey.audit import AuditLog, AuditTarget
+from latchkey.errors import LatchkeyError
+from latchkey.identity.keys import ALGORITHM, KeyRing
+from latchkey.identity.models import Domain, Project, User
+from latchkey.identity.revocations import TOKEN, RevocationEvent, RevocationList
+from latchkey.policy.context import AuthContext, CallContext
+from latchkey.policy.enforcer import Enforcer, Target
+
+TOKEN_TYPE = "at+jwt"  # RFC 9068 section 2.1
+MAX_TOKEN_LENGTH = 8192
+
+
+class TokenInvalid(LatchkeyError):
+    """Bad signature, expired, revoked, malformed: callers never learn which."""
+
+    status = 401
+    code = "invalid_token"
+    title = "The token is not valid"
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    claims: dict[str, Any]
+
+    @property
+    def expires_at(self) -> datetime:
+        return datetime.fromtimestamp(self.claims["exp"], UTC)
+
+    @property
+    def issued_at(self) -> datetime:
+        return datetime.fromtimestamp(self.claims["iat"], UTC)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a token is scoped to: one project, one domain, or nothing."""
+
+    project: Project | None = None
+    project_domain: Domain | None = None
+    domain: Domain | None = None
+
+
+class Tokens:
+    def __init__(self, keys: KeyRing, revocations: RevocationList, audit: AuditLog,
+                 enforcer: Enforcer, *, issuer: str, audience: str, ttl: timedelta) -> None:
+        self._keys = keys
+        self._revocations = revocations
+        self._audit = audit
+        self._enforcer = enforcer
+        self.issuer = issuer
+        self.audience = audience
+        self.ttl = ttl
+
+    def issue(self, user: User, user_domain: Domain, scope: Scope, roles: set[str],
+              methods: list[str], client_id: str | None = None,
+              extra_claims: dict[str, Any] | None = None) -> IssuedToken:
+        now = time.time()
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": user.id,
+            "aud": self.audience,
+            # Millisecond precision, so a token issued right after a revocation in the
+            # same second is not caught by it (RFC 7519 NumericDate allows fractions).
+            "iat": round(now, 3),
+            "exp": int(now + self.ttl.total_seconds()),
+            "jti": base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("="),
+            "client_id": client_id or user.id,
+            "user": {"id": user.id, "name": user.name, "kind": user.kind,
+                     "domain": {"id": user_domain.id, "name": user_domain.name}},
+            "roles": sorted(roles),
+            "methods": methods,
+        }
+        if scope.project is not None and scope.project_domain is not None:
+            claims["project"] = {
+                "id": scope.project.id, "name": scope.project.name,
+                "domain": {"id": scope.project_domain.id, "name": scope.project_domain.name},
+            }
+            if scope.project.is_admin_project:
+                claims["project"]["is_admin_project"] = True
+        elif scope.domain is not None:
+            claims["domain"] = {"id": scope.domain.id, "name": scope.domain.name}
+        claims.update(extra_claims or {})
+        key = self._keys.signing_key()
+        header = {"alg": ALGORITHM, "typ": TOKEN_TYPE, "kid": key.kid}
+        return IssuedToken(jwt.encode(header, claims, key, algorithms=[ALGORITHM]), claims)
+
+    def validate(self, token: str) -> dict[str, Any]:
+        """Signature, issuer, audience, expiry and revocation; TokenInvalid otherwise."""
+        claims = self.verify_signature_and_claims(token)
+        if self._revocations.is_revoked(claims):
+            raise TokenInvalid()
+        return claims
+
+    def verify_signature_and_claims(self, token: str) -> dict[str, Any]:
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            raise TokenInvalid()
+        header = _unverified_header(token)
+        if header.get("alg") != ALGORITHM or header.get("typ") != TOKEN_TYPE:
+            raise TokenInvalid()
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise TokenInvalid()
+        try:
+            decoded = jwt.decode(token, self._keys.verify_keys(kid), algorithms=[ALGORITHM])
+            registry = JWTClaimsRegistry(
+                now=lambda: math.ceil(time.time()),
+                iss={"essential": True, "value": self.issuer},
+                aud={"essential": True, "value": self.audience},
+                exp={"essential": True},
+                iat={"essential": True},
+                sub={"essential": True},
+                jti={"essential": True},
+            )
+            registry.validate(decoded.claims)
+        except (JoseError, ValueError, TypeError, KeyError) as exc:
+            raise TokenInvalid() from exc
+        return dict(decoded.claims)
+
+    def authenticate_bearer(self, token: str) -> AuthContext:
+        return AuthContext.from_claims(self.validate(token))
+
+    def check_subject(self, ctx: CallContext, subject_token: str) -> dict[str, Any]:
+        """GET /v1/auth/tokens: validate someone's token on behalf of the caller."""
+        claims = self._validate_subject(subject_token)
+        self._enforcer.enforce(ctx.auth, "identity:token:validate", _subject_target(claims))
+        return claims
+
+    def revoke(self, ctx: CallContext, subject_token: str) -> None:
+        claims = self._validate_subject(subject_token)
+        self._enforcer.enforce(ctx.auth, "identity:token:revoke", _subject_target(claims))
+        event = self._revocations.add(TOKEN, claims["jti"])
+        event.expires_at = datetime.fromtimestamp(claims["exp"], UTC)
+        self._audit.add(type="change", action="identity:token:revoke", outcome="success",
+                        actor_id=ctx.actor_id,
+                        target=AuditTarget("token", claims["jti"],
+                                           project_id=(claims.get("project") or {}).get("id")),
+                        request_id=ctx.request_id, source_ip=ctx.source_ip,
+                        details={"user_id": claims["sub"]})
+        self._revocations.commit()
+
+    def revocations_since(self, ctx: CallContext, cursor: int,
+                          limit: int) -> list[RevocationEvent]:
+        self._enforcer.enforce(ctx.auth, "identity:revocation:list", Target())
+        return self._revocations.since(cursor, limit)
+
+    def _validate_subject(self, subject_token: str) -> dict[str, Any]:
+        try:
+            return self.validate(subject_token)
+        except TokenInvalid as exc:
+            raise TokenNotFound() from exc
+
+
+class TokenNotFound(LatchkeyError):
+    status = 404
+    code = "token_not_found"
+    title = "The token is not valid"
+
+
+def _subject_target(claims: dict[str, Any]) -> Target:
+    user_domain = ((claims.get("user") or {}).get("domain") or {}).get("id")
+    return Target(domain_id=user_domain, user_id=claims["sub"])
+
+
+def _unverified_header(token: str) -> dict[str, Any]:
+    try:
+        segment = token.split(".", 1)[0]
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TokenInvalid() from exc
+    if not isinstance(header, dict):
+        raise TokenInvalid()
+    return header

@@ -1,0 +1,91 @@
+"""/healthz, /readyz, /metrics and /v1/audit/events."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from latchkey.web.requests import call_context, services
+
+blp = Blueprint("operations", __name__, description="Operations")
+
+REQUESTS = Counter("latchkey_http_requests_total", "HTTP requests", ["method", "endpoint",
+                                                                    "status"])
+LATENCY = Histogram("latchkey_http_request_seconds", "HTTP request latency", ["endpoint"])
+
+
+@blp.route("/healthz", methods=["GET"])
+@blp.response(200)
+def healthz() -> Any:
+    return jsonify({"status": "ok"})
+
+
+@blp.route("/readyz", methods=["GET"])
+@blp.response(200)
+def readyz() -> Any:
+    ready, report = services().health.readiness()
+    return jsonify(report), 200 if ready else 503
+
+
+@blp.route("/metrics", methods=["GET"])
+@blp.response(200)
+def metrics() -> Response:
+    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+
+
+class AuditQuery(Schema):
+    since = fields.Integer(validate=validate.Range(min=0))
+    type = fields.String(validate=validate.OneOf(["authentication", "change", "decision"]))
+    project_id = fields.String(validate=validate.Length(max=64))
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+
+
+class AuditEventOut(Schema):
+    id = fields.Integer()
+    time = fields.DateTime()
+    type = fields.String()
+    action = fields.String()
+    outcome = fields.String()
+    actor_id = fields.String(allow_none=True)
+    target_type = fields.String(allow_none=True)
+    target_id = fields.String(allow_none=True)
+    project_id = fields.String(allow_none=True)
+    domain_id = fields.String(allow_none=True)
+    request_id = fields.String(allow_none=True)
+    source_ip = fields.String(allow_none=True)
+    details = fields.Dict()
+
+
+class AuditEventList(Schema):
+    events = fields.List(fields.Nested(AuditEventOut))
+    cursor = fields.Integer(allow_none=True)
+
+
+@blp.route("/v1/audit/events", methods=["GET"])
+@blp.arguments(AuditQuery, location="query")
+@blp.response(200, AuditEventList)
+def audit_events(query: dict[str, Any]) -> dict[str, Any]:
+    events = services().audit_reader.list_events(
+        call_context(), since=query.get("since"), type=query.get("type"),
+        project_id=query.get("project_id"), limit=query["limit"])
+    return {"events": events, "cursor": events[-1].id if events else query.get("since")}
+
+
+def register_metrics_hooks(app: Flask) -> None:
+    @app.before_request
+    def _start_timer() -> None:
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response: Response) -> Response:
+        endpoint = request.endpoint or "unmatched"
+        REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
+        started = g.get("metrics_started")
+        if started is not None:
+            LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+        return response

@@ -1,0 +1,1 @@
+"""Authorization of Latchkey's own API (and, later, tenant policy)."""

@@ -1,0 +1,124 @@
+"""The one enforcement function of Latchkey's own API.
+
+Every endpoint names its action (``identity:project:create``) and the
+service calls ``Enforcer.enforce``; there are no role checks anywhere else.
+Until tenant policy lands, actions map to the default roles:
+
+* reads need ``reader``, writes need ``admin``;
+* on the target's project (project-scoped token), or its domain
+  (domain-scoped token), or anywhere for holders of the role on the
+  operators' admin project ("cloud" scope);
+* some actions are also allowed on oneself (``self``), and granting a role
+  needs holding it (no escalation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from latchkey.errors import AuthenticationRequired, Forbidden
+from latchkey.policy.context import AuthContext
+
+CLOUD, DOMAIN, PROJECT, ANY = "cloud", "domain", "project", "any"
+READER, ADMIN, SERVICE = "reader", "admin", "service"
+
+
+@dataclass(frozen=True)
+class Target:
+    domain_id: str | None = None
+    project_id: str | None = None
+    user_id: str | None = None  # the user the action is about, for `self` rules
+    role: str | None = None  # the role being granted, for the escalation check
+
+
+@dataclass(frozen=True)
+class Rule:
+    scope: str  # the widest scope at which holders of `role` are allowed
+    role: str
+    self_allowed: bool = False
+    also_role: str | None = None  # an extra role allowed in any scope (relying services)
+
+
+RULES: dict[str, Rule] = {
+    "identity:domain:create": Rule(CLOUD, ADMIN),
+    "identity:domain:list": Rule(CLOUD, READER),
+    "identity:domain:get": Rule(DOMAIN, READER),
+    "identity:domain:update": Rule(CLOUD, ADMIN),
+    "identity:domain:delete": Rule(CLOUD, ADMIN),
+    "identity:project:create": Rule(DOMAIN, ADMIN),
+    "identity:project:list": Rule(DOMAIN, READER),
+    "identity:project:get": Rule(PROJECT, READER),
+    "identity:project:update": Rule(PROJECT, ADMIN),
+    "identity:project:delete": Rule(DOMAIN, ADMIN),
+    "identity:user:create": Rule(DOMAIN, ADMIN),
+    "identity:user:list": Rule(DOMAIN, READER),
+    "identity:user:get": Rule(DOMAIN, READER, self_allowed=True),
+    "identity:user:update": Rule(DOMAIN, ADMIN),
+    "identity:user:delete": Rule(DOMAIN, ADMIN),
+    "identity:user:change_password": Rule(CLOUD, ADMIN, self_allowed=True),
+    "identity:user:list_projects": Rule(DOMAIN, READER, self_allowed=True),
+    "identity:group:create": Rule(DOMAIN, ADMIN),
+    "identity:group:list": Rule(DOMAIN, READER),
+    "identity:group:get": Rule(DOMAIN, READER),
+    "identity:group:update": Rule(DOMAIN, ADMIN),
+    "identity:group:delete": Rule(DOMAIN, ADMIN),
+    "identity:group:list_members": Rule(DOMAIN, READER),
+    "identity:group:add_member": Rule(DOMAIN, ADMIN),
+    "identity:group:remove_member": Rule(DOMAIN, ADMIN),
+    "identity:role:list": Rule(ANY, READER),
+    "identity:role:get": Rule(ANY, READER),
+    "identity:role:create": Rule(CLOUD, ADMIN),
+    "identity:role:delete": Rule(CLOUD, ADMIN),
+    "identity:role:imply": Rule(CLOUD, ADMIN),
+    "identity:role_assignment:grant": Rule(PROJECT, ADMIN),
+    "identity:role_assignment:revoke": Rule(PROJECT, ADMIN),
+    "identity:role_assignment:list": Rule(PROJECT, ADMIN, self_allowed=True),
+    "identity:token:validate": Rule(CLOUD, READER, self_allowed=True, also_role=SERVICE),
+    "identity:token:revoke": Rule(CLOUD, ADMIN, self_allowed=True),
+    "identity:revocation:list": Rule(CLOUD, READER, also_role=SERVICE),
+    "identity:signing_key:list": Rule(CLOUD, READER),
+    "audit:event:list": Rule(PROJECT, ADMIN),
+}
+
+
+class Enforcer:
+    def __init__(self, rules: dict[str, Rule] | None = None) -> None:
+        self._rules = dict(RULES if rules is None else rules)
+
+    @property
+    def actions(self) -> list[str]:
+        return sorted(self._rules)
+
+    def enforce(self, auth: AuthContext | None, action: str, target: Target) -> None:
+        if auth is None:
+            raise AuthenticationRequired("this operation needs a token", code="token_missing")
+        if not self.allowed(auth, action, target):
+            raise Forbidden(f"not allowed to perform {action}", code="action_forbidden",
+                            extra={"action": action})
+
+    def allowed(self, auth: AuthContext, action: str, target: Target) -> bool:
+        rule = self._rules.get(action)
+        if rule is None:
+            return False  # deny by default: an action nobody declared is never allowed
+        if not self._role_in_scope(auth, rule, target):
+            return False
+        # No escalation: a role can only be granted by someone holding it.
+        return target.role is None or auth.is_cloud(ADMIN) or target.role in auth.roles
+
+    @staticmethod
+    def _role_in_scope(auth: AuthContext, rule: Rule, target: Target) -> bool:
+        if auth.is_cloud(rule.role):
+            return True
+        if rule.also_role and rule.also_role in auth.roles:
+            return True
+        if rule.self_allowed and target.user_id is not None and target.user_id == auth.user_id:
+            return True
+        if rule.role not in auth.roles:
+            return False
+        if rule.scope == ANY:
+            return True
+        if rule.scope in (DOMAIN, PROJECT) and auth.domain_id is not None:
+            return auth.domain_id == target.domain_id
+        if rule.scope == PROJECT and auth.project_id is not None:
+            return auth.project_id == target.project_id
+        return False

@@ -1,0 +1,88 @@
+"""Sealing Latchkey's own key material (token signing keys) at rest.
+
+``KeyProtector`` is the small interface the secret-store issue takes over:
+``seal`` encrypts bytes bound to a context string, ``unseal`` reverses it.
+``MasterKeyFile`` is the embedded implementation: AES-256-GCM under a master
+key kept in a 0600 file in ``LATCHKEY_HOME``, never in the database.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+log = logging.getLogger(__name__)
+
+SEALED_PREFIX = b"lk1"  # format marker; followed by the key version, nonce and ciphertext
+
+
+class KeyProtectorError(Exception):
+    """Sealed data could not be opened: wrong key, wrong context or tampering."""
+
+
+class KeyProtector(Protocol):
+    def seal(self, plaintext: bytes, context: str) -> bytes: ...
+
+    def unseal(self, sealed: bytes, context: str) -> bytes: ...
+
+
+class MasterKeyFile:
+    """A versioned AES-256-GCM key ring stored as JSON in a file with mode 0600."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._keys, self._current = self._load_or_create()
+
+    def _load_or_create(self) -> tuple[dict[str, bytes], str]:
+        if not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            key = {"1": base64.b64encode(AESGCM.generate_key(bit_length=256)).decode()}
+            document = json.dumps({"current": "1", "keys": key})
+            # O_EXCL: two processes starting at once must not overwrite each other's key.
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return self._read()
+            with os.fdopen(fd, "w") as handle:
+                handle.write(document)
+            log.warning(
+                "generated a new master key file; back it up, without it the signing keys "
+                "cannot be read",
+                extra={"master_key_file": str(self.path)},
+            )
+        return self._read()
+
+    def _read(self) -> tuple[dict[str, bytes], str]:
+        document = json.loads(self.path.read_text())
+        keys = {version: base64.b64decode(value) for version, value in document["keys"].items()}
+        return keys, str(document["current"])
+
+    def seal(self, plaintext: bytes, context: str) -> bytes:
+        nonce = secrets.token_bytes(12)
+        ciphertext = AESGCM(self._keys[self._current]).encrypt(
+            nonce, plaintext, context.encode()
+        )
+        version = self._current.encode()
+        return SEALED_PREFIX + bytes([len(version)]) + version + nonce + ciphertext
+
+    def unseal(self, sealed: bytes, context: str) -> bytes:
+        if not sealed.startswith(SEALED_PREFIX):
+            raise KeyProtectorError("unknown sealed format")
+        rest = sealed[len(SEALED_PREFIX) :]
+        version = rest[1 : 1 + rest[0]].decode()
+        body = rest[1 + rest[0] :]
+        key = self._keys.get(version)
+        if key is None:
+            raise KeyProtectorError(f"master key version {version} is not in {self.path}")
+        try:
+            return AESGCM(key).decrypt(body[:12], body[12:], context.encode())
+        except InvalidTag as exc:
+            raise KeyProtectorError("sealed data failed authentication") from exc

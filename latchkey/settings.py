@@ -1,0 +1,147 @@
+"""Every Latchkey setting, declared once: name, type, default and help.
+
+Values come, in increasing precedence, from the defaults below, an optional
+TOML file named by ``LATCHKEY_CONFIG`` (keys are the setting names, lower
+case, e.g. ``database_url = "..."``) and ``LATCHKEY_<NAME>`` environment
+variables. ``create_app`` takes a ``Settings`` object so tests can build an
+isolated application without touching the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "LATCHKEY_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value of the wrong type or an unknown name."""
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: str = _setting(
+        "./var", "Instance folder: the SQLite database, the master key and other generated files."
+    )
+    database_url: str = _setting(
+        "", "SQLAlchemy URL of the database; empty means SQLite at <home>/latchkey.db."
+    )
+    bind: str = _setting("127.0.0.1:8080", "Address `latchkey serve` listens on (host:port).")
+    workers: int = _setting(2, "Number of gunicorn worker processes for `latchkey serve`.")
+    admin_password: str = _setting(
+        "", "Password `latchkey bootstrap` gives the `admin` user; empty means generate one."
+    )
+    issuer: str = _setting(
+        "http://127.0.0.1:8080", "Token issuer (`iss`), the public base URL of this service."
+    )
+    token_audience: str = _setting("latchkey", "Audience (`aud`) placed in issued tokens.")
+    token_ttl_seconds: int = _setting(3600, "Lifetime of issued tokens in seconds.")
+    key_refresh_seconds: int = _setting(
+        30, "How often a worker reloads the signing key ring from the database."
+    )
+    password_min_length: int = _setting(12, "Minimum length of a sql user's password.")
+    password_hash_time_cost: int = _setting(3, "argon2id time cost (iterations).")
+    password_hash_memory_kib: int = _setting(65536, "argon2id memory cost in KiB.")
+    lockout_failure_attempts: int = _setting(
+        5, "Consecutive failed password logins that lock an account (0 disables lockout)."
+    )
+    lockout_duration_minutes: int = _setting(15, "How long a locked account stays locked.")
+    max_request_bytes: int = _setting(1_048_576, "Largest accepted request body in bytes.")
+    secret_store: str = _setting(
+        "local", "Where Latchkey keeps secrets: local | vault | barbican (local only, so far)."
+    )
+    log_level: str = _setting("INFO", "Log level of the JSON logs.")
+    log_json: bool = _setting(True, "Write logs as JSON lines (false: plain text).")
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, Any, str]]:
+        """(environment variable, type, default, help) of every setting."""
+        return [
+            (ENV_PREFIX + f.name.upper(), _type_name(f.type), f.default, f.metadata["help"])
+            for f in fields(cls)
+        ]
+
+    @classmethod
+    def load(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Build settings from defaults, the TOML file, the environment, then overrides."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        config_file = environ.get(ENV_PREFIX + "CONFIG")
+        if config_file:
+            values.update(_read_toml(Path(config_file)))
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = raw
+        values.update(overrides)
+        return cls.from_mapping(values)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
+        known = {f.name: f for f in fields(cls)}
+        converted: dict[str, Any] = {}
+        for name, raw in values.items():
+            if name not in known:
+                raise SettingsError(f"unknown setting {name!r}")
+            converted[name] = _convert(name, _type_name(known[name].type), raw)
+        return cls(**converted)
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home).expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home_path / 'latchkey.db'}"
+
+
+def _type_name(annotation: Any) -> str:
+    return annotation if isinstance(annotation, str) else annotation.__name__
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"cannot read LATCHKEY_CONFIG file {path}: {exc}") from exc
+    # Accept both a flat file and one with a [latchkey] table.
+    table = data.get("latchkey", data)
+    return {str(key).lower(): value for key, value in table.items()}
+
+
+def _convert(name: str, type_name: str, raw: Any) -> Any:
+    try:
+        if type_name == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if type_name == "int":
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return int(raw)
+        return str(raw)
+    except ValueError as exc:
+        raise SettingsError(f"setting {name!r} must be a {type_name}, got {raw!r}") from exc

@@ -1,0 +1,1 @@
+"""The HTTP layer: validation, serialisation, status codes. Never the database."""

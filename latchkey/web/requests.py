@@ -1,0 +1,83 @@
+"""Per-request plumbing: request ids, structured access logs, the call context."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+from flask import Flask, Response, current_app, g, request
+
+from latchkey.errors import AuthenticationRequired
+from latchkey.policy.context import AuthContext, CallContext
+
+if TYPE_CHECKING:
+    from latchkey.app import Services
+
+access_log = logging.getLogger("latchkey.access")
+REQUEST_ID_HEADER = "X-Request-Id"
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def services() -> Services:
+    return current_app.extensions["latchkey"]  # type: ignore[no-any-return]
+
+
+def bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("X-Auth-Token") or None
+
+
+def current_auth(required: bool = False) -> AuthContext | None:
+    """The caller's validated token, once per request; a bad token is always a 401."""
+    if "auth" not in g:
+        token = bearer_token()
+        g.auth = services().tokens.authenticate_bearer(token) if token else None
+    if required and g.auth is None:
+        raise AuthenticationRequired("this operation needs a token", code="token_missing")
+    auth: AuthContext | None = g.auth
+    return auth
+
+
+def call_context(authenticate: bool = True) -> CallContext:
+    return CallContext(
+        auth=current_auth() if authenticate else None,
+        request_id=g.get("request_id"),
+        source_ip=request.remote_addr,
+    )
+
+
+def _begin() -> None:
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    # Keep a caller's id for tracing only when it is harmless to log.
+    g.request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else "req-" + secrets.token_hex(8)
+    g.started = time.perf_counter()
+
+
+def _finish(response: Response) -> Response:
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+    auth = g.get("auth")
+    access_log.info(
+        "request",
+        extra={
+            "request_id": g.get("request_id"),
+            "method": request.method,
+            "path": request.path,  # never the query string: it may carry a token
+            "status": response.status_code,
+            "duration_ms": round(elapsed_ms, 2),
+            "user_id": auth.user_id if auth else None,
+            "remote_addr": request.remote_addr,
+        },
+    )
+    return response
+
+
+def register_request_hooks(app: Flask) -> None:
+    app.before_request(_begin)
+    app.after_request(_finish)
