@@ -21,6 +21,7 @@ from latchkey.identity.authentication import Authentication
 from latchkey.identity.backends import IdentityBackend
 from latchkey.identity.backends.sql import SqlIdentity
 from latchkey.identity.bootstrap import Bootstrap
+from latchkey.identity.common import ServiceDeps
 from latchkey.identity.directory import Directory
 from latchkey.identity.keys import KeyRing
 from latchkey.identity.passwords import PasswordHasher
@@ -92,25 +93,52 @@ def build_services(settings: Settings) -> Services:
     enforcer = Enforcer()
     audit = AuditLog(session)
     revocations = RevocationList(session, token_ttl)
-    hasher = PasswordHasher(settings.password_hash_time_cost, settings.password_hash_memory_kib,
-                            settings.password_min_length)
+    hasher = PasswordHasher(
+        settings.password_hash_time_cost,
+        settings.password_hash_memory_kib,
+        settings.password_min_length,
+    )
     backends: dict[str, IdentityBackend] = {"sql": SqlIdentity(hasher)}
-    keys = KeyRing(lambda: Session(db.engine), MasterKeyFile(settings.home_path / "master.key"),
-                   token_ttl, settings.key_refresh_seconds)
-    common = {"session": session, "enforcer": enforcer, "audit": audit,
-              "revocations": revocations}
-    directory = Directory(**common)
-    accounts = Accounts(**common, directory=directory, hasher=hasher, backends=backends)
-    roles = Roles(**common, directory=directory, accounts=accounts)
-    tokens = Tokens(keys, revocations, audit, enforcer, issuer=settings.issuer,
-                    audience=settings.token_audience, ttl=token_ttl)
+    keys = KeyRing(
+        lambda: Session(db.engine),
+        MasterKeyFile(settings.home_path / "master.key"),
+        token_ttl,
+        settings.key_refresh_seconds,
+    )
+    deps = ServiceDeps(session, enforcer, audit, revocations)
+    directory = Directory(deps)
+    accounts = Accounts(deps, directory=directory, hasher=hasher, backends=backends)
+    roles = Roles(deps, directory=directory, accounts=accounts)
+    tokens = Tokens(
+        keys,
+        revocations,
+        audit,
+        enforcer,
+        issuer=settings.issuer,
+        audience=settings.token_audience,
+        ttl=token_ttl,
+    )
     authentication = Authentication(
-        session, directory, accounts, roles, tokens, audit,
+        session,
+        directory,
+        accounts,
+        roles,
+        tokens,
+        audit,
         lockout_attempts=settings.lockout_failure_attempts,
-        lockout_duration=timedelta(minutes=settings.lockout_duration_minutes))
+        lockout_duration=timedelta(minutes=settings.lockout_duration_minutes),
+    )
     return Services(
-        settings=settings, enforcer=enforcer, audit=audit,
-        audit_reader=AuditReader(audit, enforcer), keys=keys, directory=directory,
-        accounts=accounts, roles=roles, tokens=tokens, authentication=authentication,
-        bootstrap=Bootstrap(session, hasher, keys, audit), health=Health(session),
+        settings=settings,
+        enforcer=enforcer,
+        audit=audit,
+        audit_reader=AuditReader(audit, enforcer),
+        keys=keys,
+        directory=directory,
+        accounts=accounts,
+        roles=roles,
+        tokens=tokens,
+        authentication=authentication,
+        bootstrap=Bootstrap(session, hasher, keys, audit),
+        health=Health(session),
     )

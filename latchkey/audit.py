@@ -12,9 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Integer, String, select
-from sqlalchemy.orm import Mapped, Session, mapped_column, scoped_session
+from sqlalchemy.orm import Mapped, mapped_column
 
-from latchkey.db import Base, UTCDateTime, utcnow
+from latchkey.db import Base, DbSession, UTCDateTime, utcnow
 from latchkey.policy.context import CallContext
 from latchkey.policy.enforcer import Enforcer, Target
 
@@ -50,7 +50,7 @@ class AuditTarget:
 
 
 class AuditLog:
-    def __init__(self, session: scoped_session[Session]) -> None:
+    def __init__(self, session: DbSession) -> None:
         self._session = session
 
     def add(
@@ -107,7 +107,14 @@ class AuditReader:
         self._log = log
         self._enforcer = enforcer
 
-    def list_events(self, ctx: CallContext, *, since: int | None, type: str | None,
-                    project_id: str | None, limit: int) -> list[AuditEvent]:
+    def list_events(
+        self,
+        ctx: CallContext,
+        *,
+        since: int | None,
+        type: str | None,
+        project_id: str | None,
+        limit: int,
+    ) -> list[AuditEvent]:
         self._enforcer.enforce(ctx.auth, "audit:event:list", Target(project_id=project_id))
         return self._log.list(since=since, type=type, project_id=project_id, limit=limit)

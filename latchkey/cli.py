@@ -26,8 +26,13 @@ def _create_app() -> Flask:
         raise click.ClickException(str(exc)) from exc
 
 
-@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False,
-             add_version_option=False, load_dotenv=False)
+@click.group(
+    cls=FlaskGroup,
+    create_app=_create_app,
+    add_default_commands=False,
+    add_version_option=False,
+    load_dotenv=False,
+)
 def main() -> None:
     """Latchkey: identity, application credentials and tenant-controlled authorization."""
 
@@ -44,15 +49,21 @@ def _read_secret_file(path: str) -> str:
 
 
 @main.command()
-@click.option("--admin-password-file", type=click.Path(dir_okay=False),
-              help="File holding the admin password (else LATCHKEY_ADMIN_PASSWORD, else "
-                   "a generated one, printed once).")
+@click.option(
+    "--admin-password-file",
+    type=click.Path(dir_okay=False),
+    help="File holding the admin password (else LATCHKEY_ADMIN_PASSWORD, else "
+    "a generated one, printed once).",
+)
 @with_appcontext
 def bootstrap(admin_password_file: str | None) -> None:
     """Create the Default domain, the admin project, default roles and the admin user."""
     services = _services()
-    password = (_read_secret_file(admin_password_file) if admin_password_file
-                else services.settings.admin_password or None)
+    password = (
+        _read_secret_file(admin_password_file)
+        if admin_password_file
+        else services.settings.admin_password or None
+    )
     try:
         result = services.bootstrap.run(password)
     except LatchkeyError as exc:
@@ -76,10 +87,14 @@ def serve(bind: str | None, workers: int | None) -> None:
         settings = Settings.load()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
-    options = {"bind": bind or settings.bind, "workers": workers or settings.workers,
-               "accesslog": None, "timeout": 60}
+    options = {
+        "bind": bind or settings.bind,
+        "workers": workers or settings.workers,
+        "accesslog": None,
+        "timeout": 60,
+    }
 
-    class LatchkeyServer(BaseApplication):  # type: ignore[misc]
+    class LatchkeyServer(BaseApplication):
         def load_config(self) -> None:
             for key, value in options.items():
                 self.cfg.set(key, value)
@@ -135,20 +150,33 @@ def token() -> None:
 @click.option("--user-domain", default="default", show_default=True, help="domain id")
 @click.option("--project", help="project name to scope to")
 @click.option("--project-domain", default="default", show_default=True, help="domain id")
-@click.option("--password-file", type=click.Path(dir_okay=False),
-              help="file holding the password (else LATCHKEY_PASSWORD, else a prompt)")
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False),
+    help="file holding the password (else LATCHKEY_PASSWORD, else a prompt)",
+)
 @with_appcontext
-def token_issue(user_name: str, user_domain: str, project: str | None, project_domain: str,
-                password_file: str | None) -> None:
+def token_issue(
+    user_name: str,
+    user_domain: str,
+    project: str | None,
+    project_domain: str,
+    password_file: str | None,
+) -> None:
     """Authenticate with a password and print a token."""
-    password = (_read_secret_file(password_file) if password_file
-                else os.environ.get("LATCHKEY_PASSWORD")
-                or click.prompt("Password", hide_input=True))
+    password = (
+        _read_secret_file(password_file)
+        if password_file
+        else os.environ.get("LATCHKEY_PASSWORD") or click.prompt("Password", hide_input=True)
+    )
     scope = {"project": {"name": project, "domain": {"id": project_domain}}} if project else None
     try:
         issued = _services().authentication.password(
             CallContext(auth=None, source_ip="cli"),
-            {"name": user_name, "domain": {"id": user_domain}}, password, scope)
+            {"name": user_name, "domain": {"id": user_domain}},
+            password,
+            scope,
+        )
     except LatchkeyError as exc:
         raise click.ClickException(exc.detail) from exc
     click.echo(issued.token)

@@ -14,7 +14,7 @@ from typing import Any
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import DateTime, Engine, MetaData, TypeDecorator, event
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, scoped_session
 
 # Stable constraint names so Alembic migrations are the same on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -33,6 +33,9 @@ class Base(DeclarativeBase):
 # expire_on_commit=False: views serialise objects after the service committed,
 # without a lazy reload touching the session from the HTTP layer.
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
+
+# The request-scoped session services are given (Flask-SQLAlchemy's scoped_session).
+DbSession = scoped_session[Any]
 
 
 class UTCDateTime(TypeDecorator[datetime]):

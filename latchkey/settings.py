@@ -75,9 +75,7 @@ class Settings:
         ]
 
     @classmethod
-    def load(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Settings:
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from defaults, the TOML file, the environment, then overrides."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}

@@ -10,7 +10,7 @@ from latchkey.audit import AuditTarget
 from latchkey.db import utcnow
 from latchkey.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from latchkey.identity.backends import IdentityBackend
-from latchkey.identity.common import IdentityServiceBase, Page
+from latchkey.identity.common import IdentityServiceBase, Page, ServiceDeps
 from latchkey.identity.directory import Directory
 from latchkey.identity.models import Domain, Group, GroupMembership, Project, RoleAssignment, User
 from latchkey.identity.passwords import PasswordHasher
@@ -22,9 +22,15 @@ HUMAN, APPLICATION = "human", "application"
 
 
 class Accounts(IdentityServiceBase):
-    def __init__(self, *args: Any, directory: Directory, hasher: PasswordHasher,
-                 backends: dict[str, IdentityBackend], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        deps: ServiceDeps,
+        *,
+        directory: Directory,
+        hasher: PasswordHasher,
+        backends: dict[str, IdentityBackend],
+    ) -> None:
+        super().__init__(deps)
         self._directory = directory
         self._hasher = hasher
         self._backends = backends
@@ -35,8 +41,10 @@ class Accounts(IdentityServiceBase):
     def _writable_domain(self, domain_id: str) -> Domain:
         domain = self._directory.get_domain_record(domain_id)
         if not self.backend_for(domain).writable:
-            raise Forbidden(f"domain {domain.name!r} is read-only ({domain.identity_backend})",
-                            code="domain_read_only")
+            raise Forbidden(
+                f"domain {domain.name!r} is read-only ({domain.identity_backend})",
+                code="domain_read_only",
+            )
         return domain
 
     # -- users --------------------------------------------------------------------
@@ -61,38 +69,55 @@ class Accounts(IdentityServiceBase):
         kind = data.setdefault("kind", HUMAN)
         if kind == APPLICATION:
             if password is not None:
-                raise InvalidRequest("application accounts have no password; they "
-                                     "authenticate with application credentials",
-                                     code="application_account_password")
+                raise InvalidRequest(
+                    "application accounts have no password; they "
+                    "authenticate with application credentials",
+                    code="application_account_password",
+                )
             owner = data.get("owner_project_id")
             if not owner:
-                raise InvalidRequest("application accounts need owner_project_id",
-                                     code="owner_project_required")
+                raise InvalidRequest(
+                    "application accounts need owner_project_id", code="owner_project_required"
+                )
             self._directory.get_project_record(owner)
         elif data.get("owner_project_id"):
-            raise InvalidRequest("only application accounts have an owner project",
-                                 code="owner_project_not_allowed")
+            raise InvalidRequest(
+                "only application accounts have an owner project", code="owner_project_not_allowed"
+            )
         if self.find_user(domain_id, data["name"]):
-            raise Conflict(f"a user named {data['name']!r} exists in this domain",
-                           code="user_name_taken")
+            raise Conflict(
+                f"a user named {data['name']!r} exists in this domain", code="user_name_taken"
+            )
         user = User(**data)
         if password is not None:
             self._set_password(user, password)
         self._session.add(user)
         self._session.flush()
-        self._record_change(ctx, "identity:user:create", _user_target(user),
-                            name=user.name, kind=user.kind)
+        self._record_change(
+            ctx, "identity:user:create", _user_target(user), name=user.name, kind=user.kind
+        )
         self._commit("user_name_taken", "a user with this name exists in this domain")
         return user
 
     def get_user(self, ctx: CallContext, user_id: str) -> User:
         user = self._session.get(User, user_id)
-        self._enforce(ctx, "identity:user:get",
-                      Target(domain_id=user.domain_id if user else None, user_id=user_id))
+        self._enforce(
+            ctx,
+            "identity:user:get",
+            Target(domain_id=user.domain_id if user else None, user_id=user_id),
+        )
         return self.get_user_record(user_id)
 
-    def list_users(self, ctx: CallContext, *, domain_id: str | None, name: str | None,
-                   kind: str | None, marker: str | None, limit: int | None) -> Page[User]:
+    def list_users(
+        self,
+        ctx: CallContext,
+        *,
+        domain_id: str | None,
+        name: str | None,
+        kind: str | None,
+        marker: str | None,
+        limit: int | None,
+    ) -> Page[User]:
         if domain_id is None and ctx.auth is not None and ctx.auth.domain_id:
             domain_id = ctx.auth.domain_id
         self._enforce(ctx, "identity:user:list", Target(domain_id=domain_id))
@@ -107,15 +132,17 @@ class Accounts(IdentityServiceBase):
 
     def update_user(self, ctx: CallContext, user_id: str, data: dict[str, Any]) -> User:
         user = self.get_user_record(user_id)
-        self._enforce(ctx, "identity:user:update", Target(domain_id=user.domain_id,
-                                                          user_id=user.id))
+        self._enforce(
+            ctx, "identity:user:update", Target(domain_id=user.domain_id, user_id=user.id)
+        )
         self._writable_domain(user.domain_id)
         data = dict(data)
         password = data.pop("password", None)
         if password is not None:
             if user.kind == APPLICATION:
-                raise InvalidRequest("application accounts have no password",
-                                     code="application_account_password")
+                raise InvalidRequest(
+                    "application accounts have no password", code="application_account_password"
+                )
             self._set_password(user, password)
             user.failed_logins, user.locked_until = 0, None  # an admin reset unlocks
         was_enabled = user.enabled
@@ -123,19 +150,25 @@ class Accounts(IdentityServiceBase):
             setattr(user, key, value)
         if (was_enabled and not user.enabled) or password is not None:
             self._revocations.add(USER, user.id)
-        self._record_change(ctx, "identity:user:update", _user_target(user),
-                            fields=sorted([*data, *(["password"] if password else [])]))
+        self._record_change(
+            ctx,
+            "identity:user:update",
+            _user_target(user),
+            fields=sorted([*data, *(["password"] if password else [])]),
+        )
         self._commit("user_name_taken", "a user with this name exists in this domain")
         return user
 
     def delete_user(self, ctx: CallContext, user_id: str) -> None:
         user = self.get_user_record(user_id)
-        self._enforce(ctx, "identity:user:delete", Target(domain_id=user.domain_id,
-                                                          user_id=user.id))
+        self._enforce(
+            ctx, "identity:user:delete", Target(domain_id=user.domain_id, user_id=user.id)
+        )
         self._writable_domain(user.domain_id)
         if self._owns_last_cloud_admin(user):
-            raise Conflict("the last cloud administrator cannot be deleted",
-                           code="last_cloud_admin")
+            raise Conflict(
+                "the last cloud administrator cannot be deleted", code="last_cloud_admin"
+            )
         self._revocations.add(USER, user.id)
         self._session.delete(user)
         self._record_change(ctx, "identity:user:delete", _user_target(user))
@@ -144,12 +177,14 @@ class Accounts(IdentityServiceBase):
     def change_password(self, ctx: CallContext, user_id: str, original: str, new: str) -> None:
         """Self-service change: needs the current password, revokes existing tokens."""
         user = self.get_user_record(user_id)
-        self._enforce(ctx, "identity:user:change_password",
-                      Target(domain_id=user.domain_id, user_id=user.id))
+        self._enforce(
+            ctx, "identity:user:change_password", Target(domain_id=user.domain_id, user_id=user.id)
+        )
         self._writable_domain(user.domain_id)
         if user.kind == APPLICATION:
-            raise InvalidRequest("application accounts have no password",
-                                 code="application_account_password")
+            raise InvalidRequest(
+                "application accounts have no password", code="application_account_password"
+            )
         if not self._hasher.verify(user.password_hash, original):
             raise Forbidden("the original password is wrong", code="original_password_wrong")
         self._set_password(user, new)
@@ -159,8 +194,9 @@ class Accounts(IdentityServiceBase):
 
     def list_user_projects(self, ctx: CallContext, user_id: str) -> list[Project]:
         user = self.get_user_record(user_id)
-        self._enforce(ctx, "identity:user:list_projects",
-                      Target(domain_id=user.domain_id, user_id=user.id))
+        self._enforce(
+            ctx, "identity:user:list_projects", Target(domain_id=user.domain_id, user_id=user.id)
+        )
         group_ids = select(GroupMembership.group_id).where(GroupMembership.user_id == user.id)
         project_ids = select(RoleAssignment.project_id).where(
             RoleAssignment.project_id.is_not(None),
@@ -176,11 +212,14 @@ class Accounts(IdentityServiceBase):
 
     def _owns_last_cloud_admin(self, user: User) -> bool:
         admin_projects = select(Project.id).where(Project.is_admin_project)
-        holders = set(self._session.scalars(
-            select(RoleAssignment.user_id).where(
-                RoleAssignment.project_id.in_(admin_projects), RoleAssignment.user_id.is_not(None)
+        holders = set(
+            self._session.scalars(
+                select(RoleAssignment.user_id).where(
+                    RoleAssignment.project_id.in_(admin_projects),
+                    RoleAssignment.user_id.is_not(None),
+                )
             )
-        ))
+        )
         return holders == {user.id}
 
     # -- groups -------------------------------------------------------------------
@@ -194,10 +233,12 @@ class Accounts(IdentityServiceBase):
     def create_group(self, ctx: CallContext, data: dict[str, Any]) -> Group:
         self._enforce(ctx, "identity:group:create", Target(domain_id=data["domain_id"]))
         self._writable_domain(data["domain_id"])
-        if self._session.scalar(select(Group.id).where(Group.domain_id == data["domain_id"],
-                                                       Group.name == data["name"])):
-            raise Conflict(f"a group named {data['name']!r} exists in this domain",
-                           code="group_name_taken")
+        if self._session.scalar(
+            select(Group.id).where(Group.domain_id == data["domain_id"], Group.name == data["name"])
+        ):
+            raise Conflict(
+                f"a group named {data['name']!r} exists in this domain", code="group_name_taken"
+            )
         group = Group(**data)
         self._session.add(group)
         self._session.flush()
@@ -207,12 +248,20 @@ class Accounts(IdentityServiceBase):
 
     def get_group(self, ctx: CallContext, group_id: str) -> Group:
         group = self._session.get(Group, group_id)
-        self._enforce(ctx, "identity:group:get",
-                      Target(domain_id=group.domain_id if group else None))
+        self._enforce(
+            ctx, "identity:group:get", Target(domain_id=group.domain_id if group else None)
+        )
         return self.get_group_record(group_id)
 
-    def list_groups(self, ctx: CallContext, *, domain_id: str | None, name: str | None,
-                    marker: str | None, limit: int | None) -> Page[Group]:
+    def list_groups(
+        self,
+        ctx: CallContext,
+        *,
+        domain_id: str | None,
+        name: str | None,
+        marker: str | None,
+        limit: int | None,
+    ) -> Page[Group]:
         if domain_id is None and ctx.auth is not None and ctx.auth.domain_id:
             domain_id = ctx.auth.domain_id
         self._enforce(ctx, "identity:group:list", Target(domain_id=domain_id))
@@ -229,8 +278,7 @@ class Accounts(IdentityServiceBase):
         self._writable_domain(group.domain_id)
         for key, value in data.items():
             setattr(group, key, value)
-        self._record_change(ctx, "identity:group:update", _group_target(group),
-                            fields=sorted(data))
+        self._record_change(ctx, "identity:group:update", _group_target(group), fields=sorted(data))
         self._commit("group_name_taken", "a group with this name exists in this domain")
         return group
 
@@ -247,8 +295,12 @@ class Accounts(IdentityServiceBase):
     def list_members(self, ctx: CallContext, group_id: str) -> list[User]:
         group = self.get_group_record(group_id)
         self._enforce(ctx, "identity:group:list_members", Target(domain_id=group.domain_id))
-        query = select(User).join(GroupMembership, GroupMembership.user_id == User.id).where(
-            GroupMembership.group_id == group.id).order_by(User.name)
+        query = (
+            select(User)
+            .join(GroupMembership, GroupMembership.user_id == User.id)
+            .where(GroupMembership.group_id == group.id)
+            .order_by(User.name)
+        )
         return list(self._session.scalars(query))
 
     def add_member(self, ctx: CallContext, group_id: str, user_id: str) -> None:
@@ -258,8 +310,9 @@ class Accounts(IdentityServiceBase):
         user = self.get_user_record(user_id)
         if self._session.get(GroupMembership, (group.id, user.id)) is None:
             self._session.add(GroupMembership(group_id=group.id, user_id=user.id))
-            self._record_change(ctx, "identity:group:add_member", _group_target(group),
-                                user_id=user.id)
+            self._record_change(
+                ctx, "identity:group:add_member", _group_target(group), user_id=user.id
+            )
         self._commit("membership_exists", "the user is already a member")
 
     def remove_member(self, ctx: CallContext, group_id: str, user_id: str) -> None:
@@ -271,13 +324,17 @@ class Accounts(IdentityServiceBase):
             raise NotFound("the user is not a member of this group", code="membership_not_found")
         self._session.delete(membership)
         self._revocations.add(USER, user_id)
-        self._record_change(ctx, "identity:group:remove_member", _group_target(group),
-                            user_id=user_id)
+        self._record_change(
+            ctx, "identity:group:remove_member", _group_target(group), user_id=user_id
+        )
         self._session.commit()
 
     def _member_ids(self, group_id: str) -> list[str]:
-        return list(self._session.scalars(
-            select(GroupMembership.user_id).where(GroupMembership.group_id == group_id)))
+        return list(
+            self._session.scalars(
+                select(GroupMembership.user_id).where(GroupMembership.group_id == group_id)
+            )
+        )
 
 
 def _user_target(user: User) -> AuditTarget:

@@ -22,14 +22,18 @@ def _page(key: str, page: Any) -> dict[str, Any]:
 
 # -- domains ------------------------------------------------------------------------
 
+
 @blp.route("/domains")
 class DomainsView(MethodView):
     @blp.arguments(s.NameQuery, location="query")
     @blp.response(200, s.DomainList)
     def get(self, query: dict[str, Any]) -> dict[str, Any]:
-        page = services().directory.list_domains(call_context(), name=query.get("name"),
-                                                 marker=query.get("marker"),
-                                                 limit=query.get("limit"))
+        page = services().directory.list_domains(
+            call_context(),
+            name=query.get("name"),
+            marker=query.get("marker"),
+            limit=query.get("limit"),
+        )
         return _page("domains", page)
 
     @blp.arguments(s.DomainCreate)
@@ -56,14 +60,19 @@ class DomainView(MethodView):
 
 # -- projects -----------------------------------------------------------------------
 
+
 @blp.route("/projects")
 class ProjectsView(MethodView):
     @blp.arguments(s.DomainFilterQuery, location="query")
     @blp.response(200, s.ProjectList)
     def get(self, query: dict[str, Any]) -> dict[str, Any]:
         page = services().directory.list_projects(
-            call_context(), domain_id=query.get("domain_id"), name=query.get("name"),
-            marker=query.get("marker"), limit=query.get("limit"))
+            call_context(),
+            domain_id=query.get("domain_id"),
+            name=query.get("name"),
+            marker=query.get("marker"),
+            limit=query.get("limit"),
+        )
         return _page("projects", page)
 
     @blp.arguments(s.ProjectCreate)
@@ -90,14 +99,20 @@ class ProjectView(MethodView):
 
 # -- users --------------------------------------------------------------------------
 
+
 @blp.route("/users")
 class UsersView(MethodView):
     @blp.arguments(s.UserQuery, location="query")
     @blp.response(200, s.UserList)
     def get(self, query: dict[str, Any]) -> dict[str, Any]:
         page = services().accounts.list_users(
-            call_context(), domain_id=query.get("domain_id"), name=query.get("name"),
-            kind=query.get("kind"), marker=query.get("marker"), limit=query.get("limit"))
+            call_context(),
+            domain_id=query.get("domain_id"),
+            name=query.get("name"),
+            kind=query.get("kind"),
+            marker=query.get("marker"),
+            limit=query.get("limit"),
+        )
         return _page("users", page)
 
     @blp.arguments(s.UserCreate)
@@ -126,8 +141,9 @@ class UserView(MethodView):
 @blp.arguments(s.PasswordChange)
 @blp.response(204)
 def change_password(data: dict[str, Any], user_id: str) -> None:
-    services().accounts.change_password(call_context(), user_id, data["original_password"],
-                                        data["password"])
+    services().accounts.change_password(
+        call_context(), user_id, data["original_password"], data["password"]
+    )
 
 
 @blp.route("/users/<user_id>/projects", methods=["GET"])
@@ -138,14 +154,19 @@ def user_projects(user_id: str) -> dict[str, Any]:
 
 # -- groups -------------------------------------------------------------------------
 
+
 @blp.route("/groups")
 class GroupsView(MethodView):
     @blp.arguments(s.DomainFilterQuery, location="query")
     @blp.response(200, s.GroupList)
     def get(self, query: dict[str, Any]) -> dict[str, Any]:
         page = services().accounts.list_groups(
-            call_context(), domain_id=query.get("domain_id"), name=query.get("name"),
-            marker=query.get("marker"), limit=query.get("limit"))
+            call_context(),
+            domain_id=query.get("domain_id"),
+            name=query.get("name"),
+            marker=query.get("marker"),
+            limit=query.get("limit"),
+        )
         return _page("groups", page)
 
     @blp.arguments(s.GroupCreate)
@@ -188,6 +209,7 @@ class GroupMemberView(MethodView):
 
 
 # -- roles --------------------------------------------------------------------------
+
 
 @blp.route("/roles")
 class RolesView(MethodView):
@@ -233,17 +255,18 @@ class RoleImplicationView(MethodView):
 
 # -- role assignments -----------------------------------------------------------------
 
+
 def _assignment_view(scope_type: str, actor_type: str) -> type[MethodView]:
     class AssignmentView(MethodView):
         @blp.response(204)
         def put(self, scope_id: str, actor_id: str, role: str) -> None:
-            services().roles.grant(call_context(), scope_type, scope_id, actor_type, actor_id,
-                                   role)
+            services().roles.grant(call_context(), scope_type, scope_id, actor_type, actor_id, role)
 
         @blp.response(204)
         def delete(self, scope_id: str, actor_id: str, role: str) -> None:
-            services().roles.revoke(call_context(), scope_type, scope_id, actor_type, actor_id,
-                                    role)
+            services().roles.revoke(
+                call_context(), scope_type, scope_id, actor_type, actor_id, role
+            )
 
     AssignmentView.__name__ = f"{scope_type.title()}{actor_type.title()}RoleView"
     return AssignmentView
@@ -251,8 +274,10 @@ def _assignment_view(scope_type: str, actor_type: str) -> type[MethodView]:
 
 for _scope in ("project", "domain"):
     for _actor in ("user", "group"):
-        blp.route(f"/{_scope}s/<scope_id>/{_actor}s/<actor_id>/roles/<role>",
-                  endpoint=f"{_scope}_{_actor}_role")(_assignment_view(_scope, _actor))
+        blp.route(
+            f"/{_scope}s/<scope_id>/{_actor}s/<actor_id>/roles/<role>",
+            endpoint=f"{_scope}_{_actor}_role",
+        )(_assignment_view(_scope, _actor))
 
 
 @blp.route("/role-assignments", methods=["GET"])
@@ -260,7 +285,12 @@ for _scope in ("project", "domain"):
 @blp.response(200, s.AssignmentList)
 def role_assignments(query: dict[str, Any]) -> dict[str, Any]:
     found = services().roles.list_assignments(
-        call_context(), user_id=query.get("user_id"), group_id=query.get("group_id"),
-        project_id=query.get("project_id"), domain_id=query.get("domain_id"),
-        role=query.get("role"), effective=query["effective"])
+        call_context(),
+        user_id=query.get("user_id"),
+        group_id=query.get("group_id"),
+        project_id=query.get("project_id"),
+        domain_id=query.get("domain_id"),
+        role=query.get("role"),
+        effective=query["effective"],
+    )
     return {"role_assignments": [a.as_dict() for a in found]}

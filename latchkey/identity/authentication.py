@@ -8,12 +8,10 @@ is wrong, and costs the same password-hash verification in each case.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
-
-from sqlalchemy.orm import Session, scoped_session
+from typing import Any, NoReturn
 
 from latchkey.audit import AUTHENTICATION, AuditLog, AuditTarget
-from latchkey.db import utcnow
+from latchkey.db import DbSession, utcnow
 from latchkey.errors import AuthenticationFailed, InvalidRequest
 from latchkey.identity.accounts import APPLICATION, Accounts
 from latchkey.identity.directory import Directory
@@ -24,9 +22,18 @@ from latchkey.policy.context import CallContext
 
 
 class Authentication:
-    def __init__(self, session: scoped_session[Session], directory: Directory,
-                 accounts: Accounts, roles: Roles, tokens: Tokens, audit: AuditLog, *,
-                 lockout_attempts: int, lockout_duration: timedelta) -> None:
+    def __init__(
+        self,
+        session: DbSession,
+        directory: Directory,
+        accounts: Accounts,
+        roles: Roles,
+        tokens: Tokens,
+        audit: AuditLog,
+        *,
+        lockout_attempts: int,
+        lockout_duration: timedelta,
+    ) -> None:
         self._session = session
         self._directory = directory
         self._accounts = accounts
@@ -36,8 +43,13 @@ class Authentication:
         self._lockout_attempts = lockout_attempts
         self._lockout_duration = lockout_duration
 
-    def password(self, ctx: CallContext, user_ref: dict[str, Any], password: str,
-                 scope_ref: dict[str, Any] | None) -> IssuedToken:
+    def password(
+        self,
+        ctx: CallContext,
+        user_ref: dict[str, Any],
+        password: str,
+        scope_ref: dict[str, Any] | None,
+    ) -> IssuedToken:
         user, domain = self._check_password(ctx, user_ref, password)
         scope, roles = self._resolve_scope(ctx, user, scope_ref)
         issued = self._tokens.issue(user, domain, scope, roles, ["password"])
@@ -47,8 +59,9 @@ class Authentication:
 
     # -- password ---------------------------------------------------------------
 
-    def _check_password(self, ctx: CallContext, user_ref: dict[str, Any],
-                        password: str) -> tuple[User, Domain]:
+    def _check_password(
+        self, ctx: CallContext, user_ref: dict[str, Any], password: str
+    ) -> tuple[User, Domain]:
         user, domain = self._find_user(user_ref)
         if user is None or domain is None:
             self._accounts.backend_for(_SQL_DOMAIN).verify_password(_NOBODY, password)
@@ -77,32 +90,47 @@ class Authentication:
             return user, self._session.get(Domain, user.domain_id) if user else None
         domain_ref = ref.get("domain") or {}
         if not ref.get("name") or not (domain_ref.get("id") or domain_ref.get("name")):
-            raise InvalidRequest("identify the user by id, or by name and domain",
-                                 code="user_reference_incomplete")
-        domain = self._directory.find_domain(domain_id=domain_ref.get("id"),
-                                             name=domain_ref.get("name"))
+            raise InvalidRequest(
+                "identify the user by id, or by name and domain", code="user_reference_incomplete"
+            )
+        domain = self._directory.find_domain(
+            domain_id=domain_ref.get("id"), name=domain_ref.get("name")
+        )
         if domain is None:
             return None, None
         return self._accounts.find_user(domain.id, ref["name"]), domain
 
-    def _fail(self, ctx: CallContext, user: User | None, reason: str,
-              user_ref: dict[str, Any] | None = None) -> None:
+    def _fail(
+        self,
+        ctx: CallContext,
+        user: User | None,
+        reason: str,
+        user_ref: dict[str, Any] | None = None,
+    ) -> NoReturn:
         """Audit the failure (the reason stays in the audit trail) and answer a generic 401."""
         details: dict[str, Any] = {"reason": reason, "method": "password"}
         if user_ref is not None:
             details["user_name"] = str(user_ref.get("name") or user_ref.get("id"))[:255]
-        self._audit.add(type=AUTHENTICATION, action="identity:auth:password", outcome="failure",
-                        actor_id=user.id if user else None,
-                        target=AuditTarget("user", user.id if user else None,
-                                           domain_id=user.domain_id if user else None),
-                        request_id=ctx.request_id, source_ip=ctx.source_ip, details=details)
+        self._audit.add(
+            type=AUTHENTICATION,
+            action="identity:auth:password",
+            outcome="failure",
+            actor_id=user.id if user else None,
+            target=AuditTarget(
+                "user", user.id if user else None, domain_id=user.domain_id if user else None
+            ),
+            request_id=ctx.request_id,
+            source_ip=ctx.source_ip,
+            details=details,
+        )
         self._session.commit()
         raise AuthenticationFailed()
 
     # -- scope ------------------------------------------------------------------
 
-    def _resolve_scope(self, ctx: CallContext, user: User,
-                       scope_ref: dict[str, Any] | None) -> tuple[Scope, set[str]]:
+    def _resolve_scope(
+        self, ctx: CallContext, user: User, scope_ref: dict[str, Any] | None
+    ) -> tuple[Scope, set[str]]:
         if not scope_ref:
             return Scope(), set()
         if "project" in scope_ref:
@@ -112,11 +140,16 @@ class Authentication:
             if not domain_id and domain_ref.get("name"):
                 found = self._directory.find_domain(domain_id=None, name=domain_ref["name"])
                 domain_id = found.id if found else None
-            project = self._directory.find_project(project_id=ref.get("id"), name=ref.get("name"),
-                                                   domain_id=domain_id)
+            project = self._directory.find_project(
+                project_id=ref.get("id"), name=ref.get("name"), domain_id=domain_id
+            )
             project_domain = self._session.get(Domain, project.domain_id) if project else None
-            if project is None or project_domain is None or not project.enabled \
-                    or not project_domain.enabled:
+            if (
+                project is None
+                or project_domain is None
+                or not project.enabled
+                or not project_domain.enabled
+            ):
                 self._deny_scope(ctx, user, "project_unavailable")
             assert project is not None
             roles = self._roles.effective_role_names(user.id, project_id=project.id)
@@ -133,27 +166,38 @@ class Authentication:
             self._deny_scope(ctx, user, "no_roles_on_domain")
         return Scope(domain=domain), roles
 
-    def _deny_scope(self, ctx: CallContext, user: User, reason: str) -> None:
-        self._audit.add(type=AUTHENTICATION, action="identity:auth:scope", outcome="failure",
-                        actor_id=user.id, target=AuditTarget("user", user.id,
-                                                             domain_id=user.domain_id),
-                        request_id=ctx.request_id, source_ip=ctx.source_ip,
-                        details={"reason": reason})
+    def _deny_scope(self, ctx: CallContext, user: User, reason: str) -> NoReturn:
+        self._audit.add(
+            type=AUTHENTICATION,
+            action="identity:auth:scope",
+            outcome="failure",
+            actor_id=user.id,
+            target=AuditTarget("user", user.id, domain_id=user.domain_id),
+            request_id=ctx.request_id,
+            source_ip=ctx.source_ip,
+            details={"reason": reason},
+        )
         self._session.commit()
         # Like Keystone: the credentials were right, but they give no access to that scope.
-        raise AuthenticationFailed("the user has no access to the requested scope",
-                                   code="scope_not_allowed")
+        raise AuthenticationFailed(
+            "the user has no access to the requested scope", code="scope_not_allowed"
+        )
 
-    def _record(self, ctx: CallContext, outcome: str, user_id: str, scope: Scope,
-                **details: Any) -> None:
+    def _record(
+        self, ctx: CallContext, outcome: str, user_id: str, scope: Scope, **details: Any
+    ) -> None:
         project_id = scope.project.id if scope.project else None
         domain_id = scope.domain.id if scope.domain else None
-        self._audit.add(type=AUTHENTICATION, action="identity:auth:password", outcome=outcome,
-                        actor_id=user_id, target=AuditTarget("user", user_id,
-                                                             project_id=project_id,
-                                                             domain_id=domain_id),
-                        request_id=ctx.request_id, source_ip=ctx.source_ip,
-                        details={"method": "password", **details})
+        self._audit.add(
+            type=AUTHENTICATION,
+            action="identity:auth:password",
+            outcome=outcome,
+            actor_id=user_id,
+            target=AuditTarget("user", user_id, project_id=project_id, domain_id=domain_id),
+            request_id=ctx.request_id,
+            source_ip=ctx.source_ip,
+            details={"method": "password", **details},
+        )
 
 
 # Stand-ins for the unknown-user path: verifying against them costs a real hash check.

@@ -9,9 +9,9 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, scoped_session
 
 from latchkey.audit import CHANGE, AuditLog, AuditTarget
+from latchkey.db import DbSession
 from latchkey.identity.keys import KeyRing
 from latchkey.identity.models import (
     Domain,
@@ -37,8 +37,9 @@ class BootstrapResult:
 
 
 class Bootstrap:
-    def __init__(self, session: scoped_session[Session], hasher: PasswordHasher, keys: KeyRing,
-                 audit: AuditLog) -> None:
+    def __init__(
+        self, session: DbSession, hasher: PasswordHasher, keys: KeyRing, audit: AuditLog
+    ) -> None:
         self._session = session
         self._hasher = hasher
         self._keys = keys
@@ -48,15 +49,23 @@ class Bootstrap:
         created: list[str] = []
         domain = self._session.get(Domain, DEFAULT_DOMAIN_ID)
         if domain is None:
-            domain = Domain(id=DEFAULT_DOMAIN_ID, name="Default",
-                            description="The default sql domain")
+            domain = Domain(
+                id=DEFAULT_DOMAIN_ID, name="Default", description="The default sql domain"
+            )
             self._session.add(domain)
             created.append("domain Default")
-        project = self._session.scalar(select(Project).where(
-            Project.domain_id == DEFAULT_DOMAIN_ID, Project.name == ADMIN_PROJECT))
+        project = self._session.scalar(
+            select(Project).where(
+                Project.domain_id == DEFAULT_DOMAIN_ID, Project.name == ADMIN_PROJECT
+            )
+        )
         if project is None:
-            project = Project(name=ADMIN_PROJECT, domain_id=DEFAULT_DOMAIN_ID,
-                              is_admin_project=True, description="Cloud administrators")
+            project = Project(
+                name=ADMIN_PROJECT,
+                domain_id=DEFAULT_DOMAIN_ID,
+                is_admin_project=True,
+                description="Cloud administrators",
+            )
             self._session.add(project)
             created.append("project admin")
         roles = {}
@@ -69,19 +78,23 @@ class Bootstrap:
             roles[name] = role
         self._session.flush()
         for prior, implied in IMPLICATIONS:
-            key = (roles[prior].id, roles[implied].id)
-            if self._session.get(RoleImplication, key) is None:
-                self._session.add(RoleImplication(prior_role_id=key[0], implied_role_id=key[1]))
+            pair = (roles[prior].id, roles[implied].id)
+            if self._session.get(RoleImplication, pair) is None:
+                self._session.add(RoleImplication(prior_role_id=pair[0], implied_role_id=pair[1]))
                 created.append(f"implication {prior} -> {implied}")
         generated = None
-        user = self._session.scalar(select(User).where(
-            User.domain_id == DEFAULT_DOMAIN_ID, User.name == ADMIN_USER))
+        user = self._session.scalar(
+            select(User).where(User.domain_id == DEFAULT_DOMAIN_ID, User.name == ADMIN_USER)
+        )
         if user is None:
             if not admin_password:
                 generated = admin_password = secrets.token_urlsafe(24)
             self._hasher.check_policy(admin_password)
-            user = User(name=ADMIN_USER, domain_id=DEFAULT_DOMAIN_ID,
-                        password_hash=self._hasher.hash(admin_password))
+            user = User(
+                name=ADMIN_USER,
+                domain_id=DEFAULT_DOMAIN_ID,
+                password_hash=self._hasher.hash(admin_password),
+            )
             self._session.add(user)
             self._session.flush()
             created.append("user admin")
@@ -89,14 +102,23 @@ class Bootstrap:
             key = assignment_key(scope, scope_id, "user", user.id, roles["admin"].id)
             if self._session.scalar(select(RoleAssignment.id).where(RoleAssignment.key == key)):
                 continue
-            self._session.add(RoleAssignment(key=key, role_id=roles["admin"].id, user_id=user.id,
-                                             **{f"{scope}_id": scope_id}))
+            self._session.add(
+                RoleAssignment(
+                    key=key, role_id=roles["admin"].id, user_id=user.id, **{f"{scope}_id": scope_id}
+                )
+            )
             created.append(f"admin role on {scope} {scope_id}")
         if created:
-            self._audit.add(type=CHANGE, action="identity:bootstrap", outcome="success",
-                            actor_id=None, target=AuditTarget("domain", DEFAULT_DOMAIN_ID,
-                                                              domain_id=DEFAULT_DOMAIN_ID),
-                            request_id=None, source_ip=None, details={"created": created})
+            self._audit.add(
+                type=CHANGE,
+                action="identity:bootstrap",
+                outcome="success",
+                actor_id=None,
+                target=AuditTarget("domain", DEFAULT_DOMAIN_ID, domain_id=DEFAULT_DOMAIN_ID),
+                request_id=None,
+                source_ip=None,
+                details={"created": created},
+            )
         self._session.commit()
         if self._keys.ensure_keys():
             created.append("signing keys")

@@ -7,9 +7,9 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, scoped_session
 
 from latchkey.audit import CHANGE, AuditLog, AuditTarget
+from latchkey.db import DbSession
 from latchkey.errors import Conflict
 from latchkey.identity.revocations import RevocationList
 from latchkey.policy.context import CallContext
@@ -26,18 +26,22 @@ class Page(Generic[T]):
     next_marker: str | None
 
 
+@dataclass(frozen=True)
+class ServiceDeps:
+    """What every identity service is built with (see ``create_app``)."""
+
+    session: DbSession
+    enforcer: Enforcer
+    audit: AuditLog
+    revocations: RevocationList
+
+
 class IdentityServiceBase:
-    def __init__(
-        self,
-        session: scoped_session[Session],
-        enforcer: Enforcer,
-        audit: AuditLog,
-        revocations: RevocationList,
-    ) -> None:
-        self._session = session
-        self._enforcer = enforcer
-        self._audit = audit
-        self._revocations = revocations
+    def __init__(self, deps: ServiceDeps) -> None:
+        self._session = deps.session
+        self._enforcer = deps.enforcer
+        self._audit = deps.audit
+        self._revocations = deps.revocations
 
     def _enforce(self, ctx: CallContext, action: str, target: Target) -> None:
         self._enforcer.enforce(ctx.auth, action, target)
@@ -46,8 +50,14 @@ class IdentityServiceBase:
         self, ctx: CallContext, action: str, target: AuditTarget, **details: Any
     ) -> None:
         self._audit.add(
-            type=CHANGE, action=action, outcome="success", actor_id=ctx.actor_id, target=target,
-            request_id=ctx.request_id, source_ip=ctx.source_ip, details=details,
+            type=CHANGE,
+            action=action,
+            outcome="success",
+            actor_id=ctx.actor_id,
+            target=target,
+            request_id=ctx.request_id,
+            source_ip=ctx.source_ip,
+            details=details,
         )
 
     def _commit(self, conflict_code: str, conflict_detail: str) -> None:
@@ -58,12 +68,13 @@ class IdentityServiceBase:
             self._session.rollback()
             raise Conflict(conflict_detail, code=conflict_code) from exc
 
-    def _page(self, query: Select[Any], id_column: Any, marker: str | None,
-              limit: int | None) -> Page[Any]:
+    def _page(
+        self, query: Select[Any], id_column: Any, marker: str | None, limit: int | None
+    ) -> Page[Any]:
         size = min(limit or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         if marker:
             query = query.where(id_column > marker)
         rows = list(self._session.scalars(query.order_by(id_column).limit(size + 1)))
         more = len(rows) > size
         rows = rows[:size]
-        return Page(rows, str(getattr(rows[-1], "id")) if more and rows else None)
+        return Page(rows, str(rows[-1].id) if more and rows else None)

@@ -45,8 +45,12 @@ class Directory(IdentityServiceBase):
         domain = Domain(**data)
         self._session.add(domain)
         self._session.flush()
-        self._record_change(ctx, "identity:domain:create", AuditTarget("domain", domain.id,
-                            domain_id=domain.id), name=domain.name)
+        self._record_change(
+            ctx,
+            "identity:domain:create",
+            AuditTarget("domain", domain.id, domain_id=domain.id),
+            name=domain.name,
+        )
         self._commit("domain_name_taken", "a domain with this name exists")
         return domain
 
@@ -54,8 +58,9 @@ class Directory(IdentityServiceBase):
         self._enforce(ctx, "identity:domain:get", Target(domain_id=domain_id))
         return self.get_domain_record(domain_id)
 
-    def list_domains(self, ctx: CallContext, *, name: str | None, marker: str | None,
-                     limit: int | None) -> Page[Domain]:
+    def list_domains(
+        self, ctx: CallContext, *, name: str | None, marker: str | None, limit: int | None
+    ) -> Page[Domain]:
         self._enforce(ctx, "identity:domain:list", Target())
         query = select(Domain)
         if name:
@@ -70,8 +75,12 @@ class Directory(IdentityServiceBase):
             setattr(domain, key, value)
         if was_enabled and not domain.enabled:
             self._revoke_domain_users(domain.id)
-        self._record_change(ctx, "identity:domain:update", AuditTarget("domain", domain.id,
-                            domain_id=domain.id), fields=sorted(data))
+        self._record_change(
+            ctx,
+            "identity:domain:update",
+            AuditTarget("domain", domain.id, domain_id=domain.id),
+            fields=sorted(data),
+        )
         self._commit("domain_name_taken", "a domain with this name exists")
         return domain
 
@@ -90,8 +99,9 @@ class Directory(IdentityServiceBase):
         ):
             self._revocations.add(PROJECT, project_id)
         self._session.delete(domain)
-        self._record_change(ctx, "identity:domain:delete", AuditTarget("domain", domain_id,
-                            domain_id=domain_id))
+        self._record_change(
+            ctx, "identity:domain:delete", AuditTarget("domain", domain_id, domain_id=domain_id)
+        )
         self._commit("domain_in_use", "the domain is still referenced")
 
     def _revoke_domain_users(self, domain_id: str) -> None:
@@ -106,8 +116,9 @@ class Directory(IdentityServiceBase):
             raise NotFound(f"no project {project_id!r}", code="project_not_found")
         return project
 
-    def find_project(self, *, project_id: str | None, name: str | None,
-                     domain_id: str | None) -> Project | None:
+    def find_project(
+        self, *, project_id: str | None, name: str | None, domain_id: str | None
+    ) -> Project | None:
         if project_id:
             return self._session.get(Project, project_id)
         if name and domain_id:
@@ -121,13 +132,15 @@ class Directory(IdentityServiceBase):
         self._enforce(ctx, "identity:project:create", Target(domain_id=domain_id))
         self.get_domain_record(domain_id)
         if self.find_project(project_id=None, name=data["name"], domain_id=domain_id):
-            raise Conflict(f"a project named {data['name']!r} exists in this domain",
-                           code="project_name_taken")
+            raise Conflict(
+                f"a project named {data['name']!r} exists in this domain", code="project_name_taken"
+            )
         project = Project(**data)
         self._session.add(project)
         self._session.flush()
-        self._record_change(ctx, "identity:project:create", _project_target(project),
-                            name=project.name)
+        self._record_change(
+            ctx, "identity:project:create", _project_target(project), name=project.name
+        )
         self._commit("project_name_taken", "a project with this name exists in this domain")
         return project
 
@@ -138,8 +151,15 @@ class Directory(IdentityServiceBase):
         self._enforce(ctx, "identity:project:get", target)
         return self.get_project_record(project_id)
 
-    def list_projects(self, ctx: CallContext, *, domain_id: str | None, name: str | None,
-                      marker: str | None, limit: int | None) -> Page[Project]:
+    def list_projects(
+        self,
+        ctx: CallContext,
+        *,
+        domain_id: str | None,
+        name: str | None,
+        marker: str | None,
+        limit: int | None,
+    ) -> Page[Project]:
         auth = ctx.auth
         if domain_id is None and auth is not None and auth.domain_id:
             domain_id = auth.domain_id  # a domain-scoped token lists its own domain
@@ -153,22 +173,29 @@ class Directory(IdentityServiceBase):
 
     def update_project(self, ctx: CallContext, project_id: str, data: dict[str, Any]) -> Project:
         project = self.get_project_record(project_id)
-        self._enforce(ctx, "identity:project:update",
-                      Target(domain_id=project.domain_id, project_id=project.id))
+        self._enforce(
+            ctx,
+            "identity:project:update",
+            Target(domain_id=project.domain_id, project_id=project.id),
+        )
         was_enabled = project.enabled
         for key, value in data.items():
             setattr(project, key, value)
         if was_enabled and not project.enabled:
             self._revocations.add(PROJECT, project.id)
-        self._record_change(ctx, "identity:project:update", _project_target(project),
-                            fields=sorted(data))
+        self._record_change(
+            ctx, "identity:project:update", _project_target(project), fields=sorted(data)
+        )
         self._commit("project_name_taken", "a project with this name exists in this domain")
         return project
 
     def delete_project(self, ctx: CallContext, project_id: str) -> None:
         project = self.get_project_record(project_id)
-        self._enforce(ctx, "identity:project:delete",
-                      Target(domain_id=project.domain_id, project_id=project.id))
+        self._enforce(
+            ctx,
+            "identity:project:delete",
+            Target(domain_id=project.domain_id, project_id=project.id),
+        )
         if project.is_admin_project:
             raise Conflict("the admin project cannot be deleted", code="project_protected")
         self._revocations.add(PROJECT, project.id)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from joserfc.jwk import ECKey, KeySet
+from joserfc.jwk import ECKey, KeyParameters, KeySet
 from sqlalchemy import JSON, LargeBinary, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -135,8 +135,12 @@ class KeyRing:
         with self._session_factory() as session:
             keys = session.scalars(select(SigningKey).order_by(SigningKey.created_at))
             return [
-                {"kid": k.kid, "state": k.state, "algorithm": k.algorithm,
-                 "created_at": k.created_at.isoformat()}
+                {
+                    "kid": k.kid,
+                    "state": k.state,
+                    "algorithm": k.algorithm,
+                    "created_at": k.created_at.isoformat(),
+                }
                 for k in keys
             ]
 
@@ -209,7 +213,7 @@ class KeyRing:
         key.sealed_private_key = b""  # the private half is no longer needed by anyone
 
 
-def _key_parameters(kid: str) -> dict[str, str]:
+def _key_parameters(kid: str) -> KeyParameters:
     return {"kid": kid, "alg": ALGORITHM, "use": "sig"}
 
 

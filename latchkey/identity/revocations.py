@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Integer, String, and_, or_, select
-from sqlalchemy.orm import Mapped, Session, mapped_column, scoped_session
+from sqlalchemy.orm import Mapped, mapped_column
 
-from latchkey.db import Base, UTCDateTime, utcnow
+from latchkey.db import Base, DbSession, UTCDateTime, utcnow
 
 TOKEN, USER, PROJECT = "token", "user", "project"
 REVOCATION_KINDS = (TOKEN, USER, PROJECT)
@@ -32,7 +32,7 @@ class RevocationEvent(Base):
 
 
 class RevocationList:
-    def __init__(self, session: scoped_session[Session], token_ttl: timedelta) -> None:
+    def __init__(self, session: DbSession, token_ttl: timedelta) -> None:
         self._session = session
         self._token_ttl = token_ttl
 
@@ -40,7 +40,10 @@ class RevocationList:
         """Add an event to the current transaction (it commits with the change)."""
         now = utcnow()
         event = RevocationEvent(
-            kind=kind, subject=subject, issued_before=now, created_at=now,
+            kind=kind,
+            subject=subject,
+            issued_before=now,
+            created_at=now,
             expires_at=now + self._token_ttl,
         )
         self._session.add(event)
@@ -50,14 +53,20 @@ class RevocationList:
         issued_at = datetime.fromtimestamp(float(claims["iat"]), UTC)
         conditions = [
             and_(RevocationEvent.kind == TOKEN, RevocationEvent.subject == claims["jti"]),
-            and_(RevocationEvent.kind == USER, RevocationEvent.subject == claims["sub"],
-                 RevocationEvent.issued_before >= issued_at),
+            and_(
+                RevocationEvent.kind == USER,
+                RevocationEvent.subject == claims["sub"],
+                RevocationEvent.issued_before >= issued_at,
+            ),
         ]
         project_id = (claims.get("project") or {}).get("id")
         if project_id:
             conditions.append(
-                and_(RevocationEvent.kind == PROJECT, RevocationEvent.subject == project_id,
-                     RevocationEvent.issued_before >= issued_at)
+                and_(
+                    RevocationEvent.kind == PROJECT,
+                    RevocationEvent.subject == project_id,
+                    RevocationEvent.issued_before >= issued_at,
+                )
             )
         query = select(RevocationEvent.id).where(or_(*conditions)).limit(1)
         return self._session.scalar(query) is not None

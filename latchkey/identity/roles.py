@@ -11,7 +11,7 @@ from sqlalchemy import or_, select
 from latchkey.audit import AuditTarget
 from latchkey.errors import Conflict, InvalidRequest, NotFound
 from latchkey.identity.accounts import Accounts
-from latchkey.identity.common import IdentityServiceBase
+from latchkey.identity.common import IdentityServiceBase, ServiceDeps
 from latchkey.identity.directory import Directory
 from latchkey.identity.models import GroupMembership, Role, RoleAssignment, RoleImplication
 from latchkey.identity.revocations import USER
@@ -50,9 +50,8 @@ class Assignment:
 
 
 class Roles(IdentityServiceBase):
-    def __init__(self, *args: Any, directory: Directory, accounts: Accounts,
-                 **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, deps: ServiceDeps, *, directory: Directory, accounts: Accounts) -> None:
+        super().__init__(deps)
         self._directory = directory
         self._accounts = accounts
 
@@ -60,7 +59,8 @@ class Roles(IdentityServiceBase):
 
     def find_role(self, ref: str) -> Role:
         role = self._session.get(Role, ref) or self._session.scalar(
-            select(Role).where(Role.name == ref))
+            select(Role).where(Role.name == ref)
+        )
         if role is None:
             raise NotFound(f"no role {ref!r}", code="role_not_found")
         return role
@@ -83,8 +83,9 @@ class Roles(IdentityServiceBase):
         role = Role(**data)
         self._session.add(role)
         self._session.flush()
-        self._record_change(ctx, "identity:role:create", AuditTarget("role", role.id),
-                            name=role.name)
+        self._record_change(
+            ctx, "identity:role:create", AuditTarget("role", role.id), name=role.name
+        )
         self._commit("role_name_taken", "a role with this name exists")
         return role
 
@@ -94,27 +95,32 @@ class Roles(IdentityServiceBase):
         for user_id in self._holders(role.id):
             self._revocations.add(USER, user_id)
         self._session.delete(role)
-        self._record_change(ctx, "identity:role:delete", AuditTarget("role", role.id),
-                            name=role.name)
+        self._record_change(
+            ctx, "identity:role:delete", AuditTarget("role", role.id), name=role.name
+        )
         self._commit("role_in_use", "the role is still referenced")
 
     def list_implications(self, ctx: CallContext) -> list[tuple[Role, Role]]:
         self._enforce(ctx, "identity:role:list", Target())
         roles = {r.id: r for r in self._session.scalars(select(Role))}
-        return [(roles[i.prior_role_id], roles[i.implied_role_id])
-                for i in self._session.scalars(select(RoleImplication))]
+        return [
+            (roles[i.prior_role_id], roles[i.implied_role_id])
+            for i in self._session.scalars(select(RoleImplication))
+        ]
 
     def imply(self, ctx: CallContext, prior_ref: str, implied_ref: str) -> None:
         self._enforce(ctx, "identity:role:imply", Target())
         prior, implied = self.find_role(prior_ref), self.find_role(implied_ref)
         closure = self._closure()
         if prior.id == implied.id or prior.id in closure.get(implied.id, set()):
-            raise InvalidRequest("role implications must not form a cycle",
-                                 code="role_implication_cycle")
+            raise InvalidRequest(
+                "role implications must not form a cycle", code="role_implication_cycle"
+            )
         if self._session.get(RoleImplication, (prior.id, implied.id)) is None:
             self._session.add(RoleImplication(prior_role_id=prior.id, implied_role_id=implied.id))
-            self._record_change(ctx, "identity:role:imply", AuditTarget("role", prior.id),
-                                implied=implied.name)
+            self._record_change(
+                ctx, "identity:role:imply", AuditTarget("role", prior.id), implied=implied.name
+            )
         self._commit("role_implication_exists", "the implication exists")
 
     def unimply(self, ctx: CallContext, prior_ref: str, implied_ref: str) -> None:
@@ -126,14 +132,22 @@ class Roles(IdentityServiceBase):
         for user_id in self._holders(prior.id):
             self._revocations.add(USER, user_id)
         self._session.delete(implication)
-        self._record_change(ctx, "identity:role:unimply", AuditTarget("role", prior.id),
-                            implied=implied.name)
+        self._record_change(
+            ctx, "identity:role:unimply", AuditTarget("role", prior.id), implied=implied.name
+        )
         self._session.commit()
 
     # -- assignments ------------------------------------------------------------
 
-    def grant(self, ctx: CallContext, scope_type: str, scope_id: str, actor_type: str,
-              actor_id: str, role_ref: str) -> None:
+    def grant(
+        self,
+        ctx: CallContext,
+        scope_type: str,
+        scope_id: str,
+        actor_type: str,
+        actor_id: str,
+        role_ref: str,
+    ) -> None:
         role = self.find_role(role_ref)
         target = self._assignment_target(scope_type, scope_id, role.name)
         self._enforce(ctx, "identity:role_assignment:grant", target)
@@ -141,14 +155,29 @@ class Roles(IdentityServiceBase):
         key = assignment_key(scope_type, scope_id, actor_type, actor_id, role.id)
         if self._session.scalar(select(RoleAssignment.id).where(RoleAssignment.key == key)):
             return  # PUT is idempotent
-        self._session.add(RoleAssignment(key=key, role_id=role.id,
-                                         **_columns(scope_type, scope_id, actor_type, actor_id)))
-        self._record_change(ctx, "identity:role_assignment:grant", _scope_audit(target),
-                            role=role.name, **{f"{actor_type}_id": actor_id})
+        self._session.add(
+            RoleAssignment(
+                key=key, role_id=role.id, **_columns(scope_type, scope_id, actor_type, actor_id)
+            )
+        )
+        self._record_change(
+            ctx,
+            "identity:role_assignment:grant",
+            _scope_audit(target),
+            role=role.name,
+            **{f"{actor_type}_id": actor_id},
+        )
         self._commit("role_assignment_exists", "the assignment exists")
 
-    def revoke(self, ctx: CallContext, scope_type: str, scope_id: str, actor_type: str,
-               actor_id: str, role_ref: str) -> None:
+    def revoke(
+        self,
+        ctx: CallContext,
+        scope_type: str,
+        scope_id: str,
+        actor_type: str,
+        actor_id: str,
+        role_ref: str,
+    ) -> None:
         role = self.find_role(role_ref)
         target = self._assignment_target(scope_type, scope_id, role.name)
         self._enforce(ctx, "identity:role_assignment:revoke", target)
@@ -160,15 +189,31 @@ class Roles(IdentityServiceBase):
         for user_id in affected:
             self._revocations.add(USER, user_id)  # live tokens may carry the role
         self._session.delete(assignment)
-        self._record_change(ctx, "identity:role_assignment:revoke", _scope_audit(target),
-                            role=role.name, **{f"{actor_type}_id": actor_id})
+        self._record_change(
+            ctx,
+            "identity:role_assignment:revoke",
+            _scope_audit(target),
+            role=role.name,
+            **{f"{actor_type}_id": actor_id},
+        )
         self._session.commit()
 
-    def list_assignments(self, ctx: CallContext, *, user_id: str | None, group_id: str | None,
-                         project_id: str | None, domain_id: str | None, role: str | None,
-                         effective: bool) -> list[Assignment]:
-        self._enforce(ctx, "identity:role_assignment:list",
-                      self._listing_target(user_id, project_id, domain_id))
+    def list_assignments(
+        self,
+        ctx: CallContext,
+        *,
+        user_id: str | None,
+        group_id: str | None,
+        project_id: str | None,
+        domain_id: str | None,
+        role: str | None,
+        effective: bool,
+    ) -> list[Assignment]:
+        self._enforce(
+            ctx,
+            "identity:role_assignment:list",
+            self._listing_target(user_id, project_id, domain_id),
+        )
         role_id = self.find_role(role).id if role else None
         query = select(RoleAssignment)
         if project_id:
@@ -181,25 +226,25 @@ class Roles(IdentityServiceBase):
             query = query.where(RoleAssignment.user_id == user_id)
         elif user_id:
             groups = select(GroupMembership.group_id).where(GroupMembership.user_id == user_id)
-            query = query.where(or_(RoleAssignment.user_id == user_id,
-                                    RoleAssignment.group_id.in_(groups)))
+            query = query.where(
+                or_(RoleAssignment.user_id == user_id, RoleAssignment.group_id.in_(groups))
+            )
         rows = list(self._session.scalars(query.order_by(RoleAssignment.id)))
         names = {r.id: r.name for r in self._session.scalars(select(Role))}
         direct = [_assignment(row, names) for row in rows]
-        if not effective:
-            result = direct
-        else:
-            result = self._expand(direct, names, only_user=user_id)
+        result = direct if not effective else self._expand(direct, names, only_user=user_id)
         if role_id:
             result = [a for a in result if a.role_id == role_id]
         return result
 
-    def effective_role_names(self, user_id: str, *, project_id: str | None = None,
-                             domain_id: str | None = None) -> set[str]:
+    def effective_role_names(
+        self, user_id: str, *, project_id: str | None = None, domain_id: str | None = None
+    ) -> set[str]:
         """Roles a user holds on one project or domain: direct, via groups, implied."""
         groups = select(GroupMembership.group_id).where(GroupMembership.user_id == user_id)
         query = select(RoleAssignment.role_id).where(
-            or_(RoleAssignment.user_id == user_id, RoleAssignment.group_id.in_(groups)))
+            or_(RoleAssignment.user_id == user_id, RoleAssignment.group_id.in_(groups))
+        )
         if project_id:
             query = query.where(RoleAssignment.project_id == project_id)
         else:
@@ -209,7 +254,9 @@ class Roles(IdentityServiceBase):
         expanded = set(role_ids)
         for role_id in role_ids:
             expanded |= closure.get(role_id, set())
-        names = dict(self._session.execute(select(Role.id, Role.name)).tuples().all())
+        names: dict[str, str] = {
+            row.id: row.name for row in self._session.execute(select(Role.id, Role.name))
+        }
         return {names[r] for r in expanded}
 
     # -- helpers ----------------------------------------------------------------
@@ -231,30 +278,49 @@ class Roles(IdentityServiceBase):
             closure[start] = seen
         return closure
 
-    def _expand(self, direct: Iterable[Assignment], names: dict[str, str],
-                only_user: str | None) -> list[Assignment]:
+    def _expand(
+        self, direct: Iterable[Assignment], names: dict[str, str], only_user: str | None
+    ) -> list[Assignment]:
         closure = self._closure()
         users: list[Assignment] = []
         for a in direct:
             if a.group_id:
                 members = self._group_member_ids(a.group_id)
-                users += [Assignment(a.role_id, a.role_name, a.scope_type, a.scope_id,
-                                     user_id=m, via_group_id=a.group_id)
-                          for m in members if only_user is None or m == only_user]
+                users += [
+                    Assignment(
+                        a.role_id,
+                        a.role_name,
+                        a.scope_type,
+                        a.scope_id,
+                        user_id=m,
+                        via_group_id=a.group_id,
+                    )
+                    for m in members
+                    if only_user is None or m == only_user
+                ]
             else:
                 users.append(a)
         result = list(users)
         for a in users:
-            result += [Assignment(implied, names[implied], a.scope_type, a.scope_id,
-                                  user_id=a.user_id, via_group_id=a.via_group_id,
-                                  implied_by=a.role_name)
-                       for implied in sorted(closure.get(a.role_id, ()))]
+            result += [
+                Assignment(
+                    implied,
+                    names[implied],
+                    a.scope_type,
+                    a.scope_id,
+                    user_id=a.user_id,
+                    via_group_id=a.via_group_id,
+                    implied_by=a.role_name,
+                )
+                for implied in sorted(closure.get(a.role_id, ()))
+            ]
         return result
 
     def _holders(self, role_id: str) -> set[str]:
         users: set[str] = set()
-        for row in self._session.scalars(select(RoleAssignment).where(
-                RoleAssignment.role_id == role_id)):
+        for row in self._session.scalars(
+            select(RoleAssignment).where(RoleAssignment.role_id == role_id)
+        ):
             if row.user_id:
                 users.add(row.user_id)
             elif row.group_id:
@@ -262,8 +328,11 @@ class Roles(IdentityServiceBase):
         return users
 
     def _group_member_ids(self, group_id: str) -> list[str]:
-        return list(self._session.scalars(
-            select(GroupMembership.user_id).where(GroupMembership.group_id == group_id)))
+        return list(
+            self._session.scalars(
+                select(GroupMembership.user_id).where(GroupMembership.group_id == group_id)
+            )
+        )
 
     def _assignment_target(self, scope_type: str, scope_id: str, role_name: str) -> Target:
         if scope_type == PROJECT:
@@ -272,8 +341,9 @@ class Roles(IdentityServiceBase):
         domain = self._directory.get_domain_record(scope_id)
         return Target(domain_id=domain.id, role=role_name)
 
-    def _listing_target(self, user_id: str | None, project_id: str | None,
-                        domain_id: str | None) -> Target:
+    def _listing_target(
+        self, user_id: str | None, project_id: str | None, domain_id: str | None
+    ) -> Target:
         if project_id:
             project = self._directory.get_project_record(project_id)
             return Target(domain_id=project.domain_id, project_id=project.id, user_id=user_id)
@@ -291,8 +361,9 @@ class Roles(IdentityServiceBase):
             self._accounts.get_group_record(actor_id)
 
 
-def assignment_key(scope_type: str, scope_id: str, actor_type: str, actor_id: str,
-                    role_id: str) -> str:
+def assignment_key(
+    scope_type: str, scope_id: str, actor_type: str, actor_id: str, role_id: str
+) -> str:
     return f"{actor_type}:{actor_id}:{scope_type}:{scope_id}:{role_id}"
 
 
@@ -302,12 +373,19 @@ def _columns(scope_type: str, scope_id: str, actor_type: str, actor_id: str) -> 
 
 def _assignment(row: RoleAssignment, names: dict[str, str]) -> Assignment:
     scope_type, scope_id = (PROJECT, row.project_id) if row.project_id else (DOMAIN, row.domain_id)
-    return Assignment(row.role_id, names[row.role_id], scope_type, scope_id or "",
-                      user_id=row.user_id, group_id=row.group_id)
+    return Assignment(
+        row.role_id,
+        names[row.role_id],
+        scope_type,
+        scope_id or "",
+        user_id=row.user_id,
+        group_id=row.group_id,
+    )
 
 
 def _scope_audit(target: Target) -> AuditTarget:
     if target.project_id:
-        return AuditTarget("project", target.project_id, project_id=target.project_id,
-                           domain_id=target.domain_id)
+        return AuditTarget(
+            "project", target.project_id, project_id=target.project_id, domain_id=target.domain_id
+        )
     return AuditTarget("domain", target.domain_id, domain_id=target.domain_id)

@@ -101,8 +101,9 @@ class UserUpdate(Schema):
 
 
 class PasswordChange(Schema):
-    original_password = fields.String(required=True, load_only=True,
-                                      validate=validate.Length(max=4096))
+    original_password = fields.String(
+        required=True, load_only=True, validate=validate.Length(max=4096)
+    )
     password = fields.String(required=True, load_only=True, validate=validate.Length(max=4096))
 
 

@@ -96,8 +96,9 @@ class RevocationList(Schema):
 def _subject_token() -> str:
     token = request.headers.get(SUBJECT_TOKEN_HEADER)
     if not token:
-        raise InvalidRequest(f"send the token to check in {SUBJECT_TOKEN_HEADER}",
-                             code="subject_token_missing")
+        raise InvalidRequest(
+            f"send the token to check in {SUBJECT_TOKEN_HEADER}", code="subject_token_missing"
+        )
     return token
 
 
@@ -109,12 +110,16 @@ class TokensView(MethodView):
         method = data["auth"]
         ctx = call_context(authenticate=False)
         issued = services().authentication.password(
-            ctx, method["password"]["user"], method["password"]["password"], data.get("scope"))
+            ctx, method["password"]["user"], method["password"]["password"], data.get("scope")
+        )
         claims = issued.claims
         body = {
-            "token": issued.token, "expires_at": issued.expires_at,
-            "issued_at": issued.issued_at, "user": claims["user"],
-            "roles": claims["roles"], "methods": claims["methods"],
+            "token": issued.token,
+            "expires_at": issued.expires_at,
+            "issued_at": issued.issued_at,
+            "user": claims["user"],
+            "roles": claims["roles"],
+            "methods": claims["methods"],
         }
         for key in ("project", "domain"):
             if key in claims:

@@ -59,8 +59,17 @@ class Scope:
 
 
 class Tokens:
-    def __init__(self, keys: KeyRing, revocations: RevocationList, audit: AuditLog,
-                 enforcer: Enforcer, *, issuer: str, audience: str, ttl: timedelta) -> None:
+    def __init__(
+        self,
+        keys: KeyRing,
+        revocations: RevocationList,
+        audit: AuditLog,
+        enforcer: Enforcer,
+        *,
+        issuer: str,
+        audience: str,
+        ttl: timedelta,
+    ) -> None:
         self._keys = keys
         self._revocations = revocations
         self._audit = audit
@@ -69,9 +78,16 @@ class Tokens:
         self.audience = audience
         self.ttl = ttl
 
-    def issue(self, user: User, user_domain: Domain, scope: Scope, roles: set[str],
-              methods: list[str], client_id: str | None = None,
-              extra_claims: dict[str, Any] | None = None) -> IssuedToken:
+    def issue(
+        self,
+        user: User,
+        user_domain: Domain,
+        scope: Scope,
+        roles: set[str],
+        methods: list[str],
+        client_id: str | None = None,
+        extra_claims: dict[str, Any] | None = None,
+    ) -> IssuedToken:
         now = time.time()
         claims: dict[str, Any] = {
             "iss": self.issuer,
@@ -83,14 +99,19 @@ class Tokens:
             "exp": int(now + self.ttl.total_seconds()),
             "jti": base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("="),
             "client_id": client_id or user.id,
-            "user": {"id": user.id, "name": user.name, "kind": user.kind,
-                     "domain": {"id": user_domain.id, "name": user_domain.name}},
+            "user": {
+                "id": user.id,
+                "name": user.name,
+                "kind": user.kind,
+                "domain": {"id": user_domain.id, "name": user_domain.name},
+            },
             "roles": sorted(roles),
             "methods": methods,
         }
         if scope.project is not None and scope.project_domain is not None:
             claims["project"] = {
-                "id": scope.project.id, "name": scope.project.name,
+                "id": scope.project.id,
+                "name": scope.project.name,
                 "domain": {"id": scope.project_domain.id, "name": scope.project_domain.name},
             }
             if scope.project.is_admin_project:
@@ -148,16 +169,21 @@ class Tokens:
         self._enforcer.enforce(ctx.auth, "identity:token:revoke", _subject_target(claims))
         event = self._revocations.add(TOKEN, claims["jti"])
         event.expires_at = datetime.fromtimestamp(claims["exp"], UTC)
-        self._audit.add(type="change", action="identity:token:revoke", outcome="success",
-                        actor_id=ctx.actor_id,
-                        target=AuditTarget("token", claims["jti"],
-                                           project_id=(claims.get("project") or {}).get("id")),
-                        request_id=ctx.request_id, source_ip=ctx.source_ip,
-                        details={"user_id": claims["sub"]})
+        self._audit.add(
+            type="change",
+            action="identity:token:revoke",
+            outcome="success",
+            actor_id=ctx.actor_id,
+            target=AuditTarget(
+                "token", claims["jti"], project_id=(claims.get("project") or {}).get("id")
+            ),
+            request_id=ctx.request_id,
+            source_ip=ctx.source_ip,
+            details={"user_id": claims["sub"]},
+        )
         self._revocations.commit()
 
-    def revocations_since(self, ctx: CallContext, cursor: int,
-                          limit: int) -> list[RevocationEvent]:
+    def revocations_since(self, ctx: CallContext, cursor: int, limit: int) -> list[RevocationEvent]:
         self._enforcer.enforce(ctx.auth, "identity:revocation:list", Target())
         return self._revocations.since(cursor, limit)
 

@@ -14,8 +14,9 @@ from latchkey.web.requests import call_context, services
 
 blp = Blueprint("operations", __name__, description="Operations")
 
-REQUESTS = Counter("latchkey_http_requests_total", "HTTP requests", ["method", "endpoint",
-                                                                    "status"])
+REQUESTS = Counter(
+    "latchkey_http_requests_total", "HTTP requests", ["method", "endpoint", "status"]
+)
 LATENCY = Histogram("latchkey_http_request_seconds", "HTTP request latency", ["endpoint"])
 
 
@@ -71,8 +72,12 @@ class AuditEventList(Schema):
 @blp.response(200, AuditEventList)
 def audit_events(query: dict[str, Any]) -> dict[str, Any]:
     events = services().audit_reader.list_events(
-        call_context(), since=query.get("since"), type=query.get("type"),
-        project_id=query.get("project_id"), limit=query["limit"])
+        call_context(),
+        since=query.get("since"),
+        type=query.get("type"),
+        project_id=query.get("project_id"),
+        limit=query["limit"],
+    )
     return {"events": events, "cursor": events[-1].id if events else query.get("since")}
 
 

@@ -6,11 +6,12 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, scoped_session
+
+from latchkey.db import DbSession
 
 
 class Health:
-    def __init__(self, session: scoped_session[Session]) -> None:
+    def __init__(self, session: DbSession) -> None:
         self._session = session
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:

@@ -93,8 +93,11 @@ class Enforcer:
         if auth is None:
             raise AuthenticationRequired("this operation needs a token", code="token_missing")
         if not self.allowed(auth, action, target):
-            raise Forbidden(f"not allowed to perform {action}", code="action_forbidden",
-                            extra={"action": action})
+            raise Forbidden(
+                f"not allowed to perform {action}",
+                code="action_forbidden",
+                extra={"action": action},
+            )
 
     def allowed(self, auth: AuthContext, action: str, target: Target) -> bool:
         rule = self._rules.get(action)

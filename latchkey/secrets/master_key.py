@@ -67,9 +67,7 @@ class MasterKeyFile:
 
     def seal(self, plaintext: bytes, context: str) -> bytes:
         nonce = secrets.token_bytes(12)
-        ciphertext = AESGCM(self._keys[self._current]).encrypt(
-            nonce, plaintext, context.encode()
-        )
+        ciphertext = AESGCM(self._keys[self._current]).encrypt(nonce, plaintext, context.encode())
         version = self._current.encode()
         return SEALED_PREFIX + bytes([len(version)]) + version + nonce + ciphertext
 

@@ -30,8 +30,9 @@ HTTP_CODES = {
 }
 
 
-def problem_response(body: dict[str, Any], status: int,
-                     headers: dict[str, str] | None = None) -> Response:
+def problem_response(
+    body: dict[str, Any], status: int, headers: dict[str, str] | None = None
+) -> Response:
     request_id = getattr(g, "request_id", None)
     if request_id:
         body.setdefault("request_id", request_id)

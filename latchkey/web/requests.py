@@ -22,7 +22,8 @@ _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def services() -> Services:
-    return current_app.extensions["latchkey"]  # type: ignore[no-any-return]
+    services: Services = current_app.extensions["latchkey"]
+    return services
 
 
 def bearer_token() -> str | None:

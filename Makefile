@@ -1,0 +1,51 @@
+# Every target does its own set-up: a fresh clone needs nothing but Python 3.11/3.12.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export LATCHKEY_HOME ?= $(CURDIR)/var
+
+.PHONY: run test lint typecheck pytest services venv clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+venv: $(BIN)/.installed
+
+## make run: install, migrate, bootstrap and serve on the embedded defaults (SQLite).
+run: venv
+	@mkdir -p "$(LATCHKEY_HOME)"
+	@if [ -z "$$LATCHKEY_ADMIN_PASSWORD" ] && [ ! -f "$(LATCHKEY_HOME)/admin-password" ]; then \
+		umask 077; $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(18))" \
+			> "$(LATCHKEY_HOME)/admin-password"; fi
+	$(BIN)/latchkey db upgrade
+	@if [ -n "$$LATCHKEY_ADMIN_PASSWORD" ]; then $(BIN)/latchkey bootstrap; \
+	else $(BIN)/latchkey bootstrap --admin-password-file "$(LATCHKEY_HOME)/admin-password"; fi
+	@echo
+	@echo "Latchkey: http://$${LATCHKEY_BIND:-127.0.0.1:8080}  (OpenAPI: /v1/openapi.json)"
+	@if [ -z "$$LATCHKEY_ADMIN_PASSWORD" ]; then \
+		echo "Admin: user 'admin', domain 'default', project 'admin'; password in $(LATCHKEY_HOME)/admin-password"; \
+	else echo "Admin: user 'admin', domain 'default', project 'admin'; password from LATCHKEY_ADMIN_PASSWORD"; fi
+	@echo
+	$(BIN)/latchkey serve
+
+## make test: install, make sure PostgreSQL runs, lint, type-check, run the suite.
+test: venv services lint typecheck pytest
+
+services:
+	bash scripts/ensure-services.sh
+
+lint: venv
+	$(BIN)/ruff check latchkey tests
+	$(BIN)/ruff format --check latchkey tests
+
+typecheck: venv
+	$(BIN)/mypy
+
+pytest: venv
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

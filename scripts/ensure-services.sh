@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Make sure the services the test suite talks to are installed and running:
+# PostgreSQL on 127.0.0.1:5432 accepting the `postgres` user without a password.
+set -euo pipefail
+
+PG_PORT=5432
+
+log() { echo "ensure-services: $*"; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_postgres() {
+  log "installing PostgreSQL from Debian's packages"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >/dev/null
+  local version hba
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  hba=/etc/postgresql/$version/main/pg_hba.conf
+  # A disposable test server: trust loopback connections, as the test machines do.
+  as_root sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+}
+
+if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+  install_postgres
+fi
+
+if ! pg_isready -h 127.0.0.1 -p "$PG_PORT" -q; then
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  log "starting PostgreSQL $version"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  for _ in $(seq 1 30); do
+    pg_isready -h 127.0.0.1 -p "$PG_PORT" -q && break
+    sleep 1
+  done
+fi
+
+pg_isready -h 127.0.0.1 -p "$PG_PORT" -q || { log "PostgreSQL did not start"; exit 1; }
+log "PostgreSQL ready on 127.0.0.1:$PG_PORT"
