@@ -114,7 +114,7 @@ def build_services(settings: Settings) -> Services:
         revocations,
         audit,
         enforcer,
-        issuer=settings.issuer,
+        issuer=settings.effective_issuer,
         audience=settings.token_audience,
         ttl=token_ttl,
     )

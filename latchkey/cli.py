@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import os
 import sys
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import click
 from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
+from joserfc.jwk import KeySet
 
 from latchkey.errors import LatchkeyError
+from latchkey.identity.tokens import verify_jwt
 from latchkey.policy.context import CallContext
 from latchkey.settings import Settings, SettingsError
 
@@ -184,14 +188,55 @@ def token_issue(
 
 @token.command("verify")
 @click.argument("token_text", metavar="TOKEN")
-@with_appcontext
-def token_verify(token_text: str) -> None:
-    """Validate a token (signature, expiry, revocation) and print its claims."""
+@click.option(
+    "--jwks-url",
+    help="verify offline against this JWKS, as a relying service "
+    "does (signature and claims; revocation is not checked)",
+)
+@click.option(
+    "--issuer",
+    help="expected issuer (default: the JWKS URL's origin offline, this deployment's online)",
+)
+@click.option("--audience", help="expected audience (default: this deployment's)")
+def token_verify(
+    token_text: str, jwks_url: str | None, issuer: str | None, audience: str | None
+) -> None:
+    """Validate a token and print its claims: online (database) or offline (JWKS)."""
     try:
-        claims = _services().tokens.validate(token_text)
+        settings = Settings.load()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        if jwks_url:
+            key_set = KeySet.import_key_set(_fetch_json(jwks_url))
+            claims = verify_jwt(
+                token_text,
+                lambda _kid: key_set,
+                issuer or _origin(jwks_url),
+                audience or settings.token_audience,
+            )
+        else:
+            app = _create_app()
+            with app.app_context():
+                claims = app.extensions["latchkey"].tokens.validate(token_text)
     except LatchkeyError as exc:
         raise click.ClickException(exc.detail) from exc
     click.echo(json.dumps(claims, indent=2, sort_keys=True))
+
+
+def _origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _fetch_json(url: str) -> Any:
+    if not url.startswith(("http://", "https://")):
+        raise click.ClickException("the JWKS URL must be http(s)")
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - scheme checked
+            return json.load(response)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot fetch {url}: {exc}") from exc
 
 
 @main.command("settings")

@@ -41,7 +41,7 @@ class Settings:
         "", "Password `latchkey bootstrap` gives the `admin` user; empty means generate one."
     )
     issuer: str = _setting(
-        "http://127.0.0.1:8080", "Token issuer (`iss`), the public base URL of this service."
+        "", "Token issuer (`iss`): the public base URL of this service; empty means http://<bind>."
     )
     token_audience: str = _setting("latchkey", "Audience (`aud`) placed in issued tokens.")
     token_ttl_seconds: int = _setting(3600, "Lifetime of issued tokens in seconds.")
@@ -102,6 +102,10 @@ class Settings:
     @property
     def home_path(self) -> Path:
         return Path(self.home).expanduser().resolve()
+
+    @property
+    def effective_issuer(self) -> str:
+        return (self.issuer or f"http://{self.bind}").rstrip("/")
 
     @property
     def effective_database_url(self) -> str:

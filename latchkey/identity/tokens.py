@@ -7,12 +7,14 @@ import json
 import math
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from joserfc import jwt
 from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
 from latchkey.audit import AuditLog, AuditTarget
@@ -131,29 +133,7 @@ class Tokens:
         return claims
 
     def verify_signature_and_claims(self, token: str) -> dict[str, Any]:
-        if not token or len(token) > MAX_TOKEN_LENGTH:
-            raise TokenInvalid()
-        header = _unverified_header(token)
-        if header.get("alg") != ALGORITHM or header.get("typ") != TOKEN_TYPE:
-            raise TokenInvalid()
-        kid = header.get("kid")
-        if not isinstance(kid, str):
-            raise TokenInvalid()
-        try:
-            decoded = jwt.decode(token, self._keys.verify_keys(kid), algorithms=[ALGORITHM])
-            registry = JWTClaimsRegistry(
-                now=lambda: math.ceil(time.time()),
-                iss={"essential": True, "value": self.issuer},
-                aud={"essential": True, "value": self.audience},
-                exp={"essential": True},
-                iat={"essential": True},
-                sub={"essential": True},
-                jti={"essential": True},
-            )
-            registry.validate(decoded.claims)
-        except (JoseError, ValueError, TypeError, KeyError) as exc:
-            raise TokenInvalid() from exc
-        return dict(decoded.claims)
+        return verify_jwt(token, self._keys.verify_keys, self.issuer, self.audience)
 
     def authenticate_bearer(self, token: str) -> AuthContext:
         return AuthContext.from_claims(self.validate(token))
@@ -198,6 +178,42 @@ class TokenNotFound(LatchkeyError):
     status = 404
     code = "token_not_found"
     title = "The token is not valid"
+
+
+def verify_jwt(
+    token: str, keys_for_kid: Callable[[str], KeySet], issuer: str, audience: str
+) -> dict[str, Any]:
+    """Offline check of a Latchkey token: ES256 signature by a known key, typ, claims.
+
+    Shared by the service and by anything holding only the JWKS (``latchkey
+    token verify --jwks-url``). Revocation is not checked here.
+    """
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        raise TokenInvalid()
+    header = _unverified_header(token)
+    # Only ES256: `none`, and HS256 keyed with our public key, are refused up front.
+    if header.get("alg") != ALGORITHM or header.get("typ") != TOKEN_TYPE:
+        raise TokenInvalid()
+    kid = header.get("kid")
+    if not isinstance(kid, str):
+        raise TokenInvalid()
+    try:
+        decoded = jwt.decode(token, keys_for_kid(kid), algorithms=[ALGORITHM])
+        registry = JWTClaimsRegistry(
+            # joserfc compares with an integer "now"; rounding up keeps our
+            # millisecond iat from looking like the future, and only shortens exp.
+            now=lambda: math.ceil(time.time()),
+            iss={"essential": True, "value": issuer},
+            aud={"essential": True, "value": audience},
+            exp={"essential": True},
+            iat={"essential": True},
+            sub={"essential": True},
+            jti={"essential": True},
+        )
+        registry.validate(decoded.claims)
+    except (JoseError, ValueError, TypeError, KeyError) as exc:
+        raise TokenInvalid() from exc
+    return dict(decoded.claims)
 
 
 def _subject_target(claims: dict[str, Any]) -> Target:

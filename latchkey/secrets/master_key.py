@@ -39,7 +39,13 @@ class MasterKeyFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._keys, self._current = self._load_or_create()
+        self._ring: tuple[dict[str, bytes], str] | None = None
+
+    def _keyring(self) -> tuple[dict[str, bytes], str]:
+        # Read (or create) on first use: commands that never seal must not create the file.
+        if self._ring is None:
+            self._ring = self._load_or_create()
+        return self._ring
 
     def _load_or_create(self) -> tuple[dict[str, bytes], str]:
         if not self.path.exists():
@@ -77,7 +83,7 @@ class MasterKeyFile:
         rest = sealed[len(SEALED_PREFIX) :]
         version = rest[1 : 1 + rest[0]].decode()
         body = rest[1 + rest[0] :]
-        key = self._keys.get(version)
+        key = self._keyring()[0].get(version)
         if key is None:
             raise KeyProtectorError(f"master key version {version} is not in {self.path}")
         try:
