@@ -132,7 +132,7 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         enforcer=enforcer,
         audit=audit,
-        audit_reader=AuditReader(audit, enforcer),
+        audit_reader=AuditReader(audit, enforcer, directory.project_domain_id),
         keys=keys,
         directory=directory,
         accounts=accounts,

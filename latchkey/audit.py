@@ -7,6 +7,7 @@ because the request that caused them fails.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -103,9 +104,12 @@ class AuditLog:
 class AuditReader:
     """The authorized view of the trail (``GET /v1/audit/events``)."""
 
-    def __init__(self, log: AuditLog, enforcer: Enforcer) -> None:
+    def __init__(
+        self, log: AuditLog, enforcer: Enforcer, project_domain: Callable[[str], str | None]
+    ) -> None:
         self._log = log
         self._enforcer = enforcer
+        self._project_domain = project_domain  # so domain admins can read their projects
 
     def list_events(
         self,
@@ -116,5 +120,7 @@ class AuditReader:
         project_id: str | None,
         limit: int,
     ) -> list[AuditEvent]:
-        self._enforcer.enforce(ctx.auth, "audit:event:list", Target(project_id=project_id))
+        domain_id = self._project_domain(project_id) if project_id else None
+        target = Target(domain_id=domain_id, project_id=project_id)
+        self._enforcer.enforce(ctx.auth, "audit:event:list", target)
         return self._log.list(since=since, type=type, project_id=project_id, limit=limit)

@@ -79,7 +79,11 @@ class Accounts(IdentityServiceBase):
                 raise InvalidRequest(
                     "application accounts need owner_project_id", code="owner_project_required"
                 )
-            self._directory.get_project_record(owner)
+            if self._directory.get_project_record(owner).domain_id != domain_id:
+                raise InvalidRequest(
+                    "an application account lives in its owner project's domain",
+                    code="owner_project_other_domain",
+                )
         elif data.get("owner_project_id"):
             raise InvalidRequest(
                 "only application accounts have an owner project", code="owner_project_not_allowed"
@@ -100,11 +104,15 @@ class Accounts(IdentityServiceBase):
         return user
 
     def get_user(self, ctx: CallContext, user_id: str) -> User:
+        return self._enforced_user(ctx, "identity:user:get", user_id)
+
+    def _enforced_user(self, ctx: CallContext, action: str, user_id: str) -> User:
+        """Enforce, then 404: unknown and forbidden look the same to the unauthorized."""
         user = self._session.get(User, user_id)
+        domain_id = user.domain_id if user else None
+        privileged = user is not None and self._is_cloud_operator(user.id)
         self._enforce(
-            ctx,
-            "identity:user:get",
-            Target(domain_id=user.domain_id if user else None, user_id=user_id),
+            ctx, action, Target(domain_id=domain_id, user_id=user_id, privileged=privileged)
         )
         return self.get_user_record(user_id)
 
@@ -131,10 +139,7 @@ class Accounts(IdentityServiceBase):
         return self._page(query, User.id, marker, limit)
 
     def update_user(self, ctx: CallContext, user_id: str, data: dict[str, Any]) -> User:
-        user = self.get_user_record(user_id)
-        self._enforce(
-            ctx, "identity:user:update", Target(domain_id=user.domain_id, user_id=user.id)
-        )
+        user = self._enforced_user(ctx, "identity:user:update", user_id)
         self._writable_domain(user.domain_id)
         data = dict(data)
         password = data.pop("password", None)
@@ -160,10 +165,7 @@ class Accounts(IdentityServiceBase):
         return user
 
     def delete_user(self, ctx: CallContext, user_id: str) -> None:
-        user = self.get_user_record(user_id)
-        self._enforce(
-            ctx, "identity:user:delete", Target(domain_id=user.domain_id, user_id=user.id)
-        )
+        user = self._enforced_user(ctx, "identity:user:delete", user_id)
         self._writable_domain(user.domain_id)
         if self._owns_last_cloud_admin(user):
             raise Conflict(
@@ -176,10 +178,7 @@ class Accounts(IdentityServiceBase):
 
     def change_password(self, ctx: CallContext, user_id: str, original: str, new: str) -> None:
         """Self-service change: needs the current password, revokes existing tokens."""
-        user = self.get_user_record(user_id)
-        self._enforce(
-            ctx, "identity:user:change_password", Target(domain_id=user.domain_id, user_id=user.id)
-        )
+        user = self._enforced_user(ctx, "identity:user:change_password", user_id)
         self._writable_domain(user.domain_id)
         if user.kind == APPLICATION:
             raise InvalidRequest(
@@ -193,10 +192,7 @@ class Accounts(IdentityServiceBase):
         self._session.commit()
 
     def list_user_projects(self, ctx: CallContext, user_id: str) -> list[Project]:
-        user = self.get_user_record(user_id)
-        self._enforce(
-            ctx, "identity:user:list_projects", Target(domain_id=user.domain_id, user_id=user.id)
-        )
+        user = self._enforced_user(ctx, "identity:user:list_projects", user_id)
         group_ids = select(GroupMembership.group_id).where(GroupMembership.user_id == user.id)
         project_ids = select(RoleAssignment.project_id).where(
             RoleAssignment.project_id.is_not(None),
@@ -247,10 +243,13 @@ class Accounts(IdentityServiceBase):
         return group
 
     def get_group(self, ctx: CallContext, group_id: str) -> Group:
+        return self._enforced_group(ctx, "identity:group:get", group_id)
+
+    def _enforced_group(self, ctx: CallContext, action: str, group_id: str) -> Group:
         group = self._session.get(Group, group_id)
-        self._enforce(
-            ctx, "identity:group:get", Target(domain_id=group.domain_id if group else None)
-        )
+        domain_id = group.domain_id if group else None
+        privileged = group is not None and self._is_cloud_group(group.id)
+        self._enforce(ctx, action, Target(domain_id=domain_id, privileged=privileged))
         return self.get_group_record(group_id)
 
     def list_groups(
@@ -273,8 +272,7 @@ class Accounts(IdentityServiceBase):
         return self._page(query, Group.id, marker, limit)
 
     def update_group(self, ctx: CallContext, group_id: str, data: dict[str, Any]) -> Group:
-        group = self.get_group_record(group_id)
-        self._enforce(ctx, "identity:group:update", Target(domain_id=group.domain_id))
+        group = self._enforced_group(ctx, "identity:group:update", group_id)
         self._writable_domain(group.domain_id)
         for key, value in data.items():
             setattr(group, key, value)
@@ -283,8 +281,7 @@ class Accounts(IdentityServiceBase):
         return group
 
     def delete_group(self, ctx: CallContext, group_id: str) -> None:
-        group = self.get_group_record(group_id)
-        self._enforce(ctx, "identity:group:delete", Target(domain_id=group.domain_id))
+        group = self._enforced_group(ctx, "identity:group:delete", group_id)
         self._writable_domain(group.domain_id)
         for user_id in self._member_ids(group.id):
             self._revocations.add(USER, user_id)  # roles held through the group are gone
@@ -293,8 +290,7 @@ class Accounts(IdentityServiceBase):
         self._commit("group_in_use", "the group is still referenced")
 
     def list_members(self, ctx: CallContext, group_id: str) -> list[User]:
-        group = self.get_group_record(group_id)
-        self._enforce(ctx, "identity:group:list_members", Target(domain_id=group.domain_id))
+        group = self._enforced_group(ctx, "identity:group:list_members", group_id)
         query = (
             select(User)
             .join(GroupMembership, GroupMembership.user_id == User.id)
@@ -304,8 +300,18 @@ class Accounts(IdentityServiceBase):
         return list(self._session.scalars(query))
 
     def add_member(self, ctx: CallContext, group_id: str, user_id: str) -> None:
-        group = self.get_group_record(group_id)
-        self._enforce(ctx, "identity:group:add_member", Target(domain_id=group.domain_id))
+        group = self._enforced_group(ctx, "identity:group:add_member", group_id)
+        user = self._session.get(User, user_id)
+        # A second check now that the member is known: no reaching into another domain.
+        self._enforce(
+            ctx,
+            "identity:group:add_member",
+            Target(
+                domain_id=group.domain_id,
+                other_domain_id=user.domain_id if user else None,
+                privileged=self._is_cloud_group(group.id),
+            ),
+        )
         self._writable_domain(group.domain_id)
         user = self.get_user_record(user_id)
         if self._session.get(GroupMembership, (group.id, user.id)) is None:
@@ -316,8 +322,7 @@ class Accounts(IdentityServiceBase):
         self._commit("membership_exists", "the user is already a member")
 
     def remove_member(self, ctx: CallContext, group_id: str, user_id: str) -> None:
-        group = self.get_group_record(group_id)
-        self._enforce(ctx, "identity:group:remove_member", Target(domain_id=group.domain_id))
+        group = self._enforced_group(ctx, "identity:group:remove_member", group_id)
         self._writable_domain(group.domain_id)
         membership = self._session.get(GroupMembership, (group.id, user_id))
         if membership is None:

@@ -5,17 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from latchkey.audit import CHANGE, AuditLog, AuditTarget
 from latchkey.db import DbSession
 from latchkey.errors import Conflict
+from latchkey.identity.models import GroupMembership, Project, RoleAssignment
 from latchkey.identity.revocations import RevocationList
 from latchkey.policy.context import CallContext
 from latchkey.policy.enforcer import Enforcer, Target
 
 T = TypeVar("T")
+_ADMIN_PROJECTS = select(Project.id).where(Project.is_admin_project).scalar_subquery()
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
@@ -45,6 +47,21 @@ class IdentityServiceBase:
 
     def _enforce(self, ctx: CallContext, action: str, target: Target) -> None:
         self._enforcer.enforce(ctx.auth, action, target)
+
+    def _is_cloud_operator(self, user_id: str) -> bool:
+        """Holds a role on the admin project, directly or through a group."""
+        groups = select(GroupMembership.group_id).where(GroupMembership.user_id == user_id)
+        query = select(RoleAssignment.id).where(
+            RoleAssignment.project_id.in_(_ADMIN_PROJECTS),
+            or_(RoleAssignment.user_id == user_id, RoleAssignment.group_id.in_(groups)),
+        )
+        return self._session.scalar(query.limit(1)) is not None
+
+    def _is_cloud_group(self, group_id: str) -> bool:
+        query = select(RoleAssignment.id).where(
+            RoleAssignment.project_id.in_(_ADMIN_PROJECTS), RoleAssignment.group_id == group_id
+        )
+        return self._session.scalar(query.limit(1)) is not None
 
     def _record_change(
         self, ctx: CallContext, action: str, target: AuditTarget, **details: Any

@@ -116,6 +116,9 @@ class Directory(IdentityServiceBase):
             raise NotFound(f"no project {project_id!r}", code="project_not_found")
         return project
 
+    def project_domain_id(self, project_id: str) -> str | None:
+        return self._session.scalar(select(Project.domain_id).where(Project.id == project_id))
+
     def find_project(
         self, *, project_id: str | None, name: str | None, domain_id: str | None
     ) -> Project | None:
@@ -145,10 +148,15 @@ class Directory(IdentityServiceBase):
         return project
 
     def get_project(self, ctx: CallContext, project_id: str) -> Project:
+        return self._enforced_project(ctx, "identity:project:get", project_id)
+
+    def _enforced_project(self, ctx: CallContext, action: str, project_id: str) -> Project:
+        """Enforce, then 404: unknown and forbidden look the same to the unauthorized."""
         project = self._session.get(Project, project_id)
-        # Unknown and forbidden look the same to those who may not read the project.
-        target = Target(domain_id=project.domain_id if project else None, project_id=project_id)
-        self._enforce(ctx, "identity:project:get", target)
+        domain_id = project.domain_id if project else None
+        privileged = bool(project and project.is_admin_project)
+        target = Target(domain_id=domain_id, project_id=project_id, privileged=privileged)
+        self._enforce(ctx, action, target)
         return self.get_project_record(project_id)
 
     def list_projects(
@@ -172,12 +180,7 @@ class Directory(IdentityServiceBase):
         return self._page(query, Project.id, marker, limit)
 
     def update_project(self, ctx: CallContext, project_id: str, data: dict[str, Any]) -> Project:
-        project = self.get_project_record(project_id)
-        self._enforce(
-            ctx,
-            "identity:project:update",
-            Target(domain_id=project.domain_id, project_id=project.id),
-        )
+        project = self._enforced_project(ctx, "identity:project:update", project_id)
         was_enabled = project.enabled
         for key, value in data.items():
             setattr(project, key, value)
@@ -190,12 +193,7 @@ class Directory(IdentityServiceBase):
         return project
 
     def delete_project(self, ctx: CallContext, project_id: str) -> None:
-        project = self.get_project_record(project_id)
-        self._enforce(
-            ctx,
-            "identity:project:delete",
-            Target(domain_id=project.domain_id, project_id=project.id),
-        )
+        project = self._enforced_project(ctx, "identity:project:delete", project_id)
         if project.is_admin_project:
             raise Conflict("the admin project cannot be deleted", code="project_protected")
         self._revocations.add(PROJECT, project.id)

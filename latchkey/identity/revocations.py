@@ -50,7 +50,10 @@ class RevocationList:
         return event
 
     def is_revoked(self, claims: dict[str, Any]) -> bool:
-        issued_at = datetime.fromtimestamp(float(claims["iat"]), UTC)
+        # iat_ms is Latchkey's own claim; iat (whole seconds) for anything else.
+        issued_ms = claims.get("iat_ms")
+        seconds = issued_ms / 1000 if isinstance(issued_ms, int) else float(claims["iat"])
+        issued_at = datetime.fromtimestamp(seconds, UTC)
         conditions = [
             and_(RevocationEvent.kind == TOKEN, RevocationEvent.subject == claims["jti"]),
             and_(

@@ -13,7 +13,14 @@ from latchkey.errors import Conflict, InvalidRequest, NotFound
 from latchkey.identity.accounts import Accounts
 from latchkey.identity.common import IdentityServiceBase, ServiceDeps
 from latchkey.identity.directory import Directory
-from latchkey.identity.models import GroupMembership, Role, RoleAssignment, RoleImplication
+from latchkey.identity.models import (
+    Group,
+    GroupMembership,
+    Role,
+    RoleAssignment,
+    RoleImplication,
+    User,
+)
 from latchkey.identity.revocations import USER
 from latchkey.policy.context import CallContext
 from latchkey.policy.enforcer import Target
@@ -149,8 +156,9 @@ class Roles(IdentityServiceBase):
         role_ref: str,
     ) -> None:
         role = self.find_role(role_ref)
-        target = self._assignment_target(scope_type, scope_id, role.name)
+        target = self._assignment_target(scope_type, scope_id, role.name, actor_type, actor_id)
         self._enforce(ctx, "identity:role_assignment:grant", target)
+        self._check_scope(scope_type, scope_id)
         self._check_actor(actor_type, actor_id)
         key = assignment_key(scope_type, scope_id, actor_type, actor_id, role.id)
         if self._session.scalar(select(RoleAssignment.id).where(RoleAssignment.key == key)):
@@ -179,8 +187,9 @@ class Roles(IdentityServiceBase):
         role_ref: str,
     ) -> None:
         role = self.find_role(role_ref)
-        target = self._assignment_target(scope_type, scope_id, role.name)
+        target = self._assignment_target(scope_type, scope_id, role.name, actor_type, actor_id)
         self._enforce(ctx, "identity:role_assignment:revoke", target)
+        self._check_scope(scope_type, scope_id)
         key = assignment_key(scope_type, scope_id, actor_type, actor_id, role.id)
         assignment = self._session.scalar(select(RoleAssignment).where(RoleAssignment.key == key))
         if assignment is None:
@@ -334,24 +343,45 @@ class Roles(IdentityServiceBase):
             )
         )
 
-    def _assignment_target(self, scope_type: str, scope_id: str, role_name: str) -> Target:
+    def _assignment_target(
+        self, scope_type: str, scope_id: str, role_name: str, actor_type: str, actor_id: str
+    ) -> Target:
+        actor: User | Group | None = (
+            self._session.get(User, actor_id)
+            if actor_type == USER_ACTOR
+            else self._session.get(Group, actor_id)
+        )
+        actor_domain = actor.domain_id if actor else None
         if scope_type == PROJECT:
-            project = self._directory.get_project_record(scope_id)
-            return Target(domain_id=project.domain_id, project_id=project.id, role=role_name)
-        domain = self._directory.get_domain_record(scope_id)
-        return Target(domain_id=domain.id, role=role_name)
+            project = self._directory.find_project(project_id=scope_id, name=None, domain_id=None)
+            return Target(
+                domain_id=project.domain_id if project else None,
+                project_id=scope_id,
+                role=role_name,
+                privileged=bool(project and project.is_admin_project),
+                other_domain_id=actor_domain,
+            )
+        return Target(domain_id=scope_id, role=role_name, other_domain_id=actor_domain)
+
+    def _check_scope(self, scope_type: str, scope_id: str) -> None:
+        """After enforcement, so that only those allowed learn whether the target exists."""
+        if scope_type == PROJECT:
+            self._directory.get_project_record(scope_id)
+        else:
+            self._directory.get_domain_record(scope_id)
 
     def _listing_target(
         self, user_id: str | None, project_id: str | None, domain_id: str | None
     ) -> Target:
         if project_id:
-            project = self._directory.get_project_record(project_id)
-            return Target(domain_id=project.domain_id, project_id=project.id, user_id=user_id)
+            project = self._directory.find_project(project_id=project_id, name=None, domain_id=None)
+            project_domain = project.domain_id if project else None
+            return Target(domain_id=project_domain, project_id=project_id, user_id=user_id)
         if domain_id:
             return Target(domain_id=domain_id, user_id=user_id)
         if user_id:
-            user = self._accounts.get_user_record(user_id)
-            return Target(domain_id=user.domain_id, user_id=user_id)
+            user = self._session.get(User, user_id)
+            return Target(domain_id=user.domain_id if user else None, user_id=user_id)
         return Target()
 
     def _check_actor(self, actor_type: str, actor_id: str) -> None:

@@ -6,6 +6,7 @@ from marshmallow import Schema, fields, validate
 
 NAME = validate.Length(min=1, max=255)
 DESCRIPTION = validate.Length(max=10_000)
+EMAIL = validate.Length(max=320)  # the column's size
 KINDS = ("human", "application")
 
 
@@ -87,7 +88,7 @@ class UserCreate(Schema):
     kind = fields.String(validate=validate.OneOf(KINDS))
     password = fields.String(load_only=True, validate=validate.Length(max=4096))
     enabled = fields.Boolean()
-    email = fields.Email(allow_none=True)
+    email = fields.Email(allow_none=True, validate=EMAIL)
     description = fields.String(validate=DESCRIPTION)
     owner_project_id = fields.String(allow_none=True, validate=validate.Length(max=64))
 
@@ -96,7 +97,7 @@ class UserUpdate(Schema):
     name = fields.String(validate=NAME)
     password = fields.String(load_only=True, validate=validate.Length(max=4096))
     enabled = fields.Boolean()
-    email = fields.Email(allow_none=True)
+    email = fields.Email(allow_none=True, validate=EMAIL)
     description = fields.String(validate=DESCRIPTION)
 
 

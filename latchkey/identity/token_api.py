@@ -76,7 +76,8 @@ class TokenOut(Schema):
 
 
 class RevocationQuery(Schema):
-    since = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    # Event ids are 32-bit integers in the database.
+    since = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**31 - 1))
     limit = fields.Integer(load_default=500, validate=validate.Range(min=1, max=5000))
 
 

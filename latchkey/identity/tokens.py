@@ -48,7 +48,7 @@ class IssuedToken:
 
     @property
     def issued_at(self) -> datetime:
-        return datetime.fromtimestamp(self.claims["iat"], UTC)
+        return datetime.fromtimestamp(self.claims["iat_ms"] / 1000, UTC)
 
 
 @dataclass(frozen=True)
@@ -95,9 +95,10 @@ class Tokens:
             "iss": self.issuer,
             "sub": user.id,
             "aud": self.audience,
-            # Millisecond precision, so a token issued right after a revocation in the
-            # same second is not caught by it (RFC 7519 NumericDate allows fractions).
-            "iat": round(now, 3),
+            # Whole seconds for every JWT library; iat_ms (rounded down, never after
+            # the real instant) lets revocation events compare to the millisecond.
+            "iat": int(now),
+            "iat_ms": math.floor(now * 1000),
             "exp": int(now + self.ttl.total_seconds()),
             "jti": base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("="),
             "client_id": client_id or user.id,
@@ -200,9 +201,6 @@ def verify_jwt(
     try:
         decoded = jwt.decode(token, keys_for_kid(kid), algorithms=[ALGORITHM])
         registry = JWTClaimsRegistry(
-            # joserfc compares with an integer "now"; rounding up keeps our
-            # millisecond iat from looking like the future, and only shortens exp.
-            now=lambda: math.ceil(time.time()),
             iss={"essential": True, "value": issuer},
             aud={"essential": True, "value": audience},
             exp={"essential": True},

@@ -9,7 +9,13 @@ Until tenant policy lands, actions map to the default roles:
   (domain-scoped token), or anywhere for holders of the role on the
   operators' admin project ("cloud" scope);
 * some actions are also allowed on oneself (``self``), and granting a role
-  needs holding it (no escalation).
+  needs holding it (no escalation);
+* targets that touch the cloud itself (the admin project, the users and
+  groups holding roles there) are ``privileged``: only cloud callers act on
+  them, or else a domain admin of the admin project's domain could make
+  themselves cloud admin;
+* an action that reaches into a second domain (granting a role to, or adding
+  to a group, a user of another domain) needs cloud scope.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ class Target:
     project_id: str | None = None
     user_id: str | None = None  # the user the action is about, for `self` rules
     role: str | None = None  # the role being granted, for the escalation check
+    privileged: bool = False  # touches the cloud operators: cloud scope only
+    other_domain_id: str | None = None  # a second domain the action reaches into
 
 
 @dataclass(frozen=True)
@@ -105,6 +113,12 @@ class Enforcer:
             return False  # deny by default: an action nobody declared is never allowed
         if not self._role_in_scope(auth, rule, target):
             return False
+        if not auth.is_cloud(rule.role):
+            acting_on_self = rule.self_allowed and target.user_id == auth.user_id
+            if target.privileged and not acting_on_self:
+                return False
+            if target.other_domain_id is not None and target.other_domain_id != target.domain_id:
+                return False
         # No escalation: a role can only be granted by someone holding it.
         return target.role is None or auth.is_cloud(ADMIN) or target.role in auth.roles
 

@@ -72,9 +72,10 @@ class MasterKeyFile:
         return keys, str(document["current"])
 
     def seal(self, plaintext: bytes, context: str) -> bytes:
+        keys, current = self._keyring()
         nonce = secrets.token_bytes(12)
-        ciphertext = AESGCM(self._keys[self._current]).encrypt(nonce, plaintext, context.encode())
-        version = self._current.encode()
+        ciphertext = AESGCM(keys[current]).encrypt(nonce, plaintext, context.encode())
+        version = current.encode()
         return SEALED_PREFIX + bytes([len(version)]) + version + nonce + ciphertext
 
     def unseal(self, sealed: bytes, context: str) -> bytes:

@@ -6,11 +6,11 @@ import logging
 import re
 import secrets
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, current_app, g, request
 
-from latchkey.errors import AuthenticationRequired
+from latchkey.errors import AuthenticationRequired, InvalidRequest, MalformedRequest
 from latchkey.policy.context import AuthContext, CallContext
 
 if TYPE_CHECKING:
@@ -60,6 +60,49 @@ def _begin() -> None:
     g.started = time.perf_counter()
 
 
+def _unstorable(value: Any) -> bool:
+    """Does any string here (key or value) hold a NUL or a lone surrogate?
+
+    PostgreSQL refuses NUL in text and no database driver can encode a lone
+    surrogate; both are refused at the door, the same on every backend.
+    """
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node or (not node.isascii() and _has_surrogate(node)):
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+    return False
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _screen_input() -> None:
+    """Refuse what no view could store: NUL, lone surrogates, absurdly nested JSON."""
+    inputs: list[Any] = [request.path, list(request.args.items(multi=True))]
+    if request.is_json:
+        try:
+            # Cached for the view; invalid JSON is left for the view's parser to report.
+            inputs.append(request.get_json(silent=True))
+        except RecursionError as exc:
+            raise MalformedRequest("the JSON body nests too deeply") from exc
+    if _unstorable(inputs):
+        raise InvalidRequest(
+            "NUL characters and unpaired surrogates are not accepted", code="invalid_character"
+        )
+
+
 def _finish(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
     elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
@@ -81,4 +124,5 @@ def _finish(response: Response) -> Response:
 
 def register_request_hooks(app: Flask) -> None:
     app.before_request(_begin)
+    app.before_request(_screen_input)
     app.after_request(_finish)

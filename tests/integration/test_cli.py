@@ -52,8 +52,9 @@ def test_bootstrap_is_idempotent_and_keeps_the_password(home: Path) -> None:
     again = run(home, "bootstrap", LATCHKEY_ADMIN_PASSWORD="another-password-2")
     assert again.exit_code == 0
     assert "nothing changed" in again.output
-    issued = run(home, "token", "issue", "--user", "admin", "--project", "admin",
-                 LATCHKEY_PASSWORD=PASSWORD)
+    issued = run(
+        home, "token", "issue", "--user", "admin", "--project", "admin", LATCHKEY_PASSWORD=PASSWORD
+    )
     assert issued.exit_code == 0, issued.output
     assert (home / "master.key").stat().st_mode & 0o777 == 0o600
 
@@ -90,8 +91,9 @@ def test_wrong_password_is_a_clean_error(home: Path) -> None:
 
 def test_keys_rotate_then_old_tokens_still_verify(home: Path) -> None:
     bootstrap(home)
-    token = run(home, "token", "issue", "--user", "admin", "--project", "admin",
-                LATCHKEY_PASSWORD=PASSWORD).output.strip()
+    token = run(
+        home, "token", "issue", "--user", "admin", "--project", "admin", LATCHKEY_PASSWORD=PASSWORD
+    ).output.strip()
     before = json.loads(run(home, "keys", "list").output)
     rotated = json.loads(run(home, "keys", "rotate").output)
     after = {k["kid"]: k["state"] for k in json.loads(run(home, "keys", "list").output)}
@@ -109,8 +111,7 @@ def test_keys_rotate_then_old_tokens_still_verify(home: Path) -> None:
 @pytest.fixture
 def served_app(home: Path) -> Iterator[str]:
     bootstrap(home)
-    settings = Settings.load(environ={"LATCHKEY_HOME": str(home),
-                                      "LATCHKEY_LOG_LEVEL": "WARNING"})
+    settings = Settings.load(environ={"LATCHKEY_HOME": str(home), "LATCHKEY_LOG_LEVEL": "WARNING"})
     server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -119,8 +120,18 @@ def served_app(home: Path) -> Iterator[str]:
 
 
 def test_offline_verification_against_served_jwks(home: Path, served_app: str) -> None:
-    token = run(home, "token", "issue", "--user", "admin", "--project", "admin",
-                LATCHKEY_PASSWORD=PASSWORD).output.strip()
+    # Offline, the expected issuer defaults to the JWKS URL's origin: issue for it.
+    token = run(
+        home,
+        "token",
+        "issue",
+        "--user",
+        "admin",
+        "--project",
+        "admin",
+        LATCHKEY_PASSWORD=PASSWORD,
+        LATCHKEY_ISSUER=served_app,
+    ).output.strip()
     jwks = f"{served_app}/.well-known/jwks.json"
     result = run(home, "token", "verify", "--jwks-url", jwks, token)
     assert result.exit_code == 0, result.output
@@ -138,11 +149,18 @@ def _free_port() -> int:
 def test_serve_runs_gunicorn_on_the_bind_address(home: Path) -> None:
     bootstrap(home)
     port = _free_port()
-    env = {**os.environ, "LATCHKEY_HOME": str(home), "LATCHKEY_BIND": f"127.0.0.1:{port}",
-           "LATCHKEY_WORKERS": "1"}
-    process = subprocess.Popen(  # noqa: S603 - our own console script
-        [str(Path(sys.executable).parent / "latchkey"), "serve"], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "LATCHKEY_HOME": str(home),
+        "LATCHKEY_BIND": f"127.0.0.1:{port}",
+        "LATCHKEY_WORKERS": "1",
+    }
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "latchkey"), "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
