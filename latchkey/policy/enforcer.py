@@ -84,7 +84,6 @@ RULES: dict[str, Rule] = {
     "identity:token:validate": Rule(CLOUD, READER, self_allowed=True, also_role=SERVICE),
     "identity:token:revoke": Rule(CLOUD, ADMIN, self_allowed=True),
     "identity:revocation:list": Rule(CLOUD, READER, also_role=SERVICE),
-    "identity:signing_key:list": Rule(CLOUD, READER),
     "audit:event:list": Rule(PROJECT, ADMIN),
 }
 
