@@ -15,13 +15,14 @@ import latchkey.migrations
 from latchkey.audit import AuditLog, AuditReader
 from latchkey.db import db
 from latchkey.identity import api as identity_api
-from latchkey.identity import token_api
+from latchkey.identity import credential_api, token_api
 from latchkey.identity.accounts import Accounts
 from latchkey.identity.authentication import Authentication
 from latchkey.identity.backends import IdentityBackend
 from latchkey.identity.backends.sql import SqlIdentity
 from latchkey.identity.bootstrap import Bootstrap
 from latchkey.identity.common import ServiceDeps
+from latchkey.identity.credentials import ApplicationCredentials, SecretHasher, UsageRecorder
 from latchkey.identity.directory import Directory
 from latchkey.identity.keys import KeyRing
 from latchkey.identity.passwords import PasswordHasher
@@ -50,6 +51,7 @@ class Services:
     directory: Directory
     accounts: Accounts
     roles: Roles
+    credentials: ApplicationCredentials
     tokens: Tokens
     authentication: Authentication
     bootstrap: Bootstrap
@@ -80,7 +82,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     ops_api.register_metrics_hooks(app)
     api = Api(app)
     register_problem_handlers(app)  # after Api(): ours replace flask-smorest's JSON errors
-    for blueprint in (identity_api.blp, token_api.blp, ops_api.blp):
+    for blueprint in (identity_api.blp, credential_api.blp, token_api.blp, ops_api.blp):
         api.register_blueprint(blueprint)
 
     app.extensions["latchkey"] = build_services(settings)
@@ -99,9 +101,12 @@ def build_services(settings: Settings) -> Services:
         settings.password_min_length,
     )
     backends: dict[str, IdentityBackend] = {"sql": SqlIdentity(hasher)}
+    # The master key seals the signing keys and derives the credential pepper; the
+    # secret-store issue replaces it behind the same KeyProtector interface.
+    protector = MasterKeyFile(settings.home_path / "master.key")
     keys = KeyRing(
         lambda: Session(db.engine),
-        MasterKeyFile(settings.home_path / "master.key"),
+        protector,
         token_ttl,
         settings.key_refresh_seconds,
     )
@@ -118,6 +123,14 @@ def build_services(settings: Settings) -> Services:
         audience=settings.token_audience,
         ttl=token_ttl,
     )
+    credentials = ApplicationCredentials(
+        deps,
+        directory=directory,
+        accounts=accounts,
+        roles=roles,
+        hasher=SecretHasher(protector),
+        usage=UsageRecorder(),
+    )
     authentication = Authentication(
         session,
         directory,
@@ -125,6 +138,7 @@ def build_services(settings: Settings) -> Services:
         roles,
         tokens,
         audit,
+        credentials,
         lockout_attempts=settings.lockout_failure_attempts,
         lockout_duration=timedelta(minutes=settings.lockout_duration_minutes),
     )
@@ -137,6 +151,7 @@ def build_services(settings: Settings) -> Services:
         directory=directory,
         accounts=accounts,
         roles=roles,
+        credentials=credentials,
         tokens=tokens,
         authentication=authentication,
         bootstrap=Bootstrap(session, hasher, keys, audit),

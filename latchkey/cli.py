@@ -15,6 +15,7 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
 from joserfc.jwk import KeySet
 
+from latchkey.cli_credentials import app_account, app_cred
 from latchkey.errors import LatchkeyError
 from latchkey.identity.tokens import verify_jwt
 from latchkey.policy.context import CallContext
@@ -244,3 +245,7 @@ def show_settings() -> None:
     """List every setting with its environment variable, default and help."""
     for env, type_name, default, help_text in Settings.describe():
         click.echo(f"{env} ({type_name}, default {default!r})\n    {help_text}")
+
+
+main.add_command(app_cred)
+main.add_command(app_account)

@@ -62,7 +62,11 @@ class Accounts(IdentityServiceBase):
 
     def create_user(self, ctx: CallContext, data: dict[str, Any]) -> User:
         domain_id = data["domain_id"]
-        self._enforce(ctx, "identity:user:create", Target(domain_id=domain_id))
+        # A project's admins may create the application accounts that project owns.
+        owner_project = data.get("owner_project_id") if data.get("kind") == APPLICATION else None
+        self._enforce(
+            ctx, "identity:user:create", Target(domain_id=domain_id, project_id=owner_project)
+        )
         self._writable_domain(domain_id)
         data = dict(data)
         password = data.pop("password", None)
@@ -111,9 +115,12 @@ class Accounts(IdentityServiceBase):
         user = self._session.get(User, user_id)
         domain_id = user.domain_id if user else None
         privileged = user is not None and self._is_cloud_operator(user.id)
-        self._enforce(
-            ctx, action, Target(domain_id=domain_id, user_id=user_id, privileged=privileged)
+        # Application accounts are also their owning project's to manage.
+        owner_project = user.owner_project_id if user and user.kind == APPLICATION else None
+        target = Target(
+            domain_id=domain_id, project_id=owner_project, user_id=user_id, privileged=privileged
         )
+        self._enforce(ctx, action, target)
         return self.get_user_record(user_id)
 
     def list_users(
@@ -125,7 +132,15 @@ class Accounts(IdentityServiceBase):
         kind: str | None,
         marker: str | None,
         limit: int | None,
+        owner_project_id: str | None = None,
     ) -> Page[User]:
+        if owner_project_id:
+            # A project's members list the application accounts it owns.
+            domain_id = self._directory.project_domain_id(owner_project_id)
+            target = Target(domain_id=domain_id, project_id=owner_project_id)
+            self._enforce(ctx, "identity:user:list", target)
+            query = select(User).where(User.owner_project_id == owner_project_id)
+            return self._page(query, User.id, marker, limit)
         if domain_id is None and ctx.auth is not None and ctx.auth.domain_id:
             domain_id = ctx.auth.domain_id
         self._enforce(ctx, "identity:user:list", Target(domain_id=domain_id))

@@ -112,6 +112,7 @@ class UsersView(MethodView):
             kind=query.get("kind"),
             marker=query.get("marker"),
             limit=query.get("limit"),
+            owner_project_id=query.get("owner_project_id"),
         )
         return _page("users", page)
 

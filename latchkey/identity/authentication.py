@@ -12,10 +12,11 @@ from typing import Any, NoReturn
 
 from latchkey.audit import AUTHENTICATION, AuditLog, AuditTarget
 from latchkey.db import DbSession, utcnow
-from latchkey.errors import AuthenticationFailed, InvalidRequest
+from latchkey.errors import AuthenticationFailed, Forbidden, InvalidRequest
 from latchkey.identity.accounts import APPLICATION, Accounts
+from latchkey.identity.credentials import ApplicationCredentials
 from latchkey.identity.directory import Directory
-from latchkey.identity.models import Domain, User
+from latchkey.identity.models import Domain, Project, User
 from latchkey.identity.roles import Roles
 from latchkey.identity.tokens import IssuedToken, Scope, Tokens
 from latchkey.policy.context import CallContext
@@ -30,6 +31,7 @@ class Authentication:
         roles: Roles,
         tokens: Tokens,
         audit: AuditLog,
+        credentials: ApplicationCredentials,
         *,
         lockout_attempts: int,
         lockout_duration: timedelta,
@@ -39,6 +41,7 @@ class Authentication:
         self._accounts = accounts
         self._roles = roles
         self._tokens = tokens
+        self._credentials = credentials
         self._audit = audit
         self._lockout_attempts = lockout_attempts
         self._lockout_duration = lockout_duration
@@ -56,6 +59,87 @@ class Authentication:
         self._record(ctx, "success", user.id, scope, jti=issued.claims["jti"])
         self._session.commit()
         return issued
+
+    def application_credential(
+        self, ctx: CallContext, ref: dict[str, Any], secret: str, scope_ref: dict[str, Any] | None
+    ) -> IssuedToken:
+        """A token for the credential's own project, with its roles that the owner
+        still holds, never outliving the credential or the secret."""
+        verified = self._credentials.verify(ctx, ref, secret)
+        credential, owner = verified.credential, verified.owner
+        if scope_ref and not self._same_project(scope_ref, credential.project_id):
+            self._record(
+                ctx,
+                "failure",
+                owner.id,
+                Scope(),
+                method="application_credential",
+                reason="scope_mismatch",
+            )
+            self._session.commit()
+            raise Forbidden(
+                "an application credential is scoped to its own project", code="scope_mismatch"
+            )
+        project = self._session.get(Project, credential.project_id)
+        project_domain = self._session.get(Domain, project.domain_id) if project else None
+        if (
+            project is None
+            or project_domain is None
+            or not project.enabled
+            or not project_domain.enabled
+        ):
+            self._deny_scope(ctx, owner, "project_unavailable")
+        assert project is not None and project_domain is not None
+        held = self._roles.effective_role_names(owner.id, project_id=project.id)
+        roles = set(credential.roles) & held
+        if not roles:
+            self._deny_scope(ctx, owner, "no_roles_left")
+        expiries = [e for e in (credential.expires_at, verified.secret.expires_at) if e]
+        issued = self._tokens.issue(
+            owner,
+            verified.owner_domain,
+            Scope(project=project, project_domain=project_domain),
+            roles,
+            ["application_credential"],
+            client_id=credential.id,
+            extra_claims={
+                "application_credential": {
+                    "id": credential.id,
+                    "name": credential.name,
+                    "secret_id": verified.secret.id,
+                    "restricted": not credential.unrestricted,
+                    "access_rules": credential.access_rules,
+                }
+            },
+            not_after=min(expiries) if expiries else None,
+        )
+        self._record(
+            ctx,
+            "success",
+            owner.id,
+            Scope(project=project),
+            method="application_credential",
+            application_credential_id=credential.id,
+            jti=issued.claims["jti"],
+        )
+        self._credentials.record_use(verified)
+        self._session.commit()
+        return issued
+
+    def _same_project(self, scope_ref: dict[str, Any], project_id: str) -> bool:
+        ref = scope_ref.get("project")
+        if not ref:
+            return False
+        if ref.get("id"):
+            return bool(ref["id"] == project_id)
+        domain_ref = ref.get("domain") or {}
+        domain = self._directory.find_domain(
+            domain_id=domain_ref.get("id"), name=domain_ref.get("name")
+        )
+        found = self._directory.find_project(
+            project_id=None, name=ref.get("name"), domain_id=domain.id if domain else None
+        )
+        return found is not None and found.id == project_id
 
     # -- password ---------------------------------------------------------------
 
@@ -188,15 +272,16 @@ class Authentication:
     ) -> None:
         project_id = scope.project.id if scope.project else None
         domain_id = scope.domain.id if scope.domain else None
+        method = details.pop("method", "password")
         self._audit.add(
             type=AUTHENTICATION,
-            action="identity:auth:password",
+            action=f"identity:auth:{method}",
             outcome=outcome,
             actor_id=user_id,
             target=AuditTarget("user", user_id, project_id=project_id, domain_id=domain_id),
             request_id=ctx.request_id,
             source_ip=ctx.source_ip,
-            details={"method": "password", **details},
+            details={"method": method, **details},
         )
 
 

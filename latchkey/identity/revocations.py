@@ -16,7 +16,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from latchkey.db import Base, DbSession, UTCDateTime, utcnow
 
 TOKEN, USER, PROJECT = "token", "user", "project"
-REVOCATION_KINDS = (TOKEN, USER, PROJECT)
+APPLICATION_CREDENTIAL = "application_credential"
+CREDENTIAL_SECRET = "application_credential_secret"
+REVOCATION_KINDS = (TOKEN, USER, PROJECT, APPLICATION_CREDENTIAL, CREDENTIAL_SECRET)
 
 
 class RevocationEvent(Base):
@@ -71,6 +73,12 @@ class RevocationList:
                     RevocationEvent.issued_before >= issued_at,
                 )
             )
+        credential = claims.get("application_credential") or {}
+        for kind, key in ((APPLICATION_CREDENTIAL, "id"), (CREDENTIAL_SECRET, "secret_id")):
+            if credential.get(key):
+                conditions.append(
+                    and_(RevocationEvent.kind == kind, RevocationEvent.subject == credential[key])
+                )
         query = select(RevocationEvent.id).where(or_(*conditions)).limit(1)
         return self._session.scalar(query) is not None
 

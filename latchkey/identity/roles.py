@@ -268,6 +268,16 @@ class Roles(IdentityServiceBase):
         }
         return {names[r] for r in expanded}
 
+    def expand_names(self, names: set[str]) -> set[str]:
+        """The given role names plus every role they imply."""
+        by_name = {r.name: r.id for r in self._session.scalars(select(Role))}
+        by_id = {v: k for k, v in by_name.items()}
+        closure = self._closure()
+        expanded = set(names)
+        for name in names:
+            expanded |= {by_id[i] for i in closure.get(by_name[name], set())}
+        return expanded
+
     # -- helpers ----------------------------------------------------------------
 
     def _closure(self) -> dict[str, set[str]]:

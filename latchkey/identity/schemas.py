@@ -25,6 +25,7 @@ class DomainFilterQuery(NameQuery):
 
 class UserQuery(DomainFilterQuery):
     kind = fields.String(validate=validate.OneOf(KINDS))
+    owner_project_id = fields.String(validate=validate.Length(max=64))
 
 
 class DomainCreate(Schema):

@@ -34,8 +34,22 @@ class PasswordMethod(Schema):
     password = fields.String(required=True, validate=validate.Length(max=4096))
 
 
+class CredentialUserRef(Schema):
+    id = fields.String(validate=ID)
+    name = fields.String(validate=NAME)
+    domain = fields.Nested(DomainRef)
+
+
+class ApplicationCredentialMethod(Schema):
+    id = fields.String(validate=ID)
+    name = fields.String(validate=NAME)
+    user = fields.Nested(CredentialUserRef)
+    secret = fields.String(required=True, validate=validate.Length(min=1, max=512))
+
+
 class AuthMethods(Schema):
     password = fields.Nested(PasswordMethod)
+    application_credential = fields.Nested(ApplicationCredentialMethod)
 
     @validates_schema
     def one_method(self, data: dict[str, Any], **_: Any) -> None:
@@ -73,6 +87,7 @@ class TokenOut(Schema):
     domain = fields.Dict()
     roles = fields.List(fields.String())
     methods = fields.List(fields.String())
+    application_credential = fields.Dict()
 
 
 class RevocationQuery(Schema):
@@ -110,9 +125,20 @@ class TokensView(MethodView):
     def post(self, data: dict[str, Any]) -> Any:
         method = data["auth"]
         ctx = call_context(authenticate=False)
-        issued = services().authentication.password(
-            ctx, method["password"]["user"], method["password"]["password"], data.get("scope")
-        )
+        authentication = services().authentication
+        if "application_credential" in method:
+            credential = dict(method["application_credential"])
+            secret = credential.pop("secret")
+            issued = authentication.application_credential(
+                ctx, credential, secret, data.get("scope")
+            )
+        else:
+            issued = authentication.password(
+                ctx,
+                method["password"]["user"],
+                method["password"]["password"],
+                data.get("scope"),
+            )
         claims = issued.claims
         body = {
             "token": issued.token,
@@ -122,7 +148,7 @@ class TokensView(MethodView):
             "roles": claims["roles"],
             "methods": claims["methods"],
         }
-        for key in ("project", "domain"):
+        for key in ("project", "domain", "application_credential"):
             if key in claims:
                 body[key] = claims[key]
         return body, 201, {"Cache-Control": "no-store", "Pragma": "no-cache"}

@@ -89,8 +89,13 @@ class Tokens:
         methods: list[str],
         client_id: str | None = None,
         extra_claims: dict[str, Any] | None = None,
+        not_after: datetime | None = None,
     ) -> IssuedToken:
+        """Sign a token; ``not_after`` caps its lifetime (a credential's or secret's expiry)."""
         now = time.time()
+        expires = int(now + self.ttl.total_seconds())
+        if not_after is not None:
+            expires = min(expires, int(not_after.timestamp()))
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": user.id,
@@ -99,7 +104,7 @@ class Tokens:
             # the real instant) lets revocation events compare to the millisecond.
             "iat": int(now),
             "iat_ms": math.floor(now * 1000),
-            "exp": int(now + self.ttl.total_seconds()),
+            "exp": expires,
             "jti": base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("="),
             "client_id": client_id or user.id,
             "user": {

@@ -17,6 +17,9 @@ class AuthContext:
     domain_id: str | None = None  # set for domain-scoped tokens
     is_admin_project: bool = False
     kind: str = "human"
+    application_credential_id: str | None = None
+    restricted: bool = False  # an application credential that is not `unrestricted`
+    access_rules: tuple[dict[str, str], ...] = ()
     claims: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -24,6 +27,7 @@ class AuthContext:
         project = claims.get("project") or {}
         domain = claims.get("domain") or {}
         user = claims.get("user") or {}
+        credential = claims.get("application_credential") or {}
         return cls(
             user_id=claims["sub"],
             user_domain_id=(user.get("domain") or {}).get("id", ""),
@@ -34,6 +38,9 @@ class AuthContext:
             domain_id=domain.get("id"),
             is_admin_project=bool(project.get("is_admin_project")),
             kind=user.get("kind", "human"),
+            application_credential_id=credential.get("id"),
+            restricted=bool(credential) and bool(credential.get("restricted", True)),
+            access_rules=tuple(credential.get("access_rules") or ()),
             claims=claims,
         )
 

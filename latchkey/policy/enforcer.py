@@ -15,7 +15,11 @@ Until tenant policy lands, actions map to the default roles:
   them, or else a domain admin of the admin project's domain could make
   themselves cloud admin;
 * an action that reaches into a second domain (granting a role to, or adding
-  to a group, a user of another domain) needs cloud scope.
+  to a group, a user of another domain) needs cloud scope;
+* ``self_only`` targets (a human's application credentials) are their
+  owner's alone, whatever the caller's roles;
+* restricted application credentials (the default) never manage
+  credentials, passwords, users or role assignments.
 """
 
 from __future__ import annotations
@@ -26,6 +30,27 @@ from latchkey.errors import AuthenticationRequired, Forbidden
 from latchkey.policy.context import AuthContext
 
 CLOUD, DOMAIN, PROJECT, ANY = "cloud", "domain", "project", "any"
+# What a restricted application credential may never do (Keystone's rule, plus reading
+# other users' credentials).
+RESTRICTED_ACTIONS = frozenset(
+    {
+        "identity:application_credential:create",
+        "identity:application_credential:delete",
+        "identity:application_credential:rotate",
+        "identity:user:change_password",
+        "identity:user:create",
+        "identity:user:update",
+        "identity:user:delete",
+        "identity:role_assignment:grant",
+        "identity:role_assignment:revoke",
+    }
+)
+RESTRICTED_READS_OF_OWN = frozenset(
+    {
+        "identity:application_credential:list",
+        "identity:application_credential:get",
+    }
+)
 READER, ADMIN, SERVICE = "reader", "admin", "service"
 
 
@@ -36,6 +61,7 @@ class Target:
     user_id: str | None = None  # the user the action is about, for `self` rules
     role: str | None = None  # the role being granted, for the escalation check
     privileged: bool = False  # touches the cloud operators: cloud scope only
+    self_only: bool = False  # only the user named by user_id may act
     other_domain_id: str | None = None  # a second domain the action reaches into
 
 
@@ -58,11 +84,13 @@ RULES: dict[str, Rule] = {
     "identity:project:get": Rule(PROJECT, READER),
     "identity:project:update": Rule(PROJECT, ADMIN),
     "identity:project:delete": Rule(DOMAIN, ADMIN),
-    "identity:user:create": Rule(DOMAIN, ADMIN),
-    "identity:user:list": Rule(DOMAIN, READER),
-    "identity:user:get": Rule(DOMAIN, READER, self_allowed=True),
-    "identity:user:update": Rule(DOMAIN, ADMIN),
-    "identity:user:delete": Rule(DOMAIN, ADMIN),
+    # Project scope reaches only application accounts the project owns (their
+    # targets carry owner_project_id); humans are managed by domain admins.
+    "identity:user:create": Rule(PROJECT, ADMIN),
+    "identity:user:list": Rule(PROJECT, READER),
+    "identity:user:get": Rule(PROJECT, READER, self_allowed=True),
+    "identity:user:update": Rule(PROJECT, ADMIN),
+    "identity:user:delete": Rule(PROJECT, ADMIN),
     "identity:user:change_password": Rule(CLOUD, ADMIN, self_allowed=True),
     "identity:user:list_projects": Rule(DOMAIN, READER, self_allowed=True),
     "identity:group:create": Rule(DOMAIN, ADMIN),
@@ -73,6 +101,11 @@ RULES: dict[str, Rule] = {
     "identity:group:list_members": Rule(DOMAIN, READER),
     "identity:group:add_member": Rule(DOMAIN, ADMIN),
     "identity:group:remove_member": Rule(DOMAIN, ADMIN),
+    "identity:application_credential:create": Rule(PROJECT, ADMIN, self_allowed=True),
+    "identity:application_credential:list": Rule(PROJECT, ADMIN, self_allowed=True),
+    "identity:application_credential:get": Rule(PROJECT, ADMIN, self_allowed=True),
+    "identity:application_credential:delete": Rule(PROJECT, ADMIN, self_allowed=True),
+    "identity:application_credential:rotate": Rule(PROJECT, ADMIN, self_allowed=True),
     "identity:role:list": Rule(ANY, READER),
     "identity:role:get": Rule(ANY, READER),
     "identity:role:create": Rule(CLOUD, ADMIN),
@@ -99,6 +132,12 @@ class Enforcer:
     def enforce(self, auth: AuthContext | None, action: str, target: Target) -> None:
         if auth is None:
             raise AuthenticationRequired("this operation needs a token", code="token_missing")
+        if auth.restricted and self._restricted_refuses(auth, action, target):
+            raise Forbidden(
+                f"a restricted application credential may not perform {action}",
+                code="application_credential_restricted",
+                extra={"action": action},
+            )
         if not self.allowed(auth, action, target):
             raise Forbidden(
                 f"not allowed to perform {action}",
@@ -106,10 +145,20 @@ class Enforcer:
                 extra={"action": action},
             )
 
+    @staticmethod
+    def _restricted_refuses(auth: AuthContext, action: str, target: Target) -> bool:
+        if action in RESTRICTED_ACTIONS:
+            return True
+        return action in RESTRICTED_READS_OF_OWN and target.user_id != auth.user_id
+
     def allowed(self, auth: AuthContext, action: str, target: Target) -> bool:
         rule = self._rules.get(action)
         if rule is None:
             return False  # deny by default: an action nobody declared is never allowed
+        if target.self_only:
+            return target.user_id == auth.user_id
+        if auth.restricted and self._restricted_refuses(auth, action, target):
+            return False
         if not self._role_in_scope(auth, rule, target):
             return False
         if not auth.is_cloud(rule.role):

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,14 @@ class KeyProtector(Protocol):
     def seal(self, plaintext: bytes, context: str) -> bytes: ...
 
     def unseal(self, sealed: bytes, context: str) -> bytes: ...
+
+    def derive_key(self, purpose: str, version: str | None = None) -> tuple[str, bytes]:
+        """A 256-bit key for ``purpose`` (e.g. the credential pepper) and its version.
+
+        Derived, never stored: it lives exactly where the master key lives.
+        ``version=None`` means the current master key version.
+        """
+        ...
 
 
 class MasterKeyFile:
@@ -77,6 +87,17 @@ class MasterKeyFile:
         ciphertext = AESGCM(keys[current]).encrypt(nonce, plaintext, context.encode())
         version = current.encode()
         return SEALED_PREFIX + bytes([len(version)]) + version + nonce + ciphertext
+
+    def derive_key(self, purpose: str, version: str | None = None) -> tuple[str, bytes]:
+        keys, current = self._keyring()
+        version = version or current
+        master = keys.get(version)
+        if master is None:
+            raise KeyProtectorError(f"master key version {version} is not in {self.path}")
+        derived = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=f"latchkey:{purpose}".encode()
+        ).derive(master)
+        return version, derived
 
     def unseal(self, sealed: bytes, context: str) -> bytes:
         if not sealed.startswith(SEALED_PREFIX):

@@ -10,13 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, current_app, g, request
 
-from latchkey.errors import AuthenticationRequired, InvalidRequest, MalformedRequest
+from latchkey.errors import AuthenticationRequired, Forbidden, InvalidRequest, MalformedRequest
+from latchkey.identity import access_rules
 from latchkey.policy.context import AuthContext, CallContext
 
 if TYPE_CHECKING:
     from latchkey.app import Services
 
 access_log = logging.getLogger("latchkey.access")
+IDENTITY_SERVICE = "identity"  # Latchkey's own service type in access rules
 REQUEST_ID_HEADER = "X-Request-Id"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -39,10 +41,23 @@ def current_auth(required: bool = False) -> AuthContext | None:
     if "auth" not in g:
         token = bearer_token()
         g.auth = services().tokens.authenticate_bearer(token) if token else None
+        _check_access_rules(g.auth)
     if required and g.auth is None:
         raise AuthenticationRequired("this operation needs a token", code="token_missing")
     auth: AuthContext | None = g.auth
     return auth
+
+
+def _check_access_rules(auth: AuthContext | None) -> None:
+    """A token with access rules calls Latchkey's own API only where one allows it
+    (service type ``identity``), as every relying service's middleware does."""
+    if auth is None or not auth.access_rules:
+        return
+    if not access_rules.allows(auth.access_rules, IDENTITY_SERVICE, request.method, request.path):
+        raise Forbidden(
+            f"the credential's access rules do not allow {request.method} {request.path}",
+            code="access_rule_denied",
+        )
 
 
 def call_context(authenticate: bool = True) -> CallContext:
