@@ -25,6 +25,7 @@ from latchkey.identity.common import ServiceDeps
 from latchkey.identity.credentials import ApplicationCredentials, SecretHasher, UsageRecorder
 from latchkey.identity.directory import Directory
 from latchkey.identity.keys import KeyRing
+from latchkey.identity.ldap_domains import LdapDomains
 from latchkey.identity.passwords import PasswordHasher
 from latchkey.identity.revocations import RevocationList
 from latchkey.identity.roles import Roles
@@ -100,10 +101,16 @@ def build_services(settings: Settings) -> Services:
         settings.password_hash_memory_kib,
         settings.password_min_length,
     )
-    backends: dict[str, IdentityBackend] = {"sql": SqlIdentity(hasher)}
-    # The master key seals the signing keys and derives the credential pepper; the
-    # secret-store issue replaces it behind the same KeyProtector interface.
+    # The master key seals the signing keys and LDAP bind passwords and derives the
+    # credential pepper; the secret-store issue replaces it behind KeyProtector.
     protector = MasterKeyFile(settings.home_path / "master.key")
+    ldap = LdapDomains(
+        session,
+        protector,
+        recheck=timedelta(seconds=settings.ldap_recheck_seconds),
+        outage_grace=timedelta(seconds=settings.ldap_outage_grace_seconds),
+    )
+    backends: dict[str, IdentityBackend] = {"sql": SqlIdentity(hasher), "ldap": ldap}
     keys = KeyRing(
         lambda: Session(db.engine),
         protector,
@@ -111,8 +118,8 @@ def build_services(settings: Settings) -> Services:
         settings.key_refresh_seconds,
     )
     deps = ServiceDeps(session, enforcer, audit, revocations)
-    directory = Directory(deps)
-    accounts = Accounts(deps, directory=directory, hasher=hasher, backends=backends)
+    directory = Directory(deps, ldap=ldap)
+    accounts = Accounts(deps, directory=directory, hasher=hasher, backends=backends, ldap=ldap)
     roles = Roles(deps, directory=directory, accounts=accounts)
     tokens = Tokens(
         keys,
@@ -130,6 +137,7 @@ def build_services(settings: Settings) -> Services:
         roles=roles,
         hasher=SecretHasher(protector),
         usage=UsageRecorder(),
+        ldap=ldap,
     )
     authentication = Authentication(
         session,
@@ -139,6 +147,7 @@ def build_services(settings: Settings) -> Services:
         tokens,
         audit,
         credentials,
+        ldap,
         lockout_attempts=settings.lockout_failure_attempts,
         lockout_duration=timedelta(minutes=settings.lockout_duration_minutes),
     )
@@ -155,5 +164,5 @@ def build_services(settings: Settings) -> Services:
         tokens=tokens,
         authentication=authentication,
         bootstrap=Bootstrap(session, hasher, keys, audit),
-        health=Health(session),
+        health=Health(session, ldap),
     )

@@ -56,6 +56,16 @@ class Settings:
     )
     lockout_duration_minutes: int = _setting(15, "How long a locked account stays locked.")
     max_request_bytes: int = _setting(1_048_576, "Largest accepted request body in bytes.")
+    ldap_recheck_seconds: int = _setting(
+        60,
+        "How long the directory's word on an LDAP user (exists, enabled, groups) is trusted "
+        "before a credential use asks it again.",
+    )
+    ldap_outage_grace_seconds: int = _setting(
+        900,
+        "While an LDAP directory is down, credentials of its users keep working on the "
+        "last known state for this long after the last successful check (0: never).",
+    )
     secret_store: str = _setting(
         "local", "Where Latchkey keeps secrets: local | vault | barbican (local only, so far)."
     )

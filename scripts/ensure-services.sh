@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the services the test suite talks to are installed and running:
-# PostgreSQL on 127.0.0.1:5432 accepting the `postgres` user without a password.
+# PostgreSQL on 127.0.0.1:5432 accepting the `postgres` user without a password,
+# and the OpenLDAP binaries (slapd, slapadd, ldap-utils) that the LDAP test
+# fixture (tests/ldap_server.py) runs unprivileged from a temporary folder.
 set -euo pipefail
 
 PG_PORT=5432
@@ -21,6 +23,22 @@ install_postgres() {
   # A disposable test server: trust loopback connections, as the test machines do.
   as_root sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
 }
+
+install_slapd() {
+  log "installing OpenLDAP (slapd, ldap-utils) from Debian's packages"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq slapd ldap-utils >/dev/null
+  # The package starts a system slapd with its own configuration; the tests
+  # never use it (they run their own from a temporary folder), so stop it.
+  # Only the system service is stopped (by its pid file), never test instances.
+  as_root service slapd stop >/dev/null 2>&1 || true
+}
+
+if ! command -v slapd >/dev/null 2>&1 && [ ! -x /usr/sbin/slapd ]; then
+  install_slapd
+fi
+[ -x /usr/sbin/slapd ] || { log "slapd is not installed"; exit 1; }
+log "OpenLDAP $(/usr/sbin/slapd -VV 2>&1 | sed -n 's/.*slapd \([0-9.]*\).*/\1/p' | head -n 1) installed"
 
 if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
   install_postgres

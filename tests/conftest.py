@@ -25,6 +25,8 @@ from latchkey.app import create_app
 from latchkey.db import db
 from latchkey.settings import Settings
 
+pytest_plugins = ["tests.ldap_fixtures"]  # the real slapd: `slapd`, `slapd_up`
+
 ADMIN_PASSWORD = "admin-password-for-tests"
 PG_ADMIN_URL = os.environ.get(
     "LATCHKEY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

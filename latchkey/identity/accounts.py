@@ -10,8 +10,15 @@ from latchkey.audit import AuditTarget
 from latchkey.db import utcnow
 from latchkey.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from latchkey.identity.backends import IdentityBackend
-from latchkey.identity.common import IdentityServiceBase, Page, ServiceDeps
+from latchkey.identity.common import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    IdentityServiceBase,
+    Page,
+    ServiceDeps,
+)
 from latchkey.identity.directory import Directory
+from latchkey.identity.ldap_domains import LdapDomains
 from latchkey.identity.models import Domain, Group, GroupMembership, Project, RoleAssignment, User
 from latchkey.identity.passwords import PasswordHasher
 from latchkey.identity.revocations import USER
@@ -29,11 +36,13 @@ class Accounts(IdentityServiceBase):
         directory: Directory,
         hasher: PasswordHasher,
         backends: dict[str, IdentityBackend],
+        ldap: LdapDomains,
     ) -> None:
         super().__init__(deps)
         self._directory = directory
         self._hasher = hasher
         self._backends = backends
+        self._ldap = ldap
 
     def backend_for(self, domain: Domain) -> IdentityBackend:
         return self._backends[domain.identity_backend]
@@ -56,6 +65,10 @@ class Accounts(IdentityServiceBase):
         return user
 
     def find_user(self, domain_id: str, name: str) -> User | None:
+        """By name in a domain; in an ldap domain the directory answers (503 when down)."""
+        domain = self._session.get(Domain, domain_id)
+        if domain is not None and domain.identity_backend == "ldap":
+            return self._ldap.find_user(domain, name)
         return self._session.scalar(
             select(User).where(User.domain_id == domain_id, User.name == name)
         )
@@ -144,6 +157,16 @@ class Accounts(IdentityServiceBase):
         if domain_id is None and ctx.auth is not None and ctx.auth.domain_id:
             domain_id = ctx.auth.domain_id
         self._enforce(ctx, "identity:user:list", Target(domain_id=domain_id))
+        domain = self._session.get(Domain, domain_id) if domain_id else None
+        if domain is not None and domain.identity_backend == "ldap":
+            users, next_marker = self._ldap.list_users(
+                domain,
+                name=name,
+                marker=marker,
+                limit=min(limit or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+            )
+            self._session.commit()  # the refreshed shadow rows
+            return Page(users, next_marker)
         query = select(User)
         if domain_id:
             query = query.where(User.domain_id == domain_id)
@@ -279,6 +302,16 @@ class Accounts(IdentityServiceBase):
         if domain_id is None and ctx.auth is not None and ctx.auth.domain_id:
             domain_id = ctx.auth.domain_id
         self._enforce(ctx, "identity:group:list", Target(domain_id=domain_id))
+        domain = self._session.get(Domain, domain_id) if domain_id else None
+        if domain is not None and domain.identity_backend == "ldap":
+            groups, next_marker = self._ldap.list_groups(
+                domain,
+                name=name,
+                marker=marker,
+                limit=min(limit or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+            )
+            self._session.commit()
+            return Page(groups, next_marker)
         query = select(Group)
         if domain_id:
             query = query.where(Group.domain_id == domain_id)

@@ -16,6 +16,7 @@ from latchkey.errors import AuthenticationFailed, Forbidden, InvalidRequest
 from latchkey.identity.accounts import APPLICATION, Accounts
 from latchkey.identity.credentials import ApplicationCredentials
 from latchkey.identity.directory import Directory
+from latchkey.identity.ldap_domains import LdapDomains
 from latchkey.identity.models import Domain, Project, User
 from latchkey.identity.roles import Roles
 from latchkey.identity.tokens import IssuedToken, Scope, Tokens
@@ -32,6 +33,7 @@ class Authentication:
         tokens: Tokens,
         audit: AuditLog,
         credentials: ApplicationCredentials,
+        ldap: LdapDomains,
         *,
         lockout_attempts: int,
         lockout_duration: timedelta,
@@ -42,6 +44,7 @@ class Authentication:
         self._roles = roles
         self._tokens = tokens
         self._credentials = credentials
+        self._ldap = ldap
         self._audit = audit
         self._lockout_attempts = lockout_attempts
         self._lockout_duration = lockout_duration
@@ -54,7 +57,8 @@ class Authentication:
         scope_ref: dict[str, Any] | None,
     ) -> IssuedToken:
         user, domain = self._check_password(ctx, user_ref, password)
-        scope, roles = self._resolve_scope(ctx, user, scope_ref)
+        group_ids = self._ldap.group_ids(domain, user) if domain.identity_backend == "ldap" else []
+        scope, roles = self._resolve_scope(ctx, user, scope_ref, group_ids)
         issued = self._tokens.issue(user, domain, scope, roles, ["password"])
         self._record(ctx, "success", user.id, scope, jti=issued.claims["jti"])
         self._session.commit()
@@ -90,7 +94,9 @@ class Authentication:
         ):
             self._deny_scope(ctx, owner, "project_unavailable")
         assert project is not None and project_domain is not None
-        held = self._roles.effective_role_names(owner.id, project_id=project.id)
+        held = self._roles.effective_role_names(
+            owner.id, project_id=project.id, directory_group_ids=verified.directory_group_ids
+        )
         roles = set(credential.roles) & held
         if not roles:
             self._deny_scope(ctx, owner, "no_roles_left")
@@ -213,7 +219,11 @@ class Authentication:
     # -- scope ------------------------------------------------------------------
 
     def _resolve_scope(
-        self, ctx: CallContext, user: User, scope_ref: dict[str, Any] | None
+        self,
+        ctx: CallContext,
+        user: User,
+        scope_ref: dict[str, Any] | None,
+        group_ids: list[str],
     ) -> tuple[Scope, set[str]]:
         if not scope_ref:
             return Scope(), set()
@@ -236,7 +246,9 @@ class Authentication:
             ):
                 self._deny_scope(ctx, user, "project_unavailable")
             assert project is not None
-            roles = self._roles.effective_role_names(user.id, project_id=project.id)
+            roles = self._roles.effective_role_names(
+                user.id, project_id=project.id, directory_group_ids=group_ids
+            )
             if not roles:
                 self._deny_scope(ctx, user, "no_roles_on_project")
             return Scope(project=project, project_domain=project_domain), roles
@@ -245,7 +257,9 @@ class Authentication:
         if domain is None or not domain.enabled:
             self._deny_scope(ctx, user, "domain_unavailable")
         assert domain is not None
-        roles = self._roles.effective_role_names(user.id, domain_id=domain.id)
+        roles = self._roles.effective_role_names(
+            user.id, domain_id=domain.id, directory_group_ids=group_ids
+        )
         if not roles:
             self._deny_scope(ctx, user, "no_roles_on_domain")
         return Scope(domain=domain), roles

@@ -17,7 +17,7 @@ import ipaddress
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -31,8 +31,9 @@ from latchkey.identity.access_rules import MAX_RULES, AccessRuleError, validate_
 from latchkey.identity.accounts import APPLICATION, Accounts
 from latchkey.identity.common import IdentityServiceBase, ServiceDeps
 from latchkey.identity.directory import Directory
+from latchkey.identity.ldap_domains import LdapDomains
 from latchkey.identity.models import Domain, User
-from latchkey.identity.revocations import APPLICATION_CREDENTIAL, CREDENTIAL_SECRET
+from latchkey.identity.revocations import APPLICATION_CREDENTIAL, CREDENTIAL_SECRET, USER
 from latchkey.identity.roles import Roles
 from latchkey.policy.context import CallContext
 from latchkey.policy.enforcer import Target
@@ -95,6 +96,7 @@ class VerifiedCredential:
     secret: CredentialSecret
     owner: User
     owner_domain: Domain
+    directory_group_ids: list[str] = field(default_factory=list)
 
 
 class SecretHasher:
@@ -162,8 +164,10 @@ class ApplicationCredentials(IdentityServiceBase):
         roles: Roles,
         hasher: SecretHasher,
         usage: UsageRecorder,
+        ldap: LdapDomains,
     ) -> None:
         super().__init__(deps)
+        self._ldap = ldap
         self._directory = directory
         self._accounts = accounts
         self._roles = roles
@@ -317,11 +321,30 @@ class ApplicationCredentials(IdentityServiceBase):
             self._fail(ctx, credential, "wrong_secret")
         if credential.expires_at is not None and credential.expires_at <= now:
             self._fail(ctx, credential, "credential_expired")
-        if owner is None or domain is None or not owner.enabled or not domain.enabled:
+        if owner is None or domain is None:
+            self._fail(ctx, credential, "owner_disabled")
+        group_ids: list[str] = []
+        if domain.identity_backend == "ldap":
+            # The directory changes behind our back: ask it again (cached, with a grace
+            # period during outages) whether this human still exists and is enabled.
+            was_enabled = owner.enabled
+            state = self._ldap.recheck(domain, owner)
+            if not state.exists or not state.enabled:
+                if was_enabled or not state.from_cache:
+                    self._revocations.add(USER, owner.id)
+                self._fail(
+                    ctx,
+                    credential,
+                    "owner_gone_from_directory"
+                    if not state.exists
+                    else "owner_disabled_in_directory",
+                )
+            group_ids = state.group_ids
+        if not owner.enabled or not domain.enabled:
             self._fail(ctx, credential, "owner_disabled")
         if credential.allowed_cidrs and not _address_in(ctx.source_ip, credential.allowed_cidrs):
             self._fail(ctx, credential, "source_not_allowed")
-        return VerifiedCredential(credential, matched, owner, domain)
+        return VerifiedCredential(credential, matched, owner, domain, group_ids)
 
     def record_use(self, verified: VerifiedCredential) -> None:
         """Add last_used_at updates to the current transaction, at most once a minute."""
@@ -417,7 +440,15 @@ class ApplicationCredentials(IdentityServiceBase):
             ApplicationCredential.id == credential_id, ApplicationCredential.user_id == owner_id
         )
         if lock:
-            # Serialises concurrent rotations and deletes of one credential (PostgreSQL).
+            # Serialises concurrent rotations and deletes of one credential: FOR UPDATE
+            # on PostgreSQL. SQLite ignores FOR UPDATE, so there a no-op write takes the
+            # database's write lock first (later writers wait, then read the new state).
+            if self._session.get_bind().dialect.name == "sqlite":
+                self._session.execute(
+                    update(ApplicationCredential)
+                    .where(ApplicationCredential.id == credential_id)
+                    .values(id=ApplicationCredential.id)
+                )
             query = query.with_for_update()
         credential = self._session.scalar(query)
         if credential is None:

@@ -7,17 +7,23 @@ from typing import Any
 from sqlalchemy import select
 
 from latchkey.audit import AuditTarget
+from latchkey.db import new_id
 from latchkey.errors import Conflict, InvalidRequest, NotFound
-from latchkey.identity.common import IdentityServiceBase, Page
+from latchkey.identity.common import IdentityServiceBase, Page, ServiceDeps
+from latchkey.identity.ldap_domains import LdapDomains
 from latchkey.identity.models import Domain, Project, User
 from latchkey.identity.revocations import PROJECT, USER
 from latchkey.policy.context import CallContext
 from latchkey.policy.enforcer import Target
 
-IDENTITY_BACKENDS = ("sql",)  # ldap arrives with the LDAP issue
+IDENTITY_BACKENDS = ("sql", "ldap")
 
 
 class Directory(IdentityServiceBase):
+    def __init__(self, deps: ServiceDeps, *, ldap: LdapDomains) -> None:
+        super().__init__(deps)
+        self._ldap = ldap
+
     # -- domains ----------------------------------------------------------------
 
     def get_domain_record(self, domain_id: str) -> Domain:
@@ -42,7 +48,21 @@ class Directory(IdentityServiceBase):
             )
         if self._session.scalar(select(Domain.id).where(Domain.name == data["name"])):
             raise Conflict(f"a domain named {data['name']!r} exists", code="domain_name_taken")
-        domain = Domain(**data)
+        data = dict(data)
+        options = data.pop("ldap", None)
+        domain = Domain(id=new_id(), **data)
+        if backend == "ldap":
+            if not options:
+                raise InvalidRequest(
+                    "an ldap domain needs its `ldap` options", code="ldap_invalid_config"
+                )
+            domain.ldap_config, domain.ldap_password_sealed = self._ldap.prepare(
+                domain.id, domain.name, options, None
+            )
+        elif options is not None:
+            raise InvalidRequest(
+                "`ldap` options belong to ldap domains", code="ldap_invalid_config"
+            )
         self._session.add(domain)
         self._session.flush()
         self._record_change(
@@ -71,8 +91,24 @@ class Directory(IdentityServiceBase):
         self._enforce(ctx, "identity:domain:update", Target(domain_id=domain_id))
         domain = self.get_domain_record(domain_id)
         was_enabled = domain.enabled
+        data = dict(data)
+        options = data.pop("ldap", None)
+        if options is not None:
+            if domain.identity_backend != "ldap":
+                raise InvalidRequest(
+                    "`ldap` options belong to ldap domains", code="ldap_invalid_config"
+                )
+            # Options given replace the stored ones key by key; the password stays unless
+            # a new one is given. The result is tested before it is saved.
+            merged = {**(domain.ldap_config or {}), **options}
+            domain.ldap_config, domain.ldap_password_sealed = self._ldap.prepare(
+                domain.id, data.get("name", domain.name), merged, domain.ldap_password_sealed
+            )
+            self._ldap.forget(domain.id)
+            data["ldap"] = "changed"
         for key, value in data.items():
-            setattr(domain, key, value)
+            if key != "ldap":
+                setattr(domain, key, value)
         if was_enabled and not domain.enabled:
             self._revoke_domain_users(domain.id)
         self._record_change(

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from latchkey.db import Base, UTCDateTime, new_id, utcnow
@@ -20,6 +30,9 @@ class Domain(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     identity_backend: Mapped[str] = mapped_column(String(16), default="sql")
+    # ldap domains: Keystone-named options (no password) and the sealed bind password.
+    ldap_config: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    ldap_password_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -56,6 +69,11 @@ class User(Base):
     password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # ldap domains: the user's id in the directory, when the directory last vouched for
+    # it, and the (shadow) ids of its directory groups then: the last known state.
+    external_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    directory_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    directory_group_ids: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -67,6 +85,7 @@ class Group(Base):
     name: Mapped[str] = mapped_column(String(255))
     domain_id: Mapped[str] = mapped_column(ForeignKey("domain.id", ondelete="CASCADE"), index=True)
     description: Mapped[str] = mapped_column(Text, default="")
+    external_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

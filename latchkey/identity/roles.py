@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,12 +247,24 @@ class Roles(IdentityServiceBase):
         return result
 
     def effective_role_names(
-        self, user_id: str, *, project_id: str | None = None, domain_id: str | None = None
+        self,
+        user_id: str,
+        *,
+        project_id: str | None = None,
+        domain_id: str | None = None,
+        directory_group_ids: Sequence[str] = (),
     ) -> set[str]:
-        """Roles a user holds on one project or domain: direct, via groups, implied."""
+        """Roles a user holds on one project or domain: direct, via groups, implied.
+
+        ``directory_group_ids``: the groups an LDAP directory says the user is in.
+        """
         groups = select(GroupMembership.group_id).where(GroupMembership.user_id == user_id)
         query = select(RoleAssignment.role_id).where(
-            or_(RoleAssignment.user_id == user_id, RoleAssignment.group_id.in_(groups))
+            or_(
+                RoleAssignment.user_id == user_id,
+                RoleAssignment.group_id.in_(groups),
+                RoleAssignment.group_id.in_(list(directory_group_ids)),
+            )
         )
         if project_id:
             query = query.where(RoleAssignment.project_id == project_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import Schema, fields, validate
 
 NAME = validate.Length(min=1, max=255)
@@ -33,12 +35,15 @@ class DomainCreate(Schema):
     description = fields.String(validate=DESCRIPTION)
     enabled = fields.Boolean()
     identity_backend = fields.String(validate=validate.OneOf(["sql", "ldap"]))
+    # Keystone's [ldap] option names; checked (and the directory tested) by the service.
+    ldap = fields.Dict(keys=fields.String(validate=validate.Length(max=64)))
 
 
 class DomainUpdate(Schema):
     name = fields.String(validate=NAME)
     description = fields.String(validate=DESCRIPTION)
     enabled = fields.Boolean()
+    ldap = fields.Dict(keys=fields.String(validate=validate.Length(max=64)))
 
 
 class DomainOut(Schema):
@@ -47,7 +52,13 @@ class DomainOut(Schema):
     description = fields.String()
     enabled = fields.Boolean()
     identity_backend = fields.String()
+    # The options as stored: the bind password never leaves (see ldap_password_set).
+    ldap = fields.Dict(attribute="ldap_config", allow_none=True)
+    ldap_password_set = fields.Method("_password_set")
     created_at = fields.DateTime()
+
+    def _password_set(self, domain: Any) -> bool:
+        return bool(getattr(domain, "ldap_password_sealed", None))
 
 
 class DomainList(Schema):

@@ -8,15 +8,23 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from latchkey.db import DbSession
+from latchkey.identity.ldap_domains import LdapDomains
 
 
 class Health:
-    def __init__(self, session: DbSession) -> None:
+    def __init__(self, session: DbSession, ldap: LdapDomains) -> None:
         self._session = session
+        self._ldap = ldap
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        checks = {"database": self._database()}
-        ready = all(check["status"] == "ok" for check in checks.values())
+        checks: dict[str, Any] = {"database": self._database()}
+        if checks["database"]["status"] == "ok":
+            ldap = self._ldap.health()
+            self._session.rollback()
+            if ldap:
+                checks["ldap"] = ldap
+        # A directory down degrades its domain only: the service stays ready for the rest.
+        ready = checks["database"]["status"] == "ok"
         return ready, {"status": "ok" if ready else "unavailable", "checks": checks}
 
     def _database(self) -> dict[str, Any]:
