@@ -16,6 +16,7 @@ from flask.cli import FlaskGroup, with_appcontext
 from joserfc.jwk import KeySet
 
 from latchkey.cli_credentials import app_account, app_cred
+from latchkey.cli_domains import domain_group
 from latchkey.errors import LatchkeyError
 from latchkey.identity.tokens import verify_jwt
 from latchkey.policy.context import CallContext
@@ -249,3 +250,4 @@ def show_settings() -> None:
 
 main.add_command(app_cred)
 main.add_command(app_account)
+main.add_command(domain_group)

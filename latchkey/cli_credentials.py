@@ -6,63 +6,14 @@ give a token in ``LATCHKEY_TOKEN`` or ``--token-file``.
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable
 from datetime import datetime
-from functools import wraps
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from latchkey.errors import LatchkeyError
-from latchkey.policy.context import CallContext
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-token_file_option = click.option(
-    "--token-file",
-    type=click.Path(dir_okay=False),
-    help="file holding your token (else LATCHKEY_TOKEN)",
-)
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True, default=_json_default))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(type(value).__name__)
-
-
-def _context(token_file: str | None) -> CallContext:
-    if token_file:
-        try:
-            with open(token_file) as handle:
-                token = handle.read().strip()
-        except OSError as exc:
-            raise click.ClickException(f"cannot read {token_file}: {exc.strerror}") from exc
-    else:
-        token = os.environ.get("LATCHKEY_TOKEN", "")
-    if not token:
-        raise click.ClickException("give a token: LATCHKEY_TOKEN or --token-file")
-    auth = current_app.extensions["latchkey"].tokens.authenticate_bearer(token)
-    return CallContext(auth=auth, source_ip="cli")
-
-
-def _clean_errors(command: F) -> F:
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except LatchkeyError as exc:
-            raise click.ClickException(f"{exc.detail} ({exc.code})") from exc
-
-    return wrapper  # type: ignore[return-value]
+from latchkey.cli_support import caller_context, clean_errors, echo_json, token_file_option
 
 
 def _project_id(ref: str, domain_id: str) -> str:
@@ -130,7 +81,7 @@ def app_cred() -> None:
 @click.option("--description", default="")
 @token_file_option
 @with_appcontext
-@_clean_errors
+@clean_errors
 def app_cred_create(
     name: str,
     project: str,
@@ -145,7 +96,7 @@ def app_cred_create(
     token_file: str | None,
 ) -> None:
     """Create a credential; prints its secret once."""
-    ctx = _context(token_file)
+    ctx = caller_context(token_file)
     assert ctx.auth is not None
     if expires_at is not None and expires_at.tzinfo is None:
         raise click.BadParameter("--expires-at needs a timezone, e.g. 2027-01-01T00:00:00Z")
@@ -164,22 +115,22 @@ def app_cred_create(
     created = services.credentials.create(ctx, user_id or ctx.auth.user_id, data)
     view = _credential_view(created.credential)
     view.update(secret=created.secret_value, secret_id=created.secret.id)
-    _echo_json(view)
+    echo_json(view)
 
 
 @app_cred.command("list")
 @click.option("--user", "user_id", help="owner user id (default: you)")
 @token_file_option
 @with_appcontext
-@_clean_errors
+@clean_errors
 def app_cred_list(user_id: str | None, token_file: str | None) -> None:
     """List credentials (never their secrets)."""
-    ctx = _context(token_file)
+    ctx = caller_context(token_file)
     assert ctx.auth is not None
     found = current_app.extensions["latchkey"].credentials.list_credentials(
         ctx, user_id or ctx.auth.user_id
     )
-    _echo_json([_credential_view(c) for c in found])
+    echo_json([_credential_view(c) for c in found])
 
 
 @app_cred.command("show")
@@ -187,15 +138,15 @@ def app_cred_list(user_id: str | None, token_file: str | None) -> None:
 @click.option("--user", "user_id", help="owner user id (default: you)")
 @token_file_option
 @with_appcontext
-@_clean_errors
+@clean_errors
 def app_cred_show(credential_id: str, user_id: str | None, token_file: str | None) -> None:
     """Show one credential and its secrets' metadata."""
-    ctx = _context(token_file)
+    ctx = caller_context(token_file)
     assert ctx.auth is not None
     credential = current_app.extensions["latchkey"].credentials.get(
         ctx, user_id or ctx.auth.user_id, credential_id
     )
-    _echo_json(_credential_view(credential))
+    echo_json(_credential_view(credential))
 
 
 @app_cred.command("rotate")
@@ -208,17 +159,17 @@ def app_cred_show(credential_id: str, user_id: str | None, token_file: str | Non
 )
 @token_file_option
 @with_appcontext
-@_clean_errors
+@clean_errors
 def app_cred_rotate(
     credential_id: str, user_id: str | None, expires_at: datetime | None, token_file: str | None
 ) -> None:
     """Add a secret (the old ones stay valid until deleted or expired); prints it once."""
-    ctx = _context(token_file)
+    ctx = caller_context(token_file)
     assert ctx.auth is not None
     secret, value = current_app.extensions["latchkey"].credentials.add_secret(
         ctx, user_id or ctx.auth.user_id, credential_id, expires_at
     )
-    _echo_json({"id": secret.id, "secret": value, "expires_at": secret.expires_at})
+    echo_json({"id": secret.id, "secret": value, "expires_at": secret.expires_at})
 
 
 @app_cred.command("delete")
@@ -227,12 +178,12 @@ def app_cred_rotate(
 @click.option("--secret", "secret_id", help="delete only this secret of the credential")
 @token_file_option
 @with_appcontext
-@_clean_errors
+@clean_errors
 def app_cred_delete(
     credential_id: str, user_id: str | None, secret_id: str | None, token_file: str | None
 ) -> None:
     """Delete a credential (or one of its secrets); tokens from it are revoked."""
-    ctx = _context(token_file)
+    ctx = caller_context(token_file)
     assert ctx.auth is not None
     credentials = current_app.extensions["latchkey"].credentials
     owner = user_id or ctx.auth.user_id
@@ -255,12 +206,12 @@ def app_account() -> None:
 @click.option("--description", default="")
 @token_file_option
 @with_appcontext
-@_clean_errors
+@clean_errors
 def app_account_create(
     name: str, project: str, domain_id: str, description: str, token_file: str | None
 ) -> None:
     """Create an application account owned by a project."""
-    ctx = _context(token_file)
+    ctx = caller_context(token_file)
     user = current_app.extensions["latchkey"].accounts.create_user(
         ctx,
         {
@@ -271,7 +222,7 @@ def app_account_create(
             "description": description,
         },
     )
-    _echo_json(
+    echo_json(
         {
             "id": user.id,
             "name": user.name,
@@ -286,10 +237,10 @@ def app_account_create(
 @click.option("--domain", "domain_id", default="default", show_default=True)
 @token_file_option
 @with_appcontext
-@_clean_errors
+@clean_errors
 def app_account_list(project: str, domain_id: str, token_file: str | None) -> None:
     """List the application accounts a project owns."""
-    ctx = _context(token_file)
+    ctx = caller_context(token_file)
     page = current_app.extensions["latchkey"].accounts.list_users(
         ctx,
         domain_id=None,
@@ -299,16 +250,16 @@ def app_account_list(project: str, domain_id: str, token_file: str | None) -> No
         limit=1000,
         owner_project_id=_project_id(project, domain_id),
     )
-    _echo_json([{"id": u.id, "name": u.name, "enabled": u.enabled} for u in page.items])
+    echo_json([{"id": u.id, "name": u.name, "enabled": u.enabled} for u in page.items])
 
 
 @app_account.command("delete")
 @click.argument("user_id")
 @token_file_option
 @with_appcontext
-@_clean_errors
+@clean_errors
 def app_account_delete(user_id: str, token_file: str | None) -> None:
     """Delete an application account with its credentials; its tokens are revoked."""
-    ctx = _context(token_file)
+    ctx = caller_context(token_file)
     current_app.extensions["latchkey"].accounts.delete_user(ctx, user_id)
     click.echo("deleted")

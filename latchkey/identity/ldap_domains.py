@@ -11,6 +11,7 @@ refreshed whenever the directory is asked.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,6 +82,7 @@ class LdapDomains:
         self._lock = threading.Lock()
         # DNs seen by the lookup that precedes a password check (saves one search).
         self._dns: dict[str, str] = {}
+        self._listings: dict[tuple[str, str], tuple[float, list[Any]]] = {}
 
     # -- configuration (domain create/update) ----------------------------------------
 
@@ -115,6 +117,7 @@ class LdapDomains:
         return config.public(), sealed_password
 
     def forget(self, domain_id: str) -> None:
+        self._listings = {k: v for k, v in self._listings.items() if k[0] != domain_id}
         with self._lock:
             entry = self._directories.pop(domain_id, None)
         if entry is not None:
@@ -215,7 +218,7 @@ class LdapDomains:
         if name:
             user = self.find_user(domain, name)
             return ([user] if user else []), None
-        entries = self._call(domain, lambda d: list(d.iter_users()))
+        entries = self._listing(domain, "user", lambda d: list(d.iter_users()))
         return self._page(
             entries,
             marker,
@@ -230,7 +233,7 @@ class LdapDomains:
         if name:
             group = self._call(domain, lambda d: d.find_group(name))
             return ([self._sync_group(domain, group)] if group else []), None
-        entries = self._call(domain, lambda d: list(d.iter_groups()))
+        entries = self._listing(domain, "group", lambda d: list(d.iter_groups()))
         return self._page(
             entries,
             marker,
@@ -238,6 +241,20 @@ class LdapDomains:
             lambda e: public_id(domain.id, "group", e.ldap_id),
             lambda e: self._sync_group(domain, e),
         )
+
+    def _listing(
+        self, domain: Domain, kind: str, scan: Callable[[LdapDirectory], list[Any]]
+    ) -> list[Any]:
+        """A full paged scan, reused for ``recheck`` seconds: walking the pages of a
+        10,000-user directory costs one scan, not one per page."""
+        key = (domain.id, kind)
+        now = time.monotonic()
+        cached = self._listings.get(key)
+        if cached is not None and now - cached[0] < self._recheck.total_seconds():
+            return cached[1]
+        entries: list[Any] = self._call(domain, scan)
+        self._listings[key] = (now, entries)
+        return entries
 
     @staticmethod
     def _page(

@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -176,3 +177,37 @@ def test_serve_runs_gunicorn_on_the_bind_address(home: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_domain_cli_configures_an_ldap_directory(home: Path, tmp_path: Path, slapd: Any) -> None:
+    from tests import ldap_server as seed
+
+    bootstrap(home)
+    token = run(
+        home, "token", "issue", "--user", "admin", "--project", "admin", LATCHKEY_PASSWORD=PASSWORD
+    ).output.strip()
+    options = tmp_path / "ldap.toml"
+    options.write_text(
+        "[ldap]\n"
+        f'url = "{slapd.url}"\n'
+        f'user = "{seed.EXAMPLE_READER_DN}"\n'
+        f'password = "{seed.READER_PASSWORD}"\n'
+        f'user_tree_dn = "{seed.EXAMPLE_PEOPLE_DN}"\n'
+        f'group_tree_dn = "{seed.EXAMPLE_GROUPS_DN}"\n'
+    )
+    created = run(
+        home, "domain", "create", "corp", "--ldap-config", str(options), LATCHKEY_TOKEN=token
+    )
+    assert created.exit_code == 0, created.output
+    domain = json.loads(created.output)
+    assert domain["identity_backend"] == "ldap" and domain["ldap_password_set"] is True
+    assert seed.READER_PASSWORD not in created.output
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"password": "not-the-password"}))
+    refused = run(
+        home, "domain", "set-ldap", domain["id"], "--ldap-config", str(wrong), LATCHKEY_TOKEN=token
+    )
+    assert refused.exit_code != 0 and "ldap_bind_failed" in refused.output
+    shown = json.loads(run(home, "domain", "show", domain["id"], LATCHKEY_TOKEN=token).output)
+    assert shown["ldap"]["url"] == slapd.url
+    assert run(home, "domain", "show", domain["id"]).exit_code != 0  # no token
