@@ -92,14 +92,14 @@ class Authentication:
             or not project.enabled
             or not project_domain.enabled
         ):
-            self._deny_scope(ctx, owner, "project_unavailable")
+            self._deny_scope(ctx, owner, "project_unavailable", generic=True)
         assert project is not None and project_domain is not None
         held = self._roles.effective_role_names(
             owner.id, project_id=project.id, directory_group_ids=verified.directory_group_ids
         )
         roles = set(credential.roles) & held
         if not roles:
-            self._deny_scope(ctx, owner, "no_roles_left")
+            self._deny_scope(ctx, owner, "no_roles_left", generic=True)
         expiries = [e for e in (credential.expires_at, verified.secret.expires_at) if e]
         issued = self._tokens.issue(
             owner,
@@ -264,7 +264,9 @@ class Authentication:
             self._deny_scope(ctx, user, "no_roles_on_domain")
         return Scope(domain=domain), roles
 
-    def _deny_scope(self, ctx: CallContext, user: User, reason: str) -> NoReturn:
+    def _deny_scope(
+        self, ctx: CallContext, user: User, reason: str, generic: bool = False
+    ) -> NoReturn:
         self._audit.add(
             type=AUTHENTICATION,
             action="identity:auth:scope",
@@ -276,7 +278,11 @@ class Authentication:
             details={"reason": reason},
         )
         self._session.commit()
-        # Like Keystone: the credentials were right, but they give no access to that scope.
+        if generic:
+            # A credential's secret is a bearer secret: whoever holds one must not learn
+            # whether it is right from the answer. The reason stays in the audit trail.
+            raise AuthenticationFailed()
+        # Like Keystone: the password was right, but it gives no access to that scope.
         raise AuthenticationFailed(
             "the user has no access to the requested scope", code="scope_not_allowed"
         )

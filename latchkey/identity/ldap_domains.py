@@ -38,6 +38,7 @@ from latchkey.secrets.master_key import KeyProtector
 CONFIG_CHECK_CODES = {
     "ldap_unavailable": "ldap_unreachable",
     "ldap_bind_failed": "ldap_bind_failed",
+    "ldap_tls_failed": "ldap_tls_failed",
 }
 
 # Fixed namespace: changing it would change every LDAP user's public id.

@@ -30,6 +30,11 @@ SCOPES = {"one": ldap3.LEVEL, "sub": ldap3.SUBTREE, "base": ldap3.BASE}
 TLS_REQUIREMENTS = {"demand": ssl.CERT_REQUIRED, "allow": ssl.CERT_OPTIONAL, "never": ssl.CERT_NONE}
 TRUE_WORDS = frozenset({"true", "yes", "1", "on"})
 
+# ldap3's ServerPool sleeps POOLING_LOOP_TIMEOUT (10 s by default) after every failed
+# cycle over its servers, the last one included: with ``active=1`` that is 10 s added to
+# every request while a directory is down (logins, /readyz, configuration checks).
+ldap3.set_config_parameter("POOLING_LOOP_TIMEOUT", 0)
+
 
 class LdapError(Exception):
     """Base of directory errors; ``reason`` is a stable machine word."""
