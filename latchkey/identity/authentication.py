@@ -84,16 +84,10 @@ class Authentication:
             raise Forbidden(
                 "an application credential is scoped to its own project", code="scope_mismatch"
             )
-        project = self._session.get(Project, credential.project_id)
-        project_domain = self._session.get(Domain, project.domain_id) if project else None
-        if (
-            project is None
-            or project_domain is None
-            or not project.enabled
-            or not project_domain.enabled
-        ):
+        usable = self._usable_project(self._session.get(Project, credential.project_id))
+        if usable is None:
             self._deny_scope(ctx, owner, "project_unavailable", generic=True)
-        assert project is not None and project_domain is not None
+        project, project_domain = usable
         held = self._roles.effective_role_names(
             owner.id, project_id=project.id, directory_group_ids=verified.directory_group_ids
         )
@@ -131,6 +125,15 @@ class Authentication:
         self._credentials.record_use(verified)
         self._session.commit()
         return issued
+
+    def _usable_project(self, project: Project | None) -> tuple[Project, Domain] | None:
+        """The project and its domain, when both exist and are enabled."""
+        if project is None or not project.enabled:
+            return None
+        domain = self._session.get(Domain, project.domain_id)
+        if domain is None or not domain.enabled:
+            return None
+        return project, domain
 
     def _same_project(self, scope_ref: dict[str, Any], project_id: str) -> bool:
         ref = scope_ref.get("project")
@@ -237,15 +240,10 @@ class Authentication:
             project = self._directory.find_project(
                 project_id=ref.get("id"), name=ref.get("name"), domain_id=domain_id
             )
-            project_domain = self._session.get(Domain, project.domain_id) if project else None
-            if (
-                project is None
-                or project_domain is None
-                or not project.enabled
-                or not project_domain.enabled
-            ):
+            usable = self._usable_project(project)
+            if usable is None:
                 self._deny_scope(ctx, user, "project_unavailable")
-            assert project is not None
+            project, project_domain = usable
             roles = self._roles.effective_role_names(
                 user.id, project_id=project.id, directory_group_ids=group_ids
             )
