@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -33,7 +34,11 @@ from latchkey.identity.tokens import Tokens
 from latchkey.logs import configure_logging
 from latchkey.ops import api as ops_api
 from latchkey.ops.health import Health
+from latchkey.policy import api as policy_api
+from latchkey.policy.catalog import Catalog
 from latchkey.policy.enforcer import Enforcer
+from latchkey.policy.service import Decisions, TenantPolicies
+from latchkey.policy.store import Boundaries
 from latchkey.secrets.master_key import MasterKeyFile
 from latchkey.settings import Settings
 from latchkey.web.problems import register_problem_handlers
@@ -57,11 +62,17 @@ class Services:
     authentication: Authentication
     bootstrap: Bootstrap
     health: Health
+    catalog: Catalog
+    boundaries: Boundaries
+    policies: TenantPolicies
+    decisions: Decisions
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.load()
     configure_logging(settings.log_level, settings.log_json)
+    # Read by oso's core when a query starts; Polar checks it between steps.
+    os.environ["POLAR_TIMEOUT_MS"] = str(settings.policy_timeout_ms)
     settings.home_path.mkdir(parents=True, exist_ok=True)
 
     app = Flask("latchkey", instance_path=str(settings.home_path))
@@ -83,7 +94,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     ops_api.register_metrics_hooks(app)
     api = Api(app)
     register_problem_handlers(app)  # after Api(): ours replace flask-smorest's JSON errors
-    for blueprint in (identity_api.blp, credential_api.blp, token_api.blp, ops_api.blp):
+    for blueprint in (
+        identity_api.blp,
+        credential_api.blp,
+        token_api.blp,
+        policy_api.blp,
+        ops_api.blp,
+    ):
         api.register_blueprint(blueprint)
 
     app.extensions["latchkey"] = build_services(settings)
@@ -151,6 +168,9 @@ def build_services(settings: Settings) -> Services:
         lockout_attempts=settings.lockout_failure_attempts,
         lockout_duration=timedelta(minutes=settings.lockout_duration_minutes),
     )
+    catalog = Catalog(session, enforcer, audit)
+    boundaries = Boundaries(lambda: Session(db.engine), settings.policy_boundary_file)
+    policies = TenantPolicies(session, enforcer, audit, catalog, boundaries)
     return Services(
         settings=settings,
         enforcer=enforcer,
@@ -163,6 +183,10 @@ def build_services(settings: Settings) -> Services:
         credentials=credentials,
         tokens=tokens,
         authentication=authentication,
-        bootstrap=Bootstrap(session, hasher, keys, audit),
+        bootstrap=Bootstrap(session, hasher, keys, audit, catalog),
+        catalog=catalog,
+        boundaries=boundaries,
+        policies=policies,
+        decisions=Decisions(session, enforcer, policies, catalog, tokens),
         health=Health(session, ldap),
     )

@@ -110,6 +110,11 @@ def serve(bind: str | None, workers: int | None) -> None:
 
             return create_app(settings)
 
+    from latchkey.app import create_app
+
+    with create_app(settings).app_context():
+        # Checked at start: a broken boundary file is refused, the one in force stays.
+        current_app.extensions["latchkey"].boundaries.sync_at_start()
     click.echo(f"Latchkey listening on http://{options['bind']} ({options['workers']} workers)")
     sys.argv = sys.argv[:1]  # gunicorn must not parse our own options
     LatchkeyServer().run()
@@ -251,3 +256,38 @@ def show_settings() -> None:
 main.add_command(app_cred)
 main.add_command(app_account)
 main.add_command(domain_group)
+
+
+@main.group()
+def policy() -> None:
+    """Authorization policy: the operator boundary."""
+
+
+@policy.group("boundary")
+def boundary_group() -> None:
+    """The operator boundary (Polar)."""
+
+
+@boundary_group.command("load")
+@click.argument("path", required=False)
+@with_appcontext
+def boundary_load(path: str | None) -> None:
+    """Check a boundary file and put it in force (default: LATCHKEY_POLICY_BOUNDARY_FILE).
+
+    A file that does not load is refused and the boundary in force stays.
+    """
+    from latchkey.policy.engine import PolicyError
+
+    try:
+        _changed, message = _services().boundaries.load_file(path)
+    except PolicyError as exc:
+        raise click.ClickException(f"refused, the boundary in force stays: {exc}") from exc
+    click.echo(message)
+
+
+@boundary_group.command("show")
+@with_appcontext
+def boundary_show() -> None:
+    """Print the boundary in force."""
+    text, fingerprint = _services().boundaries.current()
+    click.echo(f"# in force: {fingerprint}\n{text}")

@@ -56,6 +56,15 @@ class Settings:
     )
     lockout_duration_minutes: int = _setting(15, "How long a locked account stays locked.")
     max_request_bytes: int = _setting(1_048_576, "Largest accepted request body in bytes.")
+    policy_boundary_file: str = _setting(
+        "",
+        "The operator's boundary (Polar); empty means the shipped default. Checked when "
+        "`latchkey serve` starts and by `latchkey policy boundary load`; a broken file is "
+        "refused and the boundary in force stays.",
+    )
+    policy_timeout_ms: int = _setting(
+        100, "Longest a Polar query may run (POLAR_TIMEOUT_MS), in milliseconds."
+    )
     ldap_recheck_seconds: int = _setting(
         60,
         "How long the directory's word on an LDAP user (exists, enabled, groups) is trusted "

@@ -73,6 +73,20 @@ class Accounts(IdentityServiceBase):
             select(User).where(User.domain_id == domain_id, User.name == name)
         )
 
+    @staticmethod
+    def _check_attributes(data: dict[str, Any]) -> None:
+        for key, value in (data.get("attributes") or {}).items():
+            ok = (isinstance(value, str | int | float | bool) and len(str(value)) <= 1024) or (
+                isinstance(value, list)
+                and len(value) <= 100
+                and all(isinstance(v, str) and len(v) <= 1024 for v in value)
+            )
+            if not ok:
+                raise InvalidRequest(
+                    f"attributes.{key}: a string, number, boolean or list of strings",
+                    code="invalid_attribute",
+                )
+
     def create_user(self, ctx: CallContext, data: dict[str, Any]) -> User:
         domain_id = data["domain_id"]
         # A project's admins may create the application accounts that project owns.
@@ -81,6 +95,7 @@ class Accounts(IdentityServiceBase):
             ctx, "identity:user:create", Target(domain_id=domain_id, project_id=owner_project)
         )
         self._writable_domain(domain_id)
+        self._check_attributes(data)
         data = dict(data)
         password = data.pop("password", None)
         kind = data.setdefault("kind", HUMAN)
@@ -179,6 +194,7 @@ class Accounts(IdentityServiceBase):
     def update_user(self, ctx: CallContext, user_id: str, data: dict[str, Any]) -> User:
         user = self._enforced_user(ctx, "identity:user:update", user_id)
         self._writable_domain(user.domain_id)
+        self._check_attributes(data)
         data = dict(data)
         password = data.pop("password", None)
         if password is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 
@@ -23,6 +24,8 @@ from latchkey.identity.models import (
 )
 from latchkey.identity.passwords import PasswordHasher
 from latchkey.identity.roles import assignment_key
+from latchkey.policy.catalog import Catalog
+from latchkey.policy.enforcer import RULES
 
 DEFAULT_DOMAIN_ID = "default"
 ADMIN_PROJECT, ADMIN_USER = "admin", "admin"
@@ -38,12 +41,18 @@ class BootstrapResult:
 
 class Bootstrap:
     def __init__(
-        self, session: DbSession, hasher: PasswordHasher, keys: KeyRing, audit: AuditLog
+        self,
+        session: DbSession,
+        hasher: PasswordHasher,
+        keys: KeyRing,
+        audit: AuditLog,
+        catalog: Catalog,
     ) -> None:
         self._session = session
         self._hasher = hasher
         self._keys = keys
         self._audit = audit
+        self._catalog = catalog
 
     def run(self, admin_password: str | None) -> BootstrapResult:
         created: list[str] = []
@@ -122,4 +131,28 @@ class Bootstrap:
         self._session.commit()
         if self._keys.ensure_keys():
             created.append("signing keys")
+        self._catalog.register_builtin(builtin_services())
         return BootstrapResult(created, generated)
+
+
+def builtin_services() -> list[dict[str, Any]]:
+    """Latchkey registers itself in its catalog: every action its own API names."""
+    services = []
+    for service_type, name in (
+        ("identity", "Latchkey identity"),
+        ("policy", "Latchkey policy"),
+        ("secrets", "Latchkey secrets"),
+    ):
+        actions = sorted(a for a in RULES if a.startswith(service_type + ":"))
+        if service_type == "secrets":
+            actions = [
+                f"secrets:secret:{verb}" for verb in ("create", "read", "list", "update", "delete")
+            ]
+        resources = sorted({":".join(a.split(":")[:2]) for a in actions})
+        types: dict[str, Any] = {r: {"attributes": {}} for r in resources}
+        if service_type == "secrets":
+            types = {"secrets:secret": {"attributes": {"name": "string"}}}
+        services.append(
+            {"type": service_type, "name": name, "actions": actions, "resource_types": types}
+        )
+    return services

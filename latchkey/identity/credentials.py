@@ -179,7 +179,9 @@ class ApplicationCredentials(IdentityServiceBase):
     def create(self, ctx: CallContext, owner_id: str, data: dict[str, Any]) -> CreatedCredential:
         owner = self._enforced_owner(ctx, "identity:application_credential:create", owner_id)
         project = self._directory.get_project_record(data["project_id"])
-        held = self._roles.effective_role_names(owner.id, project_id=project.id)
+        held = self._roles.effective_role_names(
+            owner.id, project_id=project.id, directory_group_ids=self._directory_groups(owner)
+        )
         if not held:
             raise Forbidden("the owner holds no role on that project", code="no_roles_on_project")
         roles = self._requested_roles(data.get("roles"), held)
@@ -417,6 +419,14 @@ class ApplicationCredentials(IdentityServiceBase):
         raise AuthenticationFailed()
 
     # -- helpers ----------------------------------------------------------------
+
+    def _directory_groups(self, owner: User) -> list[str]:
+        """An LDAP human's directory groups grant roles here too (as at credential use)."""
+        domain = self._session.get(Domain, owner.domain_id)
+        if domain is None or domain.identity_backend != "ldap":
+            return []
+        state = self._ldap.recheck(domain, owner)
+        return state.group_ids if state.exists and state.enabled else []
 
     def _enforced_owner(self, ctx: CallContext, action: str, owner_id: str) -> User:
         """Humans' credentials are their own business; application accounts' are also

@@ -10,6 +10,7 @@ refreshed whenever the directory is asked.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
@@ -45,6 +46,7 @@ CONFIG_CHECK_CODES = {
 LDAP_ID_NAMESPACE = uuid.UUID("6f1c2d4e-8a3b-5c7d-9e0f-1a2b3c4d5e6f")
 
 
+@functools.lru_cache(maxsize=65536)  # paging sorts whole listings by it, page after page
 def public_id(domain_id: str, kind: str, ldap_id: str) -> str:
     return uuid.uuid5(LDAP_ID_NAMESPACE, f"{domain_id}:{kind}:{ldap_id}").hex
 
@@ -225,7 +227,7 @@ class LdapDomains:
             marker,
             limit,
             lambda e: public_id(domain.id, "user", e.ldap_id),
-            lambda e: self._sync_user(domain, e),
+            lambda page: self._sync_users(domain, page),
         )
 
     def list_groups(
@@ -240,7 +242,7 @@ class LdapDomains:
             marker,
             limit,
             lambda e: public_id(domain.id, "group", e.ldap_id),
-            lambda e: self._sync_group(domain, e),
+            lambda page: [self._sync_group(domain, e) for e in page],
         )
 
     def _listing(
@@ -263,15 +265,16 @@ class LdapDomains:
         marker: str | None,
         limit: int,
         key: Callable[[Any], str],
-        sync: Callable[[Any], Any],
+        sync: Callable[[list[Any]], list[Any]],
     ) -> tuple[list[Any], str | None]:
-        ordered = sorted(entries, key=key)
+        # Keys computed once (a UUID v5 each), and the page's rows synced in one go.
+        ordered = sorted(((key(e), e) for e in entries), key=lambda pair: pair[0])
         if marker:
-            ordered = [e for e in ordered if key(e) > marker]
+            ordered = [pair for pair in ordered if pair[0] > marker]
         page = ordered[:limit]
-        rows = [sync(e) for e in page]
+        rows = sync([e for _, e in page])
         more = len(ordered) > limit
-        return rows, (key(page[-1]) if more and page else None)
+        return rows, (page[-1][0] if more and page else None)
 
     # -- health ---------------------------------------------------------------------
 
@@ -290,15 +293,31 @@ class LdapDomains:
     # -- shadow rows ------------------------------------------------------------------
 
     def _sync_user(self, domain: Domain, entry: LdapUser) -> User:
-        user_id = public_id(domain.id, "user", entry.ldap_id)
-        user = self._session.get(User, user_id)
-        if user is None:
-            user = User(id=user_id, domain_id=domain.id, kind="human", external_id=entry.ldap_id)
-            self._session.add(user)
-        user.name, user.email, user.enabled = entry.name, entry.email, entry.enabled
-        user.directory_checked_at = utcnow()
+        return self._sync_users(domain, [entry])[0]
+
+    def _sync_users(self, domain: Domain, entries: list[LdapUser]) -> list[User]:
+        """Shadow rows for many entries: one SELECT and one flush, not two queries each."""
+        ids = [public_id(domain.id, "user", e.ldap_id) for e in entries]
+        known = (
+            {u.id: u for u in self._session.scalars(select(User).where(User.id.in_(ids)))}
+            if ids
+            else {}
+        )
+        now = utcnow()
+        users = []
+        for user_id, entry in zip(ids, entries, strict=True):
+            user = known.get(user_id)
+            if user is None:
+                user = User(
+                    id=user_id, domain_id=domain.id, kind="human", external_id=entry.ldap_id
+                )
+                self._session.add(user)
+                known[user_id] = user
+            user.name, user.email, user.enabled = entry.name, entry.email, entry.enabled
+            user.directory_checked_at = now
+            users.append(user)
         self._session.flush()
-        return user
+        return users
 
     def _sync_group(self, domain: Domain, entry: LdapGroup) -> Group:
         group_id = public_id(domain.id, "group", entry.ldap_id)

@@ -61,6 +61,8 @@ class User(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     email: Mapped[str | None] = mapped_column(String(320), nullable=True)
     description: Mapped[str] = mapped_column(Text, default="")
+    # Free attributes tenant rules may compare with (principal_attribute), e.g. team.
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # Application accounts belong to a project and die with it.
     owner_project_id: Mapped[str | None] = mapped_column(
         ForeignKey("project.id", ondelete="CASCADE"), nullable=True, index=True

@@ -235,8 +235,14 @@ class Roles(IdentityServiceBase):
             query = query.where(RoleAssignment.user_id == user_id)
         elif user_id:
             groups = select(GroupMembership.group_id).where(GroupMembership.user_id == user_id)
+            user = self._session.get(User, user_id)
+            directory_groups = list((user.directory_group_ids or []) if user else [])
             query = query.where(
-                or_(RoleAssignment.user_id == user_id, RoleAssignment.group_id.in_(groups))
+                or_(
+                    RoleAssignment.user_id == user_id,
+                    RoleAssignment.group_id.in_(groups),
+                    RoleAssignment.group_id.in_(directory_groups),
+                )
             )
         rows = list(self._session.scalars(query.order_by(RoleAssignment.id)))
         names = {r.id: r.name for r in self._session.scalars(select(Role))}
@@ -359,11 +365,20 @@ class Roles(IdentityServiceBase):
         return users
 
     def _group_member_ids(self, group_id: str) -> list[str]:
-        return list(
+        members = list(
             self._session.scalars(
                 select(GroupMembership.user_id).where(GroupMembership.group_id == group_id)
             )
         )
+        group = self._session.get(Group, group_id)
+        if group is not None and group.external_id is not None:
+            # An LDAP group: the directory holds the membership; Latchkey knows the
+            # groups each user was in at their last login or credential re-check.
+            rows = self._session.execute(
+                select(User.id, User.directory_group_ids).where(User.domain_id == group.domain_id)
+            )
+            members += [user_id for user_id, ids in rows if ids and group_id in ids]
+        return members
 
     def _assignment_target(
         self, scope_type: str, scope_id: str, role_name: str, actor_type: str, actor_id: str

@@ -94,8 +94,16 @@ class ProjectList(Schema):
     next_marker = fields.String(allow_none=True)
 
 
+ATTRIBUTES = fields.Dict(
+    keys=fields.String(validate=validate.Regexp(r"^[a-z][a-z0-9_]{0,63}$")),
+    values=fields.Raw(),
+    validate=validate.Length(max=50),
+)
+
+
 class UserCreate(Schema):
     name = fields.String(required=True, validate=NAME)
+    attributes = ATTRIBUTES
     domain_id = fields.String(load_default="default", validate=validate.Length(min=1, max=64))
     kind = fields.String(validate=validate.OneOf(KINDS))
     password = fields.String(load_only=True, validate=validate.Length(max=4096))
@@ -107,6 +115,7 @@ class UserCreate(Schema):
 
 class UserUpdate(Schema):
     name = fields.String(validate=NAME)
+    attributes = ATTRIBUTES
     password = fields.String(load_only=True, validate=validate.Length(max=4096))
     enabled = fields.Boolean()
     email = fields.Email(allow_none=True, validate=EMAIL)
@@ -129,6 +138,7 @@ class UserOut(Schema):
     email = fields.String(allow_none=True)
     description = fields.String()
     owner_project_id = fields.String(allow_none=True)
+    attributes = fields.Dict(allow_none=True)
     password_changed_at = fields.DateTime(allow_none=True)
     created_at = fields.DateTime()
 

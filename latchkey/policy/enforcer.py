@@ -106,6 +106,17 @@ RULES: dict[str, Rule] = {
     "identity:application_credential:get": Rule(PROJECT, ADMIN, self_allowed=True),
     "identity:application_credential:delete": Rule(PROJECT, ADMIN, self_allowed=True),
     "identity:application_credential:rotate": Rule(PROJECT, ADMIN, self_allowed=True),
+    "identity:service:list": Rule(ANY, READER),
+    "identity:service:get": Rule(ANY, READER),
+    "identity:service:create": Rule(CLOUD, ADMIN),
+    "identity:service:update": Rule(CLOUD, ADMIN),
+    "identity:service:delete": Rule(CLOUD, ADMIN),
+    "policy:policy:get": Rule(PROJECT, READER),
+    "policy:policy:validate": Rule(PROJECT, ADMIN),
+    "policy:policy:update": Rule(PROJECT, ADMIN),
+    # Asking about oneself needs only a token; asking on someone's behalf is for
+    # relying services (the `service` role) and cloud admins.
+    "policy:decision:on_behalf": Rule(CLOUD, ADMIN, also_role=SERVICE),
     "identity:role:list": Rule(ANY, READER),
     "identity:role:get": Rule(ANY, READER),
     "identity:role:create": Rule(CLOUD, ADMIN),

@@ -29,6 +29,8 @@ from ldap3.utils.dn import parse_dn
 SCOPES = {"one": ldap3.LEVEL, "sub": ldap3.SUBTREE, "base": ldap3.BASE}
 TLS_REQUIREMENTS = {"demand": ssl.CERT_REQUIRED, "allow": ssl.CERT_OPTIONAL, "never": ssl.CERT_NONE}
 TRUE_WORDS = frozenset({"true", "yes", "1", "on"})
+OPTION_TYPES: dict[str, type] = {"str": str, "int": int, "bool": bool}
+OPTION_TYPE_WORDS = {str: "string", int: "integer", bool: "boolean"}
 
 # ldap3's ServerPool sleeps POOLING_LOOP_TIMEOUT (10 s by default) after every failed
 # cycle over its servers, the last one included: with ``active=1`` that is 10 s added to
@@ -99,6 +101,11 @@ class LdapConfig:
         unknown = sorted(set(values) - set(known) - {"password"})
         if unknown:
             raise LdapConfigError(f"unknown ldap options: {', '.join(unknown)}")
+        for name, value in values.items():
+            # Annotations are strings here (postponed evaluation): "str", "int", "bool".
+            expected = OPTION_TYPES.get(str(known[name].type)) if name in known else None
+            if expected is not None and type(value) is not expected:  # no bool for int
+                raise LdapConfigError(f"ldap.{name} must be a JSON {OPTION_TYPE_WORDS[expected]}")
         if not values.get("url"):
             raise LdapConfigError("ldap.url is required")
         config = cls(**{k: v for k, v in values.items() if k in known})

@@ -1,0 +1,251 @@
+"""The catalog, tenant policy and decision endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from latchkey.web.requests import call_context, services
+
+blp = Blueprint("policy", __name__, url_prefix="/v1", description="Catalog, policy, decisions")
+ID = validate.Length(min=1, max=64)
+
+
+class Endpoint(Schema):
+    interface = fields.String(
+        required=True, validate=validate.OneOf(["public", "internal", "admin"])
+    )
+    url = fields.Url(required=True, require_tld=False, validate=validate.Length(max=1024))
+    region = fields.String(validate=validate.Length(max=64))
+
+
+class ServiceIn(Schema):
+    type = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    name = fields.String(validate=validate.Length(max=255))
+    description = fields.String(validate=validate.Length(max=10_000))
+    endpoints = fields.List(fields.Nested(Endpoint), validate=validate.Length(max=50))
+    actions = fields.List(
+        fields.String(validate=validate.Length(max=200)), validate=validate.Length(max=500)
+    )
+    # Checked in depth by the catalog (names, attribute types): errors point at the field.
+    resource_types = fields.Dict(
+        keys=fields.String(validate=validate.Length(max=100)), values=fields.Dict()
+    )
+
+
+class ServiceOut(Schema):
+    id = fields.String()
+    type = fields.String()
+    name = fields.String()
+    description = fields.String()
+    endpoints = fields.List(fields.Dict())
+    actions = fields.List(fields.String())
+    resource_types = fields.Dict()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class ServiceList(Schema):
+    services = fields.List(fields.Nested(ServiceOut))
+
+
+class PolicyDocumentIn(Schema):
+    # The document is checked rule by rule by the service; errors carry a pointer.
+    rules = fields.List(fields.Raw(), required=True)
+
+
+class PolicyOut(Schema):
+    version = fields.Integer(allow_none=True)
+    rules = fields.List(fields.Dict())
+
+
+class ValidationOut(Schema):
+    valid = fields.Boolean()
+    rules = fields.Integer()
+
+
+class VersionOut(Schema):
+    version = fields.Integer()
+    author_id = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+    active = fields.Boolean()
+    rules = fields.Integer()
+
+
+class VersionList(Schema):
+    versions = fields.List(fields.Nested(VersionOut))
+
+
+class ResourceIn(Schema):
+    type = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    id = fields.String(validate=validate.Length(max=255))
+    project_id = fields.String(required=True, validate=ID)
+    attributes = fields.Dict(
+        keys=fields.String(validate=validate.Length(max=64)),
+        values=fields.Raw(),
+        validate=validate.Length(max=100),
+    )
+
+
+class CheckIn(Schema):
+    action = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    resource = fields.Nested(ResourceIn, required=True)
+
+
+class AuthorizeIn(CheckIn):
+    explain = fields.Boolean(load_default=False)
+    subject_token = fields.String(validate=validate.Length(max=8192), load_only=True)
+
+
+class DecisionOut(Schema):
+    allowed = fields.Boolean()
+    decided_by = fields.String()
+    rule = fields.String()
+    explain = fields.Dict()
+
+
+class BatchIn(Schema):
+    checks = fields.List(
+        fields.Nested(CheckIn), required=True, validate=validate.Length(min=1, max=1000)
+    )
+    explain = fields.Boolean(load_default=False)
+    subject_token = fields.String(validate=validate.Length(max=8192), load_only=True)
+
+
+class BatchOut(Schema):
+    results = fields.List(fields.Nested(DecisionOut))
+
+
+class ActionsIn(Schema):
+    resource = fields.Nested(ResourceIn, required=True)
+    subject_token = fields.String(validate=validate.Length(max=8192), load_only=True)
+
+
+class ActionsOut(Schema):
+    actions = fields.List(fields.String())
+
+
+# -- catalog ------------------------------------------------------------------------
+
+
+@blp.route("/services")
+class ServicesView(MethodView):
+    @blp.response(200, ServiceList)
+    def get(self) -> dict[str, Any]:
+        return {"services": services().catalog.list_services(call_context())}
+
+    @blp.arguments(ServiceIn)
+    @blp.response(201, ServiceOut)
+    def post(self, data: dict[str, Any]) -> Any:
+        return services().catalog.create_service(call_context(), data)
+
+
+@blp.route("/services/<service_id>")
+class ServiceView(MethodView):
+    @blp.response(200, ServiceOut)
+    def get(self, service_id: str) -> Any:
+        return services().catalog.get_service(call_context(), service_id)
+
+    @blp.arguments(ServiceIn)
+    @blp.response(200, ServiceOut)
+    def put(self, data: dict[str, Any], service_id: str) -> Any:
+        return services().catalog.replace_service(call_context(), service_id, data)
+
+    @blp.response(204)
+    def delete(self, service_id: str) -> None:
+        services().catalog.delete_service(call_context(), service_id)
+
+
+# -- tenant policy ------------------------------------------------------------------
+
+
+@blp.route("/projects/<project_id>/policy")
+class PolicyView(MethodView):
+    @blp.response(200, PolicyOut)
+    def get(self, project_id: str) -> dict[str, Any]:
+        version, document = services().policies.get(call_context(), project_id)
+        return {"version": version, "rules": document["rules"]}
+
+    @blp.arguments(PolicyDocumentIn)
+    @blp.response(200, PolicyOut)
+    def put(self, data: dict[str, Any], project_id: str) -> dict[str, Any]:
+        policies = services().policies
+        ctx = call_context()
+        policies.put(ctx, project_id, data)
+        version, document = policies.get(ctx, project_id)
+        return {"version": version, "rules": document["rules"]}
+
+
+@blp.route("/projects/<project_id>/policy/validate", methods=["POST"])
+@blp.arguments(PolicyDocumentIn)
+@blp.response(200, ValidationOut)
+def validate_policy(data: dict[str, Any], project_id: str) -> dict[str, Any]:
+    parsed = services().policies.validate(call_context(), project_id, data)
+    return {"valid": True, "rules": len(parsed.rules)}
+
+
+@blp.route("/projects/<project_id>/policy/versions", methods=["GET"])
+@blp.response(200, VersionList)
+def policy_versions(project_id: str) -> dict[str, Any]:
+    policies = services().policies
+    rows = policies.versions(call_context(), project_id)
+    active = policies.active_version(project_id)
+    return {
+        "versions": [
+            {
+                "version": r.version,
+                "author_id": r.author_id,
+                "created_at": r.created_at,
+                "active": r.version == active,
+                "rules": len(r.document.get("rules", [])),
+            }
+            for r in rows
+        ]
+    }
+
+
+@blp.route("/projects/<project_id>/policy/versions/<int:version>/activate", methods=["POST"])
+@blp.response(200, PolicyOut)
+def activate_policy(project_id: str, version: int) -> dict[str, Any]:
+    policies = services().policies
+    ctx = call_context()
+    policies.activate(ctx, project_id, version)
+    active, document = policies.get(ctx, project_id)
+    return {"version": active, "rules": document["rules"]}
+
+
+# -- decisions ----------------------------------------------------------------------
+
+
+@blp.route("/authorize", methods=["POST"])
+@blp.arguments(AuthorizeIn)
+@blp.response(200, DecisionOut)
+def authorize(data: dict[str, Any]) -> dict[str, Any]:
+    decision = services().decisions.authorize(
+        call_context(), data, data.get("subject_token"), data["explain"]
+    )
+    return decision.as_dict()
+
+
+@blp.route("/authorize/batch", methods=["POST"])
+@blp.arguments(BatchIn)
+@blp.response(200, BatchOut)
+def authorize_batch(data: dict[str, Any]) -> dict[str, Any]:
+    decisions = services().decisions.batch(
+        call_context(), data["checks"], data.get("subject_token"), data["explain"]
+    )
+    return {"results": [d.as_dict() for d in decisions]}
+
+
+@blp.route("/authorize/actions", methods=["POST"])
+@blp.arguments(ActionsIn)
+@blp.response(200, ActionsOut)
+def authorize_actions(data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "actions": services().decisions.actions(
+            call_context(), data["resource"], data.get("subject_token")
+        )
+    }

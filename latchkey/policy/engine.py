@@ -1,0 +1,351 @@
+"""Per-project Polar engines: the operator's boundary plus the tenant's rules as data.
+
+A tenant document never becomes Polar text. It compiles to frozen
+``TenantRule`` objects registered as the constant ``TENANT_RULES``; one fixed
+Polar program, written here, asks each rule whether it matches. Operator
+boundary files are Polar (trusted), evaluated in the same instance.
+
+Defence in depth, in case an operator file (or a bug) reaches further than it
+should: everything handed to Polar is a ``PolarData`` object that answers only
+the names it lists (no ``__class__``, no ``_private``, no unlisted method), and
+queries are bounded by ``POLAR_TIMEOUT_MS``.
+
+An engine is immutable once built; a new policy version means a new engine,
+swapped in by reference, so a decision is made wholly by one version.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+import polar.query
+from oso import Oso, Variable
+from polar.exceptions import OsoError as PolarError
+
+from latchkey.policy.documents import Condition, PolicyDocument, Rule
+
+READ_VERBS = ("read", "get", "list", "show", "head", "describe", "validate")
+WRITE_VERBS = ("create", "update", "write", "put", "patch", "post", "delete", "rotate")
+DEFAULT_BOUNDARY = Path(__file__).with_name("boundary.polar")
+
+TENANT_PROGRAM = """
+# Fixed: tenant rules arrive as data (TENANT_RULES), never as Polar text.
+tenant_rule(actor: Principal, action: ActionRef, resource: ResourceRef, effect, rule_id) if
+    rule in TENANT_RULES and
+    rule.matches(actor, action, resource) and
+    effect = rule.effect and
+    rule_id = rule.id;
+
+# Latchkey asks `boundary` and `tenant_rule`, never oso's `allow`; this silences
+# oso's warning about a policy without one.
+allow(_actor, _action, _resource) if false;
+"""
+
+
+class PolicyError(Exception):
+    """A boundary that does not load, or a query that failed."""
+
+
+class PolarData:
+    """Plain data for Polar: only the names in POLAR_NAMES can be read from a rule."""
+
+    __slots__ = ()
+    POLAR_NAMES: ClassVar[frozenset[str]] = frozenset()
+
+    def __getattribute__(self, name: str) -> Any:
+        # __class__ stays readable for Python and the Polar host itself; a Polar
+        # rule never reaches it (see _guarded_external_call).
+        if name != "__class__" and name not in type(self).POLAR_NAMES:
+            raise AttributeError(f"{name!r} is not readable from a policy")
+        return object.__getattribute__(self, name)
+
+
+_original_external_call = polar.query.Query.handle_external_call
+
+
+def _guarded_external_call(query: Any, data: dict[str, Any]) -> Any:
+    """Every attribute read or method call a Polar rule makes goes through here: only
+    names a PolarData class lists are reachable (no __class__, no _private, nothing
+    on objects that are not ours)."""
+    instance = query.host.to_python(data["instance"])
+    attribute = data.get("attribute") or ""
+    if not isinstance(instance, PolarData) or attribute not in type(instance).POLAR_NAMES:
+        query.ffi_query.application_error(f"{attribute!r} is not readable from a policy")
+        query.ffi_query.call_result(data["call_id"], None)
+        return None
+    return _original_external_call(query, data)
+
+
+# The Polar host has no hook for this; wrapping its handler is the one interception point.
+polar.query.Query.handle_external_call = _guarded_external_call  # type: ignore[method-assign]
+
+
+class Principal(PolarData):
+    __slots__ = (
+        "application_credential_id",
+        "attributes",
+        "domain_id",
+        "domain_scoped",
+        "groups",
+        "id",
+        "kind",
+        "name",
+        "project_id",
+        "roles",
+    )
+    POLAR_NAMES = frozenset(
+        {
+            "application_credential_id",
+            "domain_id",
+            "domain_scoped",
+            "groups",
+            "id",
+            "kind",
+            "name",
+            "project_id",
+            "roles",
+            "attr",
+        }
+    )
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        name: str,
+        kind: str,
+        domain_id: str | None,
+        project_id: str | None,
+        roles: Iterable[str],
+        groups: Iterable[str] = (),
+        application_credential_id: str | None = None,
+        domain_scoped: bool = False,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        for key, value in (
+            ("id", id),
+            ("name", name),
+            ("kind", kind),
+            ("domain_id", domain_id),
+            ("project_id", project_id),
+            ("roles", tuple(sorted(roles))),
+            ("groups", tuple(sorted(groups))),
+            ("application_credential_id", application_credential_id),
+            ("domain_scoped", domain_scoped),
+            ("attributes", dict(attributes or {})),
+        ):
+            object.__setattr__(self, key, value)
+
+    def attr(self, name: str) -> Any:
+        if name in ("id", "name", "kind", "domain_id", "project_id"):
+            return object.__getattribute__(self, name)
+        return object.__getattribute__(self, "attributes").get(name)
+
+
+class ActionRef(PolarData):
+    __slots__ = ("name", "resource", "service", "verb")
+    POLAR_NAMES = frozenset({"name", "resource", "service", "verb"})
+
+    def __init__(self, name: str) -> None:
+        service, resource, verb = ([*name.split(":"), "", "", ""])[:3]
+        for key, value in (
+            ("name", name),
+            ("service", service),
+            ("resource", resource),
+            ("verb", verb),
+        ):
+            object.__setattr__(self, key, value)
+
+
+class ResourceRef(PolarData):
+    __slots__ = ("attributes", "domain_id", "id", "project_id", "type")
+    POLAR_NAMES = frozenset({"domain_id", "id", "project_id", "type", "attr"})
+
+    def __init__(
+        self,
+        *,
+        type: str,
+        project_id: str | None,
+        domain_id: str | None = None,
+        id: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        for key, value in (
+            ("type", type),
+            ("project_id", project_id),
+            ("domain_id", domain_id),
+            ("id", id),
+            ("attributes", dict(attributes or {})),
+        ):
+            object.__setattr__(self, key, value)
+
+    def attr(self, name: str) -> Any:
+        return object.__getattribute__(self, "attributes").get(name)
+
+
+_MISSING = object()
+
+
+class TenantRule(PolarData):
+    """One compiled tenant rule; ``matches`` is the whole of its logic."""
+
+    __slots__ = ("effect", "id", "rule")
+    POLAR_NAMES = frozenset({"effect", "id", "matches"})
+
+    def __init__(self, rule: Rule) -> None:
+        object.__setattr__(self, "rule", rule)
+        object.__setattr__(self, "id", rule.id)
+        object.__setattr__(self, "effect", rule.effect)
+
+    def matches(self, actor: Principal, action: ActionRef, resource: ResourceRef) -> bool:
+        rule: Rule = object.__getattribute__(self, "rule")
+        return rule_matches(rule, actor, action.name, resource)
+
+
+def rule_matches(rule: Rule, actor: Principal, action: str, resource: ResourceRef) -> bool:
+    if not any(glob_match(pattern, action) for pattern in rule.actions):
+        return False
+    if not principal_matches(rule, actor):
+        return False
+    if rule.resource_type is not None and resource.type != rule.resource_type:
+        return False
+    # A deny rule fails closed: an attribute the caller did not send makes it match.
+    fail_closed = rule.effect == "deny"
+    return all(condition_holds(c, actor, resource, fail_closed) for c in rule.conditions)
+
+
+def principal_matches(rule: Rule, actor: Principal) -> bool:
+    checks = (
+        (rule.users, (actor.id,)),
+        (rule.groups, actor.groups),
+        (rule.roles, actor.roles),
+        (rule.kinds, (actor.kind,)),
+        (
+            rule.application_credentials,
+            (actor.application_credential_id,) if actor.application_credential_id else (),
+        ),
+    )
+    return all(wanted is None or not wanted.isdisjoint(have) for wanted, have in checks)
+
+
+def condition_holds(
+    condition: Condition, actor: Principal, resource: ResourceRef, fail_closed: bool
+) -> bool:
+    left = resource.attr(condition.attribute)
+    if condition.principal_attribute is not None:
+        right = actor.attr(condition.principal_attribute)
+        if right is None:
+            return fail_closed
+    else:
+        right = condition.value
+    if left is None:
+        return fail_closed
+    return compare(condition.op, left, right, fail_closed)
+
+
+def compare(op: str, left: Any, right: Any, fail_closed: bool = False) -> bool:
+    try:
+        if op == "=":
+            return bool(left == right)
+        if op == "!=":
+            return bool(left != right)
+        if op == "<":
+            return bool(left < right)
+        if op == "<=":
+            return bool(left <= right)
+        if op == ">":
+            return bool(left > right)
+        if op == ">=":
+            return bool(left >= right)
+        if op in ("in", "not in"):
+            # A list attribute asks whether the value is one of its items; a scalar
+            # attribute whether it is one of the values.
+            found = right in left if isinstance(left, list | tuple) else left in right
+            return found if op == "in" else not found
+        if op == "glob":
+            return isinstance(left, str) and glob_match(right, left)
+    except TypeError:
+        return fail_closed  # a value of the wrong type from the caller
+    return False
+
+
+@lru_cache(maxsize=8192)
+def _glob(pattern: str) -> re.Pattern[str]:
+    # fnmatch.translate avoids catastrophic backtracking since Python 3.9.
+    return re.compile(fnmatch.translate(pattern))
+
+
+def glob_match(pattern: str, text: str) -> bool:
+    return _glob(pattern).match(text) is not None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    boundary: bool
+    allows: tuple[str, ...]
+    denies: tuple[str, ...]
+
+
+class PolicyEngine:
+    """One Oso instance: a boundary text and (optionally) one tenant document version."""
+
+    def __init__(self, boundary: str, document: PolicyDocument | None) -> None:
+        self.has_policy = document is not None
+        self.rules: tuple[Rule, ...] = document.rules if document else ()
+        oso = Oso()
+        for cls in (Principal, ActionRef, ResourceRef, TenantRule):
+            oso.register_class(cls)
+        oso.register_constant(list(READ_VERBS), "READ_VERBS")
+        oso.register_constant(list(WRITE_VERBS), "WRITE_VERBS")
+        oso.register_constant([TenantRule(r) for r in self.rules], "TENANT_RULES")
+        try:
+            oso.load_str(boundary + "\n" + TENANT_PROGRAM)
+        except PolarError as exc:
+            raise PolicyError(f"the boundary does not load: {exc}") from exc
+        self._oso = oso
+
+    def evaluate(self, actor: Principal, action: ActionRef, resource: ResourceRef) -> Verdict:
+        try:
+            boundary = self._oso.query_rule_once("boundary", actor, action, resource)
+            allows: list[str] = []
+            denies: list[str] = []
+            # Past a refusing boundary nothing a tenant writes can matter.
+            if self.has_policy and boundary:
+                for result in self._oso.query_rule(
+                    "tenant_rule", actor, action, resource, Variable("effect"), Variable("rule_id")
+                ):
+                    bindings = result["bindings"]
+                    (allows if bindings["effect"] == "allow" else denies).append(
+                        str(bindings["rule_id"])
+                    )
+        except PolarError as exc:
+            raise PolicyError(f"policy evaluation failed: {type(exc).__name__}") from exc
+        return Verdict(boundary, tuple(sorted(set(allows))), tuple(sorted(set(denies))))
+
+
+def load_boundary(text: str) -> str:
+    """Check that a boundary text loads and defines ``boundary``; return it unchanged."""
+    engine = PolicyEngine(text, None)
+    probe = Principal(
+        id="probe", name="probe", kind="human", domain_id="d", project_id="p", roles=()
+    )
+    try:
+        engine.evaluate(
+            probe, ActionRef("probe:probe:read"), ResourceRef(type="probe:probe", project_id="p")
+        )
+    except PolicyError as exc:
+        raise PolicyError(
+            f"the boundary must define boundary(actor, action, resource): {exc}"
+        ) from exc
+    return text
+
+
+def fingerprint(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

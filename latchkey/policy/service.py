@@ -1,0 +1,424 @@
+"""Tenant policy versions and decisions.
+
+Allowed if and only if:
+  the token's own limits allow it (an application credential's access rules must
+  name the action's service; its roles are already in the token)
+  ∧ the operator boundary allows it
+  ∧ (no tenant policy, or some allow rule matches and no deny rule matches).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, or_, select
+
+from latchkey.audit import CHANGE, AuditLog, AuditTarget
+from latchkey.db import DbSession, utcnow
+from latchkey.errors import Forbidden, InvalidRequest, NotFound
+from latchkey.identity.credentials import ApplicationCredential
+from latchkey.identity.models import (
+    GroupMembership,
+    Project,
+    Role,
+    RoleAssignment,
+    User,
+)
+from latchkey.identity.tokens import Tokens
+from latchkey.policy.catalog import Catalog
+from latchkey.policy.context import AuthContext, CallContext
+from latchkey.policy.documents import (
+    PolicyDocument,
+    PolicyInvalid,
+    PrincipalChecks,
+    parse,
+    to_json,
+)
+from latchkey.policy.enforcer import Enforcer, Target
+from latchkey.policy.engine import ActionRef, PolicyEngine, Principal, ResourceRef
+from latchkey.policy.store import Boundaries, PolicyVersion, ProjectPolicy
+
+MAX_BATCH = 1000
+ACTIVE_CACHE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    decided_by: str  # token | boundary | policy
+    rule: str | None = None
+    explanation: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"allowed": self.allowed, "decided_by": self.decided_by}
+        if self.rule is not None:
+            body["rule"] = self.rule
+        if self.explanation is not None:
+            body["explain"] = self.explanation
+        return body
+
+
+class TenantPolicies:
+    def __init__(
+        self,
+        session: DbSession,
+        enforcer: Enforcer,
+        audit: AuditLog,
+        catalog: Catalog,
+        boundaries: Boundaries,
+    ) -> None:
+        self._session = session
+        self._enforcer = enforcer
+        self._audit = audit
+        self._catalog = catalog
+        self._boundaries = boundaries
+        self._engines: dict[str, tuple[int | None, str, PolicyEngine]] = {}
+        self._active: dict[str, tuple[float, int | None]] = {}
+        self._lock = threading.Lock()
+
+    # -- documents ------------------------------------------------------------------
+
+    def get(self, ctx: CallContext, project_id: str) -> tuple[int | None, dict[str, Any]]:
+        self._enforce(ctx, "policy:policy:get", project_id)
+        active = self._session.get(ProjectPolicy, project_id)
+        if active is None:
+            return None, {"rules": []}
+        row = self._version_row(project_id, active.active_version)
+        return active.active_version, row.document
+
+    def validate(self, ctx: CallContext, project_id: str, document: Any) -> PolicyDocument:
+        self._enforce(ctx, "policy:policy:validate", project_id)
+        return self._parse(project_id, document)
+
+    def put(self, ctx: CallContext, project_id: str, document: Any) -> int:
+        self._enforce(ctx, "policy:policy:update", project_id)
+        parsed = self._parse(project_id, document)
+        latest = (
+            self._session.scalar(
+                select(func.max(PolicyVersion.version)).where(
+                    PolicyVersion.project_id == project_id
+                )
+            )
+            or 0
+        )
+        version = latest + 1
+        self._session.add(
+            PolicyVersion(
+                project_id=project_id,
+                version=version,
+                document=to_json(parsed),
+                author_id=ctx.actor_id,
+            )
+        )
+        self._activate_row(project_id, version)
+        self._record(
+            ctx, "policy:policy:update", project_id, version=version, rules=len(parsed.rules)
+        )
+        self._session.commit()
+        self._build(project_id, version, parsed)  # off the decision path: now, once
+        return version
+
+    def versions(self, ctx: CallContext, project_id: str) -> list[PolicyVersion]:
+        self._enforce(ctx, "policy:policy:get", project_id)
+        return list(
+            self._session.scalars(
+                select(PolicyVersion)
+                .where(PolicyVersion.project_id == project_id)
+                .order_by(PolicyVersion.version)
+            )
+        )
+
+    def active_version(self, project_id: str) -> int | None:
+        row = self._session.get(ProjectPolicy, project_id)
+        return row.active_version if row else None
+
+    def activate(self, ctx: CallContext, project_id: str, version: int) -> None:
+        self._enforce(ctx, "policy:policy:update", project_id)
+        row = self._version_row(project_id, version)
+        # The catalog may have changed since: an old version must still validate.
+        parsed = self._parse(project_id, row.document)
+        self._activate_row(project_id, version)
+        self._record(ctx, "policy:policy:activate", project_id, version=version)
+        self._session.commit()
+        self._build(project_id, version, parsed)
+
+    def _parse(self, project_id: str, document: Any) -> PolicyDocument:
+        try:
+            return parse(document, self._catalog.view(), self._checks(project_id))
+        except PolicyInvalid as exc:
+            raise InvalidRequest(
+                f"the policy has {len(exc.problems)} problem(s); the first: "
+                f"{exc.problems[0].pointer}: {exc.problems[0].detail}",
+                code="invalid_policy",
+                extra={"errors": [p.as_dict() for p in exc.problems]},
+            ) from exc
+
+    def _version_row(self, project_id: str, version: int) -> PolicyVersion:
+        row = self._session.scalar(
+            select(PolicyVersion).where(
+                PolicyVersion.project_id == project_id, PolicyVersion.version == version
+            )
+        )
+        if row is None:
+            raise NotFound(f"no policy version {version}", code="policy_version_not_found")
+        return row
+
+    def _activate_row(self, project_id: str, version: int) -> None:
+        active = self._session.get(ProjectPolicy, project_id)
+        if active is None:
+            self._session.add(ProjectPolicy(project_id=project_id, active_version=version))
+        else:
+            active.active_version, active.updated_at = version, utcnow()
+        self._active.pop(project_id, None)
+
+    def _enforce(self, ctx: CallContext, action: str, project_id: str) -> None:
+        project = self._session.get(Project, project_id)
+        target = Target(
+            domain_id=project.domain_id if project else None,
+            project_id=project_id,
+            privileged=bool(project and project.is_admin_project),
+        )
+        self._enforcer.enforce(ctx.auth, action, target)
+        if project is None:
+            raise NotFound(f"no project {project_id!r}", code="project_not_found")
+
+    def _record(self, ctx: CallContext, action: str, project_id: str, **details: Any) -> None:
+        self._audit.add(
+            type=CHANGE,
+            action=action,
+            outcome="success",
+            actor_id=ctx.actor_id,
+            target=AuditTarget("policy", project_id, project_id=project_id),
+            request_id=ctx.request_id,
+            source_ip=ctx.source_ip,
+            details=details,
+        )
+
+    def _checks(self, project_id: str) -> PrincipalChecks:
+        session = self._session
+
+        def user_in_project(user_id: str) -> bool:
+            groups = select(GroupMembership.group_id).where(GroupMembership.user_id == user_id)
+            assigned = select(RoleAssignment.id).where(
+                RoleAssignment.project_id == project_id,
+                or_(RoleAssignment.user_id == user_id, RoleAssignment.group_id.in_(groups)),
+            )
+            owned = select(User.id).where(User.id == user_id, User.owner_project_id == project_id)
+            return (
+                session.scalar(assigned.limit(1)) is not None or session.scalar(owned) is not None
+            )
+
+        def group_in_project(group_id: str) -> bool:
+            return (
+                session.scalar(
+                    select(RoleAssignment.id)
+                    .where(
+                        RoleAssignment.project_id == project_id, RoleAssignment.group_id == group_id
+                    )
+                    .limit(1)
+                )
+                is not None
+            )
+
+        def credential_in_project(credential_id: str) -> bool:
+            return (
+                session.scalar(
+                    select(ApplicationCredential.id).where(
+                        ApplicationCredential.id == credential_id,
+                        ApplicationCredential.project_id == project_id,
+                    )
+                )
+                is not None
+            )
+
+        def role_exists(name: str) -> bool:
+            return session.scalar(select(Role.id).where(Role.name == name)) is not None
+
+        return PrincipalChecks(
+            user_in_project, group_in_project, credential_in_project, role_exists
+        )
+
+    # -- engines --------------------------------------------------------------------
+
+    def engine(self, project_id: str | None) -> PolicyEngine:
+        """The engine in force for a project: cached per (version, boundary)."""
+        version = self._cached_active(project_id) if project_id else None
+        _, boundary_fp = self._boundaries.current()
+        key = project_id or ""
+        cached = self._engines.get(key)
+        if cached is not None and cached[0] == version and cached[1] == boundary_fp:
+            return cached[2]
+        document = None
+        if version is not None and project_id:
+            row = self._version_row(project_id, version)
+            document = self._parse_stored(row.document)
+        return self._build(key, version, document)
+
+    def _parse_stored(self, stored: dict[str, Any]) -> PolicyDocument:
+        # Stored documents were validated on save; principals are not re-checked here
+        # (a departed user named in a rule simply never matches).
+        always = PrincipalChecks(lambda _: True, lambda _: True, lambda _: True, lambda _: True)
+        return parse(stored, self._catalog.view(), always)
+
+    def _build(
+        self, key: str, version: int | None, document: PolicyDocument | None
+    ) -> PolicyEngine:
+        text, boundary_fp = self._boundaries.current()
+        engine = PolicyEngine(text, document)
+        with self._lock:
+            self._engines[key] = (version, boundary_fp, engine)  # swapped by reference
+        return engine
+
+    def _cached_active(self, project_id: str) -> int | None:
+        cached = self._active.get(project_id)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < ACTIVE_CACHE_SECONDS:
+            return cached[1]
+        version = self.active_version(project_id)
+        self._active[project_id] = (now, version)
+        return version
+
+
+class Decisions:
+    def __init__(
+        self,
+        session: DbSession,
+        enforcer: Enforcer,
+        policies: TenantPolicies,
+        catalog: Catalog,
+        tokens: Tokens,
+    ) -> None:
+        self._session = session
+        self._enforcer = enforcer
+        self._policies = policies
+        self._catalog = catalog
+        self._tokens = tokens
+
+    def authorize(
+        self, ctx: CallContext, check: dict[str, Any], subject_token: str | None, explain: bool
+    ) -> Decision:
+        principal, auth = self._principal(ctx, subject_token)
+        return self._decide(principal, auth, check["action"], check["resource"], explain)
+
+    def batch(
+        self,
+        ctx: CallContext,
+        checks: list[dict[str, Any]],
+        subject_token: str | None,
+        explain: bool,
+    ) -> list[Decision]:
+        if len(checks) > MAX_BATCH:
+            raise InvalidRequest(f"at most {MAX_BATCH} checks", code="batch_too_large")
+        principal, auth = self._principal(ctx, subject_token)
+        return [self._decide(principal, auth, c["action"], c["resource"], explain) for c in checks]
+
+    def actions(
+        self, ctx: CallContext, resource: dict[str, Any], subject_token: str | None
+    ) -> list[str]:
+        principal, auth = self._principal(ctx, subject_token)
+        view = self._catalog.view()
+        return [
+            action
+            for action in view.actions_for(resource["type"])
+            if self._decide(principal, auth, action, resource, False).allowed
+        ]
+
+    def _decide(
+        self,
+        principal: Principal,
+        auth: AuthContext,
+        action: str,
+        resource: dict[str, Any],
+        explain: bool,
+    ) -> Decision:
+        view = self._catalog.view()
+        if action not in view.actions:
+            raise InvalidRequest(
+                f"{action!r} is not an action of the catalog", code="unknown_action"
+            )
+        if resource["type"] not in view.resource_types:
+            raise InvalidRequest(
+                f"{resource['type']!r} is not a resource type of the catalog",
+                code="unknown_resource_type",
+            )
+        action_ref = ActionRef(action)
+        if auth.access_rules and action_ref.service not in {
+            r.get("service") for r in auth.access_rules
+        }:
+            return Decision(
+                False,
+                "token",
+                None,
+                {"token": "the credential's access rules do not name this service"}
+                if explain
+                else None,
+            )
+        project_id = resource.get("project_id")
+        resource_ref = ResourceRef(
+            type=resource["type"],
+            project_id=project_id,
+            domain_id=self._project_domain(project_id),
+            id=resource.get("id"),
+            attributes=resource.get("attributes"),
+        )
+        engine = self._policies.engine(project_id)
+        verdict = engine.evaluate(principal, action_ref, resource_ref)
+        explanation = None
+        if explain:
+            explanation = {
+                "boundary": verdict.boundary,
+                "tenant_policy": engine.has_policy,
+                "allow_rules": list(verdict.allows),
+                "deny_rules": list(verdict.denies),
+            }
+        if not verdict.boundary:
+            return Decision(False, "boundary", None, explanation)
+        if not engine.has_policy:
+            return Decision(True, "boundary", None, explanation)
+        if verdict.denies:
+            return Decision(False, "policy", verdict.denies[0], explanation)
+        if verdict.allows:
+            return Decision(True, "policy", verdict.allows[0], explanation)
+        return Decision(False, "policy", None, explanation)
+
+    def _principal(
+        self, ctx: CallContext, subject_token: str | None
+    ) -> tuple[Principal, AuthContext]:
+        auth = ctx.auth
+        if auth is None:
+            self._enforcer.enforce(None, "policy:decision:authorize", Target())
+        assert auth is not None
+        if subject_token:
+            # A relying service asking on a user's behalf must be one (the `service` role).
+            self._enforcer.enforce(auth, "policy:decision:on_behalf", Target())
+            auth = self._tokens.authenticate_bearer(subject_token)
+        user = self._session.get(User, auth.user_id)
+        if user is None:
+            raise Forbidden("the principal no longer exists", code="principal_gone")
+        groups = set(
+            self._session.scalars(
+                select(GroupMembership.group_id).where(GroupMembership.user_id == user.id)
+            )
+        )
+        groups.update(user.directory_group_ids or [])
+        principal = Principal(
+            id=user.id,
+            name=user.name,
+            kind=user.kind,
+            domain_id=auth.domain_id or auth.project_domain_id or user.domain_id,
+            project_id=auth.project_id,
+            roles=auth.roles,
+            groups=groups,
+            application_credential_id=auth.application_credential_id,
+            domain_scoped=auth.domain_id is not None,
+            attributes=user.attributes or {},
+        )
+        return principal, auth
+
+    def _project_domain(self, project_id: str | None) -> str | None:
+        if not project_id:
+            return None
+        return self._session.scalar(select(Project.domain_id).where(Project.id == project_id))
