@@ -249,3 +249,32 @@ def authorize_actions(data: dict[str, Any]) -> dict[str, Any]:
             call_context(), data["resource"], data.get("subject_token")
         )
     }
+
+
+class PlanIn(Schema):
+    action = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    resource_type = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    project_id = fields.String(required=True, validate=ID)
+    subject_token = fields.String(validate=validate.Length(max=8192), load_only=True)
+
+
+class PlanOut(Schema):
+    kind = fields.String()
+    condition = fields.Dict(allow_none=True)
+
+
+@blp.route("/authorize/plan", methods=["POST"])
+@blp.arguments(PlanIn)
+@blp.response(200, PlanOut)
+def authorize_plan(data: dict[str, Any]) -> dict[str, Any]:
+    kind, condition = services().decisions.plan(
+        call_context(),
+        data["action"],
+        data["resource_type"],
+        data["project_id"],
+        data.get("subject_token"),
+    )
+    body: dict[str, Any] = {"kind": kind}
+    if condition is not None:
+        body["condition"] = condition
+    return body

@@ -39,6 +39,7 @@ from latchkey.policy.documents import (
 )
 from latchkey.policy.enforcer import Enforcer, Target
 from latchkey.policy.engine import ActionRef, PolicyEngine, Principal, ResourceRef
+from latchkey.policy.plan import ALWAYS, NEVER, plan
 from latchkey.policy.store import Boundaries, PolicyVersion, ProjectPolicy
 
 MAX_BATCH = 1000
@@ -325,6 +326,41 @@ class Decisions:
             for action in view.actions_for(resource["type"])
             if self._decide(principal, auth, action, resource, False).allowed
         ]
+
+    def plan(
+        self,
+        ctx: CallContext,
+        action: str,
+        resource_type: str,
+        project_id: str,
+        subject_token: str | None,
+    ) -> tuple[str, dict[str, Any] | None]:
+        """always / never / conditional (with a condition tree) for listing resources."""
+        principal, auth = self._principal(ctx, subject_token)
+        view = self._catalog.view()
+        if action not in view.actions:
+            raise InvalidRequest(
+                f"{action!r} is not an action of the catalog", code="unknown_action"
+            )
+        if resource_type not in view.resource_types:
+            raise InvalidRequest(
+                f"{resource_type!r} is not a resource type of the catalog",
+                code="unknown_resource_type",
+            )
+        action_ref = ActionRef(action)
+        if auth.access_rules and action_ref.service not in {
+            r.get("service") for r in auth.access_rules
+        }:
+            return NEVER, None
+        engine = self._policies.engine(project_id)
+        probe = ResourceRef(
+            type=resource_type, project_id=project_id, domain_id=self._project_domain(project_id)
+        )
+        if not engine.evaluate(principal, action_ref, probe).boundary:
+            return NEVER, None
+        if not engine.has_policy:
+            return ALWAYS, None
+        return plan(engine.rules, principal, action, resource_type)
 
     def _decide(
         self,
