@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, not_, or_, true
+from sqlalchemy import ColumnElement, and_, not_, or_, true
 
 from latchkey.policy.documents import Condition, Rule
 from latchkey.policy.engine import Principal, compare, glob_match, principal_matches
@@ -142,10 +142,12 @@ def to_sql(tree: Tree | None, columns: Mapping[str, Any]) -> ColumnElement[bool]
         return column > value
     if op == ">=":
         return column >= value
+    # An empty list must still leave a missing (NULL) attribute unknown, as SQL does for
+    # every other comparison: `col != col` is NULL for NULL and false otherwise.
     if op == "in":
-        return column.in_(value) if value else false()
+        return column.in_(value) if value else column != column
     if op == "not in":
-        return column.not_in(value) if value else column.is_not(None)
+        return column.not_in(value) if value else column == column
     if op == "glob":
         return column.like(_like(value), escape="\\")
     raise ValueError(f"unsupported op {op!r}")
