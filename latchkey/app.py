@@ -37,7 +37,7 @@ from latchkey.ops.health import Health
 from latchkey.policy import api as policy_api
 from latchkey.policy.catalog import Catalog
 from latchkey.policy.enforcer import Enforcer
-from latchkey.policy.service import Decisions, TenantPolicies
+from latchkey.policy.service import DecisionRecorder, Decisions, TenantPolicies
 from latchkey.policy.store import Boundaries
 from latchkey.secrets.master_key import MasterKeyFile
 from latchkey.settings import Settings
@@ -187,6 +187,14 @@ def build_services(settings: Settings) -> Services:
         catalog=catalog,
         boundaries=boundaries,
         policies=policies,
-        decisions=Decisions(session, enforcer, policies, catalog, tokens),
+        decisions=Decisions(
+            session,
+            enforcer,
+            policies,
+            catalog,
+            tokens,
+            DecisionRecorder(session, catalog, settings.decision_record_percent),
+            lambda user_id, project_id: roles.effective_role_names(user_id, project_id=project_id),
+        ),
         health=Health(session, ldap),
     )

@@ -65,6 +65,11 @@ class Settings:
     policy_timeout_ms: int = _setting(
         100, "Longest a Polar query may run (POLAR_TIMEOUT_MS), in milliseconds."
     )
+    decision_record_percent: int = _setting(
+        10,
+        "Share of authorization decisions recorded (0-100) for policy simulation; "
+        "attributes the catalog marks sensitive are never recorded.",
+    )
     ldap_recheck_seconds: int = _setting(
         60,
         "How long the directory's word on an LDAP user (exists, enabled, groups) is trusted "

@@ -60,6 +60,7 @@ def make_settings(home: Path, database_url: str, **overrides: Any) -> Settings:
         "password_hash_memory_kib": 1024,
         "log_json": True,
         "log_level": "WARNING",
+        "decision_record_percent": 100,
     }
     values.update(overrides)
     return Settings.from_mapping(values)

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from latchkey.audit import CHANGE, AuditLog, AuditTarget
 from latchkey.db import DbSession
 from latchkey.errors import Conflict
-from latchkey.identity.models import GroupMembership, Project, RoleAssignment
+from latchkey.identity.models import GroupMembership, Project, RoleAssignment, User
 from latchkey.identity.revocations import RevocationList
 from latchkey.policy.context import CallContext
 from latchkey.policy.enforcer import Enforcer, Target
@@ -51,9 +51,15 @@ class IdentityServiceBase:
     def _is_cloud_operator(self, user_id: str) -> bool:
         """Holds a role on the admin project, directly or through a group."""
         groups = select(GroupMembership.group_id).where(GroupMembership.user_id == user_id)
+        user = self._session.get(User, user_id)
+        directory_groups = list(user.directory_group_ids or []) if user else []
         query = select(RoleAssignment.id).where(
             RoleAssignment.project_id.in_(_ADMIN_PROJECTS),
-            or_(RoleAssignment.user_id == user_id, RoleAssignment.group_id.in_(groups)),
+            or_(
+                RoleAssignment.user_id == user_id,
+                RoleAssignment.group_id.in_(groups),
+                RoleAssignment.group_id.in_(directory_groups),  # LDAP groups, last known
+            ),
         )
         return self._session.scalar(query.limit(1)) is not None
 

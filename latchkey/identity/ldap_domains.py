@@ -303,7 +303,6 @@ class LdapDomains:
             if ids
             else {}
         )
-        now = utcnow()
         users = []
         for user_id, entry in zip(ids, entries, strict=True):
             user = known.get(user_id)
@@ -314,7 +313,8 @@ class LdapDomains:
                 self._session.add(user)
                 known[user_id] = user
             user.name, user.email, user.enabled = entry.name, entry.email, entry.enabled
-            user.directory_checked_at = now
+            # directory_checked_at is left alone: only a check that also read the user's
+            # groups (group_ids, recheck) may extend the cache and the outage grace.
             users.append(user)
         self._session.flush()
         return users

@@ -278,3 +278,36 @@ def authorize_plan(data: dict[str, Any]) -> dict[str, Any]:
     if condition is not None:
         body["condition"] = condition
     return body
+
+
+class CasePrincipal(Schema):
+    user_id = fields.String(required=True, validate=ID)
+    roles = fields.List(
+        fields.String(validate=validate.Length(max=255)), validate=validate.Length(max=50)
+    )
+    application_credential_id = fields.String(validate=ID)
+
+
+class SimulationCase(CheckIn):
+    principal = fields.Nested(CasePrincipal, required=True)
+
+
+class SimulateIn(PolicyDocumentIn):
+    cases = fields.List(
+        fields.Nested(SimulationCase), load_default=list, validate=validate.Length(max=1000)
+    )
+    recent = fields.Integer(load_default=100, validate=validate.Range(min=0, max=1000))
+
+
+class SimulateOut(Schema):
+    cases = fields.List(fields.Dict())
+    recent = fields.Dict()
+
+
+@blp.route("/projects/<project_id>/policy/simulate", methods=["POST"])
+@blp.arguments(SimulateIn)
+@blp.response(200, SimulateOut)
+def simulate_policy(data: dict[str, Any], project_id: str) -> dict[str, Any]:
+    return services().decisions.simulate(
+        call_context(), project_id, {"rules": data["rules"]}, data["cases"], data["recent"]
+    )

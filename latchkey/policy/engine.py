@@ -149,6 +149,11 @@ class Principal(PolarData):
         return object.__getattribute__(self, "attributes").get(name)
 
 
+def principal_attributes(principal: Principal) -> dict[str, Any]:
+    """A principal's free attributes, for Python code (Polar sees them only via attr)."""
+    return dict(object.__getattribute__(principal, "attributes"))
+
+
 class ActionRef(PolarData):
     __slots__ = ("name", "resource", "service", "verb")
     POLAR_NAMES = frozenset({"name", "resource", "service", "verb"})

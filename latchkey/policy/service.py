@@ -9,15 +9,19 @@ Allowed if and only if:
 
 from __future__ import annotations
 
+import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import JSON, Boolean, Integer, String, func, or_, select
+from sqlalchemy.orm import Mapped, mapped_column
 
 from latchkey.audit import CHANGE, AuditLog, AuditTarget
-from latchkey.db import DbSession, utcnow
+from latchkey.db import Base, DbSession, UTCDateTime, utcnow
 from latchkey.errors import Forbidden, InvalidRequest, NotFound
 from latchkey.identity.credentials import ApplicationCredential
 from latchkey.identity.models import (
@@ -38,11 +42,97 @@ from latchkey.policy.documents import (
     to_json,
 )
 from latchkey.policy.enforcer import Enforcer, Target
-from latchkey.policy.engine import ActionRef, PolicyEngine, Principal, ResourceRef
+from latchkey.policy.engine import (
+    ActionRef,
+    PolicyEngine,
+    Principal,
+    ResourceRef,
+    principal_attributes,
+)
 from latchkey.policy.plan import ALWAYS, NEVER, plan
 from latchkey.policy.store import Boundaries, PolicyVersion, ProjectPolicy
 
 MAX_BATCH = 1000
+MAX_RECENT = 1000
+
+
+class DecisionRecord(Base):
+    """A sample of decisions, so a policy draft can be replayed against real traffic."""
+
+    __tablename__ = "decision_record"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    principal: Mapped[dict[str, Any]] = mapped_column(JSON)
+    action: Mapped[str] = mapped_column(String(200))
+    # Without the attributes the catalog marks sensitive.
+    resource: Mapped[dict[str, Any]] = mapped_column(JSON)
+    allowed: Mapped[bool] = mapped_column(Boolean)
+    decided_by: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class DecisionRecorder:
+    """Adds a sampled share of decisions to the request's transaction."""
+
+    def __init__(self, session: DbSession, catalog: Catalog, percent: int) -> None:
+        self._session = session
+        self._catalog = catalog
+        self._share = max(0, min(percent, 100)) / 100
+        self._random = random.Random()  # noqa: S311 - sampling, not security
+
+    def maybe_record(
+        self, principal: Principal, action: str, resource: dict[str, Any], decision: Decision
+    ) -> None:
+        if self._share <= 0 or self._random.random() >= self._share:
+            return
+        hidden = self._catalog.view().sensitive(resource["type"])
+        attributes = {
+            k: v for k, v in (resource.get("attributes") or {}).items() if k not in hidden
+        }
+        self._session.add(
+            DecisionRecord(
+                project_id=resource.get("project_id"),
+                action=action,
+                principal={
+                    "id": principal.id,
+                    "name": principal.name,
+                    "kind": principal.kind,
+                    "domain_id": principal.domain_id,
+                    "project_id": principal.project_id,
+                    "roles": list(principal.roles),
+                    "groups": list(principal.groups),
+                    "application_credential_id": principal.application_credential_id,
+                    "domain_scoped": principal.domain_scoped,
+                    "attributes": principal_attributes(principal),
+                },
+                resource={
+                    "type": resource["type"],
+                    "id": resource.get("id"),
+                    "project_id": resource.get("project_id"),
+                    "attributes": attributes,
+                },
+                allowed=decision.allowed,
+                decided_by=decision.decided_by,
+                rule=decision.rule,
+            )
+        )
+
+    def recent(self, project_id: str, limit: int) -> list[DecisionRecord]:
+        query = (
+            select(DecisionRecord)
+            .where(DecisionRecord.project_id == project_id)
+            .order_by(DecisionRecord.id.desc())
+            .limit(min(limit, MAX_RECENT))
+        )
+        return list(self._session.scalars(query))
+
+    def commit(self) -> None:
+        if self._session.new:  # only when this request's decisions were sampled
+            self._session.commit()
+
+
 ACTIVE_CACHE_SECONDS = 2.0
 
 
@@ -264,6 +354,9 @@ class TenantPolicies:
         always = PrincipalChecks(lambda _: True, lambda _: True, lambda _: True, lambda _: True)
         return parse(stored, self._catalog.view(), always)
 
+    def boundary_text(self) -> str:
+        return self._boundaries.current()[0]
+
     def _build(
         self, key: str, version: int | None, document: PolicyDocument | None
     ) -> PolicyEngine:
@@ -283,6 +376,34 @@ class TenantPolicies:
         return version
 
 
+def decide_with(
+    engine: PolicyEngine,
+    principal: Principal,
+    action: ActionRef,
+    resource: ResourceRef,
+    explain: bool,
+) -> Decision:
+    """Boundary, then the tenant's rules (deny wins; no policy: the boundary alone)."""
+    verdict = engine.evaluate(principal, action, resource)
+    explanation = None
+    if explain:
+        explanation = {
+            "boundary": verdict.boundary,
+            "tenant_policy": engine.has_policy,
+            "allow_rules": list(verdict.allows),
+            "deny_rules": list(verdict.denies),
+        }
+    if not verdict.boundary:
+        return Decision(False, "boundary", None, explanation)
+    if not engine.has_policy:
+        return Decision(True, "boundary", None, explanation)
+    if verdict.denies:
+        return Decision(False, "policy", verdict.denies[0], explanation)
+    if verdict.allows:
+        return Decision(True, "policy", verdict.allows[0], explanation)
+    return Decision(False, "policy", None, explanation)
+
+
 class Decisions:
     def __init__(
         self,
@@ -291,18 +412,24 @@ class Decisions:
         policies: TenantPolicies,
         catalog: Catalog,
         tokens: Tokens,
+        recorder: DecisionRecorder,
+        effective_roles: Callable[[str, str], set[str]],
     ) -> None:
         self._session = session
         self._enforcer = enforcer
         self._policies = policies
         self._catalog = catalog
         self._tokens = tokens
+        self._recorder = recorder
+        self._effective_roles = effective_roles
 
     def authorize(
         self, ctx: CallContext, check: dict[str, Any], subject_token: str | None, explain: bool
     ) -> Decision:
         principal, auth = self._principal(ctx, subject_token)
-        return self._decide(principal, auth, check["action"], check["resource"], explain)
+        decision = self._decide(principal, auth, check["action"], check["resource"], explain)
+        self._recorder.commit()
+        return decision
 
     def batch(
         self,
@@ -314,7 +441,11 @@ class Decisions:
         if len(checks) > MAX_BATCH:
             raise InvalidRequest(f"at most {MAX_BATCH} checks", code="batch_too_large")
         principal, auth = self._principal(ctx, subject_token)
-        return [self._decide(principal, auth, c["action"], c["resource"], explain) for c in checks]
+        decisions = [
+            self._decide(principal, auth, c["action"], c["resource"], explain) for c in checks
+        ]
+        self._recorder.commit()
+        return decisions
 
     def actions(
         self, ctx: CallContext, resource: dict[str, Any], subject_token: str | None
@@ -401,24 +532,91 @@ class Decisions:
             attributes=resource.get("attributes"),
         )
         engine = self._policies.engine(project_id)
-        verdict = engine.evaluate(principal, action_ref, resource_ref)
-        explanation = None
-        if explain:
-            explanation = {
-                "boundary": verdict.boundary,
-                "tenant_policy": engine.has_policy,
-                "allow_rules": list(verdict.allows),
-                "deny_rules": list(verdict.denies),
-            }
-        if not verdict.boundary:
-            return Decision(False, "boundary", None, explanation)
-        if not engine.has_policy:
-            return Decision(True, "boundary", None, explanation)
-        if verdict.denies:
-            return Decision(False, "policy", verdict.denies[0], explanation)
-        if verdict.allows:
-            return Decision(True, "policy", verdict.allows[0], explanation)
-        return Decision(False, "policy", None, explanation)
+        decision = decide_with(engine, principal, action_ref, resource_ref, explain)
+        self._recorder.maybe_record(principal, action, resource, decision)
+        return decision
+
+    def simulate(
+        self,
+        ctx: CallContext,
+        project_id: str,
+        document: Any,
+        cases: list[dict[str, Any]],
+        recent: int,
+    ) -> dict[str, Any]:
+        """A draft against given cases and the project's recent recorded decisions."""
+        draft = PolicyEngine(
+            self._policies.boundary_text(), self._policies.validate(ctx, project_id, document)
+        )
+        current = self._policies.engine(project_id)
+        case_results = []
+        for index, case in enumerate(cases):
+            principal = self._case_principal(case["principal"], project_id)
+            action, resource_ref = ActionRef(case["action"]), self._resource(case["resource"])
+            before = decide_with(current, principal, action, resource_ref, True)
+            after = decide_with(draft, principal, action, resource_ref, True)
+            case_results.append(
+                {
+                    "index": index,
+                    "current": before.as_dict(),
+                    "draft": after.as_dict(),
+                    "flips": before.allowed != after.allowed,
+                }
+            )
+        records = self._recorder.recent(project_id, recent)
+        flips = []
+        for record in records:
+            principal = Principal(**record.principal)
+            after = decide_with(
+                draft, principal, ActionRef(record.action), self._resource(record.resource), False
+            )
+            if after.allowed != record.allowed:
+                flips.append(
+                    {
+                        "record_id": record.id,
+                        "time": record.time.isoformat(),
+                        "action": record.action,
+                        "principal_id": principal.id,
+                        "recorded": record.allowed,
+                        "draft": after.as_dict(),
+                    }
+                )
+        return {"cases": case_results, "recent": {"checked": len(records), "flips": flips}}
+
+    def _case_principal(self, spec: dict[str, Any], project_id: str) -> Principal:
+        user = self._session.get(User, spec["user_id"])
+        if user is None:
+            raise InvalidRequest(f"no user {spec['user_id']!r}", code="user_not_found")
+        roles = spec.get("roles")
+        if roles is None:
+            roles = self._effective_roles(user.id, project_id)
+        groups = set(
+            self._session.scalars(
+                select(GroupMembership.group_id).where(GroupMembership.user_id == user.id)
+            )
+        )
+        groups.update(user.directory_group_ids or [])
+        return Principal(
+            id=user.id,
+            name=user.name,
+            kind=user.kind,
+            domain_id=user.domain_id,
+            project_id=project_id,
+            roles=roles,
+            groups=groups,
+            application_credential_id=spec.get("application_credential_id"),
+            attributes=user.attributes or {},
+        )
+
+    def _resource(self, resource: dict[str, Any]) -> ResourceRef:
+        project_id = resource.get("project_id")
+        return ResourceRef(
+            type=resource["type"],
+            project_id=project_id,
+            domain_id=self._project_domain(project_id),
+            id=resource.get("id"),
+            attributes=resource.get("attributes"),
+        )
 
     def _principal(
         self, ctx: CallContext, subject_token: str | None

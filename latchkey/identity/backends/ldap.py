@@ -176,7 +176,9 @@ class LdapDirectory:
             [self._server(url) for url in config.urls],
             ldap3.FIRST,  # fail over in the order given
             active=1,  # one pass over the list, then give up (an outage must be quick)
-            exhaust=config.connection_timeout,  # skip a dead server for this long
+            # With several servers, skip a dead one for a while; with one, retry at once
+            # so the domain recovers as soon as its directory does.
+            exhaust=config.connection_timeout if len(config.urls) > 1 else False,
         )
         self._service: ldap3.Connection | None = None
         self._service_lock = threading.Lock()
