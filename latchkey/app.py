@@ -39,8 +39,11 @@ from latchkey.policy.catalog import Catalog
 from latchkey.policy.enforcer import Enforcer
 from latchkey.policy.service import DecisionRecorder, Decisions, TenantPolicies
 from latchkey.policy.store import Boundaries
+from latchkey.secrets import api as secrets_api
+from latchkey.secrets.local import LocalSecretStore
 from latchkey.secrets.master_key import MasterKeyFile
-from latchkey.settings import Settings
+from latchkey.secrets.service import TenantSecrets
+from latchkey.settings import Settings, SettingsError
 from latchkey.web.problems import register_problem_handlers
 from latchkey.web.requests import register_request_hooks
 
@@ -66,6 +69,8 @@ class Services:
     boundaries: Boundaries
     policies: TenantPolicies
     decisions: Decisions
+    secret_store: LocalSecretStore
+    secrets: TenantSecrets
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -99,6 +104,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         credential_api.blp,
         token_api.blp,
         policy_api.blp,
+        secrets_api.blp,
         ops_api.blp,
     ):
         api.register_blueprint(blueprint)
@@ -171,6 +177,20 @@ def build_services(settings: Settings) -> Services:
     catalog = Catalog(session, enforcer, audit)
     boundaries = Boundaries(lambda: Session(db.engine), settings.policy_boundary_file)
     policies = TenantPolicies(session, enforcer, audit, catalog, boundaries)
+    decisions = Decisions(
+        session,
+        enforcer,
+        policies,
+        catalog,
+        tokens,
+        DecisionRecorder(session, catalog, settings.decision_record_percent),
+        lambda user_id, project_id: roles.effective_role_names(user_id, project_id=project_id),
+    )
+    if settings.secret_store != "local":
+        raise SettingsError(
+            f"secret_store {settings.secret_store!r} is not available yet; use 'local'"
+        )
+    secret_store = LocalSecretStore(session, protector)
     return Services(
         settings=settings,
         enforcer=enforcer,
@@ -187,14 +207,8 @@ def build_services(settings: Settings) -> Services:
         catalog=catalog,
         boundaries=boundaries,
         policies=policies,
-        decisions=Decisions(
-            session,
-            enforcer,
-            policies,
-            catalog,
-            tokens,
-            DecisionRecorder(session, catalog, settings.decision_record_percent),
-            lambda user_id, project_id: roles.effective_role_names(user_id, project_id=project_id),
-        ),
-        health=Health(session, ldap),
+        decisions=decisions,
+        secret_store=secret_store,
+        secrets=TenantSecrets(session, secret_store, decisions, audit),
+        health=Health(session, ldap, secret_store),
     )

@@ -258,6 +258,33 @@ main.add_command(app_account)
 main.add_command(domain_group)
 
 
+@main.group("secrets")
+def secrets_group() -> None:
+    """The embedded secret store's master key."""
+
+
+@secrets_group.command("rotate-master")
+@with_appcontext
+def secrets_rotate_master() -> None:
+    """Add a master key version; new secrets use it. Run `rewrap` for the old ones."""
+    version = _services().secret_store.rotate_master()
+    click.echo(f"master key version {version} is now current; run `latchkey secrets rewrap`")
+
+
+@secrets_group.command("rewrap")
+@with_appcontext
+def secrets_rewrap() -> None:
+    """Re-seal every secret's data key with the current master key."""
+    store = _services().secret_store
+    total = store.count()
+    with click.progressbar(length=total, label="rewrapping", file=sys.stderr) as bar:
+        done = store.rewrap(progress=bar.update)
+    click.echo(
+        f"rewrapped {done} of {total} secret versions; "
+        f"{store.stale_count()} still under an older master key"
+    )
+
+
 @main.group()
 def policy() -> None:
     """Authorization policy: the operator boundary."""

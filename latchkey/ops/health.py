@@ -9,22 +9,25 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from latchkey.db import DbSession
 from latchkey.identity.ldap_domains import LdapDomains
+from latchkey.secrets.store import SecretStore
 
 
 class Health:
-    def __init__(self, session: DbSession, ldap: LdapDomains) -> None:
+    def __init__(self, session: DbSession, ldap: LdapDomains, secret_store: SecretStore) -> None:
         self._session = session
         self._ldap = ldap
+        self._secret_store = secret_store
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         checks: dict[str, Any] = {"database": self._database()}
+        checks["secret_store"] = self._secret_store.health()
         if checks["database"]["status"] == "ok":
             ldap = self._ldap.health()
             self._session.rollback()
             if ldap:
                 checks["ldap"] = ldap
         # A directory down degrades its domain only: the service stays ready for the rest.
-        ready = checks["database"]["status"] == "ok"
+        ready = checks["database"]["status"] == "ok" and checks["secret_store"]["status"] == "ok"
         return ready, {"status": "ok" if ready else "unavailable", "checks": checks}
 
     def _database(self) -> dict[str, Any]:

@@ -136,14 +136,16 @@ class _RuleParser:
         if not isinstance(raw, dict):
             self.fail("", "a rule is an object")
             return None
+        rule_id = raw.get("id")
+        if isinstance(rule_id, str) and RULE_ID.match(rule_id):
+            self.rule_id = rule_id  # known first, so every problem names its rule
         unknown = set(raw) - {"id", "effect", "description", "actions", "principals", "resource"}
         for key in sorted(unknown, key=str):
             self.fail(f"/{_safe(key)}", "unknown field")
-        rule_id = raw.get("id")
-        if not isinstance(rule_id, str) or not RULE_ID.match(rule_id):
+        if self.rule_id is None:
             self.fail("/id", "an id of letters, digits, '.', '_' or '-' (at most 64)")
             return None
-        self.rule_id = rule_id
+        rule_id = self.rule_id
         effect = raw.get("effect")
         if effect not in EFFECTS:
             self.fail("/effect", "allow or deny")

@@ -431,6 +431,11 @@ class Decisions:
         self._recorder.commit()
         return decision
 
+    def decide(self, ctx: CallContext, action: str, resource: dict[str, Any]) -> Decision:
+        """One decision for the caller's own token (Latchkey's own policy-governed APIs)."""
+        principal, auth = self._principal(ctx, None)
+        return self._decide(principal, auth, action, resource, False)
+
     def batch(
         self,
         ctx: CallContext,

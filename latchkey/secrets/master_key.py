@@ -81,6 +81,34 @@ class MasterKeyFile:
         keys = {version: base64.b64decode(value) for version, value in document["keys"].items()}
         return keys, str(document["current"])
 
+    @property
+    def current_version(self) -> str:
+        return self._keyring()[1]
+
+    def rotate(self) -> str:
+        """Add a new master key version and make it current; old versions stay to unseal.
+
+        Written to a temporary file and renamed, so a crash never leaves a half file.
+        """
+        keys, _current = self._keyring()
+        version = str(max(int(v) for v in keys) + 1)
+        document = {
+            "current": version,
+            "keys": {v: base64.b64encode(k).decode() for v, k in keys.items()}
+            | {version: base64.b64encode(AESGCM.generate_key(bit_length=256)).decode()},
+        }
+        temporary = self.path.with_suffix(".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(document))
+        os.replace(temporary, self.path)
+        self._ring = None
+        return version
+
+    def sealed_version(self, sealed: bytes) -> str:
+        rest = sealed[len(SEALED_PREFIX) :]
+        return rest[1 : 1 + rest[0]].decode()
+
     def seal(self, plaintext: bytes, context: str) -> bytes:
         keys, current = self._keyring()
         nonce = secrets.token_bytes(12)

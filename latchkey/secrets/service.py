@@ -1,0 +1,243 @@
+"""Tenant secrets: metadata in Latchkey's database, payloads only in the secret store.
+
+Every operation is a policy action on a ``secrets:secret`` resource whose
+attributes include its ``name``, decided by the same engine as everything else
+(boundary, then the project's tenant rules) — so a tenant can let exactly one
+application account read exactly one credential.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from latchkey.audit import CHANGE, DECISION, AuditLog, AuditTarget
+from latchkey.db import Base, DbSession, UTCDateTime, new_id, utcnow
+from latchkey.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from latchkey.policy.context import CallContext
+from latchkey.policy.plan import CONDITIONAL, NEVER, to_sql
+from latchkey.policy.service import Decisions
+from latchkey.secrets.store import SecretStore
+
+RESOURCE_TYPE = "secrets:secret"
+MAX_PAYLOAD = 65_536
+
+
+class TenantSecret(Base):
+    __tablename__ = "tenant_secret"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="")
+    content_type: Mapped[str] = mapped_column(String(128), default="text/plain")
+    current_version: Mapped[int] = mapped_column(Integer, default=1)
+    store: Mapped[str] = mapped_column(String(32))
+    created_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TenantSecretVersion(Base):
+    __tablename__ = "tenant_secret_version"
+    __table_args__ = (UniqueConstraint("secret_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    secret_id: Mapped[str] = mapped_column(
+        ForeignKey("tenant_secret.id", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    reference: Mapped[str] = mapped_column(String(512))  # the store's own id for it
+    created_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TenantSecrets:
+    def __init__(
+        self, session: DbSession, store: SecretStore, decisions: Decisions, audit: AuditLog
+    ) -> None:
+        self._session = session
+        self._store = store
+        self._decisions = decisions
+        self._audit = audit
+
+    def create(self, ctx: CallContext, project_id: str, data: dict[str, Any]) -> TenantSecret:
+        self._require(ctx, "secrets:secret:create", project_id, None, data["name"])
+        if self._session.scalar(
+            select(TenantSecret.id).where(
+                TenantSecret.project_id == project_id, TenantSecret.name == data["name"]
+            )
+        ):
+            raise Conflict(f"a secret named {data['name']!r} exists", code="secret_name_taken")
+        payload = _payload(data["payload"])
+        secret = TenantSecret(
+            project_id=project_id,
+            name=data["name"],
+            description=data.get("description", ""),
+            content_type=data.get("content_type", "text/plain"),
+            store=self._store.name,
+            created_by=ctx.actor_id,
+        )
+        self._session.add(secret)
+        self._session.flush()
+        try:
+            reference = self._store.put(project_id, secret.id, 1, payload)
+        except Exception:
+            self._session.rollback()  # no metadata row without its payload
+            raise
+        self._session.add(
+            TenantSecretVersion(
+                secret_id=secret.id, version=1, reference=reference, created_by=ctx.actor_id
+            )
+        )
+        self._record(ctx, CHANGE, "secrets:secret:create", secret)
+        self._session.commit()
+        return secret
+
+    def list_secrets(self, ctx: CallContext, project_id: str) -> list[TenantSecret]:
+        """The secrets the caller may list, filtered in SQL with the policy's plan."""
+        kind, condition = self._decisions.plan(
+            ctx, "secrets:secret:list", RESOURCE_TYPE, project_id, None
+        )
+        if kind == NEVER:
+            raise Forbidden(
+                "not allowed to perform secrets:secret:list",
+                code="policy_denied",
+                extra={"action": "secrets:secret:list"},
+            )
+        query = select(TenantSecret).where(TenantSecret.project_id == project_id)
+        if kind == CONDITIONAL:
+            query = query.where(to_sql(condition, {"name": TenantSecret.name}))
+        return list(self._session.scalars(query.order_by(TenantSecret.name)))
+
+    def get(self, ctx: CallContext, project_id: str, secret_id: str) -> TenantSecret:
+        return self._enforced(ctx, "secrets:secret:read", project_id, secret_id)
+
+    def payload(
+        self, ctx: CallContext, project_id: str, secret_id: str, version: int | None
+    ) -> tuple[TenantSecret, int, bytes]:
+        secret = self._enforced(ctx, "secrets:secret:read", project_id, secret_id)
+        wanted = version or secret.current_version
+        row = self._session.scalar(
+            select(TenantSecretVersion).where(
+                TenantSecretVersion.secret_id == secret.id, TenantSecretVersion.version == wanted
+            )
+        )
+        if row is None:
+            raise NotFound(f"no version {wanted}", code="secret_version_not_found")
+        payload = self._store.get(project_id, secret.id, wanted, row.reference)
+        self._record(ctx, DECISION, "secrets:secret:read", secret, version=wanted)
+        self._session.commit()
+        return secret, wanted, payload
+
+    def new_version(
+        self, ctx: CallContext, project_id: str, secret_id: str, data: dict[str, Any]
+    ) -> TenantSecret:
+        secret = self._enforced(ctx, "secrets:secret:update", project_id, secret_id)
+        payload = _payload(data["payload"])
+        version = secret.current_version + 1
+        try:
+            reference = self._store.put(project_id, secret.id, version, payload)
+        except Exception:
+            self._session.rollback()
+            raise
+        self._session.add(
+            TenantSecretVersion(
+                secret_id=secret.id, version=version, reference=reference, created_by=ctx.actor_id
+            )
+        )
+        secret.current_version, secret.updated_at = version, utcnow()
+        self._record(ctx, CHANGE, "secrets:secret:update", secret, version=version)
+        self._session.commit()
+        return secret
+
+    def delete(self, ctx: CallContext, project_id: str, secret_id: str) -> None:
+        secret = self._enforced(ctx, "secrets:secret:delete", project_id, secret_id)
+        self._store.delete(project_id, secret.id)
+        self._session.delete(secret)
+        self._record(ctx, CHANGE, "secrets:secret:delete", secret)
+        self._session.commit()
+
+    def versions(self, secret_id: str) -> list[TenantSecretVersion]:
+        return list(
+            self._session.scalars(
+                select(TenantSecretVersion)
+                .where(TenantSecretVersion.secret_id == secret_id)
+                .order_by(TenantSecretVersion.version)
+            )
+        )
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _enforced(
+        self, ctx: CallContext, action: str, project_id: str, secret_id: str
+    ) -> TenantSecret:
+        secret = self._session.get(TenantSecret, secret_id)
+        if secret is not None and secret.project_id != project_id:
+            secret = None  # another project's secret does not exist here
+        # Decided before revealing existence; an unknown secret has no name, so a
+        # rule about names never allows it (deny rules fail closed on it).
+        self._require(ctx, action, project_id, secret_id, secret.name if secret else None)
+        if secret is None:
+            raise NotFound(f"no secret {secret_id!r} in this project", code="secret_not_found")
+        return secret
+
+    def _require(
+        self,
+        ctx: CallContext,
+        action: str,
+        project_id: str,
+        secret_id: str | None,
+        name: str | None,
+    ) -> None:
+        # An unknown project is refused by the boundary like any project not the caller's.
+        decision = self._decisions.decide(ctx, action, _resource(project_id, secret_id, name))
+        if not decision.allowed:
+            raise Forbidden(
+                f"not allowed to perform {action}",
+                code="policy_denied",
+                extra={
+                    "action": action,
+                    "decided_by": decision.decided_by,
+                    **({"rule": decision.rule} if decision.rule else {}),
+                },
+            )
+
+    def _record(
+        self, ctx: CallContext, kind: str, action: str, secret: TenantSecret, **details: Any
+    ) -> None:
+        self._audit.add(
+            type=kind,
+            action=action,
+            outcome="success",
+            actor_id=ctx.actor_id,
+            target=AuditTarget("secret", secret.id, project_id=secret.project_id),
+            request_id=ctx.request_id,
+            source_ip=ctx.source_ip,
+            details={"name": secret.name, **details},
+        )
+
+
+def _resource(project_id: str, secret_id: str | None, name: str | None) -> dict[str, Any]:
+    attributes = {"name": name} if name is not None else {}
+    return {
+        "type": RESOURCE_TYPE,
+        "project_id": project_id,
+        "id": secret_id,
+        "attributes": attributes,
+    }
+
+
+def _payload(text: str) -> bytes:
+    payload = text.encode("utf-8")
+    if len(payload) > MAX_PAYLOAD:
+        raise InvalidRequest(
+            f"a payload holds at most {MAX_PAYLOAD} bytes", code="payload_too_large"
+        )
+    return payload
