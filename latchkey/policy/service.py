@@ -473,20 +473,8 @@ class Decisions:
     ) -> tuple[str, dict[str, Any] | None]:
         """always / never / conditional (with a condition tree) for listing resources."""
         principal, auth = self._principal(ctx, subject_token)
-        view = self._catalog.view()
-        if action not in view.actions:
-            raise InvalidRequest(
-                f"{action!r} is not an action of the catalog", code="unknown_action"
-            )
-        if resource_type not in view.resource_types:
-            raise InvalidRequest(
-                f"{resource_type!r} is not a resource type of the catalog",
-                code="unknown_resource_type",
-            )
-        action_ref = ActionRef(action)
-        if auth.access_rules and action_ref.service not in {
-            r.get("service") for r in auth.access_rules
-        }:
+        action_ref = self._checked_action(action, resource_type)
+        if not self._token_allows(auth, action_ref):
             return NEVER, None
         engine = self._policies.engine(project_id)
         probe = ResourceRef(
@@ -498,6 +486,27 @@ class Decisions:
             return ALWAYS, None
         return plan(engine.rules, principal, action, resource_type)
 
+    def _checked_action(self, action: str, resource_type: str) -> ActionRef:
+        """Questions about what the catalog does not know are errors, not denials."""
+        view = self._catalog.view()
+        if action not in view.actions:
+            raise InvalidRequest(
+                f"{action!r} is not an action of the catalog", code="unknown_action"
+            )
+        if resource_type not in view.resource_types:
+            raise InvalidRequest(
+                f"{resource_type!r} is not a resource type of the catalog",
+                code="unknown_resource_type",
+            )
+        return ActionRef(action)
+
+    @staticmethod
+    def _token_allows(auth: AuthContext, action: ActionRef) -> bool:
+        """An application credential's access rules must name the action's service."""
+        return not auth.access_rules or action.service in {
+            r.get("service") for r in auth.access_rules
+        }
+
     def _decide(
         self,
         principal: Principal,
@@ -506,20 +515,8 @@ class Decisions:
         resource: dict[str, Any],
         explain: bool,
     ) -> Decision:
-        view = self._catalog.view()
-        if action not in view.actions:
-            raise InvalidRequest(
-                f"{action!r} is not an action of the catalog", code="unknown_action"
-            )
-        if resource["type"] not in view.resource_types:
-            raise InvalidRequest(
-                f"{resource['type']!r} is not a resource type of the catalog",
-                code="unknown_resource_type",
-            )
-        action_ref = ActionRef(action)
-        if auth.access_rules and action_ref.service not in {
-            r.get("service") for r in auth.access_rules
-        }:
+        action_ref = self._checked_action(action, resource["type"])
+        if not self._token_allows(auth, action_ref):
             return Decision(
                 False,
                 "token",
