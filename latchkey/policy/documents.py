@@ -348,3 +348,40 @@ def to_json(document: PolicyDocument) -> dict[str, Any]:
             item["resource"] = {"type": rule.resource_type, "conditions": conditions}
         rules.append(item)
     return {"rules": rules}
+
+
+def from_stored(stored: dict[str, Any]) -> PolicyDocument:
+    """Rebuild a document saved by ``to_json``: it was validated when saved.
+
+    Not re-validated against today's catalog: a service that later drops an action
+    or attribute must not break the project's decisions (a rule about something
+    that no longer exists simply never matches).
+    """
+    rules = []
+    for item in stored.get("rules", []):
+        principals = item.get("principals") or {}
+        resource = item.get("resource") or {}
+        conditions = tuple(
+            Condition(
+                c["attribute"],
+                c["op"],
+                tuple(c["value"]) if isinstance(c.get("value"), list) else c.get("value"),
+                c.get("principal_attribute"),
+            )
+            for c in resource.get("conditions", [])
+        )
+        rules.append(
+            Rule(
+                id=item["id"],
+                effect=item["effect"],
+                actions=tuple(item["actions"]),
+                resource_type=resource.get("type"),
+                conditions=conditions,
+                description=item.get("description", ""),
+                **{
+                    key: frozenset(principals[key]) if key in principals else None
+                    for key in PRINCIPAL_FIELDS
+                },
+            )
+        )
+    return PolicyDocument(tuple(rules))

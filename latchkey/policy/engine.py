@@ -332,7 +332,8 @@ class PolicyEngine:
                     )
         except PolarError as exc:
             raise PolicyError(f"policy evaluation failed: {type(exc).__name__}") from exc
-        return Verdict(boundary, tuple(sorted(set(allows))), tuple(sorted(set(denies))))
+        # Document order: `rule` in an answer names the first matching rule as written.
+        return Verdict(boundary, tuple(dict.fromkeys(allows)), tuple(dict.fromkeys(denies)))
 
 
 def load_boundary(text: str) -> str:

@@ -38,6 +38,7 @@ from latchkey.policy.documents import (
     PolicyDocument,
     PolicyInvalid,
     PrincipalChecks,
+    from_stored,
     parse,
     to_json,
 )
@@ -349,10 +350,9 @@ class TenantPolicies:
         return self._build(key, version, document)
 
     def _parse_stored(self, stored: dict[str, Any]) -> PolicyDocument:
-        # Stored documents were validated on save; principals are not re-checked here
-        # (a departed user named in a rule simply never matches).
-        always = PrincipalChecks(lambda _: True, lambda _: True, lambda _: True, lambda _: True)
-        return parse(stored, self._catalog.view(), always)
+        # Validated when saved; not re-checked against today's catalog or principals
+        # (a rule about something that is gone simply never matches).
+        return from_stored(stored)
 
     def boundary_text(self) -> str:
         return self._boundaries.current()[0]
