@@ -1,0 +1,1 @@
+"""What relying services install to validate Latchkey tokens (see docs/middleware.md)."""
