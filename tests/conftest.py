@@ -122,6 +122,10 @@ def reset_database(app: Flask) -> None:
                 conn.execute(table.delete())
         services = app.extensions["latchkey"]
         services.bootstrap.run(ADMIN_PASSWORD)
+        # Store the default boundary now, not lazily from a second connection while a
+        # test request holds SQLite's write lock.
+        services.boundaries.forget()
+        services.boundaries.current()
         db.session.remove()
 
 

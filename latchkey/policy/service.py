@@ -9,6 +9,7 @@ Allowed if and only if:
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -46,6 +47,7 @@ from latchkey.policy.enforcer import Enforcer, Target
 from latchkey.policy.engine import (
     ActionRef,
     PolicyEngine,
+    PolicyError,
     Principal,
     ResourceRef,
     principal_attributes,
@@ -53,6 +55,7 @@ from latchkey.policy.engine import (
 from latchkey.policy.plan import ALWAYS, NEVER, plan
 from latchkey.policy.store import Boundaries, PolicyVersion, ProjectPolicy
 
+log = logging.getLogger(__name__)
 MAX_BATCH = 1000
 MAX_RECENT = 1000
 
@@ -210,6 +213,7 @@ class TenantPolicies:
             ctx, "policy:policy:update", project_id, version=version, rules=len(parsed.rules)
         )
         self._session.commit()
+        self._active.pop(project_id, None)  # after the commit: no decision caches the old
         self._build(project_id, version, parsed)  # off the decision path: now, once
         return version
 
@@ -235,6 +239,7 @@ class TenantPolicies:
         self._activate_row(project_id, version)
         self._record(ctx, "policy:policy:activate", project_id, version=version)
         self._session.commit()
+        self._active.pop(project_id, None)  # after the commit: no decision caches the old
         self._build(project_id, version, parsed)
 
     def _parse(self, project_id: str, document: Any) -> PolicyDocument:
@@ -264,7 +269,6 @@ class TenantPolicies:
             self._session.add(ProjectPolicy(project_id=project_id, active_version=version))
         else:
             active.active_version, active.updated_at = version, utcnow()
-        self._active.pop(project_id, None)
 
     def _enforce(self, ctx: CallContext, action: str, project_id: str) -> None:
         project = self._session.get(Project, project_id)
@@ -383,8 +387,22 @@ def decide_with(
     resource: ResourceRef,
     explain: bool,
 ) -> Decision:
-    """Boundary, then the tenant's rules (deny wins; no policy: the boundary alone)."""
-    verdict = engine.evaluate(principal, action, resource)
+    """Boundary, then the tenant's rules (deny wins; no policy: the boundary alone).
+
+    An evaluation that fails (a boundary reaching past what it may read, a query
+    past POLAR_TIMEOUT_MS) is a denial, logged: never a 500, never an allow.
+    """
+    try:
+        verdict = engine.evaluate(principal, action, resource)
+    except PolicyError as exc:
+        log.error(
+            "policy evaluation failed, denied: %s",
+            exc,
+            extra={"action": action.name, "resource_type": resource.type},
+        )
+        return Decision(
+            False, "error", None, {"error": "policy evaluation failed"} if explain else None
+        )
     explanation = None
     if explain:
         explanation = {
@@ -500,6 +518,17 @@ class Decisions:
             )
         return ActionRef(action)
 
+    def _typed(self, resource_type: str, attributes: dict[str, Any] | None) -> dict[str, Any]:
+        """Only attributes the catalog declares, with a value of its type: anything else
+        counts as missing, so deny rules fail closed on it (a list sent for a string
+        must not slip past `env = prod`)."""
+        declared = self._catalog.view().resource_types.get(resource_type, {})
+        return {
+            name: value
+            for name, value in (attributes or {}).items()
+            if name in declared and fits(declared[name].type, value)
+        }
+
     @staticmethod
     def _token_allows(auth: AuthContext, action: ActionRef) -> bool:
         """An application credential's access rules must name the action's service."""
@@ -531,7 +560,7 @@ class Decisions:
             project_id=project_id,
             domain_id=self._project_domain(project_id),
             id=resource.get("id"),
-            attributes=resource.get("attributes"),
+            attributes=self._typed(resource["type"], resource.get("attributes")),
         )
         engine = self._policies.engine(project_id)
         decision = decide_with(engine, principal, action_ref, resource_ref, explain)
@@ -658,3 +687,15 @@ class Decisions:
         if not project_id:
             return None
         return self._session.scalar(select(Project.domain_id).where(Project.id == project_id))
+
+
+def fits(kind: str, value: Any) -> bool:
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)

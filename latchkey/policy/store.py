@@ -107,6 +107,9 @@ class Boundaries:
         except PolicyError as exc:
             log.error("boundary file refused, the previous boundary stays in force: %s", exc)
 
+    def forget(self) -> None:
+        self._cache = None
+
     def store(self, text: str, source: str) -> None:
         with self._session_factory() as session:
             session.add(PolicyBoundary(text=text, fingerprint=fingerprint(text), source=source))

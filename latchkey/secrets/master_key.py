@@ -50,12 +50,35 @@ class MasterKeyFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._ring: tuple[dict[str, bytes], str] | None = None
+        self._stamp: tuple[int, int, int] | None = None
 
     def _keyring(self) -> tuple[dict[str, bytes], str]:
         # Read (or create) on first use: commands that never seal must not create the file.
         if self._ring is None:
             self._ring = self._load_or_create()
+            self._stamp = self._file_stamp()
+            return self._ring
+        # `latchkey secrets rotate-master` in another process replaces the file: a running
+        # server must seal with the new version and open what `rewrap` re-sealed with it.
+        # A file that vanished or does not read keeps the ring in memory (never a new key).
+        stamp = self._file_stamp()
+        if stamp is not None and stamp != self._stamp:
+            self._stamp = stamp  # warn once per change, not on every call
+            try:
+                self._ring = self._read()
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning(
+                    "the master key file changed but cannot be read; keeping the keys in memory",
+                    extra={"master_key_file": str(self.path), "error": type(exc).__name__},
+                )
         return self._ring
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            status = self.path.stat()
+        except OSError:
+            return None
+        return status.st_ino, status.st_mtime_ns, status.st_size
 
     def _load_or_create(self) -> tuple[dict[str, bytes], str]:
         if not self.path.exists():

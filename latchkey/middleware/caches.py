@@ -1,0 +1,218 @@
+"""What the middleware keeps from Latchkey: the JWKS and the revocation feed.
+
+Both are refreshed lazily, by the requests that need them, under a lock, and
+never more often than their interval (``clock`` is monotonic seconds).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from joserfc.jwk import KeySet
+
+from latchkey.identity.tokens import TokenInvalid
+from latchkey.middleware._http import LatchkeyHttp, LatchkeyUnreachable
+
+log = logging.getLogger("latchkey.middleware")
+
+JWKS_PATH = "/.well-known/jwks.json"
+REVOCATIONS_PATH = "/v1/revocations"
+PAGE_SIZE = 1000
+MAX_PAGES = 50  # one poll reads at most 50,000 events; the rest on the next poll
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class KeyCache:
+    """The JWKS, refetched when older than ``max_age`` or on an unknown ``kid``,
+    never more often than once per ``min_interval`` (a flood of made-up kids
+    cannot turn into a flood of fetches)."""
+
+    def __init__(
+        self,
+        http: LatchkeyHttp,
+        *,
+        min_interval: float,
+        max_age: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._http = http
+        self._min_interval = min_interval
+        self._max_age = max_age
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._keys: KeySet | None = None
+        self._fetched_at: float | None = None
+        self._attempted_at: float | None = None
+        self.fetches = 0  # attempts, for tests and metrics
+
+    def keys_for_kid(self, kid: str) -> KeySet:
+        """The key set to verify a token of ``kid``; TokenInvalid when none can be had."""
+        keys = self._keys
+        now = self._clock()
+        stale = self._fetched_at is None or now - self._fetched_at > self._max_age
+        if keys is None or stale or not _has_kid(keys, kid):
+            keys = self._refresh(now)
+        if keys is None or not _has_kid(keys, kid):
+            raise TokenInvalid()
+        return keys
+
+    def _refresh(self, now: float) -> KeySet | None:
+        with self._lock:
+            if self._attempted_at is not None and now - self._attempted_at < self._min_interval:
+                return self._keys
+            self._attempted_at = now
+            self.fetches += 1
+            try:
+                body = self._http.get(JWKS_PATH)
+                keys = KeySet.import_key_set(body)
+            except (LatchkeyUnreachable, ValueError, TypeError, KeyError) as exc:
+                # Keep the keys we had: a Latchkey outage longer than the revocation
+                # staleness limit fails closed anyway (see RevocationCache).
+                log.warning("latchkey middleware: cannot fetch the JWKS: %s", exc)
+                return self._keys
+            self._keys, self._fetched_at = keys, now
+            return keys
+
+
+class RevocationCache:
+    """The revocation events still able to match a live token.
+
+    An event is kept until ``issued_before + max_token_lifetime``: every token
+    it matches was issued before it, and the middleware refuses tokens living
+    longer than that, so none it matches can still be alive afterwards.
+    """
+
+    def __init__(
+        self,
+        http: LatchkeyHttp,
+        token_provider: Callable[[], str],
+        *,
+        poll_interval: float,
+        max_staleness: float,
+        max_token_lifetime: float,
+        clock: Callable[[], float],
+        wall_clock: Callable[[], float],
+        on_new_events: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._http = http
+        self._token_provider = token_provider
+        self._poll_interval = poll_interval
+        self._max_staleness = max_staleness
+        self._max_lifetime_us = int(max_token_lifetime * 1_000_000)
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._on_new_events = on_new_events
+        self._lock = threading.Lock()
+        self._cursor = 0
+        # (kind, subject) -> the latest issued_before, in microseconds since the epoch
+        self._events: dict[tuple[str, str], int] = {}
+        self._polled_at: float | None = None  # last successful poll
+        self._attempted_at: float | None = None
+        self.polls = 0  # attempts, for tests and metrics
+
+    @property
+    def cursor(self) -> int:
+        return self._cursor
+
+    def ensure_fresh(self) -> bool:
+        """Poll when due; False when the feed is too stale to trust (fail closed)."""
+        now = self._clock()
+        if self._attempted_at is None or now - self._attempted_at >= self._poll_interval:
+            self.poll()
+            now = self._clock()
+        polled = self._polled_at
+        return polled is not None and now - polled <= self._max_staleness
+
+    def poll(self, force: bool = False) -> None:
+        with self._lock:
+            now = self._clock()
+            if (
+                not force
+                and self._attempted_at is not None
+                and now - self._attempted_at < self._poll_interval
+            ):
+                return  # another request polled while this one waited for the lock
+            self._attempted_at = now
+            self.polls += 1
+            try:
+                added = self._read_feed()
+            except LatchkeyUnreachable as exc:
+                log.warning("latchkey middleware: cannot read the revocation feed: %s", exc)
+                return
+            self._polled_at = now
+            self._prune()
+        if added:
+            self._on_new_events()
+
+    def _read_feed(self) -> int:
+        token = self._token_provider()
+        added = 0
+        for _ in range(MAX_PAGES):
+            body = self._http.get(REVOCATIONS_PATH, token, since=self._cursor, limit=PAGE_SIZE)
+            try:
+                events = body["revocations"]
+                cursor = int(body["cursor"])
+                for event in events:
+                    key = (str(event["kind"]), str(event["subject"]))
+                    before = _microseconds(str(event["issued_before"]))
+                    self._events[key] = max(before, self._events.get(key, before))
+                    added += 1
+            except (KeyError, TypeError, ValueError) as exc:
+                raise LatchkeyUnreachable(f"unexpected revocation feed: {exc}") from exc
+            self._cursor = max(self._cursor, cursor)
+            if len(events) < PAGE_SIZE:
+                break
+        return added
+
+    def _prune(self) -> None:
+        now_us = int(self._wall_clock() * 1_000_000)
+        for key in [
+            k for k, before in self._events.items() if before + self._max_lifetime_us < now_us
+        ]:
+            del self._events[key]
+
+    def is_revoked(self, claims: dict[str, Any]) -> bool:
+        """The server's rule (``RevocationList.is_revoked``), on the events seen so far."""
+        issued_ms = claims.get("iat_ms")
+        issued_us = (
+            issued_ms * 1000 if isinstance(issued_ms, int) else int(claims["iat"]) * 1_000_000
+        )
+        events = self._events
+        if ("token", claims.get("jti")) in events:
+            return True
+        subjects = [("user", claims.get("sub"))]
+        project_id = (claims.get("project") or {}).get("id")
+        if project_id:
+            subjects.append(("project", project_id))
+        for key in subjects:
+            before = events.get(key)  # type: ignore[arg-type]
+            if before is not None and before >= issued_us:
+                return True
+        # As on the server: a deleted credential or secret revokes all of its tokens
+        # (none can be issued after the event).
+        credential = claims.get("application_credential") or {}
+        for kind, field in (
+            ("application_credential", "id"),
+            ("application_credential_secret", "secret_id"),
+        ):
+            if credential.get(field) and (kind, credential[field]) in events:
+                return True
+        return False
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+
+def _microseconds(iso: str) -> int:
+    moment = datetime.fromisoformat(iso)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def _has_kid(keys: KeySet, kid: str) -> bool:
+    return any(key.kid == kid for key in keys.keys)
