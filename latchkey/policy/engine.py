@@ -344,8 +344,18 @@ class PolicyEngine:
         return Verdict(boundary, tuple(dict.fromkeys(allows)), tuple(dict.fromkeys(denies)))
 
 
+FORBIDDEN_IN_BOUNDARY = re.compile(r"\bdebug\s*\(|__")
+
+
 def load_boundary(text: str) -> str:
-    """Check that a boundary text loads and defines ``boundary``; return it unchanged."""
+    """Check that a boundary text loads and defines ``boundary``; return it unchanged.
+
+    ``debug()`` (it blocks on standard input) and dunder names (the route to Python
+    internals; the host guard refuses them anyway) are refused outright.
+    """
+    found = FORBIDDEN_IN_BOUNDARY.search(text)
+    if found:
+        raise PolicyError(f"the boundary may not use {found.group(0)!r}")
     engine = PolicyEngine(text, None)
     probe = Principal(
         id="probe", name="probe", kind="human", domain_id="d", project_id="p", roles=()
