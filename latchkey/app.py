@@ -32,6 +32,7 @@ from latchkey.identity.revocations import RevocationList
 from latchkey.identity.roles import Roles
 from latchkey.identity.tokens import Tokens
 from latchkey.logs import configure_logging
+from latchkey.oauth import api as oauth_api
 from latchkey.ops import api as ops_api
 from latchkey.ops.health import Health
 from latchkey.policy import api as policy_api
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         policy_api.blp,
         secrets_api.blp,
         ops_api.blp,
+        oauth_api.blp,
     ):
         api.register_blueprint(blueprint)
 

@@ -14,7 +14,7 @@ from latchkey.audit import AUTHENTICATION, AuditLog, AuditTarget
 from latchkey.db import DbSession, utcnow
 from latchkey.errors import AuthenticationFailed, Forbidden, InvalidRequest
 from latchkey.identity.accounts import APPLICATION, Accounts
-from latchkey.identity.credentials import ApplicationCredentials
+from latchkey.identity.credentials import ApplicationCredentials, VerifiedCredential
 from latchkey.identity.directory import Directory
 from latchkey.identity.ldap_domains import LdapDomains
 from latchkey.identity.models import Domain, Project, User
@@ -125,6 +125,19 @@ class Authentication:
         self._credentials.record_use(verified)
         self._session.commit()
         return issued
+
+    def current_roles(self, verified: VerifiedCredential) -> set[str]:
+        """The roles a token from this credential would carry now (none if its project
+        is gone or disabled)."""
+        usable = self._usable_project(self._session.get(Project, verified.credential.project_id))
+        if usable is None:
+            return set()
+        held = self._roles.effective_role_names(
+            verified.owner.id,
+            project_id=usable[0].id,
+            directory_group_ids=verified.directory_group_ids,
+        )
+        return set(verified.credential.roles) & held
 
     def _usable_project(self, project: Project | None) -> tuple[Project, Domain] | None:
         """The project and its domain, when both exist and are enabled."""

@@ -348,6 +348,16 @@ class ApplicationCredentials(IdentityServiceBase):
             self._fail(ctx, credential, "source_not_allowed")
         return VerifiedCredential(credential, matched, owner, domain, group_ids)
 
+    def verify_and_record(
+        self, ctx: CallContext, ref: dict[str, Any], secret: str
+    ) -> VerifiedCredential:
+        """verify(), then last_used_at, committed: a client authenticating without
+        asking for a token (OAuth introspection and revocation)."""
+        verified = self.verify(ctx, ref, secret)
+        self.record_use(verified)
+        self._session.commit()
+        return verified
+
     def record_use(self, verified: VerifiedCredential) -> None:
         """Add last_used_at updates to the current transaction, at most once a minute."""
         now = utcnow()

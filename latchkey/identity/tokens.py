@@ -169,6 +169,27 @@ class Tokens:
         )
         self._revocations.commit()
 
+    def revoke_claims(
+        self, ctx: CallContext, claims: dict[str, Any], actor_id: str, **details: Any
+    ) -> None:
+        """Revoke an already-validated token on behalf of a client that may do so
+        (OAuth 2.0 revocation: the client revokes its own tokens)."""
+        event = self._revocations.add(TOKEN, claims["jti"])
+        event.expires_at = datetime.fromtimestamp(claims["exp"], UTC)
+        self._audit.add(
+            type="change",
+            action="identity:token:revoke",
+            outcome="success",
+            actor_id=actor_id,
+            target=AuditTarget(
+                "token", claims["jti"], project_id=(claims.get("project") or {}).get("id")
+            ),
+            request_id=ctx.request_id,
+            source_ip=ctx.source_ip,
+            details={"user_id": claims["sub"], **details},
+        )
+        self._revocations.commit()
+
     def revocations_since(self, ctx: CallContext, cursor: int, limit: int) -> list[RevocationEvent]:
         self._enforcer.enforce(ctx.auth, "identity:revocation:list", Target())
         return self._revocations.since(cursor, limit)
