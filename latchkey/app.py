@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 import latchkey.migrations
 from latchkey.audit import AuditLog, AuditReader
+from latchkey.compat import keystone as keystone_compat
 from latchkey.db import db
 from latchkey.identity import api as identity_api
 from latchkey.identity import credential_api, token_api
@@ -44,6 +45,7 @@ from latchkey.secrets import api as secrets_api
 from latchkey.secrets.local import LocalSecretStore
 from latchkey.secrets.master_key import MasterKeyFile
 from latchkey.secrets.service import TenantSecrets
+from latchkey.secrets.store import SecretStore
 from latchkey.settings import Settings, SettingsError
 from latchkey.web.problems import register_problem_handlers
 from latchkey.web.requests import register_request_hooks
@@ -70,7 +72,7 @@ class Services:
     boundaries: Boundaries
     policies: TenantPolicies
     decisions: Decisions
-    secret_store: LocalSecretStore
+    secret_store: SecretStore
     secrets: TenantSecrets
 
 
@@ -111,6 +113,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     ):
         api.register_blueprint(blueprint)
 
+    # Keystone v3 subset: plain Flask views, outside the native OpenAPI document.
+    app.register_blueprint(keystone_compat.blp)
     app.extensions["latchkey"] = build_services(settings)
     return app
 
@@ -188,11 +192,15 @@ def build_services(settings: Settings) -> Services:
         DecisionRecorder(session, catalog, settings.decision_record_percent),
         lambda user_id, project_id: roles.effective_role_names(user_id, project_id=project_id),
     )
-    if settings.secret_store != "local":
+    secret_store: SecretStore
+    if settings.secret_store == "local":
+        secret_store = LocalSecretStore(session, protector)
+    elif settings.secret_store == "vault":
+        secret_store = _vault_store(settings)
+    else:
         raise SettingsError(
-            f"secret_store {settings.secret_store!r} is not available yet; use 'local'"
+            f"secret_store {settings.secret_store!r} is not available yet; use 'local' or 'vault'"
         )
-    secret_store = LocalSecretStore(session, protector)
     return Services(
         settings=settings,
         enforcer=enforcer,
@@ -214,3 +222,21 @@ def build_services(settings: Settings) -> Services:
         secrets=TenantSecrets(session, secret_store, decisions, audit),
         health=Health(session, ldap, secret_store),
     )
+
+
+def _vault_store(settings: Settings) -> SecretStore:
+    from latchkey.secrets.vault import VaultSecretStore  # hvac: the optional `vault` extra
+
+    try:
+        return VaultSecretStore(
+            settings.vault_addr,
+            token=settings.vault_token,
+            role_id=settings.vault_role_id,
+            secret_id=settings.vault_secret_id,
+            approle_mount=settings.vault_approle_mount,
+            mount=settings.vault_mount,
+            prefix=settings.vault_prefix,
+            timeout=settings.vault_timeout_seconds,
+        )
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc

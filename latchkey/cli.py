@@ -20,6 +20,7 @@ from latchkey.cli_domains import domain_group
 from latchkey.errors import LatchkeyError
 from latchkey.identity.tokens import verify_jwt
 from latchkey.policy.context import CallContext
+from latchkey.secrets.local import LocalSecretStore
 from latchkey.settings import Settings, SettingsError
 
 
@@ -267,7 +268,7 @@ def secrets_group() -> None:
 @with_appcontext
 def secrets_rotate_master() -> None:
     """Add a master key version; new secrets use it. Run `rewrap` for the old ones."""
-    version = _services().secret_store.rotate_master()
+    version = _local_store().rotate_master()
     click.echo(f"master key version {version} is now current; run `latchkey secrets rewrap`")
 
 
@@ -275,7 +276,7 @@ def secrets_rotate_master() -> None:
 @with_appcontext
 def secrets_rewrap() -> None:
     """Re-seal every secret's data key with the current master key."""
-    store = _services().secret_store
+    store = _local_store()
     total = store.count()
     with click.progressbar(length=total, label="rewrapping", file=sys.stderr) as bar:
         done = store.rewrap(progress=bar.update)
@@ -283,6 +284,13 @@ def secrets_rewrap() -> None:
         f"rewrapped {done} of {total} secret versions; "
         f"{store.stale_count()} still under an older master key"
     )
+
+
+def _local_store() -> LocalSecretStore:
+    store = _services().secret_store
+    if not isinstance(store, LocalSecretStore):
+        raise click.ClickException(f"the {store.name} secret store has no master key to manage")
+    return store
 
 
 @main.group()

@@ -81,8 +81,22 @@ class Settings:
         "last known state for this long after the last successful check (0: never).",
     )
     secret_store: str = _setting(
-        "local", "Where Latchkey keeps secrets: local | vault | barbican (local only, so far)."
+        "local", "Where Latchkey keeps secrets: local | vault | barbican (barbican: not yet)."
     )
+    vault_addr: str = _setting(
+        "", "Vault/OpenBao address for secret_store=vault; empty means the VAULT_ADDR variable."
+    )
+    vault_token: str = _setting(
+        "", "Vault/OpenBao token; empty means the VAULT_TOKEN variable (or AppRole below)."
+    )
+    vault_role_id: str = _setting("", "AppRole role_id; with vault_secret_id, log in by AppRole.")
+    vault_secret_id: str = _setting("", "AppRole secret_id (used with vault_role_id).")
+    vault_approle_mount: str = _setting("approle", "Mount point of the AppRole auth method.")
+    vault_mount: str = _setting("secret", "Mount point of the KV version 2 secrets engine.")
+    vault_prefix: str = _setting(
+        "latchkey", "Path prefix inside the KV mount: <prefix>/<project_id>/<secret_id>."
+    )
+    vault_timeout_seconds: int = _setting(5, "Timeout of each request to Vault/OpenBao.")
     log_level: str = _setting("INFO", "Log level of the JSON logs.")
     log_json: bool = _setting(True, "Write logs as JSON lines (false: plain text).")
 
@@ -110,6 +124,10 @@ class Settings:
             raw = environ.get(ENV_PREFIX + f.name.upper())
             if raw is not None:
                 values[f.name] = raw
+        # The standard Vault client variables, when Latchkey's own are not set.
+        for name, standard in (("vault_addr", "VAULT_ADDR"), ("vault_token", "VAULT_TOKEN")):
+            if name not in values and environ.get(standard):
+                values[name] = environ[standard]
         values.update(overrides)
         return cls.from_mapping(values)
 

@@ -19,14 +19,14 @@ blp = Blueprint(
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-class SecretCreate(Schema):
+class TenantSecretCreate(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=255))
     description = fields.String(validate=validate.Length(max=10_000))
     content_type = fields.String(validate=validate.Length(max=128))
     payload = fields.String(required=True, load_only=True)
 
 
-class PayloadIn(Schema):
+class TenantPayloadIn(Schema):
     payload = fields.String(required=True, load_only=True)
 
 
@@ -34,7 +34,7 @@ class VersionQuery(Schema):
     version = fields.Integer(validate=validate.Range(min=1, max=2**31 - 1))
 
 
-class SecretOut(Schema):
+class TenantSecretOut(Schema):
     id = fields.String()
     project_id = fields.String()
     name = fields.String()
@@ -47,11 +47,11 @@ class SecretOut(Schema):
     updated_at = fields.DateTime()
 
 
-class SecretList(Schema):
-    secrets = fields.List(fields.Nested(SecretOut))
+class TenantSecretList(Schema):
+    secrets = fields.List(fields.Nested(TenantSecretOut))
 
 
-class PayloadOut(Schema):
+class TenantPayloadOut(Schema):
     id = fields.String()
     name = fields.String()
     version = fields.Integer()
@@ -61,19 +61,19 @@ class PayloadOut(Schema):
 
 @blp.route("")
 class SecretsView(MethodView):
-    @blp.response(200, SecretList)
+    @blp.response(200, TenantSecretList)
     def get(self, project_id: str) -> dict[str, Any]:
         return {"secrets": services().secrets.list_secrets(call_context(), project_id)}
 
-    @blp.arguments(SecretCreate)
-    @blp.response(201, SecretOut)
+    @blp.arguments(TenantSecretCreate)
+    @blp.response(201, TenantSecretOut)
     def post(self, data: dict[str, Any], project_id: str) -> Any:
         return services().secrets.create(call_context(), project_id, data)
 
 
 @blp.route("/<secret_id>")
 class SecretView(MethodView):
-    @blp.response(200, SecretOut)
+    @blp.response(200, TenantSecretOut)
     def get(self, project_id: str, secret_id: str) -> Any:
         return services().secrets.get(call_context(), project_id, secret_id)
 
@@ -85,7 +85,7 @@ class SecretView(MethodView):
 @blp.route("/<secret_id>/payload")
 class PayloadView(MethodView):
     @blp.arguments(VersionQuery, location="query")
-    @blp.response(200, PayloadOut)
+    @blp.response(200, TenantPayloadOut)
     def get(self, query: dict[str, Any], project_id: str, secret_id: str) -> Any:
         secret, version, payload = services().secrets.payload(
             call_context(), project_id, secret_id, query.get("version")
@@ -99,7 +99,7 @@ class PayloadView(MethodView):
         }
         return body, 200, NO_STORE
 
-    @blp.arguments(PayloadIn)
-    @blp.response(200, SecretOut)
+    @blp.arguments(TenantPayloadIn)
+    @blp.response(200, TenantSecretOut)
     def put(self, data: dict[str, Any], project_id: str, secret_id: str) -> Any:
         return services().secrets.new_version(call_context(), project_id, secret_id, data)

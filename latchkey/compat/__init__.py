@@ -1,0 +1,1 @@
+"""Compatibility layers that speak other identity services' wire protocols."""
