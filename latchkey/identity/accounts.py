@@ -248,9 +248,12 @@ class Accounts(IdentityServiceBase):
     def list_user_projects(self, ctx: CallContext, user_id: str) -> list[Project]:
         user = self._enforced_user(ctx, "identity:user:list_projects", user_id)
         group_ids = select(GroupMembership.group_id).where(GroupMembership.user_id == user.id)
+        directory_groups = list(user.directory_group_ids or [])  # LDAP, as last known
         project_ids = select(RoleAssignment.project_id).where(
             RoleAssignment.project_id.is_not(None),
-            (RoleAssignment.user_id == user.id) | RoleAssignment.group_id.in_(group_ids),
+            (RoleAssignment.user_id == user.id)
+            | RoleAssignment.group_id.in_(group_ids)
+            | RoleAssignment.group_id.in_(directory_groups),
         )
         query = select(Project).where(Project.id.in_(project_ids)).order_by(Project.name)
         return list(self._session.scalars(query))

@@ -464,8 +464,10 @@ class Decisions:
         if len(checks) > MAX_BATCH:
             raise InvalidRequest(f"at most {MAX_BATCH} checks", code="batch_too_large")
         principal, auth = self._principal(ctx, subject_token)
+        per_project: dict[str | None, tuple[str | None, PolicyEngine]] = {}
         decisions = [
-            self._decide(principal, auth, c["action"], c["resource"], explain) for c in checks
+            self._decide(principal, auth, c["action"], c["resource"], explain, per_project)
+            for c in checks
         ]
         self._recorder.commit()
         return decisions
@@ -475,11 +477,14 @@ class Decisions:
     ) -> list[str]:
         principal, auth = self._principal(ctx, subject_token)
         view = self._catalog.view()
-        return [
+        per_project: dict[str | None, tuple[str | None, PolicyEngine]] = {}
+        allowed = [
             action
             for action in view.actions_for(resource["type"])
-            if self._decide(principal, auth, action, resource, False).allowed
+            if self._decide(principal, auth, action, resource, False, per_project).allowed
         ]
+        self._recorder.commit()
+        return allowed
 
     def plan(
         self,
@@ -543,7 +548,10 @@ class Decisions:
         action: str,
         resource: dict[str, Any],
         explain: bool,
+        per_project: dict[str | None, tuple[str | None, PolicyEngine]] | None = None,
     ) -> Decision:
+        """``per_project``: shared by the checks of one batch, so the whole batch is
+        decided by one policy version per project and looks each project up once."""
         action_ref = self._checked_action(action, resource["type"])
         if not self._token_allows(auth, action_ref):
             return Decision(
@@ -555,14 +563,19 @@ class Decisions:
                 else None,
             )
         project_id = resource.get("project_id")
+        known = per_project.get(project_id) if per_project is not None else None
+        if known is None:
+            known = (self._project_domain(project_id), self._policies.engine(project_id))
+            if per_project is not None:
+                per_project[project_id] = known
+        domain_id, engine = known
         resource_ref = ResourceRef(
             type=resource["type"],
             project_id=project_id,
-            domain_id=self._project_domain(project_id),
+            domain_id=domain_id,
             id=resource.get("id"),
             attributes=self._typed(resource["type"], resource.get("attributes")),
         )
-        engine = self._policies.engine(project_id)
         decision = decide_with(engine, principal, action_ref, resource_ref, explain)
         self._recorder.maybe_record(principal, action, resource, decision)
         return decision
