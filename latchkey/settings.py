@@ -63,7 +63,10 @@ class Settings:
         "refused and the boundary in force stays.",
     )
     policy_timeout_ms: int = _setting(
-        100, "Longest a Polar query may run (POLAR_TIMEOUT_MS), in milliseconds."
+        1000,
+        "Longest a Polar query may run (POLAR_TIMEOUT_MS), in milliseconds; a decision "
+        "takes well under one, so this only bounds runaway operator Polar (oso's default is "
+        "30,000). It is wall-clock time: too small and a busy machine denies at random.",
     )
     decision_record_percent: int = _setting(
         10,

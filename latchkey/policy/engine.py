@@ -339,7 +339,11 @@ class PolicyEngine:
                         str(bindings["rule_id"])
                     )
         except PolarError as exc:
-            raise PolicyError(f"policy evaluation failed: {type(exc).__name__}") from exc
+            # The first line names the cause (a timeout, a refused name); no values follow.
+            first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise PolicyError(
+                f"policy evaluation failed: {type(exc).__name__}: {first_line}"
+            ) from exc
         # Document order: `rule` in an answer names the first matching rule as written.
         return Verdict(boundary, tuple(dict.fromkeys(allows)), tuple(dict.fromkeys(denies)))
 
