@@ -72,6 +72,14 @@ class Roles(IdentityServiceBase):
             raise NotFound(f"no role {ref!r}", code="role_not_found")
         return role
 
+    def ids_by_name(self, names: Iterable[str]) -> dict[str, str]:
+        """Role name -> id, for answers that name roles both ways (Keystone tokens)."""
+        wanted = list(names)
+        return {
+            role.name: role.id
+            for role in self._session.scalars(select(Role).where(Role.name.in_(wanted)))
+        }
+
     def list_roles(self, ctx: CallContext, name: str | None = None) -> list[Role]:
         self._enforce(ctx, "identity:role:list", Target())
         query = select(Role).order_by(Role.name)

@@ -101,6 +101,11 @@ class Catalog:
     def forget(self) -> None:
         self._cache = None
 
+    def all_services(self) -> list[Service]:
+        """Every service, unenforced: for the catalog a token answer carries (Keystone
+        clients find their endpoints there), which any valid token may see."""
+        return list(self._session.scalars(select(Service).order_by(Service.type)))
+
     def list_services(self, ctx: CallContext) -> list[Service]:
         self._enforcer.enforce(ctx.auth, "identity:service:list", Target())
         return list(self._session.scalars(select(Service).order_by(Service.type)))

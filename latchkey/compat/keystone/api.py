@@ -12,10 +12,8 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from marshmallow import ValidationError
-from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from latchkey.db import db
 from latchkey.errors import (
     AuthenticationFailed,
     AuthenticationRequired,
@@ -25,9 +23,7 @@ from latchkey.errors import (
     NotFound,
 )
 from latchkey.identity.credentials import ApplicationCredential
-from latchkey.identity.models import Role
 from latchkey.identity.token_api import TokenRequest
-from latchkey.policy.catalog import Service
 from latchkey.policy.context import CallContext
 from latchkey.web.requests import call_context, services
 
@@ -157,7 +153,7 @@ def _catalog() -> list[dict[str, Any]]:
     identity_url = base_url() + "/v3"
     catalog = []
     seen_identity = False
-    for service in db.session.scalars(select(Service).order_by(Service.type)):
+    for service in services().catalog.all_services():
         endpoints = [
             {
                 "id": _stable_id(service.id, e.get("interface", ""), e.get("url", "")),
@@ -211,9 +207,7 @@ def _identity_endpoints(service_id: str, url: str) -> list[dict[str, Any]]:
 
 
 def _role_refs(names: list[str]) -> list[dict[str, Any]]:
-    ids = {
-        role.name: role.id for role in db.session.scalars(select(Role).where(Role.name.in_(names)))
-    }
+    ids = services().roles.ids_by_name(names)
     return [{"id": ids.get(name, name), "name": name} for name in names]
 
 
