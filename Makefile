@@ -36,6 +36,7 @@ test: venv services lint typecheck pytest
 
 services:
 	bash scripts/ensure-services.sh
+	bash scripts/barbican.sh
 
 lint: venv
 	$(BIN)/ruff check latchkey tests
@@ -49,3 +50,11 @@ pytest: venv
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+## make bench: Latchkey (SQLite, PostgreSQL) next to Keystone 30 and the ceilings; writes
+## bench/results/latest.{md,json} (see bench/README.md). BENCH_QUICK=1: a smoke run, SQLite
+## only, a few seconds per scenario. BENCH_PROFILE=scenario,...: record those with py-spy.
+.PHONY: bench
+bench: venv
+	bash bench/setup.sh
+	$(BIN)/python -m bench.run $(if $(filter 1,$(BENCH_QUICK)),--quick)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -10,12 +11,14 @@ from pathlib import Path
 from flask import Flask
 from flask_migrate import Migrate
 from flask_smorest import Api
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 import latchkey.migrations
 from latchkey.audit import AuditLog, AuditReader
 from latchkey.compat import keystone as keystone_compat
 from latchkey.db import db
+from latchkey.errors import LatchkeyError
 from latchkey.identity import api as identity_api
 from latchkey.identity import credential_api, token_api
 from latchkey.identity.accounts import Accounts
@@ -24,12 +27,17 @@ from latchkey.identity.backends import IdentityBackend
 from latchkey.identity.backends.sql import SqlIdentity
 from latchkey.identity.bootstrap import Bootstrap
 from latchkey.identity.common import ServiceDeps
-from latchkey.identity.credentials import ApplicationCredentials, SecretHasher, UsageRecorder
+from latchkey.identity.credentials import (
+    ApplicationCredentials,
+    PepperRing,
+    SecretHasher,
+    UsageRecorder,
+)
 from latchkey.identity.directory import Directory
 from latchkey.identity.keys import KeyRing
 from latchkey.identity.ldap_domains import LdapDomains
 from latchkey.identity.passwords import PasswordHasher
-from latchkey.identity.revocations import RevocationList
+from latchkey.identity.revocations import RevocationIndex, RevocationList
 from latchkey.identity.roles import Roles
 from latchkey.identity.tokens import Tokens
 from latchkey.logs import configure_logging
@@ -38,6 +46,7 @@ from latchkey.ops import api as ops_api
 from latchkey.ops.health import Health
 from latchkey.policy import api as policy_api
 from latchkey.policy.catalog import Catalog
+from latchkey.policy.domains import DomainPolicies
 from latchkey.policy.enforcer import Enforcer
 from latchkey.policy.service import DecisionRecorder, Decisions, TenantPolicies
 from latchkey.policy.store import Boundaries
@@ -46,11 +55,13 @@ from latchkey.secrets.local import LocalSecretStore
 from latchkey.secrets.master_key import MasterKeyFile
 from latchkey.secrets.service import TenantSecrets
 from latchkey.secrets.store import SecretStore
+from latchkey.secrets.system import SystemSecrets
 from latchkey.settings import Settings, SettingsError
 from latchkey.web.problems import register_problem_handlers
 from latchkey.web.requests import register_request_hooks
 
 MIGRATIONS_DIR = Path(latchkey.migrations.__file__).parent
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,9 +82,14 @@ class Services:
     catalog: Catalog
     boundaries: Boundaries
     policies: TenantPolicies
+    domain_policies: DomainPolicies
+    revocation_index: RevocationIndex
     decisions: Decisions
     secret_store: SecretStore
     secrets: TenantSecrets
+    system_secrets: SystemSecrets
+    peppers: PepperRing
+    ldap: LdapDomains
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -116,7 +132,26 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Keystone v3 subset: plain Flask views, outside the native OpenAPI document.
     app.register_blueprint(keystone_compat.blp)
     app.extensions["latchkey"] = build_services(settings)
+    _load_own_secrets(app)
     return app
+
+
+def _load_own_secrets(app: Flask) -> None:
+    """Signing keys, pepper and bind passwords into memory now: a secret store outage
+    after start then leaves token issuance, validation and LDAP logins working."""
+    services: Services = app.extensions["latchkey"]
+    with app.app_context():
+        try:
+            services.keys.reload()
+            services.peppers.load()
+            services.ldap.preload()
+        except SQLAlchemyError:
+            # A database not migrated yet (first start): everything loads on first use.
+            log.info("Latchkey's own secrets will be loaded on first use")
+        except LatchkeyError as exc:
+            log.warning("cannot load Latchkey's own secrets at start", extra={"error": exc.code})
+        finally:
+            db.session.remove()
 
 
 def build_services(settings: Settings) -> Services:
@@ -124,28 +159,31 @@ def build_services(settings: Settings) -> Services:
     token_ttl = timedelta(seconds=settings.token_ttl_seconds)
     enforcer = Enforcer()
     audit = AuditLog(session)
-    revocations = RevocationList(session, token_ttl)
+    revocation_index = RevocationIndex()  # this process's mirror of the revocation events
+    revocations = RevocationList(session, token_ttl, revocation_index)
     hasher = PasswordHasher(
         settings.password_hash_time_cost,
         settings.password_hash_memory_kib,
         settings.password_min_length,
     )
-    # The master key seals the signing keys and LDAP bind passwords and derives the
-    # credential pepper; the secret-store issue replaces it behind KeyProtector.
+    # The master key is the local store's KEK only. Signing keys, the credential pepper
+    # and LDAP bind passwords live in the configured store, chosen further down.
     protector = MasterKeyFile(settings.home_path / "master.key")
+    system = SystemSecrets(session, lambda: secret_store)
     ldap = LdapDomains(
         session,
-        protector,
+        system,
         recheck=timedelta(seconds=settings.ldap_recheck_seconds),
         outage_grace=timedelta(seconds=settings.ldap_outage_grace_seconds),
     )
     backends: dict[str, IdentityBackend] = {"sql": SqlIdentity(hasher), "ldap": ldap}
     keys = KeyRing(
         lambda: Session(db.engine),
-        protector,
+        system,
         token_ttl,
         settings.key_refresh_seconds,
     )
+    peppers = PepperRing(system, settings.key_refresh_seconds)
     deps = ServiceDeps(session, enforcer, audit, revocations)
     directory = Directory(deps, ldap=ldap)
     accounts = Accounts(deps, directory=directory, hasher=hasher, backends=backends, ldap=ldap)
@@ -158,13 +196,14 @@ def build_services(settings: Settings) -> Services:
         issuer=settings.effective_issuer,
         audience=settings.token_audience,
         ttl=token_ttl,
+        verified_cache_size=settings.verified_token_cache_size,
     )
     credentials = ApplicationCredentials(
         deps,
         directory=directory,
         accounts=accounts,
         roles=roles,
-        hasher=SecretHasher(protector),
+        hasher=SecretHasher(peppers),
         usage=UsageRecorder(),
         ldap=ldap,
     )
@@ -182,7 +221,8 @@ def build_services(settings: Settings) -> Services:
     )
     catalog = Catalog(session, enforcer, audit)
     boundaries = Boundaries(lambda: Session(db.engine), settings.policy_boundary_file)
-    policies = TenantPolicies(session, enforcer, audit, catalog, boundaries)
+    domain_policies = DomainPolicies(session, enforcer, audit, catalog)
+    policies = TenantPolicies(session, enforcer, audit, catalog, boundaries, domain_policies)
     decisions = Decisions(
         session,
         enforcer,
@@ -192,14 +232,18 @@ def build_services(settings: Settings) -> Services:
         DecisionRecorder(session, catalog, settings.decision_record_percent),
         lambda user_id, project_id: roles.effective_role_names(user_id, project_id=project_id),
     )
+    # Latchkey's own actions on a project's resources answer to its tenant policy too.
+    enforcer.use_tenant_layer(decisions)
     secret_store: SecretStore
     if settings.secret_store == "local":
         secret_store = LocalSecretStore(session, protector)
     elif settings.secret_store == "vault":
         secret_store = _vault_store(settings)
+    elif settings.secret_store == "barbican":
+        secret_store = _barbican_store(settings)
     else:
         raise SettingsError(
-            f"secret_store {settings.secret_store!r} is not available yet; use 'local' or 'vault'"
+            f"unknown secret_store {settings.secret_store!r}; use local, vault or barbican"
         )
     return Services(
         settings=settings,
@@ -213,14 +257,19 @@ def build_services(settings: Settings) -> Services:
         credentials=credentials,
         tokens=tokens,
         authentication=authentication,
-        bootstrap=Bootstrap(session, hasher, keys, audit, catalog),
+        bootstrap=Bootstrap(session, hasher, keys, audit, catalog, peppers),
         catalog=catalog,
         boundaries=boundaries,
         policies=policies,
+        domain_policies=domain_policies,
+        revocation_index=revocation_index,
         decisions=decisions,
         secret_store=secret_store,
         secrets=TenantSecrets(session, secret_store, decisions, audit),
         health=Health(session, ldap, secret_store),
+        system_secrets=system,
+        peppers=peppers,
+        ldap=ldap,
     )
 
 
@@ -237,6 +286,25 @@ def _vault_store(settings: Settings) -> SecretStore:
             mount=settings.vault_mount,
             prefix=settings.vault_prefix,
             timeout=settings.vault_timeout_seconds,
+        )
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
+
+
+def _barbican_store(settings: Settings) -> SecretStore:
+    from latchkey.secrets.barbican import BarbicanSecretStore  # requests: the `barbican` extra
+
+    try:
+        return BarbicanSecretStore(
+            settings.barbican_url,
+            auth=settings.barbican_auth,
+            project_id=settings.barbican_project_id,
+            user_id=settings.barbican_user_id,
+            roles=settings.barbican_roles,
+            keystone_url=settings.barbican_keystone_url,
+            application_credential_id=settings.barbican_application_credential_id,
+            application_credential_secret=settings.barbican_application_credential_secret,
+            timeout=settings.barbican_timeout_seconds,
         )
     except ValueError as exc:
         raise SettingsError(str(exc)) from exc

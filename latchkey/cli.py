@@ -21,6 +21,8 @@ from latchkey.errors import LatchkeyError
 from latchkey.identity.tokens import verify_jwt
 from latchkey.policy.context import CallContext
 from latchkey.secrets.local import LocalSecretStore
+from latchkey.secrets.master_key import KeyProtectorError, MasterKeyFile
+from latchkey.secrets.system import migrate_internal, pending_legacy
 from latchkey.settings import Settings, SettingsError
 
 
@@ -97,6 +99,8 @@ def serve(bind: str | None, workers: int | None) -> None:
     options = {
         "bind": bind or settings.bind,
         "workers": workers or settings.workers,
+        "threads": settings.threads,
+        "keepalive": 30,  # seconds; only gthread workers keep connections open
         "accesslog": None,
         "timeout": 60,
     }
@@ -116,6 +120,9 @@ def serve(bind: str | None, workers: int | None) -> None:
     with create_app(settings).app_context():
         # Checked at start: a broken boundary file is refused, the one in force stays.
         current_app.extensions["latchkey"].boundaries.sync_at_start()
+        # Once, before the workers start: what the Foundation sealed with the master
+        # key file moves into the secret store (nothing to do on later starts).
+        _migrate_internal(only_if_pending=True)
     click.echo(f"Latchkey listening on http://{options['bind']} ({options['workers']} workers)")
     sys.argv = sys.argv[:1]  # gunicorn must not parse our own options
     LatchkeyServer().run()
@@ -136,8 +143,16 @@ def keys_list() -> None:
 @keys.command("rotate")
 @with_appcontext
 def keys_rotate() -> None:
-    """Promote the staged key, demote the primary, retire expired secondaries."""
-    click.echo(json.dumps(_services().keys.rotate(), indent=2))
+    """Promote the staged key, demote the primary, retire expired secondaries.
+
+    The new key is written to the secret store first; if the store does not answer,
+    nothing changes.
+    """
+    try:
+        changes = _services().keys.rotate()
+    except LatchkeyError as exc:
+        raise click.ClickException(f"{exc.detail} ({exc.code}); nothing changed") from exc
+    click.echo(json.dumps(changes, indent=2))
 
 
 @keys.command("retire")
@@ -261,7 +276,49 @@ main.add_command(domain_group)
 
 @main.group("secrets")
 def secrets_group() -> None:
-    """The embedded secret store's master key."""
+    """Latchkey's own secrets and the embedded secret store's master key."""
+
+
+@secrets_group.command("migrate-internal")
+@with_appcontext
+def secrets_migrate_internal() -> None:
+    """Move signing keys, pepper versions and LDAP bind passwords sealed by the master key
+    file into the configured secret store. Idempotent; `serve` runs it at start."""
+    moved = _migrate_internal(only_if_pending=False)
+    if not moved:
+        click.echo("nothing sealed by the master key file; nothing to move")
+    for label, count in moved.items():
+        click.echo(f"moved {count} {label} into the {_services().secret_store.name} store")
+
+
+def _migrate_internal(only_if_pending: bool) -> dict[str, int]:
+    services = _services()
+    holders = (services.keys, services.peppers, services.ldap)
+    if only_if_pending and not pending_legacy(holders):
+        return {}
+    key_file = services.settings.home_path / "master.key"
+    try:
+        moved = migrate_internal(holders, MasterKeyFile.existing(key_file), str(key_file))
+        services.peppers.ensure()  # a database from before any credential had none
+    except LatchkeyError as exc:
+        raise click.ClickException(
+            f"{exc.detail} ({exc.code}); what was moved stays moved, run it again"
+        ) from exc
+    except KeyProtectorError as exc:
+        raise click.ClickException(f"cannot open what {key_file} sealed: {exc}") from exc
+    return moved
+
+
+@secrets_group.command("rotate-pepper")
+@with_appcontext
+def secrets_rotate_pepper() -> None:
+    """Add a random credential pepper version, used for new application-credential
+    secrets from now on; existing secrets keep verifying with their own version."""
+    try:
+        version = _services().peppers.rotate()
+    except LatchkeyError as exc:
+        raise click.ClickException(f"{exc.detail} ({exc.code}); nothing changed") from exc
+    click.echo(f"credential pepper version {version} is now current")
 
 
 @secrets_group.command("rotate-master")

@@ -37,6 +37,11 @@ class Settings:
     )
     bind: str = _setting("127.0.0.1:8080", "Address `latchkey serve` listens on (host:port).")
     workers: int = _setting(2, "Number of gunicorn worker processes for `latchkey serve`.")
+    threads: int = _setting(
+        1,
+        "Threads per worker for `latchkey serve`; above 1, gunicorn's gthread workers, which keep"
+        " client connections alive between requests.",
+    )
     admin_password: str = _setting(
         "", "Password `latchkey bootstrap` gives the `admin` user; empty means generate one."
     )
@@ -45,6 +50,11 @@ class Settings:
     )
     token_audience: str = _setting("latchkey", "Audience (`aud`) placed in issued tokens.")
     token_ttl_seconds: int = _setting(3600, "Lifetime of issued tokens in seconds.")
+    verified_token_cache_size: int = _setting(
+        5000,
+        "Tokens each worker keeps verified (signature and claims; revocation is checked on"
+        " every request), admitted at their second use; 0 verifies every time.",
+    )
     key_refresh_seconds: int = _setting(
         30, "How often a worker reloads the signing key ring from the database."
     )
@@ -83,9 +93,7 @@ class Settings:
         "While an LDAP directory is down, credentials of its users keep working on the "
         "last known state for this long after the last successful check (0: never).",
     )
-    secret_store: str = _setting(
-        "local", "Where Latchkey keeps secrets: local | vault | barbican (barbican: not yet)."
-    )
+    secret_store: str = _setting("local", "Where Latchkey keeps secrets: local | vault | barbican.")
     vault_addr: str = _setting(
         "", "Vault/OpenBao address for secret_store=vault; empty means the VAULT_ADDR variable."
     )
@@ -100,6 +108,30 @@ class Settings:
         "latchkey", "Path prefix inside the KV mount: <prefix>/<project_id>/<secret_id>."
     )
     vault_timeout_seconds: int = _setting(5, "Timeout of each request to Vault/OpenBao.")
+    barbican_url: str = _setting(
+        "", "Barbican endpoint for secret_store=barbican, e.g. https://barbican.example:9311."
+    )
+    barbican_auth: str = _setting(
+        "keystone",
+        "How Latchkey authenticates to Barbican: keystone (a token from an application "
+        "credential; needs keystoneauth1) | trusted-headers (X-Project-Id and friends, for a "
+        "Barbican without Keystone behind a trusted proxy).",
+    )
+    barbican_keystone_url: str = _setting(
+        "", "Keystone v3 URL for barbican_auth=keystone, e.g. https://keystone.example/v3."
+    )
+    barbican_application_credential_id: str = _setting(
+        "", "Keystone application credential id (barbican_auth=keystone)."
+    )
+    barbican_application_credential_secret: str = _setting(
+        "", "Keystone application credential secret (barbican_auth=keystone)."
+    )
+    barbican_project_id: str = _setting(
+        "", "X-Project-Id sent with barbican_auth=trusted-headers: the project holding the secrets."
+    )
+    barbican_user_id: str = _setting("latchkey", "X-User-Id sent with trusted-headers.")
+    barbican_roles: str = _setting("member,reader", "X-Roles sent with trusted-headers.")
+    barbican_timeout_seconds: int = _setting(5, "Timeout of each request to Barbican.")
     log_level: str = _setting("INFO", "Log level of the JSON logs.")
     log_json: bool = _setting(True, "Write logs as JSON lines (false: plain text).")
 

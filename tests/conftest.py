@@ -122,6 +122,7 @@ def reset_database(app: Flask) -> None:
                 conn.execute(table.delete())
         services = app.extensions["latchkey"]
         services.bootstrap.run(ADMIN_PASSWORD)
+        services.revocation_index.reset()  # the table was emptied: SQLite reuses its ids
         # Store the default boundary now, not lazily from a second connection while a
         # test request holds SQLite's write lock.
         services.boundaries.forget()

@@ -92,7 +92,13 @@ class Accounts(IdentityServiceBase):
         # A project's admins may create the application accounts that project owns.
         owner_project = data.get("owner_project_id") if data.get("kind") == APPLICATION else None
         self._enforce(
-            ctx, "identity:user:create", Target(domain_id=domain_id, project_id=owner_project)
+            ctx,
+            "identity:user:create",
+            Target(
+                domain_id=domain_id,
+                project_id=owner_project,
+                attributes={"kind": data.get("kind", "human"), "name": data.get("name")},
+            ),
         )
         self._writable_domain(domain_id)
         self._check_attributes(data)
@@ -146,7 +152,11 @@ class Accounts(IdentityServiceBase):
         # Application accounts are also their owning project's to manage.
         owner_project = user.owner_project_id if user and user.kind == APPLICATION else None
         target = Target(
-            domain_id=domain_id, project_id=owner_project, user_id=user_id, privileged=privileged
+            domain_id=domain_id,
+            project_id=owner_project,
+            user_id=user_id,
+            privileged=privileged,
+            attributes={"kind": user.kind, "name": user.name} if user else None,
         )
         self._enforce(ctx, action, target)
         return self.get_user_record(user_id)

@@ -84,7 +84,7 @@ class Authentication:
             raise Forbidden(
                 "an application credential is scoped to its own project", code="scope_mismatch"
             )
-        usable = self._usable_project(self._session.get(Project, credential.project_id))
+        usable = self._usable(verified.project, verified.project_domain)
         if usable is None:
             self._deny_scope(ctx, owner, "project_unavailable", generic=True)
         project, project_domain = usable
@@ -129,7 +129,7 @@ class Authentication:
     def current_roles(self, verified: VerifiedCredential) -> set[str]:
         """The roles a token from this credential would carry now (none if its project
         is gone or disabled)."""
-        usable = self._usable_project(self._session.get(Project, verified.credential.project_id))
+        usable = self._usable(verified.project, verified.project_domain)
         if usable is None:
             return set()
         held = self._roles.effective_role_names(
@@ -143,8 +143,11 @@ class Authentication:
         """The project and its domain, when both exist and are enabled."""
         if project is None or not project.enabled:
             return None
-        domain = self._session.get(Domain, project.domain_id)
-        if domain is None or not domain.enabled:
+        return self._usable(project, self._session.get(Domain, project.domain_id))
+
+    @staticmethod
+    def _usable(project: Project | None, domain: Domain | None) -> tuple[Project, Domain] | None:
+        if project is None or domain is None or not project.enabled or not domain.enabled:
             return None
         return project, domain
 

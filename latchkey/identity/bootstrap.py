@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from latchkey.audit import CHANGE, AuditLog, AuditTarget
 from latchkey.db import DbSession
+from latchkey.identity.credentials import PepperRing
 from latchkey.identity.keys import KeyRing
 from latchkey.identity.models import (
     Domain,
@@ -47,7 +48,9 @@ class Bootstrap:
         keys: KeyRing,
         audit: AuditLog,
         catalog: Catalog,
+        peppers: PepperRing,
     ) -> None:
+        self._peppers = peppers
         self._session = session
         self._hasher = hasher
         self._keys = keys
@@ -131,8 +134,20 @@ class Bootstrap:
         self._session.commit()
         if self._keys.ensure_keys():
             created.append("signing keys")
+        if self._peppers.ensure():
+            created.append("credential pepper")
         self._catalog.register_builtin(builtin_services())
         return BootstrapResult(created, generated)
+
+
+# What tenant rules may test on Latchkey's own resources (the targets in
+# latchkey/identity/* carry them; docs/policy.md "Latchkey's own actions").
+IDENTITY_ATTRIBUTES: dict[str, dict[str, str]] = {
+    "identity:project": {"name": "string"},
+    "identity:user": {"kind": "string", "name": "string"},
+    "identity:application_credential": {"name": "string", "unrestricted": "boolean"},
+    "identity:role_assignment": {"role": "string", "actor_type": "string"},
+}
 
 
 def builtin_services() -> list[dict[str, Any]]:
@@ -152,6 +167,9 @@ def builtin_services() -> list[dict[str, Any]]:
         types: dict[str, Any] = {r: {"attributes": {}} for r in resources}
         if service_type == "secrets":
             types = {"secrets:secret": {"attributes": {"name": "string"}}}
+        for resource, attributes in IDENTITY_ATTRIBUTES.items():
+            if resource in types:
+                types[resource] = {"attributes": attributes}
         services.append(
             {"type": service_type, "name": name, "actions": actions, "resource_types": types}
         )

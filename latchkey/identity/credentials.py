@@ -1,9 +1,13 @@
 """Application credentials: id + secret, scoped to one project, a subset of roles.
 
 Secrets are generated here (256 bits, URL-safe), shown once, and stored as
-HMAC-SHA-256 under a pepper derived from the master key (so a copy of the
-database alone cannot test guesses). High-entropy secrets need no slow KDF:
-checking one costs one HMAC, not Keystone's ~250 ms of bcrypt.
+HMAC-SHA-256 under a pepper kept in the secret store (so a copy of the
+database alone cannot test guesses). Pepper versions are named in each hash
+(``<version>$<hex>``): the Foundation's were derived from the master key (their
+version is the master key's, "1", "2", ...) and were moved into the store by
+``latchkey secrets migrate-internal``; new ones are random bytes. High-entropy
+secrets need no slow KDF: checking one costs one HMAC, not Keystone's ~250 ms of
+bcrypt.
 
 A credential has one or more live secrets (rotation without downtime), each
 with its own optional expiry.
@@ -11,9 +15,11 @@ with its own optional expiry.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
+import logging
 import secrets
 import threading
 import time
@@ -21,27 +27,53 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NoReturn
 
-from sqlalchemy import JSON, Boolean, ForeignKey, String, Text, UniqueConstraint, select, update
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Select,
+    String,
+    Text,
+    UniqueConstraint,
+    bindparam,
+    select,
+    update,
+)
+from sqlalchemy.orm import Mapped, aliased, mapped_column
 
 from latchkey.audit import AUTHENTICATION, AuditTarget
 from latchkey.db import Base, UTCDateTime, new_id, utcnow
-from latchkey.errors import AuthenticationFailed, Conflict, Forbidden, InvalidRequest, NotFound
+from latchkey.errors import (
+    AuthenticationFailed,
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    LatchkeyError,
+    NotFound,
+    ServiceUnavailable,
+)
 from latchkey.identity.access_rules import MAX_RULES, AccessRuleError, validate_rule
 from latchkey.identity.accounts import APPLICATION, Accounts
 from latchkey.identity.common import IdentityServiceBase, ServiceDeps
 from latchkey.identity.directory import Directory
 from latchkey.identity.ldap_domains import LdapDomains
-from latchkey.identity.models import Domain, User
+from latchkey.identity.models import Domain, Project, User
 from latchkey.identity.revocations import APPLICATION_CREDENTIAL, CREDENTIAL_SECRET, USER
 from latchkey.identity.roles import Roles
 from latchkey.policy.context import CallContext
 from latchkey.policy.enforcer import Target
 from latchkey.secrets.master_key import KeyProtector
+from latchkey.secrets.store import SecretStoreUnavailable
+from latchkey.secrets.system import SystemSecrets
+
+log = logging.getLogger(__name__)
 
 SECRET_PREFIX = "lkac_"  # makes leaked secrets easy for scanners to spot
 SECRET_BYTES = 32  # 256 bits
-PEPPER_PURPOSE = "application-credential-pepper"
+PEPPER_PURPOSE = "application-credential-pepper"  # the Foundation's HKDF info
+PEPPER_PREFIX = "credential-pepper-"  # + version: its name in the secret store
+PEPPER_BYTES = 32
+UNKNOWN_PEPPER_RELOAD_INTERVAL = 1.0  # seconds; bounds reloads forced by odd hashes
 MAX_SECRETS = 10
 MAX_CIDRS = 50
 USAGE_WRITE_INTERVAL = 60.0  # seconds between last_used_at writes per credential and process
@@ -97,36 +129,170 @@ class VerifiedCredential:
     owner: User
     owner_domain: Domain
     directory_group_ids: list[str] = field(default_factory=list)
+    # Loaded with the credential (a login needs them): None only if gone meanwhile.
+    project: Project | None = None
+    project_domain: Domain | None = None
+
+
+@dataclass(frozen=True)
+class _Found:
+    """A credential and what verifying it and issuing its token read, loaded at once."""
+
+    credential: ApplicationCredential
+    secrets: list[CredentialSecret]  # oldest first
+    owner: User | None
+    owner_domain: Domain | None
+    project: Project | None
+    project_domain: Domain | None
+
+
+class PepperRing:
+    """Every pepper version, read from the secret store once and held in memory.
+
+    The newest registered version hashes new secrets; every version verifies. The
+    registry (database) is re-read every ``refresh_seconds`` and when a hash names
+    an unknown version (another worker rotated); the store is asked only for
+    versions not yet in memory, so an outage after start changes nothing.
+    """
+
+    legacy_label = "credential pepper versions"
+
+    def __init__(self, system: SystemSecrets, refresh_seconds: float) -> None:
+        self._system = system
+        self._refresh = refresh_seconds
+        self._peppers: dict[str, bytes] = {}
+        self._unreadable: set[str] = set()  # registered, but the store did not answer
+        self._current: str | None = None
+        self._loaded_at = float("-inf")
+        self._forced_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        with self._lock:
+            entries = self._system.entries(PEPPER_PREFIX)
+            unreadable = set()
+            for entry in entries:
+                version = entry.name.removeprefix(PEPPER_PREFIX)
+                if version in self._peppers:
+                    continue
+                try:
+                    self._peppers[version] = self._system.get(entry.name)
+                except LatchkeyError as exc:
+                    unreadable.add(version)
+                    log.warning(
+                        "cannot read a credential pepper version from the secret store",
+                        extra={"version": version, "error": exc.code},
+                    )
+            readable = [
+                e.name.removeprefix(PEPPER_PREFIX)
+                for e in entries
+                if e.name.removeprefix(PEPPER_PREFIX) in self._peppers
+            ]
+            # The newest one this process can use; an unreadable newer one waits.
+            self._current = readable[-1] if readable else None
+            self._unreadable = unreadable
+            self._loaded_at = time.monotonic()
+
+    def current(self) -> tuple[str, bytes]:
+        if self._current is None or time.monotonic() - self._loaded_at > self._refresh:
+            self.load()
+        version = self._current
+        if version is None:
+            raise ServiceUnavailable(
+                "no credential pepper; run `latchkey bootstrap`", code="no_credential_pepper"
+            )
+        return version, self._peppers[version]
+
+    def get(self, version: str) -> bytes | None:
+        """The pepper of ``version``; None if no such version exists."""
+        pepper = self._peppers.get(version)
+        if pepper is not None:
+            return pepper
+        now = time.monotonic()
+        if now - self._forced_at >= UNKNOWN_PEPPER_RELOAD_INTERVAL or version in self._unreadable:
+            self._forced_at = now
+            self.load()
+        if version in self._unreadable:
+            raise SecretStoreUnavailable(
+                "the credential pepper cannot be read from the secret store"
+            )
+        return self._peppers.get(version)
+
+    def ensure(self) -> bool:
+        """Create a first pepper if none is registered (bootstrap). True if created."""
+        if self._system.entries(PEPPER_PREFIX):
+            self.load()
+            return False
+        self.rotate()
+        return True
+
+    def rotate(self) -> str:
+        """A new random pepper version, used for new secrets from now on; old ones stay."""
+        version = secrets.token_hex(6)  # never a master key version ("1", "2", ...)
+        session = self._system.session
+        try:
+            self._system.put(PEPPER_PREFIX + version, secrets.token_bytes(PEPPER_BYTES))
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        self.load()
+        return version
+
+    # -- the Foundation's derived peppers --------------------------------------------
+
+    def _legacy_versions(self) -> set[str]:
+        hashes = self._system.session.scalars(select(CredentialSecret.secret_hash))
+        used = {stored.partition("$")[0] for stored in hashes}
+        registered = {
+            e.name.removeprefix(PEPPER_PREFIX) for e in self._system.entries(PEPPER_PREFIX)
+        }
+        return used - registered
+
+    def legacy_count(self) -> int:
+        return len(self._legacy_versions())
+
+    def migrate_legacy(self, legacy: KeyProtector) -> int:
+        """Store the derived pepper of every version existing hashes name, then make a
+        random version current: old hashes verify, new ones no longer depend on the
+        master key."""
+        versions = sorted(self._legacy_versions())
+        session = self._system.session
+        try:
+            for version in versions:
+                self._system.put(
+                    PEPPER_PREFIX + version, legacy.derive_key(PEPPER_PURPOSE, version)[1]
+                )
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        if versions:
+            self.rotate()
+        return len(versions)
 
 
 class SecretHasher:
     """HMAC-SHA-256 with a pepper that never touches the database."""
 
-    def __init__(self, protector: KeyProtector) -> None:
-        self._protector = protector
-        self._peppers: dict[str, bytes] = {}
-
-    def _pepper(self, version: str | None) -> tuple[str, bytes]:
-        if version is None:
-            version, pepper = self._protector.derive_key(PEPPER_PURPOSE)
-            self._peppers.setdefault(version, pepper)
-            return version, pepper
-        if version not in self._peppers:
-            self._peppers[version] = self._protector.derive_key(PEPPER_PURPOSE, version)[1]
-        return version, self._peppers[version]
+    def __init__(self, peppers: PepperRing) -> None:
+        self._peppers = peppers
 
     def hash(self, secret: str) -> str:
-        version, pepper = self._pepper(None)
+        version, pepper = self._peppers.current()
         return f"{version}${self._mac(pepper, secret)}"
 
     def matches(self, secret: str, stored: str) -> bool:
         version, _, expected = stored.partition("$")
-        _, pepper = self._pepper(version)
+        pepper = self._peppers.get(version)
+        if pepper is None:
+            self._mac(b"\0" * PEPPER_BYTES, secret)  # the same cost as a real check
+            return False
         return hmac.compare_digest(self._mac(pepper, secret), expected)
 
     def burn(self, secret: str) -> None:
         """Spend the cost of one check when there is nothing to check against."""
-        self._mac(self._pepper(None)[1], secret)
+        self._mac(b"\0" * PEPPER_BYTES, secret)
 
     @staticmethod
     def _mac(pepper: bytes, secret: str) -> str:
@@ -177,7 +343,13 @@ class ApplicationCredentials(IdentityServiceBase):
     # -- management ---------------------------------------------------------------
 
     def create(self, ctx: CallContext, owner_id: str, data: dict[str, Any]) -> CreatedCredential:
-        owner = self._enforced_owner(ctx, "identity:application_credential:create", owner_id)
+        owner = self._enforced_owner(
+            ctx,
+            "identity:application_credential:create",
+            owner_id,
+            project_id=data["project_id"],
+            attributes={"name": data["name"], "unrestricted": bool(data.get("unrestricted"))},
+        )
         project = self._directory.get_project_record(data["project_id"])
         held = self._roles.effective_role_names(
             owner.id, project_id=project.id, directory_group_ids=self._directory_groups(owner)
@@ -244,7 +416,7 @@ class ApplicationCredentials(IdentityServiceBase):
         return list(self._session.scalars(query.order_by(ApplicationCredential.name)))
 
     def get(self, ctx: CallContext, owner_id: str, credential_id: str) -> ApplicationCredential:
-        self._enforced_owner(ctx, "identity:application_credential:get", owner_id)
+        self._enforced_owner(ctx, "identity:application_credential:get", owner_id, credential_id)
         return self._owned(owner_id, credential_id)
 
     def secrets_of(self, credential_id: str) -> list[CredentialSecret]:
@@ -252,7 +424,7 @@ class ApplicationCredentials(IdentityServiceBase):
         return list(self._session.scalars(query.order_by(CredentialSecret.created_at)))
 
     def delete(self, ctx: CallContext, owner_id: str, credential_id: str) -> None:
-        self._enforced_owner(ctx, "identity:application_credential:delete", owner_id)
+        self._enforced_owner(ctx, "identity:application_credential:delete", owner_id, credential_id)
         credential = self._owned(owner_id, credential_id, lock=True)
         self._revocations.add(APPLICATION_CREDENTIAL, credential.id)
         self._session.delete(credential)
@@ -264,7 +436,7 @@ class ApplicationCredentials(IdentityServiceBase):
     def add_secret(
         self, ctx: CallContext, owner_id: str, credential_id: str, expires_at: datetime | None
     ) -> tuple[CredentialSecret, str]:
-        self._enforced_owner(ctx, "identity:application_credential:rotate", owner_id)
+        self._enforced_owner(ctx, "identity:application_credential:rotate", owner_id, credential_id)
         credential = self._owned(owner_id, credential_id, lock=True)
         if len(self.secrets_of(credential.id)) >= MAX_SECRETS:
             raise Conflict(
@@ -284,7 +456,7 @@ class ApplicationCredentials(IdentityServiceBase):
     def delete_secret(
         self, ctx: CallContext, owner_id: str, credential_id: str, secret_id: str
     ) -> None:
-        self._enforced_owner(ctx, "identity:application_credential:rotate", owner_id)
+        self._enforced_owner(ctx, "identity:application_credential:rotate", owner_id, credential_id)
         credential = self._owned(owner_id, credential_id, lock=True)
         existing = self.secrets_of(credential.id)
         secret = next((s for s in existing if s.id == secret_id), None)
@@ -311,14 +483,13 @@ class ApplicationCredentials(IdentityServiceBase):
 
     def verify(self, ctx: CallContext, ref: dict[str, Any], secret: str) -> VerifiedCredential:
         """The credential, its matching live secret and its owner; a generic 401 otherwise."""
-        credential = self._find(ref)
-        if credential is None:
+        found = self._find(ref)
+        if found is None:
             self._hasher.burn(secret)
             self._fail(ctx, None, "unknown_credential")
+        credential, owner, domain = found.credential, found.owner, found.owner_domain
         now = utcnow()
-        owner = self._session.get(User, credential.user_id)
-        domain = self._session.get(Domain, owner.domain_id) if owner else None
-        matched = self._matching_secret(credential, secret, now)
+        matched = self._matching_secret(found.secrets, secret, now)
         if matched is None:
             self._fail(ctx, credential, "wrong_secret")
         if credential.expires_at is not None and credential.expires_at <= now:
@@ -346,7 +517,9 @@ class ApplicationCredentials(IdentityServiceBase):
             self._fail(ctx, credential, "owner_disabled")
         if credential.allowed_cidrs and not _address_in(ctx.source_ip, credential.allowed_cidrs):
             self._fail(ctx, credential, "source_not_allowed")
-        return VerifiedCredential(credential, matched, owner, domain, group_ids)
+        return VerifiedCredential(
+            credential, matched, owner, domain, group_ids, found.project, found.project_domain
+        )
 
     def verify_and_record(
         self, ctx: CallContext, ref: dict[str, Any], secret: str
@@ -354,44 +527,63 @@ class ApplicationCredentials(IdentityServiceBase):
         """verify(), then last_used_at, committed: a client authenticating without
         asking for a token (OAuth introspection and revocation)."""
         verified = self.verify(ctx, ref, secret)
-        self.record_use(verified)
-        self._session.commit()
+        wrote = self.record_use(verified)
+        # Nothing to keep (no usage due, no directory re-check noted on the owner): no
+        # commit, and the request's later reads stay in the same transaction.
+        if wrote or self._session.dirty or self._session.new:
+            self._session.commit()
         return verified
 
-    def record_use(self, verified: VerifiedCredential) -> None:
-        """Add last_used_at updates to the current transaction, at most once a minute."""
+    def record_use(self, verified: VerifiedCredential) -> bool:
+        """Add last_used_at updates to the current transaction, at most once a minute
+        (the caller's commit, e.g. the login's with its audit event, writes them).
+        True if anything was added."""
         now = utcnow()
+        wrote = False
         if self._usage.due(verified.credential.id):
             self._session.execute(
-                update(ApplicationCredential)
-                .where(ApplicationCredential.id == verified.credential.id)
-                .values(last_used_at=now)
+                _USED_CREDENTIAL, {"row_id": verified.credential.id, "last_used_at": now}
             )
+            wrote = True
         if self._usage.due("secret:" + verified.secret.id):
-            self._session.execute(
-                update(CredentialSecret)
-                .where(CredentialSecret.id == verified.secret.id)
-                .values(last_used_at=now)
-            )
+            self._session.execute(_USED_SECRET, {"row_id": verified.secret.id, "last_used_at": now})
+            wrote = True
+        return wrote
 
     def _matching_secret(
-        self, credential: ApplicationCredential, secret: str, now: datetime
+        self, candidates: list[CredentialSecret], secret: str, now: datetime
     ) -> CredentialSecret | None:
         found = None
         # Check every live secret, without stopping early: the time taken does not
         # depend on which secret (if any) matched.
-        for candidate in self.secrets_of(credential.id):
+        for candidate in candidates:
             live = candidate.expires_at is None or candidate.expires_at > now
             if self._hasher.matches(secret, candidate.secret_hash) and live:
                 found = candidate
         return found
 
-    def _find(self, ref: dict[str, Any]) -> ApplicationCredential | None:
+    def _find(self, ref: dict[str, Any]) -> _Found | None:
+        """The credential with its secrets, owner, owner's domain, project and project's
+        domain, in one query (a row per secret; outer joins, so a missing one is None),
+        instead of one query each."""
         if ref.get("id"):
-            return self._session.get(ApplicationCredential, ref["id"])
+            query, params = _login_rows("id"), {"credential_id": ref["id"]}
+        else:
+            user_id = self._owner_id(ref)
+            if not user_id:
+                return None
+            query, params = _login_rows("name"), {"user_id": user_id, "name": ref.get("name")}
+        rows = self._session.execute(query, params).all()
+        if not rows:
+            return None
+        credential, _, owner, owner_domain, project, project_domain = rows[0]
+        secrets = [row[1] for row in rows if row[1] is not None]
+        return _Found(credential, secrets, owner, owner_domain, project, project_domain)
+
+    def _owner_id(self, ref: dict[str, Any]) -> str | None:
+        """The owner named by a reference by name and user (id, or name and domain)."""
         user_ref = ref.get("user") or {}
-        name = ref.get("name")
-        if not name or not user_ref:
+        if not ref.get("name") or not user_ref:
             raise InvalidRequest(
                 "identify the credential by id, or by name and user",
                 code="credential_reference_incomplete",
@@ -404,13 +596,7 @@ class ApplicationCredentials(IdentityServiceBase):
             )
             user = self._accounts.find_user(domain.id, user_ref.get("name", "")) if domain else None
             user_id = user.id if user else None
-        if not user_id:
-            return None
-        return self._session.scalar(
-            select(ApplicationCredential).where(
-                ApplicationCredential.user_id == user_id, ApplicationCredential.name == name
-            )
-        )
+        return str(user_id) if user_id else None
 
     def _fail(
         self, ctx: CallContext, credential: ApplicationCredential | None, reason: str
@@ -438,17 +624,42 @@ class ApplicationCredentials(IdentityServiceBase):
         state = self._ldap.recheck(domain, owner)
         return state.group_ids if state.exists and state.enabled else []
 
-    def _enforced_owner(self, ctx: CallContext, action: str, owner_id: str) -> User:
+    def _enforced_owner(
+        self,
+        ctx: CallContext,
+        action: str,
+        owner_id: str,
+        credential_id: str | None = None,
+        *,
+        project_id: str | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> User:
         """Humans' credentials are their own business; application accounts' are also
-        their owning project's admins'. Enforced before revealing whether the owner exists."""
+        their owning project's admins'. Enforced before revealing whether the owner exists.
+
+        The credential's project (``project_id``, or that of ``credential_id``) is whose
+        tenant policy also decides, with the credential's ``name`` and ``unrestricted``.
+        """
         owner = self._session.get(User, owner_id)
         application = owner is not None and owner.kind == APPLICATION
+        if credential_id is not None:
+            existing = self._session.scalar(
+                select(ApplicationCredential).where(
+                    ApplicationCredential.id == credential_id,
+                    ApplicationCredential.user_id == owner_id,
+                )
+            )
+            if existing is not None:
+                project_id = existing.project_id
+                attributes = {"name": existing.name, "unrestricted": existing.unrestricted}
         target = Target(
             user_id=owner_id,
             domain_id=owner.domain_id if application and owner else None,
             project_id=owner.owner_project_id if application and owner else None,
             self_only=not application,
             privileged=owner is not None and self._is_cloud_operator(owner.id),
+            tenant_project_id=project_id,
+            attributes=attributes,
         )
         self._enforce(ctx, action, target)
         return self._accounts.get_user_record(owner_id)
@@ -481,6 +692,13 @@ class ApplicationCredentials(IdentityServiceBase):
     def _requested_roles(self, requested: list[str] | None, held: set[str]) -> set[str]:
         if requested is None:
             return set(held)
+        if not requested:
+            # A credential with no role could do nothing; Keystone reads [] as "all
+            # roles" (the /v3 layer does so too), a native caller omits the field.
+            raise InvalidRequest(
+                "roles: name at least one role, or omit the field to delegate every role held",
+                code="no_roles_requested",
+            )
         names = {self._roles.find_role(ref).name for ref in requested}
         missing = names - held
         if missing:
@@ -499,6 +717,43 @@ class ApplicationCredentials(IdentityServiceBase):
         self._session.add(secret)
         self._session.flush()
         return secret, value
+
+
+# Built once: a login that is a first use in its minute runs both.
+_USED_CREDENTIAL = (
+    update(ApplicationCredential)
+    .where(ApplicationCredential.id == bindparam("row_id"))
+    .values(last_used_at=bindparam("last_used_at"))
+)
+_USED_SECRET = (
+    update(CredentialSecret)
+    .where(CredentialSecret.id == bindparam("row_id"))
+    .values(last_used_at=bindparam("last_used_at"))
+)
+
+
+@functools.cache
+def _login_rows(
+    by: str,
+) -> Select[ApplicationCredential, CredentialSecret, User, Domain, Project, Domain]:
+    """The query behind ``_find``, by credential id or by (owner id, name): built once
+    (with bind parameters), as building it costs more than running it."""
+    owner_domain, project_domain = aliased(Domain), aliased(Domain)
+    query = (
+        select(ApplicationCredential, CredentialSecret, User, owner_domain, Project, project_domain)
+        .outerjoin(CredentialSecret, CredentialSecret.credential_id == ApplicationCredential.id)
+        .outerjoin(User, User.id == ApplicationCredential.user_id)
+        .outerjoin(owner_domain, owner_domain.id == User.domain_id)
+        .outerjoin(Project, Project.id == ApplicationCredential.project_id)
+        .outerjoin(project_domain, project_domain.id == Project.domain_id)
+        .order_by(CredentialSecret.created_at, CredentialSecret.id)
+    )
+    if by == "id":
+        return query.where(ApplicationCredential.id == bindparam("credential_id"))
+    return query.where(
+        ApplicationCredential.user_id == bindparam("user_id"),
+        ApplicationCredential.name == bindparam("name"),
+    )
 
 
 def _target(credential: ApplicationCredential) -> AuditTarget:

@@ -139,6 +139,7 @@ class Directory(IdentityServiceBase):
             ctx, "identity:domain:delete", AuditTarget("domain", domain_id, domain_id=domain_id)
         )
         self._commit("domain_in_use", "the domain is still referenced")
+        self._ldap.discard(domain_id)
 
     def _revoke_domain_users(self, domain_id: str) -> None:
         for user_id in self._session.scalars(select(User.id).where(User.domain_id == domain_id)):
@@ -191,7 +192,12 @@ class Directory(IdentityServiceBase):
         project = self._session.get(Project, project_id)
         domain_id = project.domain_id if project else None
         privileged = bool(project and project.is_admin_project)
-        target = Target(domain_id=domain_id, project_id=project_id, privileged=privileged)
+        target = Target(
+            domain_id=domain_id,
+            project_id=project_id,
+            privileged=privileged,
+            attributes={"name": project.name} if project else None,
+        )
         self._enforce(ctx, action, target)
         return self.get_project_record(project_id)
 

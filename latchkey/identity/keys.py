@@ -7,13 +7,22 @@
   every token it signed has expired (``token_ttl`` after its demotion);
 * retired: never verifies again; its private half is destroyed.
 
-Private keys are sealed by a ``KeyProtector`` (the master key for now), never
-stored in clear text. Each process caches the ring and reloads it every
-``refresh_seconds`` or when it meets an unknown ``kid`` (rate-limited).
+Private keys live in the configured secret store (``SystemSecrets``, as
+``signing-key-<kid>``); the database keeps the public key and the state only.
+Rotation writes the new private key to the store first, then the rows, in one
+transaction: with the store down it fails and nothing is written.
+
+Each process caches the ring and reloads it every ``refresh_seconds`` or when it
+meets an unknown ``kid`` (rate-limited). Private keys are read from the store
+once per kid (the primary's, and the staged one's ahead of its promotion) and
+held in memory: with the store down, issuance and validation go on, and a
+worker that cannot read a newly promoted key keeps signing with the one it has
+(still published, so still verifying everywhere).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -25,9 +34,12 @@ from joserfc.jwk import ECKey, KeyParameters, KeySet
 from sqlalchemy import JSON, LargeBinary, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from latchkey.db import Base, UTCDateTime, new_id, utcnow
-from latchkey.errors import Conflict, NotFound, ServiceUnavailable
+from latchkey.db import Base, DbSession, UTCDateTime, new_id, utcnow
+from latchkey.errors import Conflict, LatchkeyError, NotFound, ServiceUnavailable
 from latchkey.secrets.master_key import KeyProtector
+from latchkey.secrets.system import SystemSecrets
+
+log = logging.getLogger(__name__)
 
 ALGORITHM = "ES256"
 STAGED, PRIMARY, SECONDARY, RETIRED = "staged", "primary", "secondary", "retired"
@@ -42,7 +54,9 @@ class SigningKey(Base):
     state: Mapped[str] = mapped_column(String(16), index=True)
     algorithm: Mapped[str] = mapped_column(String(16), default=ALGORITHM)
     public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
-    sealed_private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    # The Foundation's format (sealed by the master-key file); emptied by
+    # `latchkey secrets migrate-internal`. The private key is in the secret store.
+    sealed_private_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     demoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -58,19 +72,24 @@ class _Snapshot:
 
 
 class KeyRing:
+    legacy_label = "signing keys"
+
     def __init__(
         self,
         session_factory: Callable[[], Session],
-        protector: KeyProtector,
+        system: SystemSecrets,
         token_ttl: timedelta,
         refresh_seconds: int,
     ) -> None:
-        # Its own short sessions: a reload must never end a request's transaction.
+        # Its own short sessions for reloads: a reload must never end a request's
+        # transaction. Changes go through the secret registry's session (the one the
+        # local store writes to), so a key and its rows commit together.
         self._session_factory = session_factory
-        self._protector = protector
+        self._system = system
         self._token_ttl = token_ttl
         self._refresh_seconds = refresh_seconds
         self._snapshot: _Snapshot | None = None
+        self._private: dict[str, ECKey] = {}  # kid -> private key, read once from the store
         self._lock = threading.Lock()
         self._last_forced_reload = 0.0
 
@@ -78,25 +97,38 @@ class KeyRing:
 
     def ensure_keys(self) -> bool:
         """Create a primary and a staged key if there is no primary. True if created."""
-        with self._session_factory() as session:
+        session = self._system.session
+        try:
             if session.scalar(select(SigningKey).where(SigningKey.state == PRIMARY)):
                 return False
             session.add(self._new_key(PRIMARY, promoted_at=utcnow()))
             if not session.scalar(select(SigningKey).where(SigningKey.state == STAGED)):
                 session.add(self._new_key(STAGED))
             session.commit()
+        except BaseException:
+            session.rollback()
+            raise
         self.reload()
         return True
 
     def rotate(self) -> dict[str, list[str]]:
-        """Promote staged to primary, demote primary, retire expired secondaries."""
-        with self._session_factory() as session:
+        """Promote staged to primary, demote primary, retire expired secondaries.
+
+        The new staged key reaches the store before any row changes; if the store
+        refuses, nothing is written (``SecretStoreUnavailable``).
+        """
+        session = self._system.session
+        try:
             changes = self._rotate(session)
             session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        self._purge_retired()
         self.reload()
         return changes
 
-    def _rotate(self, session: Session) -> dict[str, list[str]]:
+    def _rotate(self, session: DbSession) -> dict[str, list[str]]:
         now = utcnow()
         keys = list(session.scalars(select(SigningKey).where(SigningKey.state != RETIRED)))
         changes: dict[str, list[str]] = {"promoted": [], "demoted": [], "retired": [], "staged": []}
@@ -120,7 +152,11 @@ class KeyRing:
         return changes
 
     def retire(self, kid: str) -> None:
-        """Retire one key now: tokens it signed stop validating at once."""
+        """Retire one key now: tokens it signed stop validating at once.
+
+        Works with the store down (a compromised key must go): the private half is
+        removed from the store now if it can be, else by the next rotate or retire.
+        """
         with self._session_factory() as session:
             key = session.get(SigningKey, kid)
             if key is None or key.state == RETIRED:
@@ -129,7 +165,28 @@ class KeyRing:
                 raise Conflict("rotate before retiring the primary key", code="key_in_use")
             self._retire(key, utcnow())
             session.commit()
+        self._purge_retired()
         self.reload()
+
+    def _purge_retired(self) -> None:
+        """Delete the private halves of retired (or vanished) keys from the store."""
+        session = self._system.session
+        live = set(session.scalars(select(SigningKey.kid).where(SigningKey.state != RETIRED)))
+        for entry in self._system.entries(PRIVATE_KEY_PREFIX):
+            kid = entry.name.removeprefix(PRIVATE_KEY_PREFIX)
+            if kid in live:
+                continue
+            try:
+                self._system.delete(entry.name)
+                session.commit()
+            except LatchkeyError as exc:
+                session.rollback()
+                log.warning(
+                    "the private key of a retired signing key stays in the secret store "
+                    "until the next rotate or retire",
+                    extra={"kid": kid, "error": exc.code},
+                )
+                return
 
     def describe(self) -> list[dict[str, Any]]:
         with self._session_factory() as session:
@@ -166,17 +223,26 @@ class KeyRing:
     def jwks(self) -> dict[str, Any]:
         return self._current().jwks
 
+    def publishes(self, kid: str) -> bool:
+        """Whether ``kid`` is still a verifying key (not retired), as last loaded."""
+        return _has_kid(self._current().verify_keys, kid)
+
     def reload(self) -> _Snapshot:
         with self._session_factory() as session:
             keys = list(
                 session.scalars(select(SigningKey).where(SigningKey.state.in_(PUBLISHED_STATES)))
             )
         public = [ECKey.import_key(k.public_jwk) for k in keys]
-        signing: ECKey | None = None
+        published = {k.kid for k in keys}
+        self._private = {kid: key for kid, key in self._private.items() if kid in published}
         for k in keys:
-            if k.state == PRIMARY:
-                pem = self._protector.unseal(k.sealed_private_key, _context(k.kid))
-                signing = ECKey.import_key(pem, parameters=_key_parameters(k.kid))
+            if k.state in (PRIMARY, STAGED) and k.kid not in self._private:
+                self._load_private(k.kid)
+        primary = next((k.kid for k in keys if k.state == PRIMARY), None)
+        signing = self._private.get(primary) if primary else None
+        previous = self._snapshot.signing_key if self._snapshot else None
+        if signing is None and previous is not None and previous.kid in published:
+            signing = previous  # another worker rotated while the store is down
         snapshot = _Snapshot(
             verify_keys=KeySet(public),  # type: ignore[arg-type]
             jwks={"keys": [dict(k.public_jwk) for k in keys]},
@@ -185,6 +251,18 @@ class KeyRing:
         )
         self._snapshot = snapshot
         return snapshot
+
+    def _load_private(self, kid: str) -> None:
+        try:
+            pem = self._system.get(PRIVATE_KEY_PREFIX + kid)
+        except LatchkeyError as exc:
+            # Kept going with what is in memory; the next reload tries again.
+            log.warning(
+                "cannot read a signing key from the secret store",
+                extra={"kid": kid, "error": exc.code},
+            )
+            return
+        self._private[kid] = ECKey.import_key(pem, parameters=_key_parameters(kid))
 
     def _current(self) -> _Snapshot:
         snapshot = self._snapshot
@@ -196,28 +274,67 @@ class KeyRing:
     # -- helpers ----------------------------------------------------------------
 
     def _new_key(self, state: str, promoted_at: datetime | None = None) -> SigningKey:
+        """A new key pair; the private half goes to the store (first), the row is returned."""
         kid = new_id()
         key = ECKey.generate_key("P-256", parameters=_key_parameters(kid), private=True)
+        self._system.put(PRIVATE_KEY_PREFIX + kid, key.as_pem(private=True))
         return SigningKey(
             kid=kid,
             state=state,
             algorithm=ALGORITHM,
             public_jwk=key.as_dict(private=False),
-            sealed_private_key=self._protector.seal(key.as_pem(private=True), _context(kid)),
+            sealed_private_key=None,
             promoted_at=promoted_at,
         )
 
     @staticmethod
     def _retire(key: SigningKey, now: datetime) -> None:
         key.state, key.retired_at = RETIRED, now
-        key.sealed_private_key = b""  # the private half is no longer needed by anyone
+        key.sealed_private_key = None  # the private half is no longer needed by anyone
+
+    # -- the Foundation's sealed keys ----------------------------------------------
+
+    def legacy_count(self) -> int:
+        session = self._system.session
+        rows = session.scalars(
+            select(SigningKey.kid).where(
+                SigningKey.sealed_private_key.is_not(None),
+                SigningKey.sealed_private_key != b"",
+            )
+        )
+        return len(list(rows))
+
+    def migrate_legacy(self, legacy: KeyProtector) -> int:
+        """Move private keys sealed by the master-key file into the store, one commit each."""
+        session = self._system.session
+        moved = 0
+        query = select(SigningKey).where(
+            SigningKey.sealed_private_key.is_not(None), SigningKey.sealed_private_key != b""
+        )
+        for key in list(session.scalars(query)):
+            try:
+                if key.state != RETIRED and not self._system.has(PRIVATE_KEY_PREFIX + key.kid):
+                    pem = legacy.unseal(key.sealed_private_key or b"", _context(key.kid))
+                    self._system.put(PRIVATE_KEY_PREFIX + key.kid, pem)
+                key.sealed_private_key = None
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+            moved += 1
+        self.reload()
+        return moved
 
 
 def _key_parameters(kid: str) -> KeyParameters:
     return {"kid": kid, "alg": ALGORITHM, "use": "sig"}
 
 
+PRIVATE_KEY_PREFIX = "signing-key-"
+
+
 def _context(kid: str) -> str:
+    """The associated data the Foundation sealed a private key with."""
     return f"latchkey:signing-key:{kid}"
 
 

@@ -3,14 +3,22 @@
 An event revokes every token of its subject issued at or before
 ``issued_before``. Events carry an increasing id, the cursor relying
 services pass back as ``GET /v1/revocations?since=``.
+
+Checking a token asks a per-process mirror of the unexpired events
+(``RevocationIndex``), brought up to date by one indexed query per check
+(``id > cursor``), so a revocation committed by any worker or node counts at
+the next request, as before, without building a five-way ``OR`` per token
+(30-40 % of an online validation, bench/README.md).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, String, and_, or_, select
+from sqlalchemy import Integer, String, bindparam, func, or_, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from latchkey.db import Base, DbSession, UTCDateTime, utcnow
@@ -33,10 +41,150 @@ class RevocationEvent(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
+# Kinds that revoke one thing outright, and kinds that revoke what was issued before a time.
+EXACT_KINDS = (TOKEN, APPLICATION_CREDENTIAL, CREDENTIAL_SECRET)
+BEFORE_KINDS = (USER, PROJECT)
+# An id below the cursor that has not been seen yet may still commit (PostgreSQL hands
+# out sequence values before commit): it is asked for again until this many seconds pass.
+GAP_SECONDS = 60.0
+# The feed holds back at a hole this young (a relying service polls again shortly).
+FEED_HOLE_SECONDS = 5.0
+MAX_HOLE_CHECK = 2000
+
+_COLUMNS = (
+    RevocationEvent.id,
+    RevocationEvent.kind,
+    RevocationEvent.subject,
+    RevocationEvent.issued_before,
+    RevocationEvent.expires_at,
+)
+_NEWER = (
+    select(*_COLUMNS).where(RevocationEvent.id > bindparam("cursor")).order_by(RevocationEvent.id)
+)
+_NEWER_OR_GAPS = (
+    select(*_COLUMNS)
+    .where(
+        or_(
+            RevocationEvent.id > bindparam("cursor"),
+            RevocationEvent.id.in_(bindparam("gaps", expanding=True)),
+        )
+    )
+    .order_by(RevocationEvent.id)
+)
+_UNEXPIRED = select(*_COLUMNS).where(RevocationEvent.expires_at > bindparam("now"))
+
+
+class RevocationIndex:
+    """The unexpired revocation events of every worker, mirrored in this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded = False
+        self._cursor = 0
+        self._gaps: dict[int, float] = {}  # id -> monotonic deadline
+        # kind -> subject -> expires_at (exact kinds) or (issued_before, expires_at)
+        self._exact: dict[str, dict[str, datetime]] = {k: {} for k in EXACT_KINDS}
+        self._before: dict[str, dict[str, tuple[datetime, datetime]]] = {
+            k: {} for k in BEFORE_KINDS
+        }
+        self._next_prune = 0.0
+
+    def reset(self) -> None:
+        """Forget everything: the next check reloads the unexpired events."""
+        with self._lock:
+            self._reset()
+
+    def _reset(self) -> None:
+        self._loaded, self._cursor, self._gaps = False, 0, {}
+        for exact in self._exact.values():
+            exact.clear()
+        for before in self._before.values():
+            before.clear()
+
+    def refresh(self, session: DbSession) -> None:
+        with self._lock:
+            if self._loaded and time.monotonic() >= self._next_prune:
+                # Events are never deleted by Latchkey; should someone empty the table,
+                # SQLite would hand out ids again from 1: start over rather than miss them.
+                newest = session.scalar(select(func.max(RevocationEvent.id))) or 0
+                if newest < self._cursor:
+                    self._reset()
+            if not self._loaded:
+                rows = session.execute(_UNEXPIRED, {"now": utcnow()}).all()
+                for row in rows:
+                    self._apply(row.id, row.kind, row.subject, row.issued_before, row.expires_at)
+                # Ids just below the newest may belong to transactions still committing.
+                loaded = {row.id for row in rows}
+                deadline = time.monotonic() + GAP_SECONDS
+                for missing in range(max(1, self._cursor - 100), self._cursor):
+                    if missing not in loaded:
+                        self._gaps[missing] = deadline
+                self._loaded = True
+                rows = []
+            elif self._gaps:
+                rows = session.execute(
+                    _NEWER_OR_GAPS, {"cursor": self._cursor, "gaps": list(self._gaps)}
+                ).all()
+            else:
+                rows = session.execute(_NEWER, {"cursor": self._cursor}).all()
+            for row in rows:
+                self._apply(row.id, row.kind, row.subject, row.issued_before, row.expires_at)
+            self._expire_gaps_and_events()
+
+    def _apply(
+        self, event_id: int, kind: str, subject: str, before: datetime, expires: datetime
+    ) -> None:
+        self._gaps.pop(event_id, None)
+        if event_id > self._cursor:
+            if self._loaded:
+                deadline = time.monotonic() + GAP_SECONDS
+                for missing in range(self._cursor + 1, min(event_id, self._cursor + 1001)):
+                    self._gaps.setdefault(missing, deadline)
+            self._cursor = event_id
+        if kind in self._exact:
+            self._exact[kind][subject] = max(expires, self._exact[kind].get(subject, expires))
+        elif kind in self._before:
+            known = self._before[kind].get(subject)
+            if known is None or before > known[0]:
+                self._before[kind][subject] = (before, max(expires, known[1] if known else expires))
+
+    def _expire_gaps_and_events(self) -> None:
+        now_mono = time.monotonic()
+        if self._gaps:
+            self._gaps = {i: d for i, d in self._gaps.items() if d > now_mono}
+        if now_mono < self._next_prune:
+            return
+        self._next_prune = now_mono + 60
+        now = utcnow()
+        for exact in self._exact.values():
+            for subject in [s for s, expires in exact.items() if expires <= now]:
+                del exact[subject]
+        for before in self._before.values():
+            for subject in [s for s, (_, expires) in before.items() if expires <= now]:
+                del before[subject]
+
+    def revokes(self, claims: dict[str, Any], issued_at: datetime) -> bool:
+        if claims["jti"] in self._exact[TOKEN]:
+            return True
+        credential = claims.get("application_credential") or {}
+        for kind, key in ((APPLICATION_CREDENTIAL, "id"), (CREDENTIAL_SECRET, "secret_id")):
+            if credential.get(key) and credential[key] in self._exact[kind]:
+                return True
+        subjects = ((USER, claims["sub"]), (PROJECT, (claims.get("project") or {}).get("id")))
+        for kind, subject in subjects:
+            found = self._before[kind].get(subject) if subject else None
+            if found is not None and found[0] >= issued_at:
+                return True
+        return False
+
+
 class RevocationList:
-    def __init__(self, session: DbSession, token_ttl: timedelta) -> None:
+    def __init__(
+        self, session: DbSession, token_ttl: timedelta, index: RevocationIndex | None = None
+    ) -> None:
         self._session = session
         self._token_ttl = token_ttl
+        self._index = index or RevocationIndex()
 
     def add(self, kind: str, subject: str) -> RevocationEvent:
         """Add an event to the current transaction (it commits with the change)."""
@@ -56,40 +204,52 @@ class RevocationList:
         issued_ms = claims.get("iat_ms")
         seconds = issued_ms / 1000 if isinstance(issued_ms, int) else float(claims["iat"])
         issued_at = datetime.fromtimestamp(seconds, UTC)
-        conditions = [
-            and_(RevocationEvent.kind == TOKEN, RevocationEvent.subject == claims["jti"]),
-            and_(
-                RevocationEvent.kind == USER,
-                RevocationEvent.subject == claims["sub"],
-                RevocationEvent.issued_before >= issued_at,
-            ),
-        ]
-        project_id = (claims.get("project") or {}).get("id")
-        if project_id:
-            conditions.append(
-                and_(
-                    RevocationEvent.kind == PROJECT,
-                    RevocationEvent.subject == project_id,
-                    RevocationEvent.issued_before >= issued_at,
-                )
-            )
-        credential = claims.get("application_credential") or {}
-        for kind, key in ((APPLICATION_CREDENTIAL, "id"), (CREDENTIAL_SECRET, "secret_id")):
-            if credential.get(key):
-                conditions.append(
-                    and_(RevocationEvent.kind == kind, RevocationEvent.subject == credential[key])
-                )
-        query = select(RevocationEvent.id).where(or_(*conditions)).limit(1)
-        return self._session.scalar(query) is not None
+        self._index.refresh(self._session)
+        return self._index.revokes(claims, issued_at)
 
     def since(self, cursor: int, limit: int) -> list[RevocationEvent]:
-        query = (
-            select(RevocationEvent)
-            .where(RevocationEvent.id > cursor, RevocationEvent.expires_at > utcnow())
-            .order_by(RevocationEvent.id)
-            .limit(limit)
+        """The feed: unexpired events past ``cursor``, in id order.
+
+        Held back at a hole younger than FEED_HOLE_SECONDS: an id with no row may
+        belong to a transaction still committing (PostgreSQL hands out ids before
+        commit), and a client whose cursor passed it would never see it. Ids of
+        expired events are rows, not holes.
+        """
+        now = utcnow()
+        events = list(
+            self._session.scalars(
+                select(RevocationEvent)
+                .where(RevocationEvent.id > cursor, RevocationEvent.expires_at > now)
+                .order_by(RevocationEvent.id)
+                .limit(limit)
+            )
         )
-        return list(self._session.scalars(query))
+        # Ids missing between the cursor (once a client has one) and the events, and
+        # between the events: rows for most (expired events), holes for the rest.
+        if not events:
+            return events
+        missing: list[int] = []
+        previous = cursor if cursor else events[0].id
+        for event in events:
+            missing.extend(range(previous + 1, event.id))
+            previous = event.id
+        if not missing:
+            return events
+        existing = set(
+            self._session.scalars(
+                select(RevocationEvent.id).where(RevocationEvent.id.in_(missing[:MAX_HOLE_CHECK]))
+            )
+        ) | set(missing[MAX_HOLE_CHECK:])  # past that many, assume rows (old, expired)
+        settled = now - timedelta(seconds=FEED_HOLE_SECONDS)
+        kept: list[RevocationEvent] = []
+        previous = cursor if cursor else events[0].id
+        for event in events:
+            hole = any(i not in existing for i in range(previous + 1, event.id))
+            if hole and event.created_at > settled:
+                break  # ask again shortly: the hole fills, or it is old enough to skip
+            kept.append(event)
+            previous = event.id
+        return kept
 
     def commit(self) -> None:
         self._session.commit()

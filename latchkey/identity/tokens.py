@@ -6,16 +6,18 @@ import base64
 import json
 import math
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
-from joserfc import jwt
+from joserfc import jws, jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
-from joserfc.jwt import JWTClaimsRegistry
+from joserfc.jwk import Key, KeySet
+from joserfc.jws import JWSRegistry
 
 from latchkey.audit import AuditLog, AuditTarget
 from latchkey.errors import LatchkeyError
@@ -27,6 +29,9 @@ from latchkey.policy.enforcer import Enforcer, Target
 
 TOKEN_TYPE = "at+jwt"  # RFC 9068 section 2.1
 MAX_TOKEN_LENGTH = 8192
+# Built once: joserfc would build a registry per call for ``algorithms=[...]``.
+_JWS_REGISTRY = JWSRegistry(algorithms=[ALGORITHM])
+_ESSENTIAL_CLAIMS = ("iss", "aud", "exp", "iat", "sub", "jti")
 
 
 class TokenInvalid(LatchkeyError):
@@ -71,8 +76,10 @@ class Tokens:
         issuer: str,
         audience: str,
         ttl: timedelta,
+        verified_cache_size: int = 0,
     ) -> None:
         self._keys = keys
+        self._verified = VerifiedClaims(verified_cache_size)
         self._revocations = revocations
         self._audit = audit
         self._enforcer = enforcer
@@ -139,7 +146,24 @@ class Tokens:
         return claims
 
     def verify_signature_and_claims(self, token: str) -> dict[str, Any]:
-        return verify_jwt(token, self._keys.verify_keys, self.issuer, self.audience)
+        """``verify_jwt``, or its earlier answer for a token verified twice already,
+        while unexpired and while the key that verified it is still published.
+        Revocation is not part of it: ``validate`` checks that on every call."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            claims, kid = cached
+            if claims["exp"] > int(time.time()) and self._keys.publishes(kid):
+                return claims
+            self._verified.discard(token)
+        used: list[str] = []
+
+        def keys_for_kid(kid: str) -> KeySet:
+            used.append(kid)
+            return self._keys.verify_keys(kid)
+
+        claims = verify_jwt(token, keys_for_kid, self.issuer, self.audience)
+        self._verified.remember(token, (claims, used[-1]))
+        return claims
 
     def authenticate_bearer(self, token: str) -> AuthContext:
         return AuthContext.from_claims(self.validate(token))
@@ -207,50 +231,117 @@ class TokenNotFound(LatchkeyError):
     title = "The token is not valid"
 
 
+class VerifiedClaims:
+    """``token -> (claims, kid)`` for tokens this process verified, keyed by the whole
+    token string (only a verified token can be found), the least recently used
+    evicted past ``size``. A token enters at its second verification: a token
+    seen once costs a string in a bounded set, not a dict of claims (callers reuse
+    their tokens; a stream of distinct ones should not churn the cache)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[dict[str, Any], str]] = OrderedDict()
+        self._seen_once: dict[str, None] = {}
+
+    def get(self, token: str) -> tuple[dict[str, Any], str] | None:
+        if self._size <= 0:
+            return None
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is not None:
+                self._entries.move_to_end(token)
+            return entry
+
+    def remember(self, token: str, entry: tuple[dict[str, Any], str]) -> None:
+        if self._size <= 0:
+            return
+        with self._lock:
+            if self._seen_once.pop(token, 0) is not None:
+                self._seen_once[token] = None
+                if len(self._seen_once) > self._size:
+                    del self._seen_once[next(iter(self._seen_once))]
+                return
+            self._entries[token] = entry
+            if len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def discard(self, token: str) -> None:
+        with self._lock:
+            self._entries.pop(token, None)
+
+
 def verify_jwt(
-    token: str, keys_for_kid: Callable[[str], KeySet], issuer: str, audience: str
+    token: str,
+    keys_for_kid: Callable[[str], Key | KeySet],
+    issuer: str,
+    audience: str,
+    now: float | None = None,
 ) -> dict[str, Any]:
     """Offline check of a Latchkey token: ES256 signature by a known key, typ, claims.
 
     Shared by the service and by anything holding only the JWKS (``latchkey
-    token verify --jwks-url``). Revocation is not checked here.
+    token verify --jwks-url``). Revocation is not checked here. ``now`` is the
+    wall-clock time (``time.time()`` by default).
     """
     if not token or len(token) > MAX_TOKEN_LENGTH:
         raise TokenInvalid()
-    header = _unverified_header(token)
+    try:  # the header is decoded once, here; joserfc verifies this same object
+        signed = jws.extract_compact(token.encode(), registry=_JWS_REGISTRY)
+    except (JoseError, ValueError, TypeError, AttributeError) as exc:
+        raise TokenInvalid() from exc
+    header = signed.headers()
     # Only ES256: `none`, and HS256 keyed with our public key, are refused up front.
+    if not isinstance(header, dict):
+        raise TokenInvalid()
     if header.get("alg") != ALGORITHM or header.get("typ") != TOKEN_TYPE:
         raise TokenInvalid()
     kid = header.get("kid")
     if not isinstance(kid, str):
         raise TokenInvalid()
     try:
-        decoded = jwt.decode(token, keys_for_kid(kid), algorithms=[ALGORITHM])
-        registry = JWTClaimsRegistry(
-            iss={"essential": True, "value": issuer},
-            aud={"essential": True, "value": audience},
-            exp={"essential": True},
-            iat={"essential": True},
-            sub={"essential": True},
-            jti={"essential": True},
-        )
-        registry.validate(decoded.claims)
+        if not jws.validate_compact(signed, keys_for_kid(kid), registry=_JWS_REGISTRY):
+            raise TokenInvalid()
+        claims = json.loads(signed.payload or b"")
     except (JoseError, ValueError, TypeError, KeyError) as exc:
         raise TokenInvalid() from exc
-    return dict(decoded.claims)
+    if not isinstance(claims, dict) or not _claims_valid(claims, issuer, audience, now):
+        raise TokenInvalid()
+    return claims
+
+
+def _claims_valid(claims: dict[str, Any], issuer: str, audience: str, now: float | None) -> bool:
+    """What ``JWTClaimsRegistry(iss=issuer, aud=audience, exp, iat, sub, jti all
+    essential).validate(claims)`` decides, with its defaults (now = whole seconds,
+    no leeway), without building a registry per token (tests/unit/
+    test_token_verification.py holds the two side by side)."""
+    if any(claims.get(name) is None for name in _ESSENTIAL_CLAIMS):
+        return False
+    seconds = int(time.time() if now is None else now)
+    iss, aud, sub, jti = claims["iss"], claims["aud"], claims["sub"], claims["jti"]
+    if not (isinstance(iss, str) and iss and iss == issuer):
+        return False
+    if not (isinstance(sub, str) and sub and isinstance(jti, str) and jti):
+        return False
+    if isinstance(aud, list):
+        if not aud or not all(isinstance(a, str) for a in aud) or audience not in aud:
+            return False
+    elif not (isinstance(aud, str) and aud and aud == audience):
+        return False
+    exp, iat = claims["exp"], claims["iat"]
+    if not (_numeric_date(exp) and exp > seconds and _numeric_date(iat) and iat <= seconds):
+        return False
+    nbf = claims.get("nbf")
+    return "nbf" not in claims or (_numeric_date(nbf) and nbf <= seconds)
+
+
+def _numeric_date(value: object) -> TypeGuard[int | float]:
+    # As joserfc: a JSON number, not a bool, not NaN or infinite.
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _subject_target(claims: dict[str, Any]) -> Target:
     user_domain = ((claims.get("user") or {}).get("domain") or {}).get("id")
     return Target(domain_id=user_domain, user_id=claims["sub"])
-
-
-def _unverified_header(token: str) -> dict[str, Any]:
-    try:
-        segment = token.split(".", 1)[0]
-        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise TokenInvalid() from exc
-    if not isinstance(header, dict):
-        raise TokenInvalid()
-    return header

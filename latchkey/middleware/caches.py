@@ -1,21 +1,28 @@
-"""What the middleware keeps from Latchkey: the JWKS and the revocation feed.
+"""What the middleware keeps: the JWKS and the revocation feed from Latchkey,
+and the tokens it has verified.
 
-Both are refreshed lazily, by the requests that need them, under a lock, and
-never more often than their interval (``clock`` is monotonic seconds).
+The first two are refreshed lazily, by the requests that need them, under a
+lock, and never more often than their interval (``clock`` is monotonic seconds).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from joserfc.jwk import KeySet
+from joserfc.errors import InvalidKeyTypeError, JoseError
+from joserfc.jwk import Key, import_key
 
+from latchkey.identity.keys import ALGORITHM
 from latchkey.identity.tokens import TokenInvalid
 from latchkey.middleware._http import LatchkeyHttp, LatchkeyUnreachable
+
+if TYPE_CHECKING:
+    from latchkey.middleware.wsgi import Identity
 
 log = logging.getLogger("latchkey.middleware")
 
@@ -27,9 +34,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class KeyCache:
-    """The JWKS, refetched when older than ``max_age`` or on an unknown ``kid``,
-    never more often than once per ``min_interval`` (a flood of made-up kids
-    cannot turn into a flood of fetches)."""
+    """The JWKS as ``{kid: key}``, refetched when older than ``max_age`` or on an
+    unknown ``kid``, never more often than once per ``min_interval`` (a flood of
+    made-up kids cannot turn into a flood of fetches)."""
 
     def __init__(
         self,
@@ -44,23 +51,28 @@ class KeyCache:
         self._max_age = max_age
         self._clock = clock
         self._lock = threading.Lock()
-        self._keys: KeySet | None = None
+        self._keys: dict[str, Key] | None = None
+        self._jwks: dict[str, dict[str, Any]] = {}  # kid -> the JWK its key was imported from
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
         self.fetches = 0  # attempts, for tests and metrics
 
-    def keys_for_kid(self, kid: str) -> KeySet:
-        """The key set to verify a token of ``kid``; TokenInvalid when none can be had."""
+    def key_for_kid(self, kid: str) -> Key:
+        """The key to verify a token of ``kid``; TokenInvalid when none can be had.
+
+        The same object for as long as the JWKS publishes the same key under that
+        ``kid`` (refetches included): verified-token cache entries compare it."""
         keys = self._keys
         now = self._clock()
         stale = self._fetched_at is None or now - self._fetched_at > self._max_age
-        if keys is None or stale or not _has_kid(keys, kid):
+        if keys is None or stale or kid not in keys:
             keys = self._refresh(now)
-        if keys is None or not _has_kid(keys, kid):
+        key = keys.get(kid) if keys is not None else None
+        if key is None:
             raise TokenInvalid()
-        return keys
+        return key
 
-    def _refresh(self, now: float) -> KeySet | None:
+    def _refresh(self, now: float) -> dict[str, Key] | None:
         with self._lock:
             if self._attempted_at is not None and now - self._attempted_at < self._min_interval:
                 return self._keys
@@ -68,14 +80,103 @@ class KeyCache:
             self.fetches += 1
             try:
                 body = self._http.get(JWKS_PATH)
-                keys = KeySet.import_key_set(body)
-            except (LatchkeyUnreachable, ValueError, TypeError, KeyError) as exc:
+                jwks = _verifying_jwks(body)
+                # An unchanged JWK keeps its key object: cached tokens stay valid.
+                held = self._keys or {}
+                keys = {
+                    kid: held[kid] if kid in held and self._jwks.get(kid) == jwk else key
+                    for kid, (jwk, key) in jwks.items()
+                }
+            except (LatchkeyUnreachable, JoseError, ValueError, TypeError, KeyError) as exc:
                 # Keep the keys we had: a Latchkey outage longer than the revocation
                 # staleness limit fails closed anyway (see RevocationCache).
                 log.warning("latchkey middleware: cannot fetch the JWKS: %s", exc)
                 return self._keys
             self._keys, self._fetched_at = keys, now
+            self._jwks = {kid: jwk for kid, (jwk, _) in jwks.items()}
             return keys
+
+
+def _verifying_jwks(body: Any) -> dict[str, tuple[dict[str, Any], Key]]:
+    """``kid -> (JWK, key)`` for the keys that may verify ES256 tokens: the first
+    of each ``kid`` not marked for another ``use`` or ``alg`` (the keys joserfc's
+    ``KeySet.get_by_kid`` would pick for them). A key that does not import fails
+    the whole set (the keys already held stay in use)."""
+    found: dict[str, tuple[dict[str, Any], Key]] = {}
+    for jwk in body["keys"]:
+        kid = jwk.get("kid")
+        if not isinstance(kid, str) or kid in found:
+            continue
+        if jwk.get("use") not in (None, "", "sig") or jwk.get("alg") not in (None, "", ALGORITHM):
+            continue
+        try:
+            found[kid] = (dict(jwk), import_key(jwk))
+        except InvalidKeyTypeError:  # a key type joserfc does not know: ignored (RFC 7517)
+            continue
+    return found
+
+
+class VerifiedToken(NamedTuple):
+    identity: Identity
+    kid: str
+    key: Key  # the key that verified it, as KeyCache handed it out
+    expires: int | float  # the token's exp
+
+
+class VerifiedTokens:
+    """``token -> VerifiedToken`` for tokens that passed every check depending on
+    the token alone (signature, claims, lifetime), keyed by the whole token
+    string: only a token that was verified can be found. At most ``size``
+    entries, the least recently used evicted first; ``size`` 0 keeps none.
+    Whether an entry may still be used (expiry, key) is the caller's call.
+
+    A token is admitted at its second verification: one seen once (a stream of
+    distinct tokens) costs a string in a bounded set, not an entry of claims
+    and identity objects, whose numbers make Python's garbage collector run
+    more often (cold verification: ~70 % of raw ES256 with entries made at
+    first sight, ~80 % without; bench/README.md)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, VerifiedToken] = OrderedDict()
+        self._seen_once: dict[str, None] = {}  # insertion-ordered, oldest first
+
+    def admit(self, token: str) -> bool:
+        """True when ``token`` was verified before (then cache it), else remember it."""
+        if self._size <= 0:
+            return False
+        with self._lock:
+            if self._seen_once.pop(token, 0) is None:
+                return True
+            self._seen_once[token] = None
+            if len(self._seen_once) > self._size:
+                del self._seen_once[next(iter(self._seen_once))]
+            return False
+
+    def get(self, token: str) -> VerifiedToken | None:
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is not None:
+                self._entries.move_to_end(token)
+            return entry
+
+    def put(self, token: str, entry: VerifiedToken) -> None:
+        if self._size <= 0:
+            return
+        with self._lock:
+            self._entries[token] = entry
+            self._entries.move_to_end(token)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def discard(self, token: str) -> None:
+        with self._lock:
+            self._entries.pop(token, None)
+            self._seen_once.pop(token, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class RevocationCache:
@@ -175,7 +276,7 @@ class RevocationCache:
         ]:
             del self._events[key]
 
-    def is_revoked(self, claims: dict[str, Any]) -> bool:
+    def is_revoked(self, claims: Mapping[str, Any]) -> bool:
         """The server's rule (``RevocationList.is_revoked``), on the events seen so far."""
         issued_ms = claims.get("iat_ms")
         issued_us = (
@@ -212,7 +313,3 @@ def _microseconds(iso: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return (moment - EPOCH) // timedelta(microseconds=1)
-
-
-def _has_kid(keys: KeySet, kid: str) -> bool:
-    return any(key.kid == kid for key in keys.keys)

@@ -3,8 +3,10 @@
 Per request, without calling Latchkey: the token's ES256 signature against the
 cached JWKS, its claims (issuer, audience, expiry), the revocation events read
 from ``/v1/revocations`` and the application credential's access rules for this
-service's type. Latchkey is called only to refresh the JWKS (unknown ``kid``,
-rate-limited), to poll the revocation feed (lazily, by the first request after
+service's type. A token seen before skips the first two (a bounded cache of
+verified tokens, each used until its ``exp``); the last two run every time.
+Latchkey is called only to refresh the JWKS (unknown ``kid``, rate-limited), to
+poll the revocation feed (lazily, by the first request after
 ``revocation_poll_interval``) and for ``authorize`` decisions (cached for
 ``decision_ttl``). Anything that cannot be checked is refused.
 """
@@ -18,11 +20,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from joserfc.jwk import Key
+
 from latchkey.errors import PROBLEM_BASE
 from latchkey.identity.access_rules import allows
 from latchkey.identity.tokens import TokenInvalid, verify_jwt
 from latchkey.middleware._http import LatchkeyHttp
-from latchkey.middleware.caches import KeyCache, RevocationCache
+from latchkey.middleware.caches import KeyCache, RevocationCache, VerifiedToken, VerifiedTokens
 from latchkey.middleware.decisions import DecisionCache, DecisionClient
 
 if TYPE_CHECKING:
@@ -104,6 +108,7 @@ class LatchkeyMiddleware:
         max_token_lifetime: float = DEFAULT_MAX_TOKEN_LIFETIME,
         decision_ttl: float = 5.0,
         decision_cache_size: int = 10_000,
+        token_cache_size: int = 10_000,
         timeout: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -118,11 +123,13 @@ class LatchkeyMiddleware:
         self.audience = audience
         self.require_token = require_token
         self.max_token_lifetime = max_token_lifetime
+        self._wall_clock = wall_clock
         provider = service_token_provider or (lambda: str(service_token))
         http = LatchkeyHttp(latchkey_url, timeout)
         self.keys = KeyCache(
             http, min_interval=jwks_refresh_min_interval, max_age=jwks_max_age, clock=clock
         )
+        self.verified_tokens = VerifiedTokens(token_cache_size)
         self.decisions = DecisionClient(
             http, provider, DecisionCache(decision_ttl, decision_cache_size, clock)
         )
@@ -171,21 +178,51 @@ class LatchkeyMiddleware:
 
     def verify(self, token: str) -> Identity:
         """Signature, claims, lifetime and revocation; TokenInvalid otherwise."""
-        claims = verify_jwt(token, self.keys.keys_for_kid, self.issuer, self.audience)
+        verified = self._verified(token)
+        self._check_revocation(verified.identity.claims)  # every call: the feed moves on
+        return verified.identity
+
+    def _verified(self, token: str) -> VerifiedToken:
+        """The checks that depend on the token alone, done once per token while it
+        is unexpired and the key that verified it is still published."""
+        cached = self.verified_tokens.get(token)
+        if cached is not None:
+            if cached.expires > int(self._wall_clock()) and self._still_published(cached):
+                return cached
+            self.verified_tokens.discard(token)
+        verified = self._verify_token(token)
+        if self.verified_tokens.admit(token):  # cached from its second use on
+            self.verified_tokens.put(token, verified)
+        return verified
+
+    def _still_published(self, cached: VerifiedToken) -> bool:
+        try:  # a refetched JWKS keeps the same key object for an unchanged key
+            return self.keys.key_for_kid(cached.kid) is cached.key
+        except TokenInvalid:  # retired, or the JWKS cannot be had
+            return False
+
+    def _verify_token(self, token: str) -> VerifiedToken:
+        used: list[tuple[str, Key]] = []
+
+        def key_for_kid(kid: str) -> Key:
+            key = self.keys.key_for_kid(kid)
+            used.append((kid, key))
+            return key
+
+        now = self._wall_clock()
+        claims = verify_jwt(token, key_for_kid, self.issuer, self.audience, now)
         try:
             lifetime = float(claims["exp"]) - float(claims["iat"])
-        except (KeyError, TypeError, ValueError) as exc:
+            identity = Identity.from_claims(claims, token)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise TokenInvalid() from exc
         if lifetime > self.max_token_lifetime:
             # Revocation events are kept for max_token_lifetime only.
             raise TokenInvalid()
-        self._check_revocation(claims)
-        try:
-            return Identity.from_claims(claims, token)
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise TokenInvalid() from exc
+        kid, key = used[-1]
+        return VerifiedToken(identity, kid, key, claims["exp"])
 
-    def _check_revocation(self, claims: dict[str, Any]) -> None:
+    def _check_revocation(self, claims: Mapping[str, Any]) -> None:
         if not self.revocations.ensure_fresh():
             log.warning("latchkey middleware: revocation feed too stale, refusing tokens")
             raise TokenInvalid()
@@ -234,7 +271,7 @@ class LatchkeyMiddleware:
         if identity is None:
             return None
         try:  # revoked since the request began, or the feed went stale: no
-            self._check_revocation(dict(identity.claims))
+            self._check_revocation(identity.claims)
         except TokenInvalid:
             return None
         return identity

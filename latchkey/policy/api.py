@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from latchkey.policy.store import DomainPolicyVersion, PolicyVersion
 from latchkey.web.requests import call_context, services
 
 blp = Blueprint("policy", __name__, url_prefix="/v1", description="Catalog, policy, decisions")
@@ -193,6 +195,23 @@ def policy_versions(project_id: str) -> dict[str, Any]:
     policies = services().policies
     rows = policies.versions(call_context(), project_id)
     active = policies.active_version(project_id)
+    return _version_list(rows, active)
+
+
+@blp.route("/projects/<project_id>/policy/versions/<int:version>/activate", methods=["POST"])
+@blp.response(200, PolicyOut)
+def activate_policy(project_id: str, version: int) -> dict[str, Any]:
+    policies = services().policies
+    ctx = call_context()
+    policies.activate(ctx, project_id, version)
+    active, document = policies.get(ctx, project_id)
+    return {"version": active, "rules": document["rules"]}
+
+
+# -- domain-wide rules -------------------------------------------------------------
+
+
+def _version_list(rows: Sequence[PolicyVersion | DomainPolicyVersion], active: int | None) -> Any:
     return {
         "versions": [
             {
@@ -207,13 +226,47 @@ def policy_versions(project_id: str) -> dict[str, Any]:
     }
 
 
-@blp.route("/projects/<project_id>/policy/versions/<int:version>/activate", methods=["POST"])
+@blp.route("/domains/<domain_id>/policy")
+class DomainPolicyView(MethodView):
+    @blp.response(200, PolicyOut)
+    def get(self, domain_id: str) -> dict[str, Any]:
+        version, document = services().domain_policies.get(call_context(), domain_id)
+        return {"version": version, "rules": document["rules"]}
+
+    @blp.arguments(PolicyDocumentIn)
+    @blp.response(200, PolicyOut)
+    def put(self, data: dict[str, Any], domain_id: str) -> dict[str, Any]:
+        policies = services().domain_policies
+        ctx = call_context()
+        policies.put(ctx, domain_id, data)
+        version, document = policies.get(ctx, domain_id)
+        return {"version": version, "rules": document["rules"]}
+
+
+@blp.route("/domains/<domain_id>/policy/validate", methods=["POST"])
+@blp.arguments(PolicyDocumentIn)
+@blp.response(200, ValidationOut)
+def validate_domain_policy(data: dict[str, Any], domain_id: str) -> dict[str, Any]:
+    parsed = services().domain_policies.validate(call_context(), domain_id, data)
+    return {"valid": True, "rules": len(parsed.rules)}
+
+
+@blp.route("/domains/<domain_id>/policy/versions", methods=["GET"])
+@blp.response(200, VersionList)
+def domain_policy_versions(domain_id: str) -> dict[str, Any]:
+    policies = services().domain_policies
+    rows = policies.versions(call_context(), domain_id)
+    active = policies.active_version(domain_id)
+    return _version_list(rows, active)
+
+
+@blp.route("/domains/<domain_id>/policy/versions/<int:version>/activate", methods=["POST"])
 @blp.response(200, PolicyOut)
-def activate_policy(project_id: str, version: int) -> dict[str, Any]:
-    policies = services().policies
+def activate_domain_policy(domain_id: str, version: int) -> dict[str, Any]:
+    policies = services().domain_policies
     ctx = call_context()
-    policies.activate(ctx, project_id, version)
-    active, document = policies.get(ctx, project_id)
+    policies.activate(ctx, domain_id, version)
+    active, document = policies.get(ctx, domain_id)
     return {"version": active, "rules": document["rules"]}
 
 

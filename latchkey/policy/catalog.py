@@ -60,6 +60,9 @@ class CatalogView:
 
     actions: frozenset[str]
     resource_types: dict[str, dict[str, Attribute]]
+    # (id, type, name, endpoints) of every service, by type: the catalog a token
+    # answer carries (Keystone clients find their endpoints there).
+    services: tuple[tuple[str, str, str, tuple[dict[str, Any], ...]], ...] = ()
 
     def actions_for(self, resource_type: str) -> list[str]:
         prefix = resource_type + ":"
@@ -86,25 +89,22 @@ class Catalog:
             return cached[1]
         actions: set[str] = set()
         types: dict[str, dict[str, Attribute]] = {}
-        for service in self._session.scalars(select(Service)):
+        entries = []
+        for service in self._session.scalars(select(Service).order_by(Service.type)):
+            entries.append((service.id, service.type, service.name, tuple(service.endpoints or ())))
             actions.update(service.actions)
             for name, spec in service.resource_types.items():
                 types[name] = {
                     attr: Attribute(value["type"], bool(value.get("sensitive")))
                     for attr, value in (spec.get("attributes") or {}).items()
                 }
-        view = CatalogView(frozenset(actions), types)
+        view = CatalogView(frozenset(actions), types, tuple(entries))
         with self._lock:
             self._cache = (time.monotonic(), view)
         return view
 
     def forget(self) -> None:
         self._cache = None
-
-    def all_services(self) -> list[Service]:
-        """Every service, unenforced: for the catalog a token answer carries (Keystone
-        clients find their endpoints there), which any valid token may see."""
-        return list(self._session.scalars(select(Service).order_by(Service.type)))
 
     def list_services(self, ctx: CallContext) -> list[Service]:
         self._enforcer.enforce(ctx.auth, "identity:service:list", Target())

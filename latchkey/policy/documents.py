@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from latchkey.errors import InvalidRequest
 from latchkey.policy.catalog import ATTRIBUTE_NAME, CatalogView
 
 MAX_RULES = 1000
@@ -82,6 +83,9 @@ class Rule:
 @dataclass(frozen=True)
 class PolicyDocument:
     rules: tuple[Rule, ...] = field(default_factory=tuple)
+    # Only a domain's deny rules, for a project without a document of its own: they
+    # take away, and no allow rule is required (latchkey/policy/domains.py).
+    denies_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,19 @@ class PrincipalChecks:
     group_in_project: Callable[[str], bool]
     credential_in_project: Callable[[str], bool]
     role_exists: Callable[[str], bool]
+
+
+def parse_or_refuse(document: Any, catalog: CatalogView, checks: PrincipalChecks) -> PolicyDocument:
+    """``parse``, its problems answered as one 422 ``invalid_policy`` listing them all."""
+    try:
+        return parse(document, catalog, checks)
+    except PolicyInvalid as exc:
+        raise InvalidRequest(
+            f"the policy has {len(exc.problems)} problem(s); the first: "
+            f"{exc.problems[0].pointer}: {exc.problems[0].detail}",
+            code="invalid_policy",
+            extra={"errors": [p.as_dict() for p in exc.problems]},
+        ) from exc
 
 
 def parse(document: Any, catalog: CatalogView, checks: PrincipalChecks) -> PolicyDocument:
@@ -204,11 +221,11 @@ class _RuleParser:
         for key in sorted(set(raw) - set(PRINCIPAL_FIELDS), key=str):
             self.fail(f"/principals/{_safe(key)}", "unknown field")
         checks = {
-            "users": (self.checks.user_in_project, "is not a user of this project"),
-            "groups": (self.checks.group_in_project, "is not a group with a role here"),
+            "users": (self.checks.user_in_project, "is not a user of this project (or domain)"),
+            "groups": (self.checks.group_in_project, "is not a group of this project (or domain)"),
             "application_credentials": (
                 self.checks.credential_in_project,
-                "is not an application credential of this project",
+                "is not an application credential of this project (or domain)",
             ),
             "roles": (self.checks.role_exists, "is not a role"),
             "kinds": (lambda k: k in KINDS, "is not human or application"),

@@ -2,7 +2,7 @@
 
 Every endpoint names its action (``identity:project:create``) and the
 service calls ``Enforcer.enforce``; there are no role checks anywhere else.
-Until tenant policy lands, actions map to the default roles:
+The rule table maps actions to the default roles:
 
 * reads need ``reader``, writes need ``admin``;
 * on the target's project (project-scoped token), or its domain
@@ -20,11 +20,22 @@ Until tenant policy lands, actions map to the default roles:
   owner's alone, whatever the caller's roles;
 * restricted application credentials (the default) never manage
   credentials, passwords, users or role assignments.
+
+The table is the ceiling for Latchkey's own API (it plays the part the
+operator's Polar boundary plays for other services). Inside it, a project's
+tenant policy decides too (``TenantLayer``, wired in ``create_app``): an
+action on a project's resource must also be allowed by that project's rules,
+if it has any, exactly as for any other service in the catalog. Exempt, and
+why (docs/decisions.md): callers scoped to the operators' admin project (a
+tenant cannot restrict its operators) and ``policy:policy:*`` (a project's
+admins can always repair a policy that locks them out).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from latchkey.errors import AuthenticationRequired, Forbidden
 from latchkey.policy.context import AuthContext
@@ -63,6 +74,11 @@ class Target:
     privileged: bool = False  # touches the cloud operators: cloud scope only
     self_only: bool = False  # only the user named by user_id may act
     other_domain_id: str | None = None  # a second domain the action reaches into
+    # The project whose tenant policy also decides, when not project_id (a human's
+    # application credential belongs to the project it is scoped to).
+    tenant_project_id: str | None = None
+    # What tenant rules may test (declared on the identity resource types in the catalog).
+    attributes: Mapping[str, Any] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -114,6 +130,10 @@ RULES: dict[str, Rule] = {
     "policy:policy:get": Rule(PROJECT, READER),
     "policy:policy:validate": Rule(PROJECT, ADMIN),
     "policy:policy:update": Rule(PROJECT, ADMIN),
+    # Domain-wide rules: a domain's admins (domain-scoped token) or the cloud's.
+    "policy:domain_policy:get": Rule(DOMAIN, READER),
+    "policy:domain_policy:validate": Rule(DOMAIN, ADMIN),
+    "policy:domain_policy:update": Rule(DOMAIN, ADMIN),
     # Asking about oneself needs only a token; asking on someone's behalf is for
     # relying services (the `service` role) and cloud admins.
     "policy:decision:on_behalf": Rule(CLOUD, ADMIN, also_role=SERVICE),
@@ -132,9 +152,38 @@ RULES: dict[str, Rule] = {
 }
 
 
+@dataclass(frozen=True)
+class TenantRefusal:
+    rule_id: str | None  # the deny rule that matched; None: no allow rule matched
+    decided_by: str  # "policy" or "error"
+
+
+class TenantLayer(Protocol):
+    def refuses(
+        self,
+        auth: AuthContext,
+        action: str,
+        project_id: str,
+        attributes: Mapping[str, Any] | None,
+    ) -> TenantRefusal | None:
+        """Why the project's tenant policy refuses the action, or None if it does not."""
+        ...
+
+
+# Never subject to tenant rules: a policy that locked its project's admins out of
+# policy:policy:update could never be repaired.
+TENANT_EXEMPT_PREFIX = "policy:policy:"
+
+
 class Enforcer:
     def __init__(self, rules: dict[str, Rule] | None = None) -> None:
         self._rules = dict(RULES if rules is None else rules)
+        self._tenant: TenantLayer | None = None
+
+    def use_tenant_layer(self, layer: TenantLayer) -> None:
+        """Wired once in ``create_app``: the tenant layer is built after the enforcer,
+        which the policy services themselves need."""
+        self._tenant = layer
 
     @property
     def actions(self) -> list[str]:
@@ -154,6 +203,34 @@ class Enforcer:
                 f"not allowed to perform {action}",
                 code="action_forbidden",
                 extra={"action": action},
+            )
+        tenant_project = target.tenant_project_id or target.project_id
+        if tenant_project is not None:
+            self.enforce_tenant_policy(auth, action, tenant_project, target.attributes)
+
+    def enforce_tenant_policy(
+        self,
+        auth: AuthContext,
+        action: str,
+        project_id: str,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        """The project's own rules, for an action the table already allows.
+
+        Called by ``enforce`` for targets in a project.
+        """
+        if self._tenant is None or auth.is_admin_project or action.startswith(TENANT_EXEMPT_PREFIX):
+            return
+        refusal = self._tenant.refuses(auth, action, project_id, attributes)
+        if refusal is not None:
+            raise Forbidden(
+                f"the project's policy does not allow {action}",
+                code="policy_denied",
+                extra={
+                    "action": action,
+                    "decided_by": refusal.decided_by,
+                    **({"rule": refusal.rule_id} if refusal.rule_id else {}),
+                },
             )
 
     @staticmethod

@@ -1,9 +1,13 @@
-"""Per-project Polar engines: the operator's boundary plus the tenant's rules as data.
+"""Per-project policy engines: the operator's boundary plus the tenant's rules as data.
 
-A tenant document never becomes Polar text. It compiles to frozen
-``Rule`` objects registered (as one ``TenantRules`` object) as the constant ``TENANT``; one fixed
-Polar program, written here, asks each rule whether it matches. Operator
-boundary files are Polar (trusted), evaluated in the same instance.
+A tenant document never becomes Polar text. It compiles to frozen ``Rule``
+objects held by one ``TenantRules`` object, which each query passes to one
+fixed Polar program, written here, that asks it for the rules that match.
+Operator boundary files are Polar (trusted), loaded with that program into one
+Oso instance per boundary text, shared by every project's engine: the Polar
+program is the same for every project, so a per-project instance would only
+cost memory (~55 KB each: 1,000 projects' engines took ~90 MB, against a
+150 MB budget per worker; docs/decisions.md).
 
 Defence in depth, in case an operator file (or a bug) reaches further than it
 should: everything handed to Polar is a ``PolarData`` object that answers only
@@ -11,7 +15,8 @@ the names it lists (no ``__class__``, no ``_private``, no unlisted method), and
 queries are bounded by ``POLAR_TIMEOUT_MS``.
 
 An engine is immutable once built; a new policy version means a new engine,
-swapped in by reference, so a decision is made wholly by one version.
+swapped in by reference, so a decision is made wholly by one version (and a
+new boundary text a new shared program, referenced by the engines built on it).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -36,14 +42,22 @@ WRITE_VERBS = ("create", "update", "write", "put", "patch", "post", "delete", "r
 DEFAULT_BOUNDARY = Path(__file__).with_name("boundary.polar")
 
 TENANT_PROGRAM = """
-# Fixed: tenant rules arrive as data (TENANT), never as Polar text. One call asks the
-# data for the rules that match (one Polar-to-Python call per decision, not per rule:
-# 1,000 rules cost ~120 ms the other way, past POLAR_TIMEOUT_MS).
-tenant_rule(actor: Principal, action: ActionRef, resource: ResourceRef, effect, rule_id) if
-    match in TENANT.matching(actor, action, resource) and
+# Fixed: tenant rules arrive as data (a TenantRules argument), never as Polar text.
+# One call asks the data for the rules that match (one Polar-to-Python call per
+# decision, not per rule: 1,000 rules cost ~120 ms the other way, past POLAR_TIMEOUT_MS).
+tenant_rule(actor: Principal, action: ActionRef, resource: ResourceRef, rules: TenantRules,
+            effect, rule_id) if
+    match in rules.matching(actor, action, resource) and
     [effect, rule_id] = match;
 
-# Latchkey asks `boundary` and `tenant_rule`, never oso's `allow`; this silences
+# One query per decision where a project has rules: the boundary, then (only if it
+# allows) the tenant's matching rules as [[effect, rule id], ...].
+decision(actor: Principal, action: ActionRef, resource: ResourceRef, rules: TenantRules,
+         found) if
+    boundary(actor, action, resource) and
+    found = rules.matching(actor, action, resource);
+
+# Latchkey asks `boundary`, `decision` and `tenant_rule`, never oso's `allow`; this silences
 # oso's warning about a policy without one.
 allow(_actor, _action, _resource) if false;
 """
@@ -306,33 +320,104 @@ class Verdict:
     denies: tuple[str, ...]
 
 
+# A boundary that never reads a resource's id or attributes decides the same for every
+# resource of one type and project: its verdicts may be shared by the checks of a batch.
+# Conservative, on the text: any `attr`, `attributes` or `id` token disables it.
+READS_RESOURCE_DETAILS = re.compile(r"\b(attr|attributes|id)\b")
+
+_PROGRAMS: dict[str, Oso] = {}
+_PROGRAMS_LOCK = threading.Lock()
+KEPT_PROGRAMS = 4  # boundary texts kept compiled (a reload keeps the previous one a while)
+
+
+def compiled_program(boundary: str) -> Oso:
+    """The Oso instance for a boundary text plus the fixed tenant program, built once."""
+    key = fingerprint(boundary)
+    found = _PROGRAMS.get(key)
+    if found is not None:
+        return found
+    oso = Oso()
+    for cls in (Principal, ActionRef, ResourceRef, TenantRules):
+        oso.register_class(cls)
+    oso.register_constant(list(READ_VERBS), "READ_VERBS")
+    oso.register_constant(list(WRITE_VERBS), "WRITE_VERBS")
+    try:
+        oso.load_str(boundary + "\n" + TENANT_PROGRAM)
+    except PolarError as exc:
+        raise PolicyError(f"the boundary does not load: {exc}") from exc
+    with _PROGRAMS_LOCK:
+        oso = _PROGRAMS.setdefault(key, oso)
+        while len(_PROGRAMS) > KEPT_PROGRAMS:  # engines still holding one keep it alive
+            del _PROGRAMS[next(iter(_PROGRAMS))]
+    return oso
+
+
 class PolicyEngine:
-    """One Oso instance: a boundary text and (optionally) one tenant document version."""
+    """A boundary's shared program and (optionally) one tenant document version."""
 
     def __init__(self, boundary: str, document: PolicyDocument | None) -> None:
-        self.has_policy = document is not None
+        # has_policy: an allow rule must match. has_rules: tenant rules are evaluated
+        # (deny-only domain rules in a project without a document of its own).
+        self.has_policy = document is not None and not document.denies_only
+        self.has_rules = document is not None
         self.rules: tuple[Rule, ...] = document.rules if document else ()
-        oso = Oso()
-        for cls in (Principal, ActionRef, ResourceRef, TenantRules):
-            oso.register_class(cls)
-        oso.register_constant(list(READ_VERBS), "READ_VERBS")
-        oso.register_constant(list(WRITE_VERBS), "WRITE_VERBS")
-        oso.register_constant(TenantRules(self.rules), "TENANT")
-        try:
-            oso.load_str(boundary + "\n" + TENANT_PROGRAM)
-        except PolarError as exc:
-            raise PolicyError(f"the boundary does not load: {exc}") from exc
-        self._oso = oso
+        self._tenant = TenantRules(self.rules)
+        self._oso = compiled_program(boundary)
+        self.boundary_memoizable = READS_RESOURCE_DETAILS.search(boundary) is None
 
-    def evaluate(self, actor: Principal, action: ActionRef, resource: ResourceRef) -> Verdict:
+    def evaluate(
+        self,
+        actor: Principal,
+        action: ActionRef,
+        resource: ResourceRef,
+        *,
+        consult_boundary: bool = True,
+        boundary_memo: dict[tuple[str, str, str | None, str | None], bool] | None = None,
+    ) -> Verdict:
+        """``consult_boundary=False``: the tenant's rules alone, for Latchkey's own
+        identity actions, whose ceiling is the built-in rule table (enforcer.py).
+
+        ``boundary_memo``: verdicts of this boundary for this principal (one batch),
+        by (action, resource type, project, domain); used only when the boundary
+        cannot read anything else of a resource (``boundary_memoizable``).
+        """
+        key = (action.name, resource.type, resource.project_id, resource.domain_id)
+        if boundary_memo is not None and self.boundary_memoizable and consult_boundary:
+            known = boundary_memo.get(key)
+            if known is False:
+                return Verdict(False, (), ())
+            if known is True:
+                return self.evaluate(actor, action, resource, consult_boundary=False)
+            verdict = self.evaluate(actor, action, resource)
+            boundary_memo[key] = verdict.boundary
+            return verdict
+        allows: list[str] = []
+        denies: list[str] = []
         try:
-            boundary = self._oso.query_rule_once("boundary", actor, action, resource)
-            allows: list[str] = []
-            denies: list[str] = []
-            # Past a refusing boundary nothing a tenant writes can matter.
-            if self.has_policy and boundary:
+            if not self.has_rules:
+                boundary = consult_boundary is False or self._oso.query_rule_once(
+                    "boundary", actor, action, resource
+                )
+            elif consult_boundary:
+                # Past a refusing boundary nothing a tenant writes can matter: no answer.
+                boundary = False
                 for result in self._oso.query_rule(
-                    "tenant_rule", actor, action, resource, Variable("effect"), Variable("rule_id")
+                    "decision", actor, action, resource, self._tenant, Variable("found")
+                ):
+                    boundary = True
+                    for effect, rule_id in result["bindings"]["found"]:
+                        (allows if effect == "allow" else denies).append(str(rule_id))
+                    break  # one proof of the boundary is enough
+            else:
+                boundary = True
+                for result in self._oso.query_rule(
+                    "tenant_rule",
+                    actor,
+                    action,
+                    resource,
+                    self._tenant,
+                    Variable("effect"),
+                    Variable("rule_id"),
                 ):
                     bindings = result["bindings"]
                     (allows if bindings["effect"] == "allow" else denies).append(

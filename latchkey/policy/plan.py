@@ -32,10 +32,18 @@ Tree = dict[str, Any]
 
 
 def plan(
-    rules: tuple[Rule, ...], actor: Principal, action: str, resource_type: str
+    rules: tuple[Rule, ...],
+    actor: Principal,
+    action: str,
+    resource_type: str,
+    allow_required: bool = True,
 ) -> tuple[str, Tree | None]:
-    """(kind, condition) for tenant rules, the boundary having allowed already."""
-    allow_terms: list[list[Tree]] = []
+    """(kind, condition) for tenant rules, the boundary having allowed already.
+
+    ``allow_required=False``: only deny rules can refuse (a domain's deny-only rules
+    in a project without a document of its own).
+    """
+    allow_terms: list[list[Tree]] = [] if allow_required else [[]]
     deny_terms: list[list[Tree]] = []
     for rule in rules:
         if not any(glob_match(p, action) for p in rule.actions):

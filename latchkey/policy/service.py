@@ -13,7 +13,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -37,13 +37,13 @@ from latchkey.policy.catalog import Catalog
 from latchkey.policy.context import AuthContext, CallContext
 from latchkey.policy.documents import (
     PolicyDocument,
-    PolicyInvalid,
     PrincipalChecks,
     from_stored,
-    parse,
+    parse_or_refuse,
     to_json,
 )
-from latchkey.policy.enforcer import Enforcer, Target
+from latchkey.policy.domains import DomainPolicies
+from latchkey.policy.enforcer import Enforcer, Target, TenantRefusal
 from latchkey.policy.engine import (
     ActionRef,
     PolicyEngine,
@@ -164,13 +164,17 @@ class TenantPolicies:
         audit: AuditLog,
         catalog: Catalog,
         boundaries: Boundaries,
+        domains: DomainPolicies,
     ) -> None:
         self._session = session
         self._enforcer = enforcer
         self._audit = audit
         self._catalog = catalog
         self._boundaries = boundaries
-        self._engines: dict[str, tuple[int | None, str, PolicyEngine]] = {}
+        self._domains = domains
+        # project id -> ((project version, domain version), boundary fingerprint, engine)
+        self._engines: dict[str, tuple[tuple[int | None, int | None], str, PolicyEngine]] = {}
+        self._project_domains: dict[str, str | None] = {}
         self._active: dict[str, tuple[float, int | None]] = {}
         self._lock = threading.Lock()
 
@@ -243,15 +247,7 @@ class TenantPolicies:
         self._build(project_id, version, parsed)
 
     def _parse(self, project_id: str, document: Any) -> PolicyDocument:
-        try:
-            return parse(document, self._catalog.view(), self._checks(project_id))
-        except PolicyInvalid as exc:
-            raise InvalidRequest(
-                f"the policy has {len(exc.problems)} problem(s); the first: "
-                f"{exc.problems[0].pointer}: {exc.problems[0].detail}",
-                code="invalid_policy",
-                extra={"errors": [p.as_dict() for p in exc.problems]},
-            ) from exc
+        return parse_or_refuse(document, self._catalog.view(), self._checks(project_id))
 
     def _version_row(self, project_id: str, version: int) -> PolicyVersion:
         row = self._session.scalar(
@@ -340,18 +336,51 @@ class TenantPolicies:
     # -- engines --------------------------------------------------------------------
 
     def engine(self, project_id: str | None) -> PolicyEngine:
-        """The engine in force for a project: cached per (version, boundary)."""
+        """The engine in force for a project: cached per (versions, boundary)."""
         version = self._cached_active(project_id) if project_id else None
+        domain_version, _ = self._domains.active_rules(self.domain_of(project_id))
         _, boundary_fp = self._boundaries.current()
         key = project_id or ""
         cached = self._engines.get(key)
-        if cached is not None and cached[0] == version and cached[1] == boundary_fp:
+        if (
+            cached is not None
+            and cached[0] == (version, domain_version)
+            and (cached[1] == boundary_fp)
+        ):
             return cached[2]
         document = None
         if version is not None and project_id:
             row = self._version_row(project_id, version)
             document = self._parse_stored(row.document)
         return self._build(key, version, document)
+
+    def with_domain_rules(
+        self, project_id: str | None, document: PolicyDocument | None
+    ) -> tuple[int | None, PolicyDocument | None]:
+        """The project's document with its domain's rules ahead of its own.
+
+        Only-deny domain rules leave a project without a document of its own
+        "without a policy": they take away, the boundary still decides the rest.
+        """
+        domain_version, domain_rules = self._domains.active_rules(self.domain_of(project_id))
+        if not domain_rules:
+            return domain_version, document
+        own = document.rules if document is not None else ()
+        if document is None and all(rule.effect == "deny" for rule in domain_rules):
+            return domain_version, PolicyDocument(domain_rules, denies_only=True)
+        return domain_version, PolicyDocument(domain_rules + own)
+
+    def domain_of(self, project_id: str | None) -> str | None:
+        if not project_id:
+            return None
+        if project_id not in self._project_domains:  # a project never changes domain
+            domain_id = self._session.scalar(
+                select(Project.domain_id).where(Project.id == project_id)
+            )
+            if domain_id is None:
+                return None  # unknown (yet): not cached
+            self._project_domains[project_id] = domain_id
+        return self._project_domains[project_id]
 
     def _parse_stored(self, stored: dict[str, Any]) -> PolicyDocument:
         # Validated when saved; not re-checked against today's catalog or principals
@@ -365,9 +394,11 @@ class TenantPolicies:
         self, key: str, version: int | None, document: PolicyDocument | None
     ) -> PolicyEngine:
         text, boundary_fp = self._boundaries.current()
-        engine = PolicyEngine(text, document)
+        domain_version, merged = self.with_domain_rules(key or None, document)
+        engine = PolicyEngine(text, merged)
         with self._lock:
-            self._engines[key] = (version, boundary_fp, engine)  # swapped by reference
+            # Swapped by reference: a decision holds one engine, old or new, throughout.
+            self._engines[key] = ((version, domain_version), boundary_fp, engine)
         return engine
 
     def _cached_active(self, project_id: str) -> int | None:
@@ -380,12 +411,23 @@ class TenantPolicies:
         return version
 
 
+@dataclass
+class ProjectDecider:
+    """What the checks of one batch share for a project: one engine (one policy
+    version) and the boundary verdicts already known for this principal."""
+
+    domain_id: str | None
+    engine: PolicyEngine
+    boundary_memo: dict[tuple[str, str, str | None, str | None], bool]
+
+
 def decide_with(
     engine: PolicyEngine,
     principal: Principal,
     action: ActionRef,
     resource: ResourceRef,
     explain: bool,
+    boundary_memo: dict[tuple[str, str, str | None, str | None], bool] | None = None,
 ) -> Decision:
     """Boundary, then the tenant's rules (deny wins; no policy: the boundary alone).
 
@@ -393,7 +435,7 @@ def decide_with(
     past POLAR_TIMEOUT_MS) is a denial, logged: never a 500, never an allow.
     """
     try:
-        verdict = engine.evaluate(principal, action, resource)
+        verdict = engine.evaluate(principal, action, resource, boundary_memo=boundary_memo)
     except PolicyError as exc:
         log.error(
             "policy evaluation failed, denied: %s",
@@ -413,13 +455,37 @@ def decide_with(
         }
     if not verdict.boundary:
         return Decision(False, "boundary", None, explanation)
-    if not engine.has_policy:
-        return Decision(True, "boundary", None, explanation)
     if verdict.denies:
         return Decision(False, "policy", verdict.denies[0], explanation)
+    if not engine.has_policy:
+        return Decision(True, "boundary", None, explanation)
     if verdict.allows:
         return Decision(True, "policy", verdict.allows[0], explanation)
     return Decision(False, "policy", None, explanation)
+
+
+def decide_tenant_only(
+    engine: PolicyEngine, principal: Principal, action: ActionRef, resource: ResourceRef
+) -> Decision:
+    """The tenant's rules alone (deny wins; no allow: refused), for Latchkey's own
+    identity actions, whose ceiling is the rule table rather than the boundary."""
+    try:
+        verdict = engine.evaluate(principal, action, resource, consult_boundary=False)
+    except PolicyError as exc:
+        log.error("policy evaluation failed, denied: %s", exc, extra={"action": action.name})
+        return Decision(False, "error", None, None)
+    if verdict.denies:
+        return Decision(False, "policy", verdict.denies[0], None)
+    if not engine.has_policy:
+        return Decision(True, "table", None, None)
+    if verdict.allows:
+        return Decision(True, "policy", verdict.allows[0], None)
+    return Decision(False, "policy", None, None)
+
+
+def own_action(action: str) -> bool:
+    """Enforced at Latchkey's own endpoints (table + tenant rules), not by the boundary."""
+    return action.startswith("identity:")
 
 
 class Decisions:
@@ -464,7 +530,7 @@ class Decisions:
         if len(checks) > MAX_BATCH:
             raise InvalidRequest(f"at most {MAX_BATCH} checks", code="batch_too_large")
         principal, auth = self._principal(ctx, subject_token)
-        per_project: dict[str | None, tuple[str | None, PolicyEngine]] = {}
+        per_project: dict[str | None, ProjectDecider] = {}
         decisions = [
             self._decide(principal, auth, c["action"], c["resource"], explain, per_project)
             for c in checks
@@ -477,7 +543,7 @@ class Decisions:
     ) -> list[str]:
         principal, auth = self._principal(ctx, subject_token)
         view = self._catalog.view()
-        per_project: dict[str | None, tuple[str | None, PolicyEngine]] = {}
+        per_project: dict[str | None, ProjectDecider] = {}
         allowed = [
             action
             for action in view.actions_for(resource["type"])
@@ -505,9 +571,11 @@ class Decisions:
         )
         if not engine.evaluate(principal, action_ref, probe).boundary:
             return NEVER, None
-        if not engine.has_policy:
+        if not engine.has_rules:
             return ALWAYS, None
-        return plan(engine.rules, principal, action, resource_type)
+        return plan(
+            engine.rules, principal, action, resource_type, allow_required=engine.has_policy
+        )
 
     def _checked_action(self, action: str, resource_type: str) -> ActionRef:
         """Questions about what the catalog does not know are errors, not denials."""
@@ -548,7 +616,7 @@ class Decisions:
         action: str,
         resource: dict[str, Any],
         explain: bool,
-        per_project: dict[str | None, tuple[str | None, PolicyEngine]] | None = None,
+        per_project: dict[str | None, ProjectDecider] | None = None,
     ) -> Decision:
         """``per_project``: shared by the checks of one batch, so the whole batch is
         decided by one policy version per project and looks each project up once."""
@@ -565,20 +633,72 @@ class Decisions:
         project_id = resource.get("project_id")
         known = per_project.get(project_id) if per_project is not None else None
         if known is None:
-            known = (self._project_domain(project_id), self._policies.engine(project_id))
+            known = ProjectDecider(
+                self._project_domain(project_id), self._policies.engine(project_id), {}
+            )
             if per_project is not None:
                 per_project[project_id] = known
-        domain_id, engine = known
         resource_ref = ResourceRef(
             type=resource["type"],
             project_id=project_id,
-            domain_id=domain_id,
+            domain_id=known.domain_id,
             id=resource.get("id"),
             attributes=self._typed(resource["type"], resource.get("attributes")),
         )
-        decision = decide_with(engine, principal, action_ref, resource_ref, explain)
+        decision = decide_with(
+            known.engine, principal, action_ref, resource_ref, explain, known.boundary_memo
+        )
         self._recorder.maybe_record(principal, action, resource, decision)
         return decision
+
+    def refuses(
+        self,
+        auth: AuthContext,
+        action: str,
+        project_id: str,
+        attributes: Mapping[str, Any] | None,
+    ) -> TenantRefusal | None:
+        """The tenant layer of Latchkey's own actions (``Enforcer.enforce_tenant_policy``).
+
+        The rule table has allowed the action; the project's rules, if it has any,
+        must allow it too, deny winning. The boundary is not consulted: for these
+        actions the table is the ceiling, and it also knows cloud scope, `self`,
+        privileged targets and escalation, which the boundary does not. Actions the
+        catalog does not declare (``audit:*``) stay with the table alone.
+        """
+        engine = self._policies.engine(project_id)
+        if not engine.has_rules:
+            return None
+        view = self._catalog.view()
+        if action not in view.actions:
+            return None
+        resource_type = action.rsplit(":", 1)[0]
+        given = dict(attributes or {})
+        resource = {"type": resource_type, "project_id": project_id, "attributes": given}
+        principal = self.principal_of(auth)
+        resource_ref = ResourceRef(
+            type=resource_type,
+            project_id=project_id,
+            domain_id=self._project_domain(project_id),
+            attributes=self._typed(resource_type, given),
+        )
+        decision = decide_tenant_only(engine, principal, ActionRef(action), resource_ref)
+        self._record_own(principal, action, resource, decision)
+        return None if decision.allowed else TenantRefusal(decision.rule, decision.decided_by)
+
+    def _record_own(
+        self, principal: Principal, action: str, resource: dict[str, Any], decision: Decision
+    ) -> None:
+        """Sampled like every decision, so drafts are replayed against identity traffic
+        too; committed at once only when the request has nothing else pending (the
+        check runs before the operation's own writes, and must never commit them)."""
+        session = self._session
+        if session.new or session.dirty or session.deleted:
+            if decision.allowed:  # committed, or rolled back, with the operation
+                self._recorder.maybe_record(principal, action, resource, decision)
+            return
+        self._recorder.maybe_record(principal, action, resource, decision)
+        self._recorder.commit()
 
     def simulate(
         self,
@@ -589,8 +709,10 @@ class Decisions:
         recent: int,
     ) -> dict[str, Any]:
         """A draft against given cases and the project's recent recorded decisions."""
+        validated = self._policies.validate(ctx, project_id, document)
         draft = PolicyEngine(
-            self._policies.boundary_text(), self._policies.validate(ctx, project_id, document)
+            self._policies.boundary_text(),
+            self._policies.with_domain_rules(project_id, validated)[1],
         )
         current = self._policies.engine(project_id)
         case_results = []
@@ -611,9 +733,11 @@ class Decisions:
         flips = []
         for record in records:
             principal = Principal(**record.principal)
-            after = decide_with(
-                draft, principal, ActionRef(record.action), self._resource(record.resource), False
-            )
+            action, resource_ref = ActionRef(record.action), self._resource(record.resource)
+            if own_action(record.action):
+                after = decide_tenant_only(draft, principal, action, resource_ref)
+            else:
+                after = decide_with(draft, principal, action, resource_ref, False)
             if after.allowed != record.allowed:
                 flips.append(
                     {
@@ -673,6 +797,10 @@ class Decisions:
             # A relying service asking on a user's behalf must be one (the `service` role).
             self._enforcer.enforce(auth, "policy:decision:on_behalf", Target())
             auth = self._tokens.authenticate_bearer(subject_token)
+        return self.principal_of(auth), auth
+
+    def principal_of(self, auth: AuthContext) -> Principal:
+        """The token's principal as policies see it (groups and attributes looked up)."""
         user = self._session.get(User, auth.user_id)
         if user is None:
             raise Forbidden("the principal no longer exists", code="principal_gone")
@@ -682,7 +810,7 @@ class Decisions:
             )
         )
         groups.update(user.directory_group_ids or [])
-        principal = Principal(
+        return Principal(
             id=user.id,
             name=user.name,
             kind=user.kind,
@@ -694,12 +822,9 @@ class Decisions:
             domain_scoped=auth.domain_id is not None,
             attributes=user.attributes or {},
         )
-        return principal, auth
 
     def _project_domain(self, project_id: str | None) -> str | None:
-        if not project_id:
-            return None
-        return self._session.scalar(select(Project.domain_id).where(Project.id == project_id))
+        return self._policies.domain_of(project_id)
 
 
 def fits(kind: str, value: Any) -> bool:

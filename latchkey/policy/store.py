@@ -45,6 +45,32 @@ class ProjectPolicy(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class DomainPolicyVersion(Base):
+    """A domain's rule document: its rules apply in every project of the domain."""
+
+    __tablename__ = "domain_policy_version"
+    __table_args__ = (UniqueConstraint("domain_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    domain_id: Mapped[str] = mapped_column(ForeignKey("domain.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    author_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DomainPolicy(Base):
+    """Which domain version is active: a domain without a row has no domain rules."""
+
+    __tablename__ = "domain_policy"
+
+    domain_id: Mapped[str] = mapped_column(
+        ForeignKey("domain.id", ondelete="CASCADE"), primary_key=True
+    )
+    active_version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class PolicyBoundary(Base):
     """Boundary texts as loaded; the newest row is in force in every process."""
 

@@ -26,7 +26,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from latchkey.db import Base, DbSession, UTCDateTime, utcnow
 from latchkey.secrets.master_key import KeyProtectorError, MasterKeyFile
-from latchkey.secrets.store import SecretStoreUnavailable
+from latchkey.secrets.store import SecretPayloadMissing, SecretStoreUnavailable
+from latchkey.secrets.system import SYSTEM_NAMESPACE
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,11 @@ class LocalSecretBlob(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     project_id: Mapped[str] = mapped_column(String(64), index=True)
-    # The embedded store shares Latchkey's database: its blobs go with their secret.
-    secret_id: Mapped[str] = mapped_column(
-        ForeignKey("tenant_secret.id", ondelete="CASCADE"), index=True
+    secret_id: Mapped[str] = mapped_column(String(64), index=True)
+    # The embedded store shares Latchkey's database: a tenant secret's blobs go with
+    # it. Latchkey's own secrets (latchkey/secrets/system.py) have no such row.
+    tenant_secret_id: Mapped[str | None] = mapped_column(
+        ForeignKey("tenant_secret.id", ondelete="CASCADE"), nullable=True, index=True
     )
     version: Mapped[int] = mapped_column(Integer)
     sealed_data_key: Mapped[bytes] = mapped_column(LargeBinary)
@@ -66,6 +69,7 @@ class LocalSecretStore:
         blob = LocalSecretBlob(
             project_id=project_id,
             secret_id=secret_id,
+            tenant_secret_id=None if project_id == SYSTEM_NAMESPACE else secret_id,
             version=version,
             sealed_data_key=self._master.seal(data_key, aad.decode()),
             nonce=nonce,
@@ -84,8 +88,8 @@ class LocalSecretStore:
             )
         )
         if blob is None:
-            raise SecretStoreUnavailable(
-                "the stored payload is missing", code="secret_payload_missing"
+            raise SecretPayloadMissing(
+                f"version {version} of this secret is missing from the store"
             )
         aad = _aad(project_id, secret_id, version)
         try:

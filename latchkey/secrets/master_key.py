@@ -1,9 +1,16 @@
-"""Sealing Latchkey's own key material (token signing keys) at rest.
+"""The master-key file: the local secret store's key-encryption key.
 
-``KeyProtector`` is the small interface the secret-store issue takes over:
-``seal`` encrypts bytes bound to a context string, ``unseal`` reverses it.
-``MasterKeyFile`` is the embedded implementation: AES-256-GCM under a master
-key kept in a 0600 file in ``LATCHKEY_HOME``, never in the database.
+``KeyProtector``: ``seal`` encrypts bytes bound to a context string, ``unseal``
+reverses it. ``MasterKeyFile`` is its implementation: AES-256-GCM under a
+versioned master key kept in a 0600 file in ``LATCHKEY_HOME``, never in the
+database. The local store (``latchkey/secrets/local.py``) seals each data key
+with it.
+
+Latchkey's own secrets no longer depend on it directly: they live in the
+configured secret store (``latchkey/secrets/system.py``). The Foundation sealed
+signing keys and LDAP bind passwords with it and derived the credential pepper
+from it; ``latchkey secrets migrate-internal`` reads that material once, through
+``MasterKeyFile.existing`` (which never creates a file), and moves it.
 """
 
 from __future__ import annotations
@@ -52,6 +59,11 @@ class MasterKeyFile:
         self._ring: tuple[dict[str, bytes], str] | None = None
         self._stamp: tuple[int, int, int] | None = None
 
+    @classmethod
+    def existing(cls, path: Path) -> MasterKeyFile | None:
+        """The file if it is there (to read legacy material); never creates one."""
+        return cls(path) if path.is_file() else None
+
     def _keyring(self) -> tuple[dict[str, bytes], str]:
         # Read (or create) on first use: commands that never seal must not create the file.
         if self._ring is None:
@@ -93,8 +105,8 @@ class MasterKeyFile:
             with os.fdopen(fd, "w") as handle:
                 handle.write(document)
             log.warning(
-                "generated a new master key file; back it up, without it the signing keys "
-                "cannot be read",
+                "generated a new master key file; back it up, without it the local secret "
+                "store (and the signing keys and pepper it holds) cannot be read",
                 extra={"master_key_file": str(self.path)},
             )
         return self._read()

@@ -4,23 +4,34 @@ Every operation is a policy action on a ``secrets:secret`` resource whose
 attributes include its ``name``, decided by the same engine as everything else
 (boundary, then the project's tenant rules) — so a tenant can let exactly one
 application account read exactly one credential.
+
+Nothing is half-written: a payload the store refused leaves no metadata row
+(the transaction is rolled back), and a payload the store accepted whose
+metadata then cannot be committed is removed from the store again (the whole
+secret for a new one, that version for a new version). Database failures are
+problems too: a uniqueness race is 409, anything else 503
+``database_unavailable``.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from latchkey.audit import CHANGE, DECISION, AuditLog, AuditTarget
 from latchkey.db import Base, DbSession, UTCDateTime, new_id, utcnow
-from latchkey.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from latchkey.errors import Conflict, Forbidden, InvalidRequest, NotFound, ServiceUnavailable
 from latchkey.policy.context import CallContext
 from latchkey.policy.plan import CONDITIONAL, NEVER, to_sql
 from latchkey.policy.service import Decisions
 from latchkey.secrets.store import SecretStore
+
+log = logging.getLogger(__name__)
 
 RESOURCE_TYPE = "secrets:secret"
 MAX_PAYLOAD = 65_536
@@ -85,19 +96,31 @@ class TenantSecrets:
             created_by=ctx.actor_id,
         )
         self._session.add(secret)
-        self._session.flush()
         try:
-            reference = self._store.put(project_id, secret.id, 1, payload)
+            self._session.flush()
+        except SQLAlchemyError as exc:
+            self._session.rollback()
+            raise _database_error(exc, "secret_name_taken") from exc
+        new_secret_id = secret.id  # read now: a failed commit leaves the object unusable
+        try:
+            reference = self._store.put(project_id, new_secret_id, 1, payload)
         except Exception:
             self._session.rollback()  # no metadata row without its payload
             raise
-        self._session.add(
-            TenantSecretVersion(
-                secret_id=secret.id, version=1, reference=reference, created_by=ctx.actor_id
+        try:
+            self._session.add(
+                TenantSecretVersion(
+                    secret_id=new_secret_id,
+                    version=1,
+                    reference=reference,
+                    created_by=ctx.actor_id,
+                )
             )
-        )
-        self._record(ctx, CHANGE, "secrets:secret:create", secret)
-        self._session.commit()
+            self._record(ctx, CHANGE, "secrets:secret:create", secret)
+            self._session.commit()
+        except SQLAlchemyError as exc:
+            self._abandon(project_id, new_secret_id, 1, reference)
+            raise _database_error(exc, "secret_name_taken") from exc
         return secret
 
     def list_secrets(self, ctx: CallContext, project_id: str) -> list[TenantSecret]:
@@ -147,22 +170,35 @@ class TenantSecrets:
         except Exception:
             self._session.rollback()
             raise
-        self._session.add(
-            TenantSecretVersion(
-                secret_id=secret.id, version=version, reference=reference, created_by=ctx.actor_id
+        try:
+            self._session.add(
+                TenantSecretVersion(
+                    secret_id=secret.id,
+                    version=version,
+                    reference=reference,
+                    created_by=ctx.actor_id,
+                )
             )
-        )
-        secret.current_version, secret.updated_at = version, utcnow()
-        self._record(ctx, CHANGE, "secrets:secret:update", secret, version=version)
-        self._session.commit()
+            secret.current_version, secret.updated_at = version, utcnow()
+            self._record(ctx, CHANGE, "secrets:secret:update", secret, version=version)
+            self._session.commit()
+        except SQLAlchemyError as exc:
+            self._abandon(project_id, secret_id, version, reference)
+            raise _database_error(exc, "secret_version_conflict") from exc
         return secret
 
     def delete(self, ctx: CallContext, project_id: str, secret_id: str) -> None:
         secret = self._enforced(ctx, "secrets:secret:delete", project_id, secret_id)
+        # Store first: should the commit fail, reads answer secret_payload_missing and
+        # a repeated DELETE finishes the job, rather than a payload nobody can reach.
         self._store.delete(project_id, secret.id)
-        self._session.delete(secret)
-        self._record(ctx, CHANGE, "secrets:secret:delete", secret)
-        self._session.commit()
+        try:
+            self._session.delete(secret)
+            self._record(ctx, CHANGE, "secrets:secret:delete", secret)
+            self._session.commit()
+        except SQLAlchemyError as exc:
+            self._session.rollback()
+            raise _database_error(exc, "secret_version_conflict") from exc
 
     def versions(self, secret_id: str) -> list[TenantSecretVersion]:
         return list(
@@ -174,6 +210,29 @@ class TenantSecrets:
         )
 
     # -- helpers ----------------------------------------------------------------------
+
+    def _abandon(self, project_id: str, secret_id: str, version: int, reference: str) -> None:
+        """The metadata did not commit: take the payload the store accepted back out."""
+        self._session.rollback()
+        try:
+            if version == 1:
+                self._store.delete(project_id, secret_id)  # the secret never existed
+            else:
+                delete_version = getattr(self._store, "delete_version", None)
+                if delete_version is not None:
+                    delete_version(project_id, secret_id, version, reference)
+        except Exception as exc:  # the database error is the one to report
+            log.warning(
+                "a payload written to the secret store could not be removed after the "
+                "database refused its metadata",
+                extra={
+                    "store": self._store.name,
+                    "reference": reference,
+                    "error": type(exc).__name__,
+                },
+            )
+        finally:
+            self._session.rollback()  # embedded store: its delete ran in the session
 
     def _enforced(
         self, ctx: CallContext, action: str, project_id: str, secret_id: str
@@ -224,6 +283,17 @@ class TenantSecrets:
         )
 
 
+def _database_error(exc: SQLAlchemyError, conflict_code: str) -> Exception:
+    if isinstance(exc, IntegrityError):
+        return Conflict("a concurrent change won; try again", code=conflict_code)
+    # The class name only: driver messages may contain the connection URL.
+    log.warning("the database refused a secret change", extra={"error": type(exc).__name__})
+    return ServiceUnavailable(
+        "the database did not accept the change",
+        code="database_unavailable",
+    )
+
+
 def _resource(project_id: str, secret_id: str | None, name: str | None) -> dict[str, Any]:
     attributes = {"name": name} if name is not None else {}
     return {
@@ -236,6 +306,8 @@ def _resource(project_id: str, secret_id: str | None, name: str | None) -> dict[
 
 def _payload(text: str) -> bytes:
     payload = text.encode("utf-8")
+    if not payload:  # Barbican refuses empty payloads: no store keeps one
+        raise InvalidRequest("a payload holds at least one byte", code="payload_empty")
     if len(payload) > MAX_PAYLOAD:
         raise InvalidRequest(
             f"a payload holds at most {MAX_PAYLOAD} bytes", code="payload_too_large"

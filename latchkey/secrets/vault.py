@@ -1,9 +1,13 @@
 """The Vault/OpenBao secret store: hvac over the KV version 2 secrets engine.
 
 Each tenant secret is one KV path, ``<mount>/<prefix>/<project_id>/<secret_id>``,
-and each Latchkey version is one KV version of it: writes use check-and-set
-(``cas = version - 1``), so a version is written once and never overwritten; the
-reference kept in Latchkey's database is ``vault:<mount>/<path>#<kv version>``.
+and each Latchkey version is one KV version of it, written with check-and-set
+(``cas = version - 1``), so no write ever replaces another; the reference kept
+in Latchkey's database is ``vault:<mount>/<path>#<kv version>``. Latchkey's
+database decides which version exists: a KV version whose metadata could not be
+committed is destroyed again (``delete_version``), and since KV version numbers
+only grow, the next write then checks-and-sets against the KV's current version
+(the KV number runs one ahead of Latchkey's; the reference records it).
 Deleting a secret deletes its metadata and every version.
 
 Authentication is owned by Latchkey (hvac renews nothing by itself): a token, or
@@ -29,8 +33,8 @@ import hvac
 import requests
 from hvac import exceptions as hvac_errors
 
-from latchkey.errors import Conflict, NotFound
-from latchkey.secrets.store import SecretStoreUnavailable
+from latchkey.errors import Conflict
+from latchkey.secrets.store import SecretPayloadMissing, SecretStoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -85,19 +89,18 @@ class VaultSecretStore:
         path = self._path(project_id, secret_id)
         secret = {"payload": base64.b64encode(payload).decode("ascii")}
         try:
-            response = self._call(
-                lambda: self._client.secrets.kv.v2.create_or_update_secret(
-                    path=path, secret=secret, cas=version - 1, mount_point=self._mount
-                )
-            )
-        except hvac_errors.InvalidRequest as exc:
-            if "check-and-set" in str(exc):
+            kv_version = self._write(path, secret, version - 1)
+        except _CheckAndSetFailed:
+            # The KV is ahead of Latchkey's metadata: versions destroyed after a failed
+            # commit (see the module docstring), or a concurrent writer whose commit the
+            # database will arbitrate. Append after the KV's current version, once.
+            try:
+                kv_version = self._write(path, secret, self._current_kv_version(path))
+            except _CheckAndSetFailed:
                 raise Conflict(
-                    f"version {version} of this secret already exists in the store",
+                    f"version {version} of this secret is being written concurrently",
                     code="secret_version_conflict",
                 ) from None
-            raise self._unavailable("refused the write", exc) from None
-        kv_version = int(response["data"]["version"])
         return f"vault:{self._mount}/{path}#{kv_version}"
 
     def get(self, project_id: str, secret_id: str, version: int, reference: str) -> bytes:
@@ -113,9 +116,8 @@ class VaultSecretStore:
                 )
             )
         except hvac_errors.InvalidPath:
-            raise NotFound(
-                f"version {version} of this secret is missing from the store",
-                code="secret_payload_missing",
+            raise SecretPayloadMissing(
+                f"version {version} of this secret is missing from the store"
             ) from None
         return base64.b64decode(response["data"]["data"]["payload"])
 
@@ -124,6 +126,16 @@ class VaultSecretStore:
         self._call(
             lambda: self._client.secrets.kv.v2.delete_metadata_and_all_versions(
                 path=path, mount_point=self._mount
+            )
+        )
+
+    def delete_version(self, project_id: str, secret_id: str, version: int, reference: str) -> None:
+        """Destroy one KV version for good (its metadata was never committed)."""
+        path = self._path(project_id, secret_id)
+        kv_version = _kv_version(reference, f"vault:{self._mount}/{path}")
+        self._call(
+            lambda: self._client.secrets.kv.v2.destroy_secret_versions(
+                path=path, versions=[kv_version], mount_point=self._mount
             )
         )
 
@@ -142,6 +154,30 @@ class VaultSecretStore:
             "http_status": status,
             "sealed": sealed,
         }
+
+    def _write(self, path: str, secret: dict[str, str], cas: int) -> int:
+        try:
+            response = self._call(
+                lambda: self._client.secrets.kv.v2.create_or_update_secret(
+                    path=path, secret=secret, cas=cas, mount_point=self._mount
+                )
+            )
+        except hvac_errors.InvalidRequest as exc:
+            if "check-and-set" in str(exc):
+                raise _CheckAndSetFailed from None
+            raise self._unavailable("refused the write", exc) from None
+        return int(response["data"]["version"])
+
+    def _current_kv_version(self, path: str) -> int:
+        try:
+            meta = self._call(
+                lambda: self._client.secrets.kv.v2.read_secret_metadata(
+                    path=path, mount_point=self._mount
+                )
+            )
+        except hvac_errors.InvalidPath:
+            return 0
+        return int(meta["data"]["current_version"])
 
     # -- authentication and error mapping -------------------------------------------
 
@@ -208,11 +244,13 @@ class VaultSecretStore:
         return "/".join(p for p in (self._prefix, project_id, secret_id) if p)
 
 
+class _CheckAndSetFailed(Exception):
+    pass
+
+
 def _kv_version(reference: str, expected_prefix: str) -> int:
     """The KV version in ``vault:<mount>/<path>#<n>``; a reference to another path is refused."""
     location, _, number = reference.partition("#")
     if location != expected_prefix or not number.isdigit():
-        raise NotFound(
-            "the stored reference does not match this secret", code="secret_payload_missing"
-        )
+        raise SecretPayloadMissing("the stored reference does not match this secret")
     return int(number)

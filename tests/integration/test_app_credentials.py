@@ -190,6 +190,14 @@ def test_create_defaults_to_all_effective_roles_and_shows_secret_once(
         api, alice.token, alice.id, web["id"], name="empty-rules", access_rules=[], allowed_cidrs=[]
     )
     assert no_rules["access_rules"] == [] and no_rules["allowed_cidrs"] == []
+    # An empty role list would make a credential that can do nothing: refused.
+    empty = api.call(
+        "POST",
+        creds_path(alice.id),
+        alice.token,
+        {"name": "none", "project_id": web["id"], "roles": []},
+    )
+    assert empty.status_code == 422 and empty.get_json()["code"] == "no_roles_requested"
 
     # The secret is never shown again: not by GET, not in the list.
     shown = api.call("GET", creds_path(alice.id, created["id"]), alice.token)

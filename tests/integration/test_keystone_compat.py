@@ -1,6 +1,7 @@
 """The Keystone v3 subset: wire shapes with the test client, and keystoneauth1 over HTTP.
 
-keystonemiddleware and python-openstackclient are not exercised here (heavy installs).
+keystonemiddleware and python-openstackclient run in their own virtual environment:
+tests/integration/test_openstack_clients.py.
 """
 
 from __future__ import annotations
@@ -181,6 +182,10 @@ def test_projects_and_catalog(client: FlaskClient) -> None:
     assert "admin" in [p["name"] for p in projects.get_json()["projects"]]
     catalog = client.get("/v3/auth/catalog", headers={"X-Auth-Token": token}).get_json()
     assert "identity" in [entry["type"] for entry in catalog["catalog"]]
+    # Services without endpoints are listed as Keystone lists them (keystonemiddleware
+    # enforces access rules only for a service type the catalog holds).
+    secrets = [entry for entry in catalog["catalog"] if entry["type"] == "secrets"]
+    assert secrets and secrets[0]["endpoints"] == []
     assert client.get("/v3/auth/catalog").status_code == 401
 
 
@@ -193,6 +198,16 @@ def test_application_credential_lifecycle(client: FlaskClient) -> None:
     )
     assert created["secret"] and created["project_id"] == info["project"]["id"]
     assert created["roles"][0]["name"] == info["roles"][0]["name"]
+    # openstackclient sends "roles": [] without --role: Keystone reads it as every role
+    # the caller holds on the project.
+    every = create_credential(client, token, user_id, name="every", roles=[])
+    assert {r["name"] for r in every["roles"]} == {r["name"] for r in info["roles"]}
+    assert (
+        client.delete(
+            f"/v3/users/{user_id}/application_credentials/{every['id']}", headers=auth
+        ).status_code
+        == 204
+    )
     base = f"/v3/users/{user_id}/application_credentials"
     listed = client.get(base, headers=auth).get_json()["application_credentials"]
     assert [c["id"] for c in listed] == [created["id"]] and "secret" not in listed[0]
@@ -273,6 +288,65 @@ def test_access_rules_need_the_header(client: FlaskClient) -> None:
     # Latchkey's own API is service type "identity": this token may not call it.
     denied = client.get("/v3/auth/projects", headers={"X-Auth-Token": subject})
     assert denied.status_code == 403 and denied.get_json()["error"]["code"] == 403
+
+
+def test_access_rule_delete_follows_keystone(client: FlaskClient) -> None:
+    token, info = admin_token(client)
+    user_id = info["user"]["id"]
+    auth = {"X-Auth-Token": token}
+    rule = {"service": "compute", "method": "GET", "path": "/v2.1/servers"}
+    first = create_credential(client, token, user_id, access_rules=[rule])
+    second = create_credential(client, token, user_id, name="ci2", access_rules=[rule])
+    rule_id = first["access_rules"][0]["id"]
+    path = f"/v3/users/{user_id}/access_rules/{rule_id}"
+    base = f"/v3/users/{user_id}/application_credentials"
+    # Keystone: 403 while an application credential still uses the rule.
+    for credential in (first, second):
+        in_use = client.delete(path, headers=auth)
+        assert in_use.status_code == 403, in_use.get_json()
+        assert in_use.get_json()["error"]["title"] == "Forbidden"
+        assert "in use" in in_use.get_json()["error"]["message"]
+        assert client.delete(f"{base}/{credential['id']}", headers=auth).status_code == 204
+    # The rule went with the last credential that used it.
+    gone = client.delete(path, headers=auth)
+    assert gone.status_code == 404 and gone.get_json()["error"]["code"] == 404
+    assert client.get(path, headers=auth).status_code == 404
+    assert client.delete(path).status_code == 401
+
+
+def test_routing_errors_are_keystone_shaped_under_v3(client: FlaskClient) -> None:
+    token, info = admin_token(client)
+    auth = {"X-Auth-Token": token}
+    for method, path in (
+        ("PUT", "/v3/auth/tokens"),
+        ("PATCH", f"/v3/users/{info['user']['id']}/application_credentials"),
+        ("POST", f"/v3/users/{info['user']['id']}/access_rules"),
+        ("POST", "/v3"),
+        ("DELETE", "/"),
+    ):
+        response = client.open(path, method=method, headers=auth)
+        assert response.status_code == 405, (method, path)
+        assert response.get_json() == {
+            "error": {
+                "code": 405,
+                "title": "Method Not Allowed",
+                "message": "The method is not allowed for the requested URL.",
+            }
+        }
+        assert "GET" in response.headers["Allow"]
+    missing = client.get("/v3/users", headers=auth)
+    assert missing.status_code == 404
+    assert missing.get_json()["error"] == {
+        "code": 404,
+        "title": "Not Found",
+        "message": "The resource could not be found.",
+    }
+    # The native API keeps its problem documents.
+    native = client.open("/v1/auth/tokens", method="PATCH")
+    assert native.status_code == 405 and native.mimetype == "application/problem+json"
+    assert native.get_json()["code"] == "method_not_allowed" and native.headers["Allow"]
+    unknown = client.get("/v1/no-such-thing")
+    assert unknown.status_code == 404 and unknown.get_json()["code"] == "not_found"
 
 
 def test_credential_create_refuses_what_latchkey_cannot_honour(client: FlaskClient) -> None:

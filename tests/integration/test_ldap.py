@@ -961,3 +961,22 @@ def test_restart_while_connections_are_pooled(
     )
     token_of(api, seed.BOB.uid, seed.BOB.password, example["id"])
     login_fails(api, seed.ALICE.uid, "wrong", example["id"])
+
+
+def test_a_name_given_to_another_directory_entry(
+    api: Api, admin_token: str, slapd_up: Slapd, newcomer: Newcomer
+) -> None:
+    """The directory decides who holds a name: a shadow row still carrying it (its
+    entry renamed or deleted) steps aside instead of the login failing."""
+    options = example_options(slapd_up, user_id_attribute="cn", user_name_attribute="uid")
+    domain = create_domain(api, admin_token, "example", options)
+    first = login(api, newcomer.uid, newcomer.password, domain["id"])
+    assert first.status_code == 201, first.get_json()
+    old_id = claims_of(first.get_json()["token"])["sub"]
+    slapd_up.replace(newcomer.dn, "cn", "Zoe Again")  # a new directory id, the same name
+    second = login(api, newcomer.uid, newcomer.password, domain["id"])
+    assert second.status_code == 201, second.get_json()
+    new_id = claims_of(second.get_json()["token"])["sub"]
+    assert new_id != old_id
+    listed = api.ok("GET", f"/v1/users?domain_id={domain['id']}&name=zoe", admin_token)
+    assert [u["id"] for u in listed["users"]] == [new_id]

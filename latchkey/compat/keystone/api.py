@@ -12,11 +12,13 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from marshmallow import ValidationError
+from werkzeug import exceptions as werkzeug_exceptions
 from werkzeug.exceptions import HTTPException
 
 from latchkey.errors import (
     AuthenticationFailed,
     AuthenticationRequired,
+    Forbidden,
     InvalidRequest,
     LatchkeyError,
     MalformedRequest,
@@ -25,6 +27,7 @@ from latchkey.errors import (
 from latchkey.identity.credentials import ApplicationCredential
 from latchkey.identity.token_api import TokenRequest
 from latchkey.policy.context import CallContext
+from latchkey.web.problems import handle_http_exception
 from latchkey.web.requests import call_context, services
 
 blp = Blueprint("keystone", __name__)
@@ -76,6 +79,29 @@ def _http_error(error: HTTPException) -> Response:
     if status >= 500:
         raise error
     return keystone_error(status, error.description or error.name)
+
+
+def _is_keystone_path(path: str) -> bool:
+    return path == "/" or path == "/v3" or path.startswith("/v3/")
+
+
+@blp.app_errorhandler(werkzeug_exceptions.NotFound)
+@blp.app_errorhandler(werkzeug_exceptions.MethodNotAllowed)
+def _routing_error(error: HTTPException) -> Response:
+    """No route, or not this method: raised before any view (so before the blueprint's
+    own handlers), yet a Keystone client under /v3 still expects Keystone's shape."""
+    if not _is_keystone_path(request.path):
+        return handle_http_exception(error)
+    response = keystone_error(error.code or 404, _ROUTING_MESSAGES.get(error.code or 404, ""))
+    if isinstance(error, werkzeug_exceptions.MethodNotAllowed) and error.valid_methods:
+        response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+    return response
+
+
+_ROUTING_MESSAGES = {
+    404: "The resource could not be found.",
+    405: "The method is not allowed for the requested URL.",
+}
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -153,30 +179,30 @@ def _catalog() -> list[dict[str, Any]]:
     identity_url = base_url() + "/v3"
     catalog = []
     seen_identity = False
-    for service in services().catalog.all_services():
+    # The catalog's cached view (refreshed every few seconds), not a query per token.
+    for service_id, service_type, service_name, service_endpoints in (
+        services().catalog.view().services
+    ):
         endpoints = [
             {
-                "id": _stable_id(service.id, e.get("interface", ""), e.get("url", "")),
+                "id": _stable_id(service_id, e.get("interface", ""), e.get("url", "")),
                 "interface": e.get("interface", "public"),
                 "region": e.get("region"),
                 "region_id": e.get("region"),
                 "url": e.get("url", ""),
             }
-            for e in service.endpoints or []
+            for e in service_endpoints
         ]
-        if service.type == "identity":
+        if service_type == "identity":
             seen_identity = True
             if not endpoints:
-                endpoints = _identity_endpoints(service.id, identity_url)
-        if endpoints:
-            catalog.append(
-                {
-                    "id": service.id,
-                    "type": service.type,
-                    "name": service.name,
-                    "endpoints": endpoints,
-                }
-            )
+                endpoints = _identity_endpoints(service_id, identity_url)
+        # Services without endpoints are listed too, as Keystone lists them:
+        # keystonemiddleware refuses every access-ruled token unless its own
+        # service_type is in the token's catalog.
+        catalog.append(
+            {"id": service_id, "type": service_type, "name": service_name, "endpoints": endpoints}
+        )
     if not seen_identity:
         catalog.insert(
             0,
@@ -445,9 +471,9 @@ def _native_credential(ctx: CallContext, user_id: str, body: dict[str, Any]) -> 
             raise InvalidRequest("expires_at must be an ISO 8601 time") from exc
         native["expires_at"] = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     roles = data.get("roles")
-    if roles is not None:
-        if not isinstance(roles, list):
-            raise InvalidRequest("roles must be a list")
+    if roles is not None and not isinstance(roles, list):
+        raise InvalidRequest("roles must be a list")
+    if roles:  # Keystone: none or [] means every role the caller holds on the project
         native["roles"] = []
         for role in roles:
             ref = _obj(role, "roles[]")
@@ -536,3 +562,17 @@ def get_access_rule(user_id: str, rule_id: str) -> Any:
     if rule_id not in rules:
         raise NotFound(f"Could not find access rule: {rule_id}.")
     return jsonify({"access_rule": rules[rule_id]})
+
+
+@blp.route("/v3/users/<user_id>/access_rules/<rule_id>", methods=["DELETE"])
+def delete_access_rule(user_id: str, rule_id: str) -> Any:
+    # Latchkey keeps a rule on the credentials that use it, not as an object of its
+    # own: it goes with the last of them. So a rule that exists is always in use, and
+    # Keystone refuses to delete a rule in use (403); a rule no credential uses any
+    # longer is already gone (404, which clients such as Terraform read as deleted).
+    if rule_id in _user_rules(_authenticated(), user_id):
+        raise Forbidden(
+            "May not delete access rule in use: delete the application credentials that use it.",
+            code="access_rule_in_use",
+        )
+    raise NotFound(f"Could not find access rule: {rule_id}.")

@@ -1,0 +1,127 @@
+"""What an application-credential login costs the database, and that the one-query
+effective-roles lookup still says what the three queries it replaced said.
+
+On SQLite and PostgreSQL: a login is one query for the credential (with its secrets,
+owner, project and their domains), one for the effective roles, and one commit with
+the audit event (plus the two ``last_used_at`` updates on a first use in the minute).
+Role implications are followed transitively, through groups, and take effect on the
+next login; a cycle written behind the API's back does not hang a login.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import event
+
+from latchkey.db import db
+from latchkey.identity.models import RoleImplication
+from tests.conftest import Api
+from tests.integration.test_app_credentials import (
+    claims_of,
+    create_credential,
+    credential_login,
+    credential_token,
+    person,
+    project,
+)
+
+
+@dataclass
+class Statements:
+    executed: list[str] = field(default_factory=list)
+    commits: int = 0
+
+    def reset(self) -> None:
+        self.executed.clear()
+        self.commits = 0
+
+
+@pytest.fixture
+def statements(app: Flask) -> Iterator[Statements]:
+    seen = Statements()
+    with app.app_context():
+        engine = db.engine
+
+    def executed(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.executed.append(" ".join(statement.split())[:100])
+
+    def committed(conn: Any) -> None:
+        seen.commits += 1
+
+    event.listen(engine, "before_cursor_execute", executed)
+    event.listen(engine, "commit", committed)
+    yield seen
+    event.remove(engine, "before_cursor_execute", executed)
+    event.remove(engine, "commit", committed)
+
+
+def test_a_credential_login_is_three_statements_and_one_commit(
+    api: Api, admin_token: str, statements: Statements
+) -> None:
+    web = project(api, admin_token, "web")
+    alice = person(api, admin_token, "alice", web, "member")
+    credential = create_credential(api, alice.token, alice.id, web["id"])
+
+    statements.reset()
+    first = credential_token(api, credential)  # a first use: last_used_at written
+    assert len(statements.executed) <= 5, statements.executed
+    assert statements.commits == 1
+    statements.reset()
+    again = credential_token(api, credential)
+    assert len(statements.executed) <= 3, statements.executed
+    assert statements.commits == 1
+    for token in (first, again):
+        assert claims_of(token)["roles"] == ["member", "reader"]
+    # The usage write went out with the login's commit.
+    shown = api.ok(
+        "GET", f"/v1/users/{alice.id}/application-credentials/{credential['id']}", alice.token
+    )
+    assert shown["last_used_at"] is not None and shown["secrets"][0]["last_used_at"] is not None
+
+
+def test_effective_roles_follow_implications_and_groups_at_once(
+    app: Flask, api: Api, admin_token: str
+) -> None:
+    web = project(api, admin_token, "web")
+    for name in ("deployer", "builder", "viewer", "auditor"):
+        api.ok("POST", "/v1/roles", admin_token, {"name": name})
+    api.ok("PUT", "/v1/roles/deployer/implies/builder", admin_token)
+    api.ok("PUT", "/v1/roles/builder/implies/viewer", admin_token)
+    alice = person(api, admin_token, "alice", web, "member", "deployer")
+    group = api.ok("POST", "/v1/groups", admin_token, {"name": "audit"})
+    api.ok("PUT", f"/v1/groups/{group['id']}/users/{alice.id}", admin_token)
+    api.ok("PUT", f"/v1/projects/{web['id']}/groups/{group['id']}/roles/auditor", admin_token)
+    credential = create_credential(api, alice.token, alice.id, web["id"])
+    everything = ["auditor", "builder", "deployer", "member", "reader", "viewer"]
+    assert credential["roles"] == everything
+    assert claims_of(credential_token(api, credential))["roles"] == everything
+
+    # Taking an implication away shows in the very next login (no cache to go stale).
+    api.ok("DELETE", "/v1/roles/builder/implies/viewer", admin_token)
+    roles = claims_of(credential_token(api, credential))["roles"]
+    assert roles == ["auditor", "builder", "deployer", "member", "reader"]
+    # And out of the group, out of its role.
+    api.ok("DELETE", f"/v1/groups/{group['id']}/users/{alice.id}", admin_token)
+    assert "auditor" not in claims_of(credential_token(api, credential))["roles"]
+
+    # A cycle written behind the API's back (the API refuses them) does not hang a login.
+    with app.app_context():
+        ids = {r["name"]: r["id"] for r in api.ok("GET", "/v1/roles", admin_token)["roles"]}
+        db.session.add(
+            RoleImplication(prior_role_id=ids["builder"], implied_role_id=ids["deployer"])
+        )
+        db.session.commit()
+        db.session.remove()
+    response = credential_login(api, credential["secret"], credential_id=credential["id"])
+    assert response.status_code == 201, response.get_json()
+    assert claims_of(response.get_json()["token"])["roles"] == [
+        "builder",
+        "deployer",
+        "member",
+        "reader",
+    ]

@@ -1,0 +1,226 @@
+"""``verify_jwt``, the offline check shared by Latchkey and ``latchkey.middleware``:
+what it refuses, and its claim checks decided exactly as joserfc's
+``JWTClaimsRegistry`` (which it no longer builds per token) decides them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, KeySet
+from joserfc.jwt import JWTClaimsRegistry
+
+from latchkey.identity.tokens import TokenInvalid, verify_jwt
+
+ISSUER = "https://latchkey.test"
+AUDIENCE = "latchkey"
+NOW = 1_800_000_000
+KEY = ECKey.generate_key("P-256", parameters={"kid": "k1"})
+PUBLIC = ECKey.import_key(KEY.as_dict(private=False))
+OTHER = ECKey.generate_key("P-256", parameters={"kid": "k2"})
+KEYS = KeySet([PUBLIC, ECKey.import_key(OTHER.as_dict(private=False))])
+HEADER = {"alg": "ES256", "typ": "at+jwt", "kid": "k1"}
+
+
+def claims(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "iss": ISSUER,
+        "sub": "user-1",
+        "aud": AUDIENCE,
+        "iat": NOW - 10,
+        "iat_ms": (NOW - 10) * 1000,
+        "exp": NOW + 3600,
+        "jti": "jti-1",
+        "roles": ["member"],
+        "project": {"id": "p1"},
+    }
+    base.update(changes)
+    return {k: v for k, v in base.items() if v is not ...}  # ... deletes a claim
+
+
+def sign(payload: dict[str, Any], header: dict[str, Any] | None = None, key: ECKey = KEY) -> str:
+    return jwt.encode(header or HEADER, payload, key, algorithms=["ES256"])
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def unsigned(header: dict[str, Any], payload: dict[str, Any]) -> str:
+    return f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
+
+
+def verify(token: str, keys: Any = PUBLIC, now: float = NOW) -> dict[str, Any]:
+    return verify_jwt(token, lambda kid: keys, ISSUER, AUDIENCE, now)
+
+
+def test_a_valid_token_verifies_with_a_key_or_a_key_set() -> None:
+    token = sign(claims())
+    assert verify(token) == claims()
+    assert verify(sign_raw(json.dumps(claims()).encode())) == claims()  # the helper below
+    assert verify(token, KEYS) == claims()
+    other = sign(claims(), {**HEADER, "kid": "k2"}, OTHER)
+    assert verify(other, KEYS) == claims()
+
+
+def hs256_keyed_with(secret: bytes, payload: dict[str, Any]) -> str:
+    signing_input = unsigned({"alg": "HS256", "typ": "at+jwt", "kid": "k1"}, payload)
+    digest = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(digest)}"
+
+
+def refused_tokens() -> dict[str, str]:
+    good = sign(claims())
+    header, payload, signature = good.split(".")
+    public_pem = PUBLIC.as_pem()
+    public_jwk = json.dumps(PUBLIC.as_dict()).encode()
+    return {
+        "alg none": unsigned({"alg": "none", "typ": "at+jwt", "kid": "k1"}, claims()) + ".",
+        "HS256, the public key's PEM as secret": hs256_keyed_with(public_pem, claims()),
+        "HS256, the public JWK as secret": hs256_keyed_with(public_jwk, claims()),
+        "ES384 header": unsigned({**HEADER, "alg": "ES384"}, claims()) + "." + signature,
+        "another key under our kid": sign(claims(), key=ECKey.generate_key("P-256")),
+        "wrong typ": sign(claims(), {**HEADER, "typ": "JWT"}),
+        "no kid": sign(claims(), {"alg": "ES256", "typ": "at+jwt"}),
+        "kid not a string": sign_raw(json.dumps(claims()).encode(), {**HEADER, "kid": 7}),
+        "unknown header parameter": sign_raw(
+            json.dumps(claims()).encode(), {**HEADER, "x-extra": 1}
+        ),
+        "tampered payload": f"{header}.{b64(json.dumps(claims(sub='admin')).encode())}.{signature}",
+        "tampered signature": f"{header}.{payload}.{signature[:-4]}AAAA",
+        "another token's signature": f"{sign(claims(jti='j2')).rsplit('.', 1)[0]}.{signature}",
+        "header not an object": f"{b64(b'[1]')}.{payload}.{signature}",
+        "payload not an object": sign_raw(b"[1]"),
+        "payload not JSON": sign_raw(b"not json"),
+        "two segments": f"{header}.{payload}",
+        "garbage": "not-a-token",
+        "empty": "",
+        "too long": sign(claims(pad="x" * 9000)),
+    }
+
+
+def sign_raw(payload: bytes, header: dict[str, Any] | None = None) -> str:
+    """ES256 over anything (joserfc refuses to sign some of these headers)."""
+    signing_input = f"{b64(json.dumps(header or HEADER).encode())}.{b64(payload)}"
+    der = KEY.private_key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))  # type: ignore[union-attr]
+    r, s = decode_dss_signature(der)
+    return f"{signing_input}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+@pytest.mark.parametrize("name", sorted(refused_tokens()))
+def test_refused(name: str) -> None:
+    token = refused_tokens()[name]
+    with pytest.raises(TokenInvalid):
+        verify(token)
+    with pytest.raises(TokenInvalid):
+        verify(token, KEYS)
+
+
+def test_an_unknown_kid_is_refused_by_the_key_lookup() -> None:
+    def key_for_kid(kid: str) -> ECKey:
+        raise TokenInvalid()
+
+    with pytest.raises(TokenInvalid):
+        verify_jwt(sign(claims()), key_for_kid, ISSUER, AUDIENCE, NOW)
+    with pytest.raises(TokenInvalid):
+        verify(sign(claims(), {**HEADER, "kid": "k9"}), KEYS)
+
+
+CLAIM_CASES: dict[str, dict[str, Any]] = {
+    "valid": {},
+    "extra claims": {"anything": {"nested": [1, 2]}, "nbf": NOW - 5},
+    **{f"{name} missing": {name: ...} for name in ("iss", "aud", "exp", "iat", "sub", "jti")},
+    **{f"{name} null": {name: None} for name in ("iss", "aud", "exp", "iat", "sub", "jti")},
+    "iss other": {"iss": "https://evil.example"},
+    "iss empty": {"iss": ""},
+    "iss number": {"iss": 5},
+    "iss list": {"iss": [ISSUER]},
+    "aud other": {"aud": "another-service"},
+    "aud empty": {"aud": ""},
+    "aud list with ours": {"aud": ["other", AUDIENCE]},
+    "aud list without ours": {"aud": ["other"]},
+    "aud empty list": {"aud": []},
+    "aud list with a number": {"aud": [AUDIENCE, 5]},
+    "aud number": {"aud": 5},
+    "aud object": {"aud": {"latchkey": True}},
+    "exp now": {"exp": NOW},
+    "exp a second ago": {"exp": NOW - 1},
+    "exp in a second": {"exp": NOW + 1},
+    "exp fraction ahead": {"exp": NOW + 0.5},
+    "exp fraction behind": {"exp": NOW - 0.5},
+    "exp string": {"exp": str(NOW + 60)},
+    "exp true": {"exp": True},
+    "exp NaN": {"exp": float("nan")},
+    "exp infinite": {"exp": float("inf")},
+    "exp huge": {"exp": 10**400},
+    "iat now": {"iat": NOW},
+    "iat in the future": {"iat": NOW + 1},
+    "iat fraction ahead": {"iat": NOW + 0.5},
+    "iat string": {"iat": "yesterday"},
+    "iat false": {"iat": False},
+    "iat zero": {"iat": 0},
+    "nbf now": {"nbf": NOW},
+    "nbf ahead": {"nbf": NOW + 1},
+    "nbf null": {"nbf": None},
+    "nbf string": {"nbf": "later"},
+    "sub empty": {"sub": ""},
+    "sub number": {"sub": 5},
+    "jti empty": {"jti": ""},
+    "jti list": {"jti": ["a"]},
+}
+
+
+def registry_accepts(payload: dict[str, Any], now: int) -> bool:
+    """What verify_jwt did before: a registry built per token."""
+    registry = JWTClaimsRegistry(
+        now=now,
+        iss={"essential": True, "value": ISSUER},
+        aud={"essential": True, "value": AUDIENCE},
+        exp={"essential": True},
+        iat={"essential": True},
+        sub={"essential": True},
+        jti={"essential": True},
+    )
+    try:
+        registry.validate(payload)
+    except (JoseError, ValueError, TypeError, KeyError):
+        return False
+    return True
+
+
+@pytest.mark.parametrize("name", sorted(CLAIM_CASES))
+@pytest.mark.parametrize("now", [NOW, NOW + 0.7])
+def test_claims_are_decided_as_joserfc_decides_them(name: str, now: float) -> None:
+    payload = claims(**CLAIM_CASES[name])
+    token = sign(payload)
+    expected = registry_accepts(json.loads(json.dumps(payload)), int(now))
+    try:
+        verify(token, now=now)
+        accepted = True
+    except TokenInvalid:
+        accepted = False
+    assert accepted == expected
+    assert expected == (name in ACCEPTED), "the case table is out of date"
+
+
+ACCEPTED = {
+    "valid",
+    "extra claims",
+    "aud list with ours",
+    "exp in a second",
+    "exp fraction ahead",
+    "exp huge",
+    "iat now",
+    "iat zero",
+    "nbf now",
+}
