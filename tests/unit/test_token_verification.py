@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, KeySet
+from joserfc.jwk import ECKey, KeySet, OctKey, RSAKey
 from joserfc.jwt import JWTClaimsRegistry
 
 from latchkey.identity.tokens import TokenInvalid, verify_jwt
@@ -224,3 +224,161 @@ ACCEPTED = {
     "iat zero",
     "nbf now",
 }
+
+
+# -- the compact form, taken apart by verify_jwt itself ------------------------------------
+# joserfc vets the keys; verify_jwt splits the token, decodes it and checks the ES256
+# signature with ``cryptography``. Each token below is refused, most of them carrying a
+# valid signature over exactly the segments they show (so only the parsing refuses them).
+
+
+def sign_segments(header: str, payload: str) -> str:
+    """A valid ES256 signature over ``header.payload`` as given, however they are encoded."""
+    der = KEY.private_key.sign(f"{header}.{payload}".encode(), ec.ECDSA(hashes.SHA256()))  # type: ignore[union-attr]
+    r, s = decode_dss_signature(der)
+    return f"{header}.{payload}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+def segment(value: Any) -> str:
+    return b64(json.dumps(value).encode())
+
+
+def non_canonical(encoded: str) -> str:
+    """The same bytes, with unused bits set in the last character (a lax decoder agrees)."""
+    assert len(encoded) % 4 in (2, 3)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    return encoded[:-1] + alphabet[alphabet.index(encoded[-1]) + 1]
+
+
+def payload_of_length_mod_4(remainder: int) -> str:
+    for pad in range(8):
+        encoded = segment(claims(pad="x" * pad))
+        if len(encoded) % 4 == remainder:
+            return encoded
+    raise AssertionError("unreachable")
+
+
+def raw_signature(token: str) -> bytes:
+    return base64.urlsafe_b64decode(token.split(".")[2] + "==")
+
+
+def with_signature(token: str, signature: str) -> str:
+    return token.rsplit(".", 1)[0] + "." + signature
+
+
+def standard_alphabet_token() -> str:
+    """A valid token with '-' or '_' in its signature, re-spelt with '+' and '/'."""
+    for jti in range(100):
+        token = sign(claims(jti=f"j{jti}"))
+        signature = token.split(".")[2]
+        if "-" in signature or "_" in signature:
+            return with_signature(token, signature.replace("-", "+").replace("_", "/"))
+    raise AssertionError("100 signatures without '-' or '_'")
+
+
+def parsing_refusals() -> dict[str, str]:
+    good = sign(claims())
+    header, payload, signature = good.split(".")
+    der = KEY.private_key.sign(f"{header}.{payload}".encode(), ec.ECDSA(hashes.SHA256()))  # type: ignore[union-attr]
+    odd, even = payload_of_length_mod_4(3), payload_of_length_mod_4(2)
+    return {
+        "padded header": sign_segments(header + "=" * (-len(header) % 4 or 4), payload),
+        "padded payload": sign_segments(header, payload + "=" * (-len(payload) % 4 or 4)),
+        "padded signature": good + "==",
+        "standard alphabet (+ and /)": standard_alphabet_token(),
+        "invalid character in the payload": sign_segments(
+            header, payload[:10] + "!" + payload[11:]
+        ),
+        "whitespace in the payload": sign_segments(header, payload[:10] + "\n" + payload[10:]),
+        "non-ASCII character": sign_segments(header, payload[:10] + "é" + payload[10:]),
+        "segment of 4n+1 characters": sign_segments(header, segment(claims()) + "A"),
+        "non-canonical payload (4n+3)": sign_segments(header, non_canonical(odd)),
+        "non-canonical payload (4n+2)": sign_segments(header, non_canonical(even)),
+        "non-canonical signature": with_signature(good, non_canonical(signature)),
+        "63-byte signature": with_signature(good, b64(raw_signature(good)[:63])),
+        "65-byte signature": with_signature(good, b64(raw_signature(good) + b"\0")),
+        "DER-encoded signature": with_signature(good, b64(der)),
+        "empty signature": f"{header}.{payload}.",
+        "four segments": f"{good}.{signature}",
+        "header not JSON": sign_segments(b64(b"not json"), payload),
+        "header a string": sign_segments(segment("ES256"), payload),
+        "header null": sign_segments(segment(None), payload),
+        "payload a string": sign_segments(header, segment("sub")),
+        "payload not UTF-8": sign_segments(header, b64(b'{"sub": "\xff"}')),
+        "deeply nested header": sign_segments(b64(b"[" * 380), payload),
+        "header over 512 characters": sign(claims(), {**HEADER, "kid": "k1" + " " * 400}),
+        "embedded jwk": sign_segments(segment({**HEADER, "jwk": PUBLIC.as_dict()}), payload),
+        "unencoded payload (b64 false)": sign_segments(
+            segment({**HEADER, "b64": False, "crit": ["b64"]}), payload
+        ),
+        "alg ES256 twice, the last none": sign_segments(
+            b64(b'{"alg": "ES256", "typ": "at+jwt", "kid": "k1", "alg": "none"}'), payload
+        ),
+        "typ missing": sign_segments(segment({"alg": "ES256", "kid": "k1"}), payload),
+        "kid empty": sign_segments(segment({**HEADER, "kid": ""}), payload),
+        "kid null": sign_segments(segment({**HEADER, "kid": None}), payload),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(parsing_refusals()))
+def test_refused_by_the_parser(name: str) -> None:
+    token = parsing_refusals()[name]
+    with pytest.raises(TokenInvalid):
+        verify(token)
+    with pytest.raises(TokenInvalid):
+        verify(token, KEYS)
+
+
+def test_the_signing_helper_makes_tokens_that_verify() -> None:
+    header, payload, _ = sign(claims()).split(".")
+    assert verify(sign_segments(header, payload)) == claims()
+    assert verify(sign_segments(header, payload_of_length_mod_4(3)))["pad"] is not None
+    assert verify(sign_segments(header, payload_of_length_mod_4(2)))["pad"] is not None
+
+
+def test_a_token_given_as_bytes_is_refused() -> None:
+    with pytest.raises(TokenInvalid):
+        verify(sign(claims()).encode())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [{"use": "enc"}, {"alg": "ES384"}, {"key_ops": ["sign"]}],
+    ids=["use enc", "alg ES384", "key_ops without verify"],
+)
+def test_a_key_not_meant_for_es256_signatures_is_refused(parameters: dict[str, Any]) -> None:
+    restricted = ECKey.import_key({**PUBLIC.as_dict(), **parameters})
+    with pytest.raises(TokenInvalid):
+        verify(sign(claims()), restricted)
+
+
+def test_a_key_of_another_type_or_curve_is_refused() -> None:
+    p384 = ECKey.generate_key("P-384", parameters={"kid": "k1"})
+    rsa = RSAKey.generate_key(2048, parameters={"kid": "k1"})
+    for key in (p384, rsa, OctKey.import_key(b"s" * 32, {"kid": "k1"})):
+        with pytest.raises(TokenInvalid):
+            verify(sign(claims()), key)
+
+
+def test_what_was_verified_once_is_not_trusted_the_next_time() -> None:
+    """Header and key are remembered, but the key is still asked for by kid, and a
+    different key object under the same kid verifies on its own."""
+    token = sign(claims())
+    assert verify(token) == claims()
+
+    def rotated_away(kid: str) -> ECKey:
+        raise TokenInvalid()
+
+    with pytest.raises(TokenInvalid):
+        verify_jwt(token, rotated_away, ISSUER, AUDIENCE, NOW)
+    replaced = ECKey.import_key({**OTHER.as_dict(private=False), "kid": "k1"})
+    with pytest.raises(TokenInvalid):
+        verify(token, replaced)
+    with pytest.raises(TokenInvalid):
+        verify(token, KeySet([replaced]))
+    assert verify(token, PUBLIC) == claims()
+
+
+def test_a_key_lookup_failing_with_key_error_is_a_refusal() -> None:
+    with pytest.raises(TokenInvalid):
+        verify_jwt(sign(claims()), {}.__getitem__, ISSUER, AUDIENCE, NOW)
