@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, Response
 from flask_migrate import Migrate
 from flask_smorest import Api
 from sqlalchemy.exc import SQLAlchemyError
@@ -85,6 +85,7 @@ class Services:
     domain_policies: DomainPolicies
     revocation_index: RevocationIndex
     decisions: Decisions
+    decision_recorder: DecisionRecorder
     secret_store: SecretStore
     secrets: TenantSecrets
     system_secrets: SystemSecrets
@@ -132,8 +133,21 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Keystone v3 subset: plain Flask views, outside the native OpenAPI document.
     app.register_blueprint(keystone_compat.blp)
     app.extensions["latchkey"] = build_services(settings)
+    _record_decisions_after_responses(app, app.extensions["latchkey"].decision_recorder)
     _load_own_secrets(app)
     return app
+
+
+def _record_decisions_after_responses(app: Flask, recorder: DecisionRecorder) -> None:
+    """Sampled decisions are written once an answer has been sent, not before it
+    (DecisionRecorder explains why)."""
+
+    @app.after_request
+    def _schedule(response: Response) -> Response:
+        if recorder.flush_due():
+            engine = db.engine  # the request's app context is gone when the call runs
+            response.call_on_close(lambda: recorder.flush(engine))
+        return response
 
 
 def _load_own_secrets(app: Flask) -> None:
@@ -223,13 +237,14 @@ def build_services(settings: Settings) -> Services:
     boundaries = Boundaries(lambda: Session(db.engine), settings.policy_boundary_file)
     domain_policies = DomainPolicies(session, enforcer, audit, catalog)
     policies = TenantPolicies(session, enforcer, audit, catalog, boundaries, domain_policies)
+    decision_recorder = DecisionRecorder(session, catalog, settings.decision_record_percent)
     decisions = Decisions(
         session,
         enforcer,
         policies,
         catalog,
         tokens,
-        DecisionRecorder(session, catalog, settings.decision_record_percent),
+        decision_recorder,
         lambda user_id, project_id: roles.effective_role_names(user_id, project_id=project_id),
     )
     # Latchkey's own actions on a project's resources answer to its tenant policy too.
@@ -264,6 +279,7 @@ def build_services(settings: Settings) -> Services:
         domain_policies=domain_policies,
         revocation_index=revocation_index,
         decisions=decisions,
+        decision_recorder=decision_recorder,
         secret_store=secret_store,
         secrets=TenantSecrets(session, secret_store, decisions, audit),
         health=Health(session, ldap, secret_store),

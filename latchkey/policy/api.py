@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from flask import Response, jsonify
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from latchkey.policy.store import DomainPolicyVersion, PolicyVersion
 from latchkey.web.requests import call_context, services
@@ -109,10 +110,103 @@ class DecisionOut(Schema):
     explain = fields.Dict()
 
 
+REQUIRED = "Missing data for required field."
+NOT_NULL = "Field may not be null."
+NOT_STRING = "Not a valid string."
+
+
+def _string(value: Any, low: int, high: int) -> str | None:
+    """The error marshmallow's String(validate=Length(low, high)) gives, or None."""
+    if value is None:
+        return NOT_NULL
+    if not isinstance(value, str):
+        return NOT_STRING
+    if low <= len(value) <= high:
+        return None
+    if low:  # marshmallow's wording for Length(min, max)
+        return f"Length must be between {low} and {high}."
+    return f"Longer than maximum length {high}."
+
+
+def _resource_errors(resource: Any) -> dict[Any, Any] | list[str]:
+    if resource is None:
+        return [NOT_NULL]
+    if not isinstance(resource, dict):
+        return {"_schema": ["Invalid input type."]}
+    errors: dict[Any, Any] = {}
+    for name, low, high, required in (
+        ("type", 1, 100, True),
+        ("id", 0, 255, False),
+        ("project_id", 1, 64, True),
+    ):
+        if name not in resource:
+            if required:
+                errors[name] = [REQUIRED]
+            continue
+        problem = _string(resource[name], low, high)
+        if problem:
+            errors[name] = [problem]
+    if "attributes" in resource:
+        attributes = resource["attributes"]
+        if attributes is None:
+            errors["attributes"] = [NOT_NULL]
+        elif not isinstance(attributes, dict):
+            errors["attributes"] = ["Not a valid mapping type."]
+        else:
+            entries: dict[str, dict[str, list[str]]] = {}
+            for key, value in attributes.items():
+                if problem := _string(key, 0, 64):
+                    entries.setdefault(key, {})["key"] = [problem]
+                if value is None:  # Raw() values may not be null either
+                    entries.setdefault(key, {})["value"] = [NOT_NULL]
+            if entries:
+                errors["attributes"] = entries
+            elif len(attributes) > 100:
+                errors["attributes"] = ["Longer than maximum length 100."]
+    for name in resource.keys() - {"type", "id", "project_id", "attributes"}:
+        errors[name] = ["Unknown field."]
+    return errors
+
+
+def _check_errors(check: Any) -> dict[Any, Any] | list[str]:
+    if check is None:
+        return [NOT_NULL]
+    if not isinstance(check, dict):
+        return {"_schema": ["Invalid input type."]}
+    errors: dict[Any, Any] = {}
+    if "action" not in check:
+        errors["action"] = [REQUIRED]
+    elif problem := _string(check["action"], 1, 200):
+        errors["action"] = [problem]
+    if "resource" not in check:
+        errors["resource"] = [REQUIRED]
+    elif problems := _resource_errors(check["resource"]):
+        errors["resource"] = problems
+    for name in check.keys() - {"action", "resource"}:
+        errors[name] = ["Unknown field."]
+    return errors
+
+
+class CheckList(fields.List):
+    """``List(Nested(CheckIn))``, documented as one, checked in plain Python: through
+    marshmallow's nested schemas a batch of 100 checks took ~5 ms to load, a quarter
+    of the batch's time. Accepts, refuses and reports what the nested schemas do
+    (tests/unit/test_check_list.py holds the two side by side)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(fields.Nested(CheckIn), **kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> list[Any]:
+        if not isinstance(value, list | tuple):
+            raise ValidationError(self.error_messages["invalid"])
+        errors = {i: found for i, check in enumerate(value) if (found := _check_errors(check))}
+        if errors:
+            raise ValidationError(errors)
+        return [{"action": check["action"], "resource": dict(check["resource"])} for check in value]
+
+
 class BatchIn(Schema):
-    checks = fields.List(
-        fields.Nested(CheckIn), required=True, validate=validate.Length(min=1, max=1000)
-    )
+    checks = CheckList(required=True, validate=validate.Length(min=1, max=1000))
     explain = fields.Boolean(load_default=False)
     subject_token = fields.String(validate=validate.Length(max=8192), load_only=True)
 
@@ -286,11 +380,13 @@ def authorize(data: dict[str, Any]) -> dict[str, Any]:
 @blp.route("/authorize/batch", methods=["POST"])
 @blp.arguments(BatchIn)
 @blp.response(200, BatchOut)
-def authorize_batch(data: dict[str, Any]) -> dict[str, Any]:
+def authorize_batch(data: dict[str, Any]) -> Response:
     decisions = services().decisions.batch(
         call_context(), data["checks"], data.get("subject_token"), data["explain"]
     )
-    return {"results": [d.as_dict() for d in decisions]}
+    # Decision.as_dict is already DecisionOut's shape: answered as is, not dumped again
+    # field by field (up to 1,000 of them).
+    return jsonify({"results": [d.as_dict() for d in decisions]})
 
 
 @blp.route("/authorize/actions", methods=["POST"])

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import re
 import threading
 from collections.abc import Iterable, Mapping
@@ -105,6 +106,7 @@ class Principal(PolarData):
     __slots__ = (
         "application_credential_id",
         "attributes",
+        "cache_key",
         "domain_id",
         "domain_scoped",
         "groups",
@@ -156,6 +158,24 @@ class Principal(PolarData):
             ("attributes", dict(attributes or {})),
         ):
             object.__setattr__(self, key, value)
+        # Everything a boundary can read of the principal, for BoundaryVerdicts (not
+        # in POLAR_NAMES: Python code reads it with object.__getattribute__).
+        object.__setattr__(
+            self,
+            "cache_key",
+            (
+                id,
+                name,
+                kind,
+                domain_id,
+                project_id,
+                object.__getattribute__(self, "roles"),
+                object.__getattribute__(self, "groups"),
+                application_credential_id,
+                domain_scoped,
+                json.dumps(attributes or {}, sort_keys=True, default=str),
+            ),
+        )
 
     def attr(self, name: str) -> Any:
         if name in ("id", "name", "kind", "domain_id", "project_id"):
@@ -324,8 +344,43 @@ class Verdict:
 # resource of one type and project: its verdicts may be shared by the checks of a batch.
 # Conservative, on the text: any `attr`, `attributes` or `id` token disables it.
 READS_RESOURCE_DETAILS = re.compile(r"\b(attr|attributes|id)\b")
+DEFINES_TENANT_RULE = re.compile(r"\btenant_rule\b")
+
+BoundaryKey = tuple[tuple[Any, ...], str, str, str | None, str | None]
+BOUNDARY_VERDICTS_KEPT = 20_000  # (principal, action, type, project, domain) answers
+
+
+class BoundaryVerdicts:
+    """The answers of one boundary text, shared by every engine built on it.
+
+    A boundary is a pure function of what it can read: the principal, the action,
+    and (when ``READS_RESOURCE_DETAILS`` does not match its text) only the type,
+    project and domain of a resource. Its answer for those inputs is kept, so
+    repeated questions (a service asking about its caller, a batch, /actions)
+    make no Polar query. A new boundary text gets a new, empty set of answers.
+    Bounded: the oldest answers go first.
+    """
+
+    def __init__(self, size: int = BOUNDARY_VERDICTS_KEPT) -> None:
+        self._size = size
+        self._answers: dict[BoundaryKey, bool] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: BoundaryKey) -> bool | None:
+        return self._answers.get(key)
+
+    def put(self, key: BoundaryKey, allowed: bool) -> None:
+        with self._lock:
+            while len(self._answers) >= self._size:
+                del self._answers[next(iter(self._answers))]
+            self._answers[key] = allowed
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
 
 _PROGRAMS: dict[str, Oso] = {}
+_VERDICTS: dict[str, BoundaryVerdicts] = {}
 _PROGRAMS_LOCK = threading.Lock()
 KEPT_PROGRAMS = 4  # boundary texts kept compiled (a reload keeps the previous one a while)
 
@@ -352,6 +407,18 @@ def compiled_program(boundary: str) -> Oso:
     return oso
 
 
+def boundary_verdicts(boundary: str) -> BoundaryVerdicts:
+    """The shared answers of a boundary text (kept as long as its program is)."""
+    key = fingerprint(boundary)
+    with _PROGRAMS_LOCK:
+        found = _VERDICTS.get(key)
+        if found is None:
+            found = _VERDICTS[key] = BoundaryVerdicts()
+        for stale in [k for k in _VERDICTS if k not in _PROGRAMS and k != key]:
+            del _VERDICTS[stale]
+    return found
+
+
 class PolicyEngine:
     """A boundary's shared program and (optionally) one tenant document version."""
 
@@ -364,6 +431,9 @@ class PolicyEngine:
         self._tenant = TenantRules(self.rules)
         self._oso = compiled_program(boundary)
         self.boundary_memoizable = READS_RESOURCE_DETAILS.search(boundary) is None
+        self._verdicts = boundary_verdicts(boundary) if self.boundary_memoizable else None
+        # A boundary file that adds tenant_rule clauses of its own keeps the Polar route.
+        self.tenant_rules_direct = DEFINES_TENANT_RULE.search(boundary) is None
 
     def evaluate(
         self,
@@ -372,25 +442,34 @@ class PolicyEngine:
         resource: ResourceRef,
         *,
         consult_boundary: bool = True,
-        boundary_memo: dict[tuple[str, str, str | None, str | None], bool] | None = None,
     ) -> Verdict:
         """``consult_boundary=False``: the tenant's rules alone, for Latchkey's own
         identity actions, whose ceiling is the built-in rule table (enforcer.py).
 
-        ``boundary_memo``: verdicts of this boundary for this principal (one batch),
-        by (action, resource type, project, domain); used only when the boundary
-        cannot read anything else of a resource (``boundary_memoizable``).
+        A boundary that cannot read a resource's id or attributes answers from
+        ``BoundaryVerdicts`` when it was asked the same question before.
         """
-        key = (action.name, resource.type, resource.project_id, resource.domain_id)
-        if boundary_memo is not None and self.boundary_memoizable and consult_boundary:
-            known = boundary_memo.get(key)
-            if known is False:
+        if consult_boundary and self._verdicts is not None:
+            key: BoundaryKey = (
+                object.__getattribute__(actor, "cache_key"),
+                action.name,
+                resource.type,
+                resource.project_id,
+                resource.domain_id,
+            )
+            known = self._verdicts.get(key)
+            if known is None:
+                verdict = self._evaluate(actor, action, resource, consult_boundary=True)
+                self._verdicts.put(key, verdict.boundary)
+                return verdict
+            if not known:
                 return Verdict(False, (), ())
-            if known is True:
-                return self.evaluate(actor, action, resource, consult_boundary=False)
-            verdict = self.evaluate(actor, action, resource)
-            boundary_memo[key] = verdict.boundary
-            return verdict
+            consult_boundary = False  # the boundary allows: the tenant's rules decide
+        return self._evaluate(actor, action, resource, consult_boundary=consult_boundary)
+
+    def _evaluate(
+        self, actor: Principal, action: ActionRef, resource: ResourceRef, *, consult_boundary: bool
+    ) -> Verdict:
         allows: list[str] = []
         denies: list[str] = []
         try:
@@ -408,6 +487,13 @@ class PolicyEngine:
                     for effect, rule_id in result["bindings"]["found"]:
                         (allows if effect == "allow" else denies).append(str(rule_id))
                     break  # one proof of the boundary is enough
+            elif self.tenant_rules_direct:
+                # The boundary is decided (or not asked): all that is left is what
+                # TENANT_PROGRAM's tenant_rule would relay, TenantRules.matching, so it
+                # is called without a Polar query (~0.2 ms each; a batch of 100 made 100).
+                boundary = True
+                for effect, rule_id in self._tenant.matching(actor, action, resource):
+                    (allows if effect == "allow" else denies).append(rule_id)
             else:
                 boundary = True
                 for result in self._oso.query_rule(

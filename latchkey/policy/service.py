@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Integer, String, func, or_, select
+from sqlalchemy import JSON, Boolean, Engine, Integer, String, func, insert, or_, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from latchkey.audit import CHANGE, AuditLog, AuditTarget
@@ -77,53 +78,119 @@ class DecisionRecord(Base):
     rule: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
+Sample = tuple[str, dict[str, Any], "Decision"]  # action, resource, decision
+FLUSH_SECONDS = 1.0  # a worker writes its buffered samples at most this often …
+FLUSH_ROWS = 500  # … or once this many are waiting
+MAX_PENDING = 10_000  # samples past this are dropped (the database is not keeping up)
+
+
 class DecisionRecorder:
-    """Adds a sampled share of decisions to the request's transaction."""
+    """A sampled share of decisions, kept for policy simulation.
+
+    Samples from the decision API (/v1/authorize, /batch, /actions) are buffered
+    in the process and written together, after a response has been sent
+    (``flush_due`` / ``flush``, wired in app.py): a commit per sampled request was
+    the slowest part of the tail at 500 requests/s, and with two SQLite workers a
+    batch's commit often waited on the other's write lock. They are samples, so
+    up to ``FLUSH_SECONDS`` of them may be lost if a worker dies; ``recent``
+    writes this process's buffer first. A batch or /actions call is sampled as one
+    request (``maybe_record_one``). Decisions on Latchkey's own operations
+    stay in the operation's transaction (they count only if it commits).
+    """
 
     def __init__(self, session: DbSession, catalog: Catalog, percent: int) -> None:
         self._session = session
         self._catalog = catalog
         self._share = max(0, min(percent, 100)) / 100
         self._random = random.Random()  # noqa: S311 - sampling, not security
+        self._pending: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._last_flush = time.monotonic()
 
     def maybe_record(
-        self, principal: Principal, action: str, resource: dict[str, Any], decision: Decision
+        self,
+        principal: Principal,
+        action: str,
+        resource: dict[str, Any],
+        decision: Decision,
+        *,
+        buffered: bool = False,
     ) -> None:
         if self._share <= 0 or self._random.random() >= self._share:
             return
+        row = self._row(principal, action, resource, decision)
+        if not buffered:
+            self._session.add(DecisionRecord(**row))
+            return
+        with self._lock:
+            if len(self._pending) < MAX_PENDING:
+                self._pending.append(row)
+
+    def maybe_record_one(self, principal: Principal, decided: list[Sample]) -> None:
+        """A batch (or /actions) is sampled as one request: at the same rate, one of
+        its decisions at random. Ten of every hundred checks of every batch were
+        thousands of rows a second, and the write-ahead log's checkpoints then held
+        up answers for 100 ms."""
+        if decided:
+            action, resource, decision = self._random.choice(decided)
+            self.maybe_record(principal, action, resource, decision, buffered=True)
+
+    def _row(
+        self, principal: Principal, action: str, resource: dict[str, Any], decision: Decision
+    ) -> dict[str, Any]:
         hidden = self._catalog.view().sensitive(resource["type"])
         attributes = {
             k: v for k, v in (resource.get("attributes") or {}).items() if k not in hidden
         }
-        self._session.add(
-            DecisionRecord(
-                project_id=resource.get("project_id"),
-                action=action,
-                principal={
-                    "id": principal.id,
-                    "name": principal.name,
-                    "kind": principal.kind,
-                    "domain_id": principal.domain_id,
-                    "project_id": principal.project_id,
-                    "roles": list(principal.roles),
-                    "groups": list(principal.groups),
-                    "application_credential_id": principal.application_credential_id,
-                    "domain_scoped": principal.domain_scoped,
-                    "attributes": principal_attributes(principal),
-                },
-                resource={
-                    "type": resource["type"],
-                    "id": resource.get("id"),
-                    "project_id": resource.get("project_id"),
-                    "attributes": attributes,
-                },
-                allowed=decision.allowed,
-                decided_by=decision.decided_by,
-                rule=decision.rule,
-            )
+        return {
+            "project_id": resource.get("project_id"),
+            "time": utcnow(),
+            "action": action,
+            "principal": {
+                "id": principal.id,
+                "name": principal.name,
+                "kind": principal.kind,
+                "domain_id": principal.domain_id,
+                "project_id": principal.project_id,
+                "roles": list(principal.roles),
+                "groups": list(principal.groups),
+                "application_credential_id": principal.application_credential_id,
+                "domain_scoped": principal.domain_scoped,
+                "attributes": principal_attributes(principal),
+            },
+            "resource": {
+                "type": resource["type"],
+                "id": resource.get("id"),
+                "project_id": resource.get("project_id"),
+                "attributes": attributes,
+            },
+            "allowed": decision.allowed,
+            "decided_by": decision.decided_by,
+            "rule": decision.rule,
+        }
+
+    def flush_due(self) -> bool:
+        return bool(self._pending) and (
+            len(self._pending) >= FLUSH_ROWS or time.monotonic() - self._last_flush >= FLUSH_SECONDS
         )
 
+    def flush(self, engine: Engine) -> None:
+        """Write the buffered samples in one statement and transaction (on its own
+        connection: it runs after the response, outside the request's session)."""
+        with self._lock:
+            rows, self._pending = self._pending, []
+            self._last_flush = time.monotonic()
+        if not rows:
+            return
+        try:
+            with engine.begin() as connection:
+                connection.execute(insert(DecisionRecord), rows)
+        except SQLAlchemyError as exc:  # samples only: never an error for anyone
+            log.warning("%d decision samples not recorded: %s", len(rows), type(exc).__name__)
+
     def recent(self, project_id: str, limit: int) -> list[DecisionRecord]:
+        bind = self._session.get_bind()
+        self.flush(bind if isinstance(bind, Engine) else bind.engine)
         query = (
             select(DecisionRecord)
             .where(DecisionRecord.project_id == project_id)
@@ -414,11 +481,10 @@ class TenantPolicies:
 @dataclass
 class ProjectDecider:
     """What the checks of one batch share for a project: one engine (one policy
-    version) and the boundary verdicts already known for this principal."""
+    version), and its domain."""
 
     domain_id: str | None
     engine: PolicyEngine
-    boundary_memo: dict[tuple[str, str, str | None, str | None], bool]
 
 
 def decide_with(
@@ -427,7 +493,6 @@ def decide_with(
     action: ActionRef,
     resource: ResourceRef,
     explain: bool,
-    boundary_memo: dict[tuple[str, str, str | None, str | None], bool] | None = None,
 ) -> Decision:
     """Boundary, then the tenant's rules (deny wins; no policy: the boundary alone).
 
@@ -435,7 +500,7 @@ def decide_with(
     past POLAR_TIMEOUT_MS) is a denial, logged: never a 500, never an allow.
     """
     try:
-        verdict = engine.evaluate(principal, action, resource, boundary_memo=boundary_memo)
+        verdict = engine.evaluate(principal, action, resource)
     except PolicyError as exc:
         log.error(
             "policy evaluation failed, denied: %s",
@@ -511,9 +576,7 @@ class Decisions:
         self, ctx: CallContext, check: dict[str, Any], subject_token: str | None, explain: bool
     ) -> Decision:
         principal, auth = self._principal(ctx, subject_token)
-        decision = self._decide(principal, auth, check["action"], check["resource"], explain)
-        self._recorder.commit()
-        return decision
+        return self._decide(principal, auth, check["action"], check["resource"], explain)
 
     def decide(self, ctx: CallContext, action: str, resource: dict[str, Any]) -> Decision:
         """One decision for the caller's own token (Latchkey's own policy-governed APIs)."""
@@ -531,11 +594,12 @@ class Decisions:
             raise InvalidRequest(f"at most {MAX_BATCH} checks", code="batch_too_large")
         principal, auth = self._principal(ctx, subject_token)
         per_project: dict[str | None, ProjectDecider] = {}
+        decided: list[Sample] = []
         decisions = [
-            self._decide(principal, auth, c["action"], c["resource"], explain, per_project)
+            self._decide(principal, auth, c["action"], c["resource"], explain, per_project, decided)
             for c in checks
         ]
-        self._recorder.commit()
+        self._recorder.maybe_record_one(principal, decided)
         return decisions
 
     def actions(
@@ -544,12 +608,13 @@ class Decisions:
         principal, auth = self._principal(ctx, subject_token)
         view = self._catalog.view()
         per_project: dict[str | None, ProjectDecider] = {}
+        decided: list[Sample] = []
         allowed = [
             action
             for action in view.actions_for(resource["type"])
-            if self._decide(principal, auth, action, resource, False, per_project).allowed
+            if self._decide(principal, auth, action, resource, False, per_project, decided).allowed
         ]
-        self._recorder.commit()
+        self._recorder.maybe_record_one(principal, decided)
         return allowed
 
     def plan(
@@ -617,9 +682,12 @@ class Decisions:
         resource: dict[str, Any],
         explain: bool,
         per_project: dict[str | None, ProjectDecider] | None = None,
+        decided: list[Sample] | None = None,
     ) -> Decision:
         """``per_project``: shared by the checks of one batch, so the whole batch is
-        decided by one policy version per project and looks each project up once."""
+        decided by one policy version per project and looks each project up once.
+        ``decided``: collects the batch's decisions, of which at most one is sampled
+        (``DecisionRecorder.maybe_record_one``)."""
         action_ref = self._checked_action(action, resource["type"])
         if not self._token_allows(auth, action_ref):
             return Decision(
@@ -634,7 +702,7 @@ class Decisions:
         known = per_project.get(project_id) if per_project is not None else None
         if known is None:
             known = ProjectDecider(
-                self._project_domain(project_id), self._policies.engine(project_id), {}
+                self._project_domain(project_id), self._policies.engine(project_id)
             )
             if per_project is not None:
                 per_project[project_id] = known
@@ -645,10 +713,11 @@ class Decisions:
             id=resource.get("id"),
             attributes=self._typed(resource["type"], resource.get("attributes")),
         )
-        decision = decide_with(
-            known.engine, principal, action_ref, resource_ref, explain, known.boundary_memo
-        )
-        self._recorder.maybe_record(principal, action, resource, decision)
+        decision = decide_with(known.engine, principal, action_ref, resource_ref, explain)
+        if decided is not None:
+            decided.append((action, resource, decision))
+        else:
+            self._recorder.maybe_record(principal, action, resource, decision, buffered=True)
         return decision
 
     def refuses(
@@ -801,14 +870,16 @@ class Decisions:
 
     def principal_of(self, auth: AuthContext) -> Principal:
         """The token's principal as policies see it (groups and attributes looked up)."""
-        user = self._session.get(User, auth.user_id)
-        if user is None:
+        # One round trip: the user row with each of its group memberships (or none).
+        rows = self._session.execute(
+            select(User, GroupMembership.group_id)
+            .outerjoin(GroupMembership, GroupMembership.user_id == User.id)
+            .where(User.id == auth.user_id)
+        ).all()
+        if not rows:
             raise Forbidden("the principal no longer exists", code="principal_gone")
-        groups = set(
-            self._session.scalars(
-                select(GroupMembership.group_id).where(GroupMembership.user_id == user.id)
-            )
-        )
+        user = rows[0][0]
+        groups = {group_id for _, group_id in rows if group_id is not None}
         groups.update(user.directory_group_ids or [])
         return Principal(
             id=user.id,
