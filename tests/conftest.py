@@ -117,6 +117,8 @@ def _app_for(
 def reset_database(app: Flask) -> None:
     with app.app_context():
         db.session.remove()
+        # The previous test's buffered decision samples, written now, then emptied.
+        app.extensions["latchkey"].decision_recorder.flush(db.engine)
         with db.engine.begin() as conn:
             for table in reversed(db.metadata.sorted_tables):
                 conn.execute(table.delete())

@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from latchkey.identity import schemas as s
+from latchkey.web.blueprint import Blueprint
 from latchkey.web.requests import call_context, services
 
 blp = Blueprint("identity", __name__, url_prefix="/v1", description="Identity")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from latchkey.identity.credentials import ApplicationCredential, CreatedCredential
+from latchkey.web.blueprint import Blueprint
 from latchkey.web.requests import call_context, services
 
 blp = Blueprint(

@@ -6,10 +6,10 @@ from typing import Any
 
 from flask import jsonify, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from latchkey.errors import InvalidRequest
+from latchkey.web.blueprint import Blueprint
 from latchkey.web.requests import call_context, services
 
 blp = Blueprint("tokens", __name__, description="Tokens")

@@ -7,7 +7,6 @@ not problem+json.
 from __future__ import annotations
 
 from flask import Response, current_app, jsonify
-from flask_smorest import Blueprint
 
 from latchkey.oauth.server import (
     EXTENSION,
@@ -18,6 +17,7 @@ from latchkey.oauth.server import (
     LatchkeyAuthorizationServer,
     metadata,
 )
+from latchkey.web.blueprint import Blueprint
 
 blp = Blueprint("oauth2", __name__, description="OAuth 2.0 (client_credentials)")
 

@@ -6,10 +6,10 @@ import time
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
+from latchkey.web.blueprint import Blueprint
 from latchkey.web.requests import call_context, services
 
 blp = Blueprint("operations", __name__, description="Operations")

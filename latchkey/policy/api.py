@@ -7,10 +7,10 @@ from typing import Any
 
 from flask import Response, jsonify
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
 
 from latchkey.policy.store import DomainPolicyVersion, PolicyVersion
+from latchkey.web.blueprint import Blueprint
 from latchkey.web.requests import call_context, services
 
 blp = Blueprint("policy", __name__, url_prefix="/v1", description="Catalog, policy, decisions")
