@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Protocol
 
 from flask import Flask, Response
 from flask_migrate import Migrate
 from flask_smorest import Api
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -86,6 +89,7 @@ class Services:
     revocation_index: RevocationIndex
     decisions: Decisions
     decision_recorder: DecisionRecorder
+    usage_recorder: UsageRecorder
     secret_store: SecretStore
     secrets: TenantSecrets
     system_secrets: SystemSecrets
@@ -133,20 +137,29 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Keystone v3 subset: plain Flask views, outside the native OpenAPI document.
     app.register_blueprint(keystone_compat.blp)
     app.extensions["latchkey"] = build_services(settings)
-    _record_decisions_after_responses(app, app.extensions["latchkey"].decision_recorder)
+    services = app.extensions["latchkey"]
+    _write_after_responses(app, [services.decision_recorder, services.usage_recorder])
     _load_own_secrets(app)
     return app
 
 
-def _record_decisions_after_responses(app: Flask, recorder: DecisionRecorder) -> None:
-    """Sampled decisions are written once an answer has been sent, not before it
-    (DecisionRecorder explains why)."""
+class AfterResponseWriter(Protocol):
+    def flush_due(self) -> bool: ...
+    def flush(self, engine: Engine) -> None: ...
+
+
+def _write_after_responses(app: Flask, writers: list[AfterResponseWriter]) -> None:
+    """Writes that need not delay an answer — decision samples (DecisionRecorder),
+    last_used_at (UsageRecorder) — happen once the response has been sent: the
+    WSGI server closes the response after writing it, and Flask then calls these."""
 
     @app.after_request
     def _schedule(response: Response) -> Response:
-        if recorder.flush_due():
-            engine = db.engine  # the request's app context is gone when the call runs
-            response.call_on_close(lambda: recorder.flush(engine))
+        due = [writer for writer in writers if writer.flush_due()]
+        if due:
+            engine = db.engine  # the request's app context is gone when these run
+            for writer in due:
+                response.call_on_close(functools.partial(writer.flush, engine))
         return response
 
 
@@ -212,13 +225,14 @@ def build_services(settings: Settings) -> Services:
         ttl=token_ttl,
         verified_cache_size=settings.verified_token_cache_size,
     )
+    usage_recorder = UsageRecorder()
     credentials = ApplicationCredentials(
         deps,
         directory=directory,
         accounts=accounts,
         roles=roles,
         hasher=SecretHasher(peppers),
-        usage=UsageRecorder(),
+        usage=usage_recorder,
         ldap=ldap,
     )
     authentication = Authentication(
@@ -280,6 +294,7 @@ def build_services(settings: Settings) -> Services:
         revocation_index=revocation_index,
         decisions=decisions,
         decision_recorder=decision_recorder,
+        usage_recorder=usage_recorder,
         secret_store=secret_store,
         secrets=TenantSecrets(session, secret_store, decisions, audit),
         health=Health(session, ldap, secret_store),

@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 from sqlalchemy import (
     JSON,
     Boolean,
+    Engine,
     ForeignKey,
     Select,
     String,
@@ -39,10 +40,11 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, aliased, mapped_column
 
 from latchkey.audit import AUTHENTICATION, AuditTarget
-from latchkey.db import Base, UTCDateTime, new_id, utcnow
+from latchkey.db import Base, DbSession, UTCDateTime, new_id, utcnow
 from latchkey.errors import (
     AuthenticationFailed,
     Conflict,
@@ -77,6 +79,8 @@ UNKNOWN_PEPPER_RELOAD_INTERVAL = 1.0  # seconds; bounds reloads forced by odd ha
 MAX_SECRETS = 10
 MAX_CIDRS = 50
 USAGE_WRITE_INTERVAL = 60.0  # seconds between last_used_at writes per credential and process
+FLUSH_SECONDS = 1.0  # noted last_used_at times are written at most this often …
+USAGE_FLUSH_ROWS = 500  # … or once this many are waiting
 
 
 class ApplicationCredential(Base):
@@ -304,12 +308,25 @@ def generate_secret() -> str:
 
 
 class UsageRecorder:
-    """Writes last_used_at at most once a minute per credential in this process."""
+    """last_used_at of credentials and their secrets, at most once a minute per row in
+    this process, written after a response has been sent.
+
+    A login only notes the time; ``flush`` writes what is noted in one transaction
+    (two statements), called after the response (``flush_due``, wired in app.py)
+    and before anything shows the times (``flush_into``). With 5,000 credentials
+    in use nearly every login is a first use in its minute: two UPDATEs in the
+    login's own transaction were a quarter of its time. Informational times may
+    thus reach other workers' readers up to ``FLUSH_SECONDS`` late, and a worker
+    that dies loses its last second of them.
+    """
 
     def __init__(self, interval: float = USAGE_WRITE_INTERVAL) -> None:
         self._interval = interval
         self._last_write: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._credentials: dict[str, datetime] = {}
+        self._secrets: dict[str, datetime] = {}
+        self._last_flush = time.monotonic()
 
     def due(self, key: str) -> bool:
         now = time.monotonic()
@@ -318,6 +335,50 @@ class UsageRecorder:
                 return False
             self._last_write[key] = now
             return True
+
+    def note(self, credential_id: str, secret_id: str, when: datetime) -> None:
+        if self.due(credential_id):
+            with self._lock:
+                self._credentials[credential_id] = when
+        if self.due("secret:" + secret_id):
+            with self._lock:
+                self._secrets[secret_id] = when
+
+    def flush_due(self) -> bool:
+        waiting = len(self._credentials) + len(self._secrets)
+        return waiting > 0 and (
+            waiting >= USAGE_FLUSH_ROWS or time.monotonic() - self._last_flush >= FLUSH_SECONDS
+        )
+
+    def flush(self, engine: Engine) -> None:
+        with self._lock:
+            credentials, self._credentials = self._credentials, {}
+            secrets_, self._secrets = self._secrets, {}
+            self._last_flush = time.monotonic()
+        if not credentials and not secrets_:
+            return
+        try:
+            with engine.begin() as connection:
+                for statement, rows in ((_USED_CREDENTIAL, credentials), (_USED_SECRET, secrets_)):
+                    if rows:
+                        connection.execute(
+                            statement,
+                            [{"row_id": k, "last_used_at": v} for k, v in sorted(rows.items())],
+                        )
+        except SQLAlchemyError as exc:  # informational: never an error for anyone
+            log.warning(
+                "last_used_at of %d rows not written: %s",
+                len(credentials) + len(secrets_),
+                type(exc).__name__,
+            )
+
+    def flush_into(self, session: DbSession) -> None:
+        """Before reading the times in a request: this process's noted ones first (on
+        their own connection; rows the session already holds are reloaded)."""
+        if self._credentials or self._secrets:
+            bind = session.get_bind()
+            self.flush(bind if isinstance(bind, Engine) else bind.engine)
+            session.expire_all()
 
 
 class ApplicationCredentials(IdentityServiceBase):
@@ -409,6 +470,7 @@ class ApplicationCredentials(IdentityServiceBase):
     def list_credentials(
         self, ctx: CallContext, owner_id: str, name: str | None = None
     ) -> list[ApplicationCredential]:
+        self._usage.flush_into(self._session)
         owner = self._enforced_owner(ctx, "identity:application_credential:list", owner_id)
         query = select(ApplicationCredential).where(ApplicationCredential.user_id == owner.id)
         if name:
@@ -416,6 +478,7 @@ class ApplicationCredentials(IdentityServiceBase):
         return list(self._session.scalars(query.order_by(ApplicationCredential.name)))
 
     def get(self, ctx: CallContext, owner_id: str, credential_id: str) -> ApplicationCredential:
+        self._usage.flush_into(self._session)
         self._enforced_owner(ctx, "identity:application_credential:get", owner_id, credential_id)
         return self._owned(owner_id, credential_id)
 
@@ -527,28 +590,16 @@ class ApplicationCredentials(IdentityServiceBase):
         """verify(), then last_used_at, committed: a client authenticating without
         asking for a token (OAuth introspection and revocation)."""
         verified = self.verify(ctx, ref, secret)
-        wrote = self.record_use(verified)
-        # Nothing to keep (no usage due, no directory re-check noted on the owner): no
-        # commit, and the request's later reads stay in the same transaction.
-        if wrote or self._session.dirty or self._session.new:
+        self.record_use(verified)
+        # Nothing to keep (no directory re-check noted on the owner): no commit, and the
+        # request's later reads stay in the same transaction.
+        if self._session.dirty or self._session.new:
             self._session.commit()
         return verified
 
-    def record_use(self, verified: VerifiedCredential) -> bool:
-        """Add last_used_at updates to the current transaction, at most once a minute
-        (the caller's commit, e.g. the login's with its audit event, writes them).
-        True if anything was added."""
-        now = utcnow()
-        wrote = False
-        if self._usage.due(verified.credential.id):
-            self._session.execute(
-                _USED_CREDENTIAL, {"row_id": verified.credential.id, "last_used_at": now}
-            )
-            wrote = True
-        if self._usage.due("secret:" + verified.secret.id):
-            self._session.execute(_USED_SECRET, {"row_id": verified.secret.id, "last_used_at": now})
-            wrote = True
-        return wrote
+    def record_use(self, verified: VerifiedCredential) -> None:
+        """Note last_used_at (written after the response: UsageRecorder)."""
+        self._usage.note(verified.credential.id, verified.secret.id, utcnow())
 
     def _matching_secret(
         self, candidates: list[CredentialSecret], secret: str, now: datetime
