@@ -8,7 +8,9 @@ Checking a token asks a per-process mirror of the unexpired events
 (``RevocationIndex``), brought up to date by one indexed query per check
 (``id > cursor``), so a revocation committed by any worker or node counts at
 the next request, as before, without building a five-way ``OR`` per token
-(30-40 % of an online validation, bench/README.md).
+(30-40 % of an online validation, bench/README.md). On PostgreSQL a
+``RevocationListener`` (LISTEN/NOTIFY) says when nothing was committed since the
+last query, and the check then asks nothing at all.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Integer, String, bindparam, func, or_, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from latchkey.db import Base, DbSession, UTCDateTime, utcnow
+
+if TYPE_CHECKING:
+    from latchkey.identity.revocation_listener import RevocationListener
 
 TOKEN, USER, PROJECT = "token", "user", "project"
 APPLICATION_CREDENTIAL = "application_credential"
@@ -77,9 +82,12 @@ _UNEXPIRED = select(*_COLUMNS).where(RevocationEvent.expires_at > bindparam("now
 class RevocationIndex:
     """The unexpired revocation events of every worker, mirrored in this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, listener: RevocationListener | None = None) -> None:
         self._lock = threading.Lock()
+        # Without a listener (SQLite) every check asks for newer events.
+        self._listener = listener
         self._loaded = False
+        self._current = False  # the last query succeeded: the mirror is as the listener says
         self._cursor = 0
         self._gaps: dict[int, float] = {}  # id -> monotonic deadline
         # kind -> subject -> expires_at (exact kinds) or (issued_before, expires_at)
@@ -88,6 +96,10 @@ class RevocationIndex:
             k: {} for k in BEFORE_KINDS
         }
         self._next_prune = 0.0
+
+    @property
+    def listener(self) -> RevocationListener | None:
+        return self._listener
 
     def reset(self) -> None:
         """Forget everything: the next check reloads the unexpired events."""
@@ -103,33 +115,54 @@ class RevocationIndex:
 
     def refresh(self, session: DbSession) -> None:
         with self._lock:
-            if self._loaded and time.monotonic() >= self._next_prune:
-                # Events are never deleted by Latchkey; should someone empty the table,
-                # SQLite would hand out ids again from 1: start over rather than miss them.
-                newest = session.scalar(select(func.max(RevocationEvent.id))) or 0
-                if newest < self._cursor:
-                    self._reset()
-            if not self._loaded:
-                rows = session.execute(_UNEXPIRED, {"now": utcnow()}).all()
-                for row in rows:
-                    self._apply(row.id, row.kind, row.subject, row.issued_before, row.expires_at)
-                # Ids just below the newest may belong to transactions still committing.
-                loaded = {row.id for row in rows}
-                deadline = time.monotonic() + GAP_SECONDS
-                for missing in range(max(1, self._cursor - 100), self._cursor):
-                    if missing not in loaded:
-                        self._gaps[missing] = deadline
-                self._loaded = True
-                rows = []
-            elif self._gaps:
-                rows = session.execute(
-                    _NEWER_OR_GAPS, {"cursor": self._cursor, "gaps": list(self._gaps)}
-                ).all()
-            else:
-                rows = session.execute(_NEWER, {"cursor": self._cursor}).all()
+            if self._unchanged():
+                return
+            self._current = False  # until this query succeeds: a failed one is asked again
+            self._query(session)
+            self._current = True
+
+    def _unchanged(self) -> bool:
+        """Nothing committed since the last query, by the listener's word.
+
+        The gap ids need no asking either: one that commits late notifies then.
+        Once a minute the query runs anyway (pruning, an emptied table).
+        """
+        return (
+            self._listener is not None
+            and self._loaded
+            and self._current
+            and time.monotonic() < self._next_prune
+            and not self._listener.changed()
+        )
+
+    def _query(self, session: DbSession) -> None:
+        if self._loaded and time.monotonic() >= self._next_prune:
+            # Events are never deleted by Latchkey; should someone empty the table,
+            # SQLite would hand out ids again from 1: start over rather than miss them.
+            newest = session.scalar(select(func.max(RevocationEvent.id))) or 0
+            if newest < self._cursor:
+                self._reset()
+        if not self._loaded:
+            rows = session.execute(_UNEXPIRED, {"now": utcnow()}).all()
             for row in rows:
                 self._apply(row.id, row.kind, row.subject, row.issued_before, row.expires_at)
-            self._expire_gaps_and_events()
+            # Ids just below the newest may belong to transactions still committing.
+            loaded = {row.id for row in rows}
+            deadline = time.monotonic() + GAP_SECONDS
+            for missing in range(max(1, self._cursor - 100), self._cursor):
+                if missing not in loaded:
+                    self._gaps[missing] = deadline
+            self._loaded = True
+            rows = []
+        elif self._gaps:
+            rows = session.execute(
+                _NEWER_OR_GAPS, {"cursor": self._cursor, "gaps": list(self._gaps)}
+            ).all()
+        else:
+            rows = session.execute(_NEWER, {"cursor": self._cursor}).all()
+        for row in rows:
+            self._apply(row.id, row.kind, row.subject, row.issued_before, row.expires_at)
+        self._expire_gaps_and_events()
 
     def _apply(
         self, event_id: int, kind: str, subject: str, before: datetime, expires: datetime
