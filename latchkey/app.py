@@ -40,8 +40,10 @@ from latchkey.identity.directory import Directory
 from latchkey.identity.keys import KeyRing
 from latchkey.identity.ldap_domains import LdapDomains
 from latchkey.identity.passwords import PasswordHasher
+from latchkey.identity.revocation_listener import RevocationListener
 from latchkey.identity.revocations import RevocationIndex, RevocationList
 from latchkey.identity.roles import Roles
+from latchkey.identity.sqlite_changes import SqliteChanges
 from latchkey.identity.tokens import Tokens
 from latchkey.logs import configure_logging
 from latchkey.oauth import api as oauth_api
@@ -186,7 +188,13 @@ def build_services(settings: Settings) -> Services:
     token_ttl = timedelta(seconds=settings.token_ttl_seconds)
     enforcer = Enforcer()
     audit = AuditLog(session)
-    revocation_index = RevocationIndex()  # this process's mirror of the revocation events
+    # This process's mirror of the revocation events; it queries only when the
+    # database says something changed (PostgreSQL: LISTEN/NOTIFY on the events;
+    # SQLite: PRAGMA data_version, any commit).
+    url = settings.effective_database_url
+    revocation_index = RevocationIndex(
+        RevocationListener.for_database(url) or SqliteChanges.for_database(url)
+    )
     revocations = RevocationList(session, token_ttl, revocation_index)
     hasher = PasswordHasher(
         settings.password_hash_time_cost,

@@ -8,9 +8,10 @@ Checking a token asks a per-process mirror of the unexpired events
 (``RevocationIndex``), brought up to date by one indexed query per check
 (``id > cursor``), so a revocation committed by any worker or node counts at
 the next request, as before, without building a five-way ``OR`` per token
-(30-40 % of an online validation, bench/README.md). On PostgreSQL a
-``RevocationListener`` (LISTEN/NOTIFY) says when nothing was committed since the
-last query, and the check then asks nothing at all.
+(30-40 % of an online validation, bench/README.md). A change signal says when
+nothing was committed since the last query, and the check then asks nothing at
+all: ``RevocationListener`` on PostgreSQL (LISTEN/NOTIFY on the events table),
+``SqliteChanges`` on SQLite (``PRAGMA data_version``: any commit at all).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from latchkey.db import Base, DbSession, UTCDateTime, utcnow
 
 if TYPE_CHECKING:
     from latchkey.identity.revocation_listener import RevocationListener
+    from latchkey.identity.sqlite_changes import SqliteChanges
 
 TOKEN, USER, PROJECT = "token", "user", "project"
 APPLICATION_CREDENTIAL = "application_credential"
@@ -82,9 +84,9 @@ _UNEXPIRED = select(*_COLUMNS).where(RevocationEvent.expires_at > bindparam("now
 class RevocationIndex:
     """The unexpired revocation events of every worker, mirrored in this process."""
 
-    def __init__(self, listener: RevocationListener | None = None) -> None:
+    def __init__(self, listener: RevocationListener | SqliteChanges | None = None) -> None:
         self._lock = threading.Lock()
-        # Without a listener (SQLite) every check asks for newer events.
+        # Without a change signal (an in-memory database) every check asks for newer events.
         self._listener = listener
         self._loaded = False
         self._current = False  # the last query succeeded: the mirror is as the listener says
@@ -98,7 +100,7 @@ class RevocationIndex:
         self._next_prune = 0.0
 
     @property
-    def listener(self) -> RevocationListener | None:
+    def listener(self) -> RevocationListener | SqliteChanges | None:
         return self._listener
 
     def reset(self) -> None:

@@ -1,0 +1,38 @@
+"""SqliteChanges: yes after any other connection commits, no otherwise; yes on errors."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from latchkey.identity.sqlite_changes import SqliteChanges
+
+
+def test_commits_by_other_connections_are_noticed(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("CREATE TABLE t (x INTEGER)")
+    signal = SqliteChanges.for_database(f"sqlite:///{path}")
+    assert signal is not None
+    assert signal.changed()  # the first answer is always yes
+    assert not signal.changed()
+    writer.execute("INSERT INTO t VALUES (1)")
+    assert signal.changed()
+    assert not signal.changed()
+    writer.execute("BEGIN")
+    writer.execute("INSERT INTO t VALUES (2)")
+    assert not signal.changed()  # not committed yet
+    writer.execute("COMMIT")
+    assert signal.changed()
+
+
+def test_only_database_files_get_a_signal(tmp_path: Path) -> None:
+    assert SqliteChanges.for_database("sqlite://") is None
+    assert SqliteChanges.for_database("sqlite:///:memory:") is None
+    assert SqliteChanges.for_database("postgresql+psycopg://u@h/db") is None
+
+
+def test_an_unreadable_database_always_says_yes(tmp_path: Path) -> None:
+    signal = SqliteChanges(str(tmp_path / "missing" / "db.sqlite"))
+    assert signal.changed() and signal.changed()
