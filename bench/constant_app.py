@@ -16,3 +16,21 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
         environ["wsgi.input"].read(length)
     start_response("200 OK", HEADERS)
     return [BODY]
+
+
+def flask_app() -> Any:
+    """The same answer from a bare Flask app (one route, ``jsonify``, no hooks): what
+    the web framework alone costs under the same server, a ceiling for any Flask
+    endpoint, Latchkey's included."""
+    from flask import Flask, jsonify
+
+    flask = Flask("constant")
+
+    @flask.get("/")
+    def constant() -> Any:
+        return jsonify(ok=True)
+
+    return flask
+
+
+flask = flask_app()

@@ -164,6 +164,21 @@ class Runner:
             self.measure(
                 "ceiling", "-", "constant", url, [Request("GET", "/")], self.plan.throughput()
             )
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        with gunicorn(
+            "constant-flask",
+            VENV_BIN,
+            "bench.constant_app:flask",
+            port,
+            self.plan.workers,
+            self.raw / "constant-flask.log",
+            cwd=ROOT,
+        ) as server:
+            wait_http(url + "/", 30, server.popen)
+            self.measure(
+                "ceiling", "-", "constant_flask", url, [Request("GET", "/")], self.plan.throughput()
+            )
 
     # -- Latchkey -------------------------------------------------------------------------
 
