@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -57,11 +58,16 @@ class Assignment:
         return result
 
 
+ROLE_IDS_SECONDS = 60.0
+
+
 class Roles(IdentityServiceBase):
     def __init__(self, deps: ServiceDeps, *, directory: Directory, accounts: Accounts) -> None:
         super().__init__(deps)
         self._directory = directory
         self._accounts = accounts
+        self._role_ids: dict[str, str] = {}  # name -> id, ids_by_name's memory
+        self._role_ids_since = time.monotonic()
 
     # -- roles ------------------------------------------------------------------
 
@@ -74,12 +80,21 @@ class Roles(IdentityServiceBase):
         return role
 
     def ids_by_name(self, names: Iterable[str]) -> dict[str, str]:
-        """Role name -> id, for answers that name roles both ways (Keystone tokens)."""
+        """Role name -> id, for answers that name roles both ways (Keystone tokens).
+
+        Remembered in the process (a query per `/v3` validation was its only one):
+        a role is never renamed, deleting one revokes every token naming it, and
+        the memory is dropped every ``ROLE_IDS_SECONDS`` in case a name was
+        deleted and created again elsewhere."""
         wanted = list(names)
-        return {
-            role.name: role.id
-            for role in self._session.scalars(select(Role).where(Role.name.in_(wanted)))
-        }
+        if time.monotonic() - self._role_ids_since > ROLE_IDS_SECONDS:
+            self._role_ids, self._role_ids_since = {}, time.monotonic()
+        known = self._role_ids
+        missing = [name for name in wanted if name not in known]
+        if missing:
+            found = self._session.scalars(select(Role).where(Role.name.in_(missing)))
+            known = self._role_ids = {**known, **{role.name: role.id for role in found}}
+        return {name: known[name] for name in wanted if name in known}
 
     def list_roles(self, ctx: CallContext, name: str | None = None) -> list[Role]:
         self._enforce(ctx, "identity:role:list", Target())
@@ -115,6 +130,7 @@ class Roles(IdentityServiceBase):
             ctx, "identity:role:delete", AuditTarget("role", role.id), name=role.name
         )
         self._commit("role_in_use", "the role is still referenced")
+        self._role_ids = {k: v for k, v in self._role_ids.items() if v != role.id}
 
     def list_implications(self, ctx: CallContext) -> list[tuple[Role, Role]]:
         self._enforce(ctx, "identity:role:list", Target())

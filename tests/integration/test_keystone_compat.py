@@ -175,6 +175,36 @@ def test_validate_head_and_revoke(client: FlaskClient) -> None:
     assert client.head("/v3/auth/tokens", headers=headers).status_code == 404
 
 
+def test_role_ids_follow_a_role_deleted_and_created_again(client: FlaskClient) -> None:
+    """/v3 answers name roles by id too, remembered per process: a role deleted and
+    created again under its name answers with its new id."""
+    token, _ = admin_token(client)
+    v1 = {"Authorization": f"Bearer {token}"}
+    admin_project = client.get("/v1/projects?name=admin", headers=v1).get_json()["projects"][0]
+    admin_user = client.get("/v1/users?name=admin", headers=v1).get_json()["users"][0]
+    grant = f"/v1/projects/{admin_project['id']}/users/{admin_user['id']}/roles/auditor"
+
+    def auditor_id() -> str:
+        fresh, _ = admin_token(client)
+        answer = client.get("/v3/auth/tokens", headers={"X-Auth-Token": fresh, SUBJECT: fresh})
+        assert answer.status_code == 200, answer.get_json()
+        roles = {r["name"]: r["id"] for r in answer.get_json()["token"]["roles"]}
+        return roles["auditor"]
+
+    first = client.post("/v1/roles", json={"name": "auditor"}, headers=v1).get_json()
+    assert client.put(grant, headers=v1).status_code == 204
+    assert auditor_id() == first["id"]
+    token, _ = admin_token(client)  # deleting the role revokes the admin's tokens
+    v1 = {"Authorization": f"Bearer {token}"}
+    assert client.delete("/v1/roles/auditor", headers=v1).status_code == 204
+    token, _ = admin_token(client)
+    v1 = {"Authorization": f"Bearer {token}"}
+    second = client.post("/v1/roles", json={"name": "auditor"}, headers=v1).get_json()
+    assert client.put(grant, headers=v1).status_code == 204
+    assert second["id"] != first["id"]
+    assert auditor_id() == second["id"]
+
+
 def test_projects_and_catalog(client: FlaskClient) -> None:
     token, _ = admin_token(client)
     projects = client.get("/v3/auth/projects", headers={"X-Auth-Token": token})
