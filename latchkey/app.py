@@ -40,7 +40,7 @@ from latchkey.identity.directory import Directory
 from latchkey.identity.keys import KeyRing
 from latchkey.identity.ldap_domains import LdapDomains
 from latchkey.identity.passwords import PasswordHasher
-from latchkey.identity.revocation_listener import RevocationListener
+from latchkey.identity.revocation_listener import PRINCIPAL_CHANNEL, RevocationListener
 from latchkey.identity.revocations import RevocationIndex, RevocationList
 from latchkey.identity.roles import Roles
 from latchkey.identity.sqlite_changes import SqliteChanges
@@ -53,7 +53,12 @@ from latchkey.policy import api as policy_api
 from latchkey.policy.catalog import Catalog
 from latchkey.policy.domains import DomainPolicies
 from latchkey.policy.enforcer import Enforcer
-from latchkey.policy.service import DecisionRecorder, Decisions, TenantPolicies
+from latchkey.policy.service import (
+    DecisionRecorder,
+    Decisions,
+    PrincipalCache,
+    TenantPolicies,
+)
 from latchkey.policy.store import Boundaries
 from latchkey.secrets import api as secrets_api
 from latchkey.secrets.local import LocalSecretStore
@@ -268,6 +273,11 @@ def build_services(settings: Settings) -> Services:
         tokens,
         decision_recorder,
         lambda user_id, project_id: roles.effective_role_names(user_id, project_id=project_id),
+        # Users kept until the database says users or memberships changed.
+        PrincipalCache(
+            RevocationListener.for_database(url, PRINCIPAL_CHANNEL)
+            or SqliteChanges.for_database(url)
+        ),
     )
     # Latchkey's own actions on a project's resources answer to its tenant policy too.
     enforcer.use_tenant_layer(decisions)

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHANNEL = "latchkey_revocation"
+# Changes to users and group memberships (migration 0010): the principal cache's.
+PRINCIPAL_CHANNEL = "latchkey_principal"
 RETRY_SECONDS = 5.0
 # libpq settings for the listener unless the database URL says otherwise: a quick
 # give-up when the server is away, and keepalives so a silent drop is noticed.
@@ -50,7 +52,8 @@ CONNECT_OPTIONS = {
 class RevocationListener:
     """Says whether revocation events may have been committed since it last answered."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, channel: str = CHANNEL) -> None:
+        self._channel = channel
         url = make_url(database_url).set(drivername="postgresql")
         self._conninfo = url.render_as_string(hide_password=False)
         self._options = {k: v for k, v in CONNECT_OPTIONS.items() if k not in url.query}
@@ -60,10 +63,10 @@ class RevocationListener:
         self._retry_at = 0.0
 
     @classmethod
-    def for_database(cls, database_url: str) -> RevocationListener | None:
+    def for_database(cls, database_url: str, channel: str = CHANNEL) -> RevocationListener | None:
         """A listener on PostgreSQL; None elsewhere (SQLite queries on every check)."""
         if make_url(database_url).get_backend_name() == "postgresql":
-            return cls(database_url)
+            return cls(database_url, channel)
         return None
 
     @property
@@ -105,14 +108,17 @@ class RevocationListener:
 
             conninfo = psycopg.conninfo.make_conninfo(self._conninfo, **self._options)
             connection = psycopg.connect(conninfo, autocommit=True)
-            connection.execute(f"LISTEN {CHANNEL}")
+            connection.execute(f"LISTEN {self._channel}")  # one of our constants
         except Exception as exc:
             self._lost("revocation listener not started", exc)
             return
         self._connection = connection
         self._poll = select.poll()
         self._poll.register(connection.fileno(), select.POLLIN)
-        log.info("revocation listener started", extra={"backend_pid": self.backend_pid})
+        log.info(
+            "change listener started",
+            extra={"channel": self._channel, "backend_pid": self.backend_pid},
+        )
 
     def _drain(self) -> bool:
         """Read what the server sent without waiting; raises once the connection is gone.

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Integer, String, bindparam, func, or_, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from latchkey.db import Base, DbSession, UTCDateTime, utcnow
+from latchkey.db import Base, DbSession, UTCDateTime, on_commit, utcnow
 
 if TYPE_CHECKING:
     from latchkey.identity.revocation_listener import RevocationListener
@@ -102,6 +102,11 @@ class RevocationIndex:
     @property
     def listener(self) -> RevocationListener | SqliteChanges | None:
         return self._listener
+
+    def changed_here(self) -> None:
+        """This worker committed events: the next check queries, whatever the signal
+        says (its notification may still be on its way)."""
+        self._current = False
 
     def reset(self) -> None:
         """Forget everything: the next check reloads the unexpired events."""
@@ -232,6 +237,7 @@ class RevocationList:
             expires_at=now + self._token_ttl,
         )
         self._session.add(event)
+        on_commit(self._session, "revocations", self._index.changed_here)
         return event
 
     def is_revoked(self, claims: dict[str, Any]) -> bool:
