@@ -11,16 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import event
 
 from latchkey.db import db
 from latchkey.identity.sqlite_changes import SqliteChanges
 from tests.conftest import Api, build_app, make_settings
-from tests.integration.test_revocation_listener import alice, revoke, status_in
+from tests.integration.test_revocation_listener import (
+    alice,
+    revocation_selects,  # noqa: F401 fixture
+    revoke,
+    status_in,
+)
 
 SQLITE = pytest.mark.parametrize("app", ["sqlite"], indirect=True)
 
@@ -38,24 +41,13 @@ def worker_b(app: Flask) -> Iterator[Flask]:
         db.engine.dispose()
 
 
-@pytest.fixture
-def revocation_selects(worker_b: Flask) -> list[str]:
-    seen: list[str] = []
-    with worker_b.app_context():
-        engine = db.engine
-
-    def spy(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "revocation_event" in statement and statement.lstrip().upper().startswith("SELECT"):
-            seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", spy)
-    yield seen
-    event.remove(engine, "before_cursor_execute", spy)
-
-
 @SQLITE
 def test_a_token_revoked_in_a_is_refused_by_an_idle_b(
-    app: Flask, api: Api, admin_token: str, worker_b: Flask, revocation_selects: list[str]
+    app: Flask,
+    api: Api,
+    admin_token: str,
+    worker_b: Flask,
+    revocation_selects: list[str],  # noqa: F811 - the imported fixture
 ) -> None:
     _, token = alice(api, admin_token)
     for _ in range(3):  # loads B's mirror; the signal's first answer is always yes

@@ -26,25 +26,14 @@ from latchkey.policy.engine import (
     ResourceRef,
     Verdict,
 )
-from tests.unit.test_plan import ENVS, TEAMS, TYPE, rules
+from tests.unit.test_plan import TEAMS, TYPE, attribute_sets, rules
 
 ACTIONS = ["objects:container:read", "objects:container:delete", "objects:container:write"]
 BOUNDARY = DEFAULT_BOUNDARY.read_text()
 WITH_OWN_TENANT_RULE = BOUNDARY + '\ntenant_rule(_a, _b, _c, _d, "deny", "operator") if false;\n'
 
 checks = st.lists(
-    st.tuples(
-        st.sampled_from(ACTIONS),
-        st.sampled_from(["p", "other"]),
-        st.fixed_dictionaries(
-            {},
-            optional={
-                "env": st.sampled_from(ENVS),
-                "size": st.integers(min_value=0, max_value=4),
-                "team": st.sampled_from(TEAMS),
-            },
-        ),
-    ),
+    st.tuples(st.sampled_from(ACTIONS), st.sampled_from(["p", "other"]), attribute_sets),
     min_size=1,
     max_size=10,
 )

@@ -53,18 +53,15 @@ rules = st.lists(
     ),
     max_size=5,
 )
-resources = st.lists(
-    st.fixed_dictionaries(
-        {},
-        optional={
-            "env": st.sampled_from(ENVS),
-            "size": st.integers(min_value=0, max_value=4),
-            "team": st.sampled_from(TEAMS),
-        },
-    ),
-    min_size=1,
-    max_size=8,
+attribute_sets = st.fixed_dictionaries(
+    {},
+    optional={
+        "env": st.sampled_from(ENVS),
+        "size": st.integers(min_value=0, max_value=4),
+        "team": st.sampled_from(TEAMS),
+    },
 )
+resources = st.lists(attribute_sets, min_size=1, max_size=8)
 principal_team = st.sampled_from([*TEAMS, None])
 
 
