@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import urllib.parse
 
 from sqlalchemy import make_url
 
@@ -54,7 +55,9 @@ class SqliteChanges:
             if self._connection is None:
                 # Read-only and never in a transaction: it cannot hold a lock anyone waits on.
                 self._connection = sqlite3.connect(
-                    f"file:{self._path}?mode=ro", uri=True, isolation_level=None
+                    f"file:{urllib.parse.quote(self._path)}?mode=ro",
+                    uri=True,
+                    isolation_level=None,
                 )
             version = self._connection.execute("PRAGMA data_version").fetchone()[0]
         except sqlite3.Error as exc:

@@ -9,12 +9,12 @@ from latchkey.identity.sqlite_changes import SqliteChanges
 
 
 def test_commits_by_other_connections_are_noticed(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite"
+    path = tmp_path / "a dir?with #odd% chars" / "db.sqlite"  # a URI must quote these
+    path.parent.mkdir()
     writer = sqlite3.connect(path, isolation_level=None)
     writer.execute("PRAGMA journal_mode=WAL")
     writer.execute("CREATE TABLE t (x INTEGER)")
-    signal = SqliteChanges.for_database(f"sqlite:///{path}")
-    assert signal is not None
+    signal = SqliteChanges(str(path))
     assert signal.changed()  # the first answer is always yes
     assert not signal.changed()
     writer.execute("INSERT INTO t VALUES (1)")
@@ -28,6 +28,7 @@ def test_commits_by_other_connections_are_noticed(tmp_path: Path) -> None:
 
 
 def test_only_database_files_get_a_signal(tmp_path: Path) -> None:
+    assert SqliteChanges.for_database(f"sqlite:///{tmp_path}/db.sqlite") is not None
     assert SqliteChanges.for_database("sqlite://") is None
     assert SqliteChanges.for_database("sqlite:///:memory:") is None
     assert SqliteChanges.for_database("postgresql+psycopg://u@h/db") is None
