@@ -67,6 +67,7 @@ from latchkey.secrets.service import TenantSecrets
 from latchkey.secrets.store import SecretStore
 from latchkey.secrets.system import SystemSecrets
 from latchkey.settings import Settings, SettingsError
+from latchkey.web.flask_app import LatchkeyFlask
 from latchkey.web.problems import register_problem_handlers
 from latchkey.web.requests import register_request_hooks
 
@@ -111,7 +112,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     os.environ["POLAR_TIMEOUT_MS"] = str(settings.policy_timeout_ms)
     settings.home_path.mkdir(parents=True, exist_ok=True)
 
-    app = Flask("latchkey", instance_path=str(settings.home_path))
+    app = LatchkeyFlask("latchkey", instance_path=str(settings.home_path))
     app.config.update(
         SQLALCHEMY_DATABASE_URI=settings.effective_database_url,
         SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},

@@ -69,6 +69,7 @@ class _Snapshot:
     jwks: dict[str, Any]
     signing_key: ECKey | None
     loaded_at: float
+    kids: frozenset[str] = frozenset()  # of verify_keys: asked on every validation
 
 
 class KeyRing:
@@ -213,7 +214,7 @@ class KeyRing:
 
     def verify_keys(self, kid: str | None = None) -> KeySet:
         snapshot = self._current()
-        if kid is not None and not _has_kid(snapshot.verify_keys, kid):
+        if kid is not None and kid not in snapshot.kids:
             now = time.monotonic()
             if now - self._last_forced_reload >= UNKNOWN_KID_RELOAD_INTERVAL:
                 self._last_forced_reload = now
@@ -225,7 +226,7 @@ class KeyRing:
 
     def publishes(self, kid: str) -> bool:
         """Whether ``kid`` is still a verifying key (not retired), as last loaded."""
-        return _has_kid(self._current().verify_keys, kid)
+        return kid in self._current().kids
 
     def reload(self) -> _Snapshot:
         with self._session_factory() as session:
@@ -248,6 +249,7 @@ class KeyRing:
             jwks={"keys": [dict(k.public_jwk) for k in keys]},
             signing_key=signing,
             loaded_at=time.monotonic(),
+            kids=frozenset(k.kid for k in keys),
         )
         self._snapshot = snapshot
         return snapshot
@@ -336,7 +338,3 @@ PRIVATE_KEY_PREFIX = "signing-key-"
 def _context(kid: str) -> str:
     """The associated data the Foundation sealed a private key with."""
     return f"latchkey:signing-key:{kid}"
-
-
-def _has_kid(key_set: KeySet, kid: str) -> bool:
-    return any(key.kid == kid for key in key_set.keys)

@@ -17,6 +17,7 @@ blp = Blueprint("operations", __name__, description="Operations")
 REQUESTS = Counter(
     "latchkey_http_requests_total", "HTTP requests", ["method", "endpoint", "status"]
 )
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LATENCY = Histogram("latchkey_http_request_seconds", "HTTP request latency", ["endpoint"])
 
 
@@ -82,15 +83,28 @@ def audit_events(query: dict[str, Any]) -> dict[str, Any]:
 
 
 def register_metrics_hooks(app: Flask) -> None:
-    @app.before_request
-    def _start_timer() -> None:
-        g.metrics_started = time.perf_counter()
+    """Counts and times every answered request; the clock is the one
+    ``web.requests`` starts for the access log (``g.started``)."""
+    children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     @app.after_request
     def _observe(response: Response) -> Response:
-        endpoint = request.endpoint or "unmatched"
-        REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
-        started = g.get("metrics_started")
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        endpoint = req.endpoint or "unmatched"
+        # Any token is a method to HTTP: a client must not mint label sets at will.
+        method = req.method if req.method in HTTP_METHODS else "other"
+        key = (method, endpoint, response.status_code)
+        metrics = children.get(key)
+        if metrics is None:  # labels() takes a lock and builds a key: once per label set
+            metrics = children.setdefault(
+                key,
+                (
+                    REQUESTS.labels(method, endpoint, str(response.status_code)),
+                    LATENCY.labels(endpoint),
+                ),
+            )
+        metrics[0].inc()
+        started = g.get("started")
         if started is not None:
-            LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+            metrics[1].observe(time.perf_counter() - started)
         return response

@@ -7,6 +7,7 @@ every answer, errors included, is shaped as Keystone shapes it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -175,14 +176,29 @@ def version() -> Response:
 
 
 def _catalog() -> list[dict[str, Any]]:
-    """The service catalog in Keystone's shape, always with an ``identity`` entry."""
+    """The service catalog in Keystone's shape, always with an ``identity`` entry:
+    built once per catalog view (refreshed every few seconds, not a query per
+    token) and base URL, not once per validation; never modified once built."""
     identity_url = base_url() + "/v3"
+    view = services().catalog.view()
+    built = _BUILT_CATALOG.get(identity_url)
+    if built is None or built[0] is not view:
+        if len(_BUILT_CATALOG) >= 16:  # one or two base URLs in practice (Host header)
+            _BUILT_CATALOG.clear()
+        built = _BUILT_CATALOG[identity_url] = (view, _build_catalog(view.services, identity_url))
+    return built[1]
+
+
+# identity URL -> (the catalog view it was built from, the catalog in Keystone's shape)
+_BUILT_CATALOG: dict[str, tuple[Any, list[dict[str, Any]]]] = {}
+
+
+def _build_catalog(
+    catalog_services: Iterable[tuple[str, str, str, tuple[dict[str, Any], ...]]], identity_url: str
+) -> list[dict[str, Any]]:
     catalog = []
     seen_identity = False
-    # The catalog's cached view (refreshed every few seconds), not a query per token.
-    for service_id, service_type, service_name, service_endpoints in (
-        services().catalog.view().services
-    ):
+    for service_id, service_type, service_name, service_endpoints in catalog_services:
         endpoints = [
             {
                 "id": _stable_id(service_id, e.get("interface", ""), e.get("url", "")),
