@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import threading
 import urllib.parse
 
 from sqlalchemy import make_url
@@ -38,6 +39,8 @@ class SqliteChanges:
         self._connection: sqlite3.Connection | None = None
         self._pid = os.getpid()
         self._seen: int | None = None
+        # gthread workers (LATCHKEY_THREADS > 1) ask from several threads: one at a time.
+        self._lock = threading.Lock()
 
     @classmethod
     def for_database(cls, database_url: str) -> SqliteChanges | None:
@@ -49,6 +52,10 @@ class SqliteChanges:
         return cls(url.database)
 
     def changed(self) -> bool:
+        with self._lock:
+            return self._changed()
+
+    def _changed(self) -> bool:
         if self._pid != os.getpid():  # a forked worker: the parent's connection is not ours
             self._connection, self._seen, self._pid = None, None, os.getpid()
         try:
@@ -58,6 +65,7 @@ class SqliteChanges:
                     f"file:{urllib.parse.quote(self._path)}?mode=ro",
                     uri=True,
                     isolation_level=None,
+                    check_same_thread=False,  # any request thread may ask; the lock serialises
                 )
             version = self._connection.execute("PRAGMA data_version").fetchone()[0]
         except sqlite3.Error as exc:
@@ -65,13 +73,17 @@ class SqliteChanges:
                 "SQLite change signal unavailable, querying on every check",
                 extra={"error": type(exc).__name__},
             )
-            self.close()
+            self._close()
             return True
         changed = version != self._seen
         self._seen = version
         return changed
 
     def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._connection is not None and self._pid == os.getpid():
             with contextlib.suppress(sqlite3.Error):
                 self._connection.close()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
 from latchkey.identity.sqlite_changes import SqliteChanges
 
@@ -37,3 +39,25 @@ def test_only_database_files_get_a_signal(tmp_path: Path) -> None:
 def test_an_unreadable_database_always_says_yes(tmp_path: Path) -> None:
     signal = SqliteChanges(str(tmp_path / "missing" / "db.sqlite"))
     assert signal.changed() and signal.changed()
+
+
+def test_threads_of_one_worker_share_the_signal(tmp_path: Path, caplog: Any) -> None:
+    """gthread workers (LATCHKEY_THREADS > 1): a question from another thread is
+    answered from the same connection, not refused as a cross-thread use."""
+    path = tmp_path / "db.sqlite"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("CREATE TABLE t (x INTEGER)")
+    signal = SqliteChanges(str(path))
+    assert signal.changed()
+    answers: list[bool] = []
+    other = threading.Thread(target=lambda: answers.append(signal.changed()))
+    other.start()
+    other.join()
+    assert answers == [False]
+    writer.execute("INSERT INTO t VALUES (1)")
+    other = threading.Thread(target=lambda: answers.append(signal.changed()))
+    other.start()
+    other.join()
+    assert answers == [False, True]
+    assert not signal.changed()
+    assert "unavailable" not in caplog.text
