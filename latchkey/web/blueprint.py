@@ -1,4 +1,5 @@
-"""flask-smorest's Blueprint, with a request parser that decodes a JSON body once."""
+"""flask-smorest's Blueprint: a request parser that decodes a JSON body once, and
+request schemas made once per endpoint."""
 
 from __future__ import annotations
 
@@ -26,3 +27,12 @@ class JsonOnceParser(FlaskParser):
 
 class Blueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = JsonOnceParser()
+
+    def arguments(self, schema: Any, **kwargs: Any) -> Any:
+        """Given a schema class, webargs makes an instance of it on every request, which
+        deep-copies its fields and those of every nested schema (three schemas, ~70 us,
+        for a token request). One instance per endpoint parses the same (marshmallow
+        schemas keep no state between loads); the OpenAPI document is unchanged."""
+        if isinstance(schema, type):
+            schema = schema()
+        return super().arguments(schema, **kwargs)
