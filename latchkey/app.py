@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 import latchkey.migrations
 from latchkey.audit import AuditLog, AuditReader
+from latchkey.changes import ChangeGeneration
 from latchkey.compat import keystone as keystone_compat
 from latchkey.db import db
 from latchkey.errors import LatchkeyError
@@ -40,7 +41,11 @@ from latchkey.identity.directory import Directory
 from latchkey.identity.keys import KeyRing
 from latchkey.identity.ldap_domains import LdapDomains
 from latchkey.identity.passwords import PasswordHasher
-from latchkey.identity.revocation_listener import PRINCIPAL_CHANNEL, RevocationListener
+from latchkey.identity.revocation_listener import (
+    POLICY_CHANNEL,
+    PRINCIPAL_CHANNEL,
+    RevocationListener,
+)
 from latchkey.identity.revocations import RevocationIndex, RevocationList
 from latchkey.identity.roles import Roles
 from latchkey.identity.sqlite_changes import SqliteChanges
@@ -262,9 +267,18 @@ def build_services(settings: Settings) -> Services:
         lockout_duration=timedelta(minutes=settings.lockout_duration_minutes),
     )
     catalog = Catalog(session, enforcer, audit)
-    boundaries = Boundaries(lambda: Session(db.engine), settings.policy_boundary_file)
-    domain_policies = DomainPolicies(session, enforcer, audit, catalog)
-    policies = TenantPolicies(session, enforcer, audit, catalog, boundaries, domain_policies)
+    # Policy versions and the boundary are kept until the database says they changed
+    # (PostgreSQL: NOTIFY on latchkey_policy; SQLite: any commit), not re-read every 2 s.
+    policy_changes = ChangeGeneration(
+        RevocationListener.for_database(url, POLICY_CHANNEL) or SqliteChanges.for_database(url)
+    )
+    boundaries = Boundaries(
+        lambda: Session(db.engine), settings.policy_boundary_file, policy_changes
+    )
+    domain_policies = DomainPolicies(session, enforcer, audit, catalog, policy_changes)
+    policies = TenantPolicies(
+        session, enforcer, audit, catalog, boundaries, domain_policies, policy_changes
+    )
     decision_recorder = DecisionRecorder(session, catalog, settings.decision_record_percent)
     decisions = Decisions(
         session,

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 CHANNEL = "latchkey_revocation"
 # Changes to users and group memberships (migration 0010): the principal cache's.
 PRINCIPAL_CHANNEL = "latchkey_principal"
+# Project and domain policy activations and boundary changes (migration 0011):
+# the policy caches' (latchkey/changes.py).
+POLICY_CHANNEL = "latchkey_policy"
 RETRY_SECONDS = 5.0
 # libpq settings for the listener unless the database URL says otherwise: a quick
 # give-up when the server is away, and keepalives so a silent drop is noticed.

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from latchkey.audit import CHANGE, AuditLog, AuditTarget
+from latchkey.changes import ChangeGeneration, still_fresh
 from latchkey.db import DbSession, utcnow
 from latchkey.errors import NotFound
 from latchkey.identity.credentials import ApplicationCredential
@@ -38,19 +39,25 @@ from latchkey.policy.enforcer import Enforcer, Target
 from latchkey.policy.store import DomainPolicy, DomainPolicyVersion
 
 DOMAIN_RULE_PREFIX = "domain/"
-ACTIVE_CACHE_SECONDS = 2.0  # as for projects: another worker's change is seen within it
+ACTIVE_CACHE_SECONDS = 2.0  # without a change signal, as for projects
 
 
 class DomainPolicies:
     def __init__(
-        self, session: DbSession, enforcer: Enforcer, audit: AuditLog, catalog: Catalog
+        self,
+        session: DbSession,
+        enforcer: Enforcer,
+        audit: AuditLog,
+        catalog: Catalog,
+        changes: ChangeGeneration | None = None,
     ) -> None:
         self._session = session
         self._enforcer = enforcer
         self._audit = audit
         self._catalog = catalog
-        # domain id -> (checked at, active version, rules as merged into projects)
-        self._active: dict[str, tuple[float, int | None, tuple[Rule, ...]]] = {}
+        # domain id -> (checked at, generation, active version, rules as merged into projects)
+        self._active: dict[str, tuple[float, int | None, int | None, tuple[Rule, ...]]] = {}
+        self._changes = changes or ChangeGeneration(None)  # domain_policy rows changed
         self._lock = threading.Lock()
 
     # -- documents ------------------------------------------------------------------
@@ -118,21 +125,24 @@ class DomainPolicies:
         """(version, rules renamed ``domain/<id>``) in force for a domain; cached briefly."""
         if not domain_id:
             return None, ()
+        generation = self._changes.current()
         cached = self._active.get(domain_id)
+        if cached is not None and still_fresh(
+            cached[0], cached[1], generation, ACTIVE_CACHE_SECONDS
+        ):
+            return cached[2], cached[3]
         now = time.monotonic()
-        if cached is not None and now - cached[0] < ACTIVE_CACHE_SECONDS:
-            return cached[1], cached[2]
         version = self.active_version(domain_id)
         rules: tuple[Rule, ...] = ()
-        if cached is not None and cached[1] == version:
-            rules = cached[2]
+        if cached is not None and cached[2] == version:
+            rules = cached[3]
         elif version is not None:
             stored = from_stored(self._version_row(domain_id, version).document)
             rules = tuple(
                 dataclasses.replace(rule, id=DOMAIN_RULE_PREFIX + rule.id) for rule in stored.rules
             )
         with self._lock:
-            self._active[domain_id] = (now, version, rules)
+            self._active[domain_id] = (now, generation, version, rules)
         return version, rules
 
     def forget(self, domain_id: str) -> None:

@@ -35,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from latchkey.audit import CHANGE, AuditLog, AuditTarget
+from latchkey.changes import ChangeGeneration, still_fresh
 from latchkey.db import Base, DbSession, UTCDateTime, on_commit, utcnow
 from latchkey.errors import Forbidden, InvalidRequest, NotFound
 from latchkey.identity.credentials import ApplicationCredential
@@ -246,6 +247,7 @@ class TenantPolicies:
         catalog: Catalog,
         boundaries: Boundaries,
         domains: DomainPolicies,
+        changes: ChangeGeneration | None = None,
     ) -> None:
         self._session = session
         self._enforcer = enforcer
@@ -256,7 +258,10 @@ class TenantPolicies:
         # project id -> ((project version, domain version), boundary fingerprint, engine)
         self._engines: dict[str, tuple[tuple[int | None, int | None], str, PolicyEngine]] = {}
         self._project_domains: dict[str, str | None] = {}
-        self._active: dict[str, tuple[float, int | None]] = {}
+        # project id -> (read at, generation read in, active version)
+        self._active: dict[str, tuple[float, int | None, int | None]] = {}
+        # Moves when project_policy rows change (another worker's activation).
+        self._changes = changes or ChangeGeneration(None)
         self._lock = threading.Lock()
 
     # -- documents ------------------------------------------------------------------
@@ -483,12 +488,17 @@ class TenantPolicies:
         return engine
 
     def _cached_active(self, project_id: str) -> int | None:
+        """The active version, re-read once the change signal says policies changed
+        (without a signal: every ACTIVE_CACHE_SECONDS)."""
+        generation = self._changes.current()
         cached = self._active.get(project_id)
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < ACTIVE_CACHE_SECONDS:
-            return cached[1]
+        if cached is not None and still_fresh(
+            cached[0], cached[1], generation, ACTIVE_CACHE_SECONDS
+        ):
+            return cached[2]
+        read_at = time.monotonic()  # before the read: a change after it moves the generation
         version = self.active_version(project_id)
-        self._active[project_id] = (now, version)
+        self._active[project_id] = (read_at, generation, version)
         return version
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from latchkey.changes import ChangeGeneration, still_fresh
 from latchkey.db import Base, UTCDateTime, utcnow
 from latchkey.policy.engine import DEFAULT_BOUNDARY, PolicyError, fingerprint, load_boundary
 
@@ -89,17 +90,26 @@ class Boundaries:
     A broken file is refused and the boundary in force stays.
     """
 
-    def __init__(self, session_factory: Any, configured_file: str) -> None:
+    def __init__(
+        self,
+        session_factory: Any,
+        configured_file: str,
+        changes: ChangeGeneration | None = None,
+    ) -> None:
         self._session_factory = session_factory
         self._file = Path(configured_file) if configured_file else DEFAULT_BOUNDARY
-        self._cache: tuple[float, str, str] | None = None
+        # (read at, generation, text, fingerprint)
+        self._cache: tuple[float, int | None, str, str] | None = None
+        self._changes = changes or ChangeGeneration(None)  # policy_boundary rows added
         self._lock = threading.Lock()
 
     def current(self) -> tuple[str, str]:
         """(text, fingerprint) of the boundary in force."""
+        generation = self._changes.current()
         cached = self._cache
-        if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
-            return cached[1], cached[2]
+        if cached is not None and still_fresh(cached[0], cached[1], generation, CACHE_SECONDS):
+            return cached[2], cached[3]
+        read_at = time.monotonic()
         with self._session_factory() as session:
             row = _newest(session)
         if row is None:
@@ -107,7 +117,7 @@ class Boundaries:
             self.store(text, str(self._file))
             return self.current()
         with self._lock:
-            self._cache = (time.monotonic(), row.text, row.fingerprint)
+            self._cache = (read_at, generation, row.text, row.fingerprint)
         return row.text, row.fingerprint
 
     def load_file(self, path: str | None = None) -> tuple[bool, str]:
