@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from latchkey.identity import sqlite_changes
 from latchkey.identity.sqlite_changes import SqliteChanges
+
+
+@pytest.fixture(autouse=True)
+def ask_every_time(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each question reaches the database (the quiet time has its own test)."""
+    if "quiet" not in request.node.name:
+        monkeypatch.setattr(sqlite_changes, "QUIET_SECONDS", 0.0)
 
 
 def test_commits_by_other_connections_are_noticed(tmp_path: Path) -> None:
@@ -61,3 +72,22 @@ def test_threads_of_one_worker_share_the_signal(tmp_path: Path, caplog: Any) -> 
     assert answers == [False, True]
     assert not signal.changed()
     assert "unavailable" not in caplog.text
+
+
+def test_a_no_stands_for_the_quiet_time_only(tmp_path: Path) -> None:
+    """Asked again within QUIET_SECONDS of a no, the answer is no without asking; a
+    commit is seen at the first question after it."""
+    path = tmp_path / "db.sqlite"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("CREATE TABLE t (x INTEGER)")
+    signal = SqliteChanges(str(path))
+    assert signal.changed()
+    assert signal.changed() is False  # starts the quiet time
+    writer.execute("INSERT INTO t VALUES (1)")
+    deadline = time.monotonic() + sqlite_changes.QUIET_SECONDS
+    seen = signal.changed()
+    assert seen or time.monotonic() < deadline + 0.001
+    while not seen:
+        seen = signal.changed()
+    assert time.monotonic() < deadline + 0.5
+    assert not signal.changed()
