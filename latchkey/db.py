@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import DateTime, Engine, MetaData, TypeDecorator, event
+from sqlalchemy import DateTime, Engine, MetaData, Pool, TypeDecorator, event
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, scoped_session
 
 # Stable constraint names so Alembic migrations are the same on SQLite and PostgreSQL.
@@ -85,6 +86,31 @@ def _sqlite_foreign_keys(dbapi_connection: Any, connection_record: Any) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=5000")
         cursor.close()
+
+
+@event.listens_for(Pool, "checkout")
+def _ping_postgresql(dbapi_connection: Any, connection_record: Any, proxy: Any) -> None:
+    """PostgreSQL's check that a pooled connection still works, in one round trip.
+
+    ``pool_pre_ping`` sends ``SELECT 1``, which psycopg wraps in a transaction:
+    BEGIN, SELECT 1 and, at the end, one more statement of the request's own
+    transaction — three of the eight round trips of an application-credential
+    login. An empty query goes through libpq alone (no transaction begins) and
+    fails the same way on a connection the server dropped (a restart,
+    ``pg_terminate_backend``); the pool then replaces it and tries again.
+    """
+    pgconn = getattr(dbapi_connection, "pgconn", None)
+    if pgconn is None:  # not psycopg: SQLite keeps pool_pre_ping (in-process, cheap)
+        return
+    from psycopg import Error, pq  # the `postgres` extra
+
+    try:
+        result = pgconn.exec_(b"")
+        alive = result.status == pq.ExecStatus.EMPTY_QUERY and pgconn.status == pq.ConnStatus.OK
+    except Error:
+        alive = False
+    if not alive:
+        raise DisconnectionError("the pooled PostgreSQL connection is gone")
 
 
 _ON_COMMIT = "latchkey_on_commit"
