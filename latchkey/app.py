@@ -41,9 +41,11 @@ from latchkey.identity.directory import Directory
 from latchkey.identity.keys import KeyRing
 from latchkey.identity.ldap_domains import LdapDomains
 from latchkey.identity.passwords import PasswordHasher
+from latchkey.identity.revocation_listener import CHANNEL as REVOCATION_CHANNEL
 from latchkey.identity.revocation_listener import (
     POLICY_CHANNEL,
     PRINCIPAL_CHANNEL,
+    ChangeListener,
     RevocationListener,
 )
 from latchkey.identity.revocations import RevocationIndex, RevocationList
@@ -209,8 +211,11 @@ def build_services(settings: Settings) -> Services:
     # database says something changed (PostgreSQL: LISTEN/NOTIFY on the events;
     # SQLite: PRAGMA data_version, any commit).
     url = settings.effective_database_url
+    # One LISTENing connection per worker on PostgreSQL, for every channel.
+    listener = ChangeListener.for_database(url)
     revocation_index = RevocationIndex(
-        RevocationListener.for_database(url) or SqliteChanges.for_database(url)
+        RevocationListener.for_database(url, REVOCATION_CHANNEL, listener)
+        or SqliteChanges.for_database(url)
     )
     revocations = RevocationList(session, token_ttl, revocation_index)
     hasher = PasswordHasher(
@@ -276,7 +281,8 @@ def build_services(settings: Settings) -> Services:
     # Policy versions and the boundary are kept until the database says they changed
     # (PostgreSQL: NOTIFY on latchkey_policy; SQLite: any commit), not re-read every 2 s.
     policy_changes = ChangeGeneration(
-        RevocationListener.for_database(url, POLICY_CHANNEL) or SqliteChanges.for_database(url)
+        RevocationListener.for_database(url, POLICY_CHANNEL, listener)
+        or SqliteChanges.for_database(url)
     )
     boundaries = Boundaries(
         lambda: Session(db.engine), settings.policy_boundary_file, policy_changes
@@ -296,7 +302,7 @@ def build_services(settings: Settings) -> Services:
         lambda user_id, project_id: roles.effective_role_names(user_id, project_id=project_id),
         # Users kept until the database says users or memberships changed.
         PrincipalCache(
-            RevocationListener.for_database(url, PRINCIPAL_CHANNEL)
+            RevocationListener.for_database(url, PRINCIPAL_CHANNEL, listener)
             or SqliteChanges.for_database(url)
         ),
     )

@@ -1,4 +1,4 @@
-"""Whether revocation events may have been added: PostgreSQL's LISTEN/NOTIFY.
+"""Whether revocation events (users, policies) may have changed: PostgreSQL's LISTEN/NOTIFY.
 
 A trigger on ``revocation_event`` (migration 0009) notifies the
 ``latchkey_revocation`` channel after every insert statement. PostgreSQL sends
@@ -14,6 +14,10 @@ is always yes (today's query per check); it is opened again at most every
 ``RETRY_SECONDS``, and the first answer after LISTEN is active is yes, so the
 mirror reads everything committed before it. TCP keepalives notice a connection
 that died silently within about ten seconds.
+
+The other channels (principals, policies) work the same way. A process keeps
+one ``ChangeListener`` connection that LISTENs on all of them; each
+``RevocationListener`` is one channel's view of it, with answers of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import contextlib
 import logging
 import os
 import select
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -52,25 +57,35 @@ CONNECT_OPTIONS = {
 }
 
 
-class RevocationListener:
-    """Says whether revocation events may have been committed since it last answered."""
+class ChangeListener:
+    """One LISTENing connection for several channels; each channel's "changed since
+    you last asked" is kept apart (``RevocationListener`` is a channel's view)."""
 
-    def __init__(self, database_url: str, channel: str = CHANNEL) -> None:
-        self._channel = channel
+    def __init__(self, database_url: str) -> None:
         url = make_url(database_url).set(drivername="postgresql")
         self._conninfo = url.render_as_string(hide_password=False)
         self._options = {k: v for k, v in CONNECT_OPTIONS.items() if k not in url.query}
+        self._channels: list[str] = []
+        self._pending: dict[str, bool] = {}
         self._connection: psycopg.Connection[tuple[object, ...]] | None = None
         self._poll: select.poll | None = None
         self._pid = os.getpid()
         self._retry_at = 0.0
+        self._lock = threading.Lock()
 
     @classmethod
-    def for_database(cls, database_url: str, channel: str = CHANNEL) -> RevocationListener | None:
-        """A listener on PostgreSQL; None elsewhere (SQLite queries on every check)."""
+    def for_database(cls, database_url: str) -> ChangeListener | None:
+        """A listener on PostgreSQL; None elsewhere."""
         if make_url(database_url).get_backend_name() == "postgresql":
-            return cls(database_url, channel)
+            return cls(database_url)
         return None
+
+    def add(self, channel: str) -> None:
+        """Listen on ``channel`` too (from the next connection on: channels are added
+        while the app is built, before any worker connects)."""
+        if channel not in self._channels:
+            self._channels.append(channel)
+            self._pending[channel] = True
 
     @property
     def listening(self) -> bool:
@@ -81,25 +96,36 @@ class RevocationListener:
         """The server process of the listening connection (for operators and tests)."""
         return self._connection.info.backend_pid if self.listening and self._connection else None
 
-    def changed(self) -> bool:
-        """False only when LISTEN is active and no notification has come since the last call."""
-        if self._pid != os.getpid():
-            # A forked worker: the parent's connection is the parent's. psycopg does not
-            # close a connection when it is collected in another process.
-            self._connection, self._poll, self._pid, self._retry_at = None, None, os.getpid(), 0.0
-        if self._connection is None:
-            self._listen()
-            return True  # the caller's query comes after LISTEN (or there is no listener)
-        try:
-            return self._drain()
-        except Exception as exc:  # psycopg.OperationalError, mostly; never fail a check
-            self._lost("revocation listener lost", exc)
-            return True
+    def changed(self, channel: str) -> bool:
+        """False only when LISTEN is active and no notification has come on ``channel``
+        since the last call for it."""
+        with self._lock:
+            if self._pid != os.getpid():
+                # A forked worker: the parent's connection is the parent's. psycopg does
+                # not close a connection when it is collected in another process.
+                self._connection, self._poll, self._pid, self._retry_at = (
+                    None,
+                    None,
+                    os.getpid(),
+                    0.0,
+                )
+            if self._connection is None:
+                self._listen()
+                return True  # the caller's query comes after LISTEN (or there is no listener)
+            try:
+                self._drain()
+            except Exception as exc:  # psycopg.OperationalError, mostly; never fail a check
+                self._lost("change listener lost", exc)
+                return True
+            came = self._pending.get(channel, True)
+            self._pending[channel] = False
+            return came
 
     def close(self) -> None:
-        if self.listening and self._connection is not None:
-            self._connection.close()
-        self._connection, self._poll = None, None
+        with self._lock:
+            if self.listening and self._connection is not None:
+                self._connection.close()
+            self._connection, self._poll = None, None
 
     def _listen(self) -> None:
         now = time.monotonic()
@@ -111,19 +137,22 @@ class RevocationListener:
 
             conninfo = psycopg.conninfo.make_conninfo(self._conninfo, **self._options)
             connection = psycopg.connect(conninfo, autocommit=True)
-            connection.execute(f"LISTEN {self._channel}")  # one of our constants
+            for channel in self._channels:
+                connection.execute(f"LISTEN {channel}")  # our own constants
         except Exception as exc:
-            self._lost("revocation listener not started", exc)
+            self._lost("change listener not started", exc)
             return
         self._connection = connection
         self._poll = select.poll()
         self._poll.register(connection.fileno(), select.POLLIN)
+        # Whatever was committed before LISTEN: every channel's next answer is yes.
+        self._pending = dict.fromkeys(self._channels, True)
         log.info(
             "change listener started",
-            extra={"channel": self._channel, "backend_pid": self.backend_pid},
+            extra={"channels": self._channels, "backend_pid": self.backend_pid},
         )
 
-    def _drain(self) -> bool:
+    def _drain(self) -> None:
         """Read what the server sent without waiting; raises once the connection is gone.
 
         Not ``Connection.notifies(timeout=0)``: after ``pg_terminate_backend`` its first
@@ -134,20 +163,19 @@ class RevocationListener:
 
         assert self._connection is not None and self._poll is not None
         pgconn = self._connection.pgconn
-        came = False
         while self._poll.poll(0):
             pgconn.consume_input()  # OperationalError at end of file or on a socket error
-            while pgconn.notifies() is not None:
-                came = True
+            while (notification := pgconn.notifies()) is not None:
+                self._pending[notification.relname.decode()] = True
         if self._connection.broken or pgconn.status != pq.ConnStatus.OK:
-            raise ConnectionError("revocation listener connection is not open")
-        return came
+            raise ConnectionError("change listener connection is not open")
 
     def _lost(self, message: str, exc: Exception) -> None:
         # The class and libpq's first line: no conninfo, so no password, in the log.
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         log.warning(
-            "%s; revocations are checked with a query on every request until it is back",
+            "%s; revocations, users and policies are read with a query on every request"
+            " until it is back",
             message,
             extra={"error": type(exc).__name__, "detail": detail},
         )
@@ -157,3 +185,38 @@ class RevocationListener:
         self._connection, self._poll = None, None
         if self._retry_at <= time.monotonic():
             self._retry_at = time.monotonic() + RETRY_SECONDS
+
+
+class RevocationListener:
+    """One channel of a ``ChangeListener`` (its own, unless one is shared): says
+    whether something was committed on the channel since it last answered."""
+
+    def __init__(
+        self, database_url: str, channel: str = CHANNEL, shared: ChangeListener | None = None
+    ) -> None:
+        self._channel = channel
+        self._listener = shared or ChangeListener(database_url)
+        self._listener.add(channel)
+
+    @classmethod
+    def for_database(
+        cls, database_url: str, channel: str = CHANNEL, shared: ChangeListener | None = None
+    ) -> RevocationListener | None:
+        """A listener on PostgreSQL; None elsewhere (SQLite has ``SqliteChanges``)."""
+        if make_url(database_url).get_backend_name() == "postgresql":
+            return cls(database_url, channel, shared)
+        return None
+
+    @property
+    def listening(self) -> bool:
+        return self._listener.listening
+
+    @property
+    def backend_pid(self) -> int | None:
+        return self._listener.backend_pid
+
+    def changed(self) -> bool:
+        return self._listener.changed(self._channel)
+
+    def close(self) -> None:
+        self._listener.close()

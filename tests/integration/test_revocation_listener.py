@@ -141,7 +141,7 @@ def test_a_killed_listener_falls_back_to_a_query_and_comes_back(
         # The revoked token as the bearer: the request's first revocation check.
         assert status_in(worker_b, token, admin_token) == 401
     assert not listener(worker_b).listening
-    assert "revocation listener lost" in caplog.text
+    assert "change listener lost" in caplog.text
     assert "postgresql://" not in caplog.text
 
     # Down: every check asks. Back after RETRY_SECONDS, and quiet again.
@@ -176,3 +176,35 @@ def test_a_rolled_back_revocation_breaks_nothing(
 def test_sqlite_has_no_listener() -> None:
     assert RevocationListener.for_database("sqlite:///latchkey.db") is None
     assert RevocationListener.for_database("postgresql+psycopg://u:p@h/d") is not None
+
+
+@POSTGRES
+def test_one_connection_listens_for_every_cache(
+    app: Flask, api: Api, admin_token: str, worker_b: Flask
+) -> None:
+    """Revocations, users and policies share one LISTENing connection per worker, and
+    a notification on one channel does not answer for another."""
+    _, token = alice(api, admin_token)
+    warm(worker_b, admin_token, token)
+    services = worker_b.extensions["latchkey"]
+    with worker_b.app_context():
+        db.session.scalar(text("SELECT 1"))
+        listeners = db.session.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = 'latchkey-revocation-listener' AND pid = :pid"
+            ),
+            {"pid": listener(worker_b).backend_pid},
+        )
+        db.session.commit()
+    assert listeners == 1
+    principal_signal = services.decisions._principals._signal
+    assert isinstance(principal_signal, RevocationListener)
+    assert principal_signal.backend_pid == listener(worker_b).backend_pid
+    principal_signal.changed()  # whatever came before
+    revoke(api, admin_token, token)  # the revocation channel only
+    deadline = time.monotonic() + 5
+    while status_in(worker_b, admin_token, token) != 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert not principal_signal.changed()
