@@ -41,7 +41,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Mapped, aliased, mapped_column
+from sqlalchemy.orm import Mapped, aliased, defer, mapped_column
 
 from latchkey.audit import AUTHENTICATION, AuditTarget
 from latchkey.db import Base, DbSession, UTCDateTime, new_id, utcnow
@@ -798,6 +798,24 @@ def _login_rows(
         .outerjoin(Project, Project.id == ApplicationCredential.project_id)
         .outerjoin(project_domain, project_domain.id == Project.domain_id)
         .order_by(CredentialSecret.created_at, CredentialSecret.id)
+        # Columns a login never reads stay in the database (loaded on first access if
+        # some later step wants them): fewer to fetch and decode, and no password
+        # hash or sealed bind password travels for nothing.
+        .options(
+            defer(ApplicationCredential.description),
+            defer(User.email),
+            defer(User.description),
+            defer(User.attributes),
+            defer(User.password_hash),
+            defer(User.password_changed_at),
+            defer(User.failed_logins),
+            defer(User.locked_until),
+            *(defer(domain.description) for domain in (owner_domain, project_domain)),
+            defer(project_domain.ldap_config),
+            defer(project_domain.ldap_password_sealed),
+            defer(owner_domain.ldap_password_sealed),
+            defer(Project.description),
+        )
     )
     if by == "id":
         return query.where(ApplicationCredential.id == bindparam("credential_id"))
