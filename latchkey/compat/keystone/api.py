@@ -7,6 +7,8 @@ every answer, errors included, is shaped as Keystone shapes it.
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -254,6 +256,36 @@ def _role_refs(names: list[str]) -> list[dict[str, Any]]:
 
 
 def _token_body(claims: dict[str, Any], with_catalog: bool) -> dict[str, Any]:
+    token = _token_core(claims)
+    if with_catalog and ("project" in claims or "domain" in claims):
+        return {**token, "catalog": _catalog()}
+    return token
+
+
+def _token_core(claims: dict[str, Any]) -> dict[str, Any]:
+    """The answer's token without its catalog, built once per token (by ``jti``) and
+    never modified: it depends only on the token's claims and its roles' ids, and
+    a role is never renamed (deleting one revokes every token naming it)."""
+    jti = claims["jti"]
+    with _CORES_LOCK:
+        core = _CORES.get(jti)
+        if core is not None:
+            _CORES.move_to_end(jti)
+            return core
+    core = _build_token_core(claims)
+    with _CORES_LOCK:
+        _CORES[jti] = core
+        if len(_CORES) > CORES_KEPT:
+            _CORES.popitem(last=False)
+    return core
+
+
+CORES_KEPT = 4096  # tokens whose answer a worker keeps (~1 KB each)
+_CORES: OrderedDict[str, dict[str, Any]] = OrderedDict()
+_CORES_LOCK = threading.Lock()
+
+
+def _build_token_core(claims: dict[str, Any]) -> dict[str, Any]:
     user = claims["user"]
     token: dict[str, Any] = {
         "expires_at": _time(datetime.fromtimestamp(claims["exp"], UTC)),
@@ -291,8 +323,6 @@ def _token_body(claims: dict[str, Any], with_catalog: bool) -> dict[str, Any]:
             token["application_credential"]["access_rules"] = [
                 _access_rule(rule) for rule in credential["access_rules"]
             ]
-    if with_catalog and ("project" in claims or "domain" in claims):
-        token["catalog"] = _catalog()
     return token
 
 
