@@ -8,7 +8,6 @@ see what worker A activated; and while nothing changes, B reads no policy row.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +21,7 @@ from latchkey.policy import service as project_policies
 from tests.conftest import Api
 from tests.integration.test_principal_cache import (
     TEAM_POLICY,
+    eventually,
     may_read,
     setup,
     worker_b,  # noqa: F401  (a fixture)
@@ -62,13 +62,6 @@ def policy_reads(worker_b: Flask) -> Iterator[list[str]]:  # noqa: F811
     event.listen(engine, "before_cursor_execute", spy)
     yield reads
     event.remove(engine, "before_cursor_execute", spy)
-
-
-def eventually(check: Any) -> None:
-    deadline = time.monotonic() + 5
-    while not check():
-        assert time.monotonic() < deadline, "worker B never saw the change"
-        time.sleep(0.01)
 
 
 def test_another_workers_activation_counts_once_told(

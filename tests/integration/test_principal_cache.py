@@ -66,6 +66,14 @@ def may_read(client: Any, token: str, project: str, team: str) -> bool:
     return bool(response.get_json()["allowed"])
 
 
+def eventually(check: Any) -> None:
+    """Until ``check()`` holds; worker B must see A's change within 5 s."""
+    deadline = time.monotonic() + 5
+    while not check():
+        assert time.monotonic() < deadline, "worker B never saw the change"
+        time.sleep(0.01)
+
+
 def set_team(api: Api, admin_token: str, user_id: str, team: str) -> None:
     api.ok("PATCH", f"/v1/users/{user_id}", admin_token, {"attributes": {"team": team}})
 
@@ -112,10 +120,7 @@ def test_another_workers_change_counts_once_told(
         assert user_reads == []  # nothing changed: no user row read
 
         set_team(api, admin_token, user_id, "red")  # through worker A
-        deadline = time.monotonic() + 5
-        while may_read(b, token, project, "blue"):
-            assert time.monotonic() < deadline, "worker B never saw the change"
-            time.sleep(0.01)
+        eventually(lambda: not may_read(b, token, project, "blue"))
         assert may_read(b, token, project, "red")
     finally:
         event.remove(engine, "before_cursor_execute", spy)
