@@ -3,7 +3,7 @@ users or memberships changed (latchkey/policy/service.py PrincipalCache).
 
 - a worker's own change counts at its very next decision, on both backends (it
   does not wait for PostgreSQL's notification, which comes just after the commit);
-- another worker's change counts once the database tells (SQLite: at once;
+- another worker's change counts once the database tells (SQLite: within 1 ms;
   PostgreSQL: when the notification arrives, well under a second);
 - while nothing changes, a decision reads no user row.
 """
