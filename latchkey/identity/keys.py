@@ -38,10 +38,10 @@ from latchkey.db import Base, DbSession, UTCDateTime, new_id, utcnow
 from latchkey.errors import Conflict, LatchkeyError, NotFound, ServiceUnavailable
 from latchkey.secrets.master_key import KeyProtector
 from latchkey.secrets.system import SystemSecrets
+from latchkey.wire.jws import ALGORITHM
 
 log = logging.getLogger(__name__)
 
-ALGORITHM = "ES256"
 STAGED, PRIMARY, SECONDARY, RETIRED = "staged", "primary", "secondary", "retired"
 PUBLISHED_STATES = (STAGED, PRIMARY, SECONDARY)
 UNKNOWN_KID_RELOAD_INTERVAL = 1.0  # seconds; bounds reloads forced by forged kids

@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from joserfc.errors import InvalidKeyTypeError, JoseError
 from joserfc.jwk import Key, import_key
 
-from latchkey.identity.keys import ALGORITHM
-from latchkey.identity.tokens import TokenInvalid
 from latchkey.middleware._http import LatchkeyHttp, LatchkeyUnreachable
+from latchkey.wire.jws import ALGORITHM, TokenInvalid
 
 if TYPE_CHECKING:
     from latchkey.middleware.wsgi import Identity

@@ -24,10 +24,10 @@ from joserfc.jwk import Key
 
 from latchkey.errors import PROBLEM_BASE
 from latchkey.identity.access_rules import allows
-from latchkey.identity.tokens import TokenInvalid, verify_jwt
 from latchkey.middleware._http import LatchkeyHttp
 from latchkey.middleware.caches import KeyCache, RevocationCache, VerifiedToken, VerifiedTokens
 from latchkey.middleware.decisions import DecisionCache, DecisionClient
+from latchkey.wire.jws import TokenInvalid, verify_jwt
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

@@ -25,12 +25,11 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import Flask, Request
 from flask import request as flask_request
-from joserfc import jwt
 
 from latchkey.errors import AuthenticationFailed, Forbidden
 from latchkey.identity.credentials import VerifiedCredential
 from latchkey.identity.keys import ALGORITHM
-from latchkey.identity.tokens import TOKEN_TYPE, IssuedToken, TokenInvalid
+from latchkey.identity.tokens import TOKEN_TYPE, IssuedToken, TokenInvalid, sign
 from latchkey.policy.enforcer import SERVICE
 from latchkey.web.requests import call_context, services
 
@@ -174,7 +173,7 @@ def _narrowed(issued: IssuedToken, requested: set[str]) -> tuple[str, dict[str, 
     claims = {**issued.claims, "roles": sorted(roles)}
     key = services().keys.signing_key()
     header = {"alg": ALGORITHM, "typ": TOKEN_TYPE, "kid": key.kid}
-    return jwt.encode(header, claims, key, algorithms=[ALGORITHM]), claims
+    return sign(header, claims, key), claims
 
 
 class LatchkeyIntrospection(IntrospectionEndpoint):

@@ -31,6 +31,7 @@ from werkzeug.test import Client, TestResponse
 import latchkey.middleware.wsgi
 from latchkey.middleware import LatchkeyMiddleware, authorize, current_identity
 from latchkey.policy.engine import DEFAULT_BOUNDARY
+from latchkey.wire.jws import canonical_token
 from tests.conftest import Api, build_app, make_settings, reset_database
 
 if TYPE_CHECKING:
@@ -216,7 +217,7 @@ def sign(env: Env, claims: dict[str, Any], key: ECKey | None = None, kid: str | 
     with env.served.app.app_context():
         signing = key or env.served.app.extensions["latchkey"].keys.signing_key()
         header = {"alg": "ES256", "typ": "at+jwt", "kid": kid or signing.kid}
-        return jwt.encode(header, claims, signing, algorithms=["ES256"])
+        return canonical_token(jwt.encode(header, claims, signing, algorithms=["ES256"]))
 
 
 def crafted(token: str, **changes: Any) -> dict[str, Any]:

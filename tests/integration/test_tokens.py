@@ -37,6 +37,7 @@ from latchkey.db import db
 from latchkey.errors import Conflict, NotFound
 from latchkey.identity.models import User
 from latchkey.identity.tokens import TokenInvalid, verify_jwt
+from latchkey.wire.jws import canonical_token
 from tests.conftest import ADMIN_PASSWORD, Api, build_app, make_settings, password_auth
 
 ALICE_PASSWORD = "alice-password-1"
@@ -76,7 +77,7 @@ def sign(
         full = {"alg": "ES256", "typ": "at+jwt", "kid": signing.kid}
         full.update(header or {})
         full = {name: value for name, value in full.items() if value is not None}
-        return jwt.encode(full, claims, signing, algorithms=["ES256"])
+        return canonical_token(jwt.encode(full, claims, signing, algorithms=["ES256"]))
 
 
 def hs256(header: dict[str, Any], claims: dict[str, Any], secret: bytes) -> str:

@@ -14,6 +14,7 @@ from flask import Flask
 
 from latchkey.identity import tokens as tokens_module
 from latchkey.identity.tokens import TokenInvalid, VerifiedClaims
+from latchkey.wire import jws as jws_module
 from tests.conftest import Api
 
 
@@ -47,7 +48,7 @@ def test_verified_twice_then_served_until_revoked(
 
 
 class Later:
-    """The tokens module's view of the clock, moved past every token's exp."""
+    """The token modules' view of the clock, moved past every token's exp."""
 
     @staticmethod
     def time() -> float:
@@ -66,6 +67,7 @@ def test_a_cached_token_expires(
         tokens.validate(token)
         tokens.validate(token)
         monkeypatch.setattr(tokens_module, "time", Later)
+        monkeypatch.setattr(jws_module, "time", Later)  # verify_jwt's clock
         with pytest.raises(TokenInvalid):
             tokens.validate(token)
     assert verifications == [token, token, token]  # the cache did not answer

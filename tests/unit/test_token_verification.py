@@ -21,6 +21,7 @@ from joserfc.jwk import ECKey, KeySet, OctKey, RSAKey
 from joserfc.jwt import JWTClaimsRegistry
 
 from latchkey.identity.tokens import TokenInvalid, verify_jwt
+from latchkey.wire.jws import P256_ORDER, canonical_token
 
 ISSUER = "https://latchkey.test"
 AUDIENCE = "latchkey"
@@ -49,7 +50,8 @@ def claims(**changes: Any) -> dict[str, Any]:
 
 
 def sign(payload: dict[str, Any], header: dict[str, Any] | None = None, key: ECKey = KEY) -> str:
-    return jwt.encode(header or HEADER, payload, key, algorithms=["ES256"])
+    # Low S, as Latchkey signs (a high-S twin is refused: tests/attacks/test_signatures.py).
+    return canonical_token(jwt.encode(header or HEADER, payload, key, algorithms=["ES256"]))
 
 
 def b64(data: bytes) -> str:
@@ -114,6 +116,7 @@ def sign_raw(payload: bytes, header: dict[str, Any] | None = None) -> str:
     signing_input = f"{b64(json.dumps(header or HEADER).encode())}.{b64(payload)}"
     der = KEY.private_key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))  # type: ignore[union-attr]
     r, s = decode_dss_signature(der)
+    s = min(s, P256_ORDER - s)
     return f"{signing_input}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
@@ -236,6 +239,7 @@ def sign_segments(header: str, payload: str) -> str:
     """A valid ES256 signature over ``header.payload`` as given, however they are encoded."""
     der = KEY.private_key.sign(f"{header}.{payload}".encode(), ec.ECDSA(hashes.SHA256()))  # type: ignore[union-attr]
     r, s = decode_dss_signature(der)
+    s = min(s, P256_ORDER - s)
     return f"{header}.{payload}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
