@@ -54,7 +54,7 @@ from latchkey.errors import (
     NotFound,
     ServiceUnavailable,
 )
-from latchkey.identity.access_rules import MAX_RULES, AccessRuleError, validate_rule
+from latchkey.identity.access_rules import MAX_RULES, AccessRuleError, validate_rule, within
 from latchkey.identity.accounts import APPLICATION, Accounts
 from latchkey.identity.common import IdentityServiceBase, ServiceDeps
 from latchkey.identity.directory import Directory
@@ -67,6 +67,7 @@ from latchkey.policy.enforcer import Target
 from latchkey.secrets.master_key import KeyProtector
 from latchkey.secrets.store import SecretStoreUnavailable
 from latchkey.secrets.system import SystemSecrets
+from latchkey.wire.jws import TokenInvalid
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,102 @@ class VerifiedCredential:
     # Loaded with the credential (a login needs them): None only if gone meanwhile.
     project: Project | None = None
     project_domain: Domain | None = None
+
+
+@dataclass(frozen=True)
+class ParentLimits:
+    """What the credential behind a token holds, for what that token mints (issue 13,
+    class 4): a credential never creates more than it holds.
+
+    What a request leaves open is inherited (capped); what it asks beyond the parent
+    is refused (403, a code naming what was too wide). ``expires_at`` is the earlier of
+    the credential's and the token's secret's expiry: holding that secret lets one in
+    until then, never longer (docs/credentials.md, docs/decisions.md).
+    """
+
+    credential_id: str
+    project_id: str | None
+    roles: frozenset[str]
+    expires_at: datetime | None
+    access_rules: list[dict[str, str]]
+    allowed_cidrs: list[str]
+
+    def check_scope(self, project_id: str, roles: set[str]) -> None:
+        if project_id != self.project_id or not roles <= self.roles:
+            raise Forbidden(
+                "a credential cannot create one with more than it holds", code="role_not_held"
+            )
+
+    def cap_expiry(self, requested: datetime | None) -> datetime | None:
+        if self.expires_at is None:
+            return requested
+        if requested is None:
+            return self.expires_at
+        if requested > self.expires_at:
+            raise Forbidden(
+                "expires_at is later than the expiry of the credential (or secret) behind"
+                f" this token ({self.expires_at.isoformat()})",
+                code="expires_at_beyond_parent",
+                extra={"pointer": "/expires_at"},
+            )
+        return requested
+
+    def narrow_rules(
+        self, requested: list[dict[str, str]], inherit: bool = True
+    ) -> list[dict[str, str]]:
+        """None asked: the parent's rules. Each one asked must fit within one of them."""
+        if not self.access_rules:
+            return requested
+        if not requested and inherit:
+            return list(self.access_rules)
+        if not requested:
+            raise Forbidden(
+                "the credential behind this token has access rules; this one has none",
+                code="access_rules_beyond_parent",
+                extra={"pointer": "/access_rules"},
+            )
+        for index, rule in enumerate(requested):
+            if not within(self.access_rules, rule):
+                raise Forbidden(
+                    f"access_rules[{index}] allows calls the credential behind this token"
+                    " may not make",
+                    code="access_rules_beyond_parent",
+                    extra={"pointer": f"/access_rules/{index}"},
+                )
+        return requested
+
+    def narrow_cidrs(self, requested: list[str], inherit: bool = True) -> list[str]:
+        """None asked: the parent's networks. Each one asked must lie inside one of them."""
+        if not self.allowed_cidrs:
+            return requested
+        if not requested and inherit:
+            return list(self.allowed_cidrs)
+        if not requested:
+            raise Forbidden(
+                "the credential behind this token is limited to allowed_cidrs; this one is not",
+                code="allowed_cidrs_beyond_parent",
+                extra={"pointer": "/allowed_cidrs"},
+            )
+        parents = [ipaddress.ip_network(cidr) for cidr in self.allowed_cidrs]
+        for index, cidr in enumerate(requested):
+            network = ipaddress.ip_network(cidr)
+            if not any(_subnet_of(network, parent) for parent in parents):
+                raise Forbidden(
+                    f"allowed_cidrs[{index}] reaches beyond the networks of the credential"
+                    " behind this token",
+                    code="allowed_cidrs_beyond_parent",
+                    extra={"pointer": f"/allowed_cidrs/{index}"},
+                )
+        return requested
+
+
+def _subnet_of(
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+    parent: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> bool:
+    if network.version != parent.version:
+        return False
+    return network.subnet_of(parent)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -418,18 +515,16 @@ class ApplicationCredentials(IdentityServiceBase):
         if not held:
             raise Forbidden("the owner holds no role on that project", code="no_roles_on_project")
         roles = self._requested_roles(data.get("roles"), held)
-        auth = ctx.auth
-        # An unrestricted credential may mint credentials, never with more than it holds.
-        minted_by_credential = auth is not None and auth.application_credential_id is not None
-        if (
-            minted_by_credential
-            and auth is not None
-            and (project.id != auth.project_id or not roles <= auth.roles)
-        ):
-            raise Forbidden(
-                "a credential cannot create one with more than it holds", code="role_not_held"
-            )
         expires_at = _future(data.get("expires_at"), "expires_at")
+        access_rules = _access_rules(data.get("access_rules") or [])
+        allowed_cidrs = _cidrs(data.get("allowed_cidrs") or [])
+        # An unrestricted credential may mint credentials, never with more than it holds.
+        parent = self._parent_limits(ctx)
+        if parent is not None:
+            parent.check_scope(project.id, roles)
+            expires_at = parent.cap_expiry(expires_at)
+            access_rules = parent.narrow_rules(access_rules)
+            allowed_cidrs = parent.narrow_cidrs(allowed_cidrs)
         if self._session.scalar(
             select(ApplicationCredential.id).where(
                 ApplicationCredential.user_id == owner.id,
@@ -448,8 +543,8 @@ class ApplicationCredentials(IdentityServiceBase):
             roles=sorted(roles),
             unrestricted=bool(data.get("unrestricted", False)),
             expires_at=expires_at,
-            access_rules=_access_rules(data.get("access_rules") or []),
-            allowed_cidrs=_cidrs(data.get("allowed_cidrs") or []),
+            access_rules=access_rules,
+            allowed_cidrs=allowed_cidrs,
         )
         self._session.add(credential)
         self._session.flush()
@@ -461,6 +556,7 @@ class ApplicationCredentials(IdentityServiceBase):
             name=credential.name,
             roles=credential.roles,
             unrestricted=credential.unrestricted,
+            **({"parent_credential_id": parent.credential_id} if parent else {}),
         )
         self._commit(
             "application_credential_name_taken", "a credential with this name exists for this user"
@@ -506,7 +602,17 @@ class ApplicationCredentials(IdentityServiceBase):
                 f"a credential holds at most {MAX_SECRETS} secrets; delete one",
                 code="too_many_secrets",
             )
-        secret, value = self._new_secret(credential, _future(expires_at, "expires_at"))
+        expires_at = _future(expires_at, "expires_at")
+        parent = self._parent_limits(ctx)
+        if parent is not None:
+            # A new secret is a new way in: to the token's own credential, no longer
+            # than the token's secret lives; to another one, only within this one.
+            if credential.id != parent.credential_id:
+                parent.check_scope(credential.project_id, set(credential.roles))
+                parent.narrow_rules(credential.access_rules or [], inherit=False)
+                parent.narrow_cidrs(credential.allowed_cidrs or [], inherit=False)
+            expires_at = parent.cap_expiry(expires_at)
+        secret, value = self._new_secret(credential, expires_at)
         self._record_change(
             ctx,
             "identity:application_credential:add_secret",
@@ -666,6 +772,28 @@ class ApplicationCredentials(IdentityServiceBase):
         raise AuthenticationFailed()
 
     # -- helpers ----------------------------------------------------------------
+
+    def _parent_limits(self, ctx: CallContext) -> ParentLimits | None:
+        """The limits of the credential behind the caller's token; None for a token
+        that comes from no credential (a password: a human's own power)."""
+        auth = ctx.auth
+        if auth is None or auth.application_credential_id is None:
+            return None
+        credential = self._session.get(ApplicationCredential, auth.application_credential_id)
+        claimed = (auth.claims.get("application_credential") or {}).get("secret_id")
+        secret = self._session.get(CredentialSecret, claimed) if claimed else None
+        if credential is None or secret is None or secret.credential_id != credential.id:
+            # Deleting either revoked the token; this request raced the deletion.
+            raise TokenInvalid()
+        expiries = [e for e in (credential.expires_at, secret.expires_at) if e is not None]
+        return ParentLimits(
+            credential_id=credential.id,
+            project_id=auth.project_id,
+            roles=auth.roles,
+            expires_at=min(expiries) if expiries else None,
+            access_rules=list(credential.access_rules or []),
+            allowed_cidrs=list(credential.allowed_cidrs or []),
+        )
 
     def _directory_groups(self, owner: User) -> list[str]:
         """An LDAP human's directory groups grant roles here too (as at credential use)."""
