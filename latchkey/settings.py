@@ -161,6 +161,11 @@ class Settings:
         "Failed authentications against one account (user or credential, as named in the "
         "request, known or not) from all sources together; past it a 429 for that account.",
     )
+    ratelimit_known_source_days: int = _setting(
+        30,
+        "A source address that logged into an account is exempt from that account's "
+        "per-account limit for this many days (its own failures still count per source).",
+    )
     audit_attack_window_seconds: int = _setting(
         60,
         "Denials and invalid tokens are audited at most once per (kind, source, subject) "

@@ -8,7 +8,9 @@ Flask-Limiter, checked before the view runs, so before any hash is computed:
   credential id, or owner and credential name; an OAuth ``client_id``), from all
   sources together: ``LATCHKEY_RATELIMIT_AUTH_PER_ACCOUNT``. The key is a hash of
   the request's own words: no lookup, so a known and an unknown account are
-  throttled alike.
+  throttled alike. A source that logged into the account successfully within
+  ``LATCHKEY_RATELIMIT_KNOWN_SOURCE_DAYS`` is exempt from this one (not from the
+  per-source limit): strangers cannot throttle a user at her usual address.
 
 Only failures count (a 401 or 403, and the OAuth endpoints' 400
 ``invalid_client``): a service that logs in correctly a thousand times a minute
@@ -42,6 +44,7 @@ LIMITER_EXTENSION = "latchkey_limiter"
 KEY_PREFIX = "latchkey"
 SOURCE_SCOPE = "auth-source"
 ACCOUNT_SCOPE = "auth-account"
+KNOWN_SOURCE_SECONDS = "latchkey_known_source_seconds"
 _NO_ACCOUNT = "-"  # the request names none: it cannot reach a hash either
 
 
@@ -140,8 +143,8 @@ def _oauth_account() -> str | None:
 
 
 def _password_change_account() -> str | None:
-    user_id = (request.view_args or {}).get("user_id")
-    return _account_key("user-id", user_id) if _text(user_id) else None
+    user_id = _text((request.view_args or {}).get("user_id"))
+    return _account_key("user-id", user_id) if user_id else None
 
 
 # endpoint -> how to name the account it authenticates
@@ -166,6 +169,38 @@ def _account_of_request() -> str:
     except Exception:  # a body no door can read: it is refused before any hash
         account = None
     return account or _NO_ACCOUNT
+
+
+def _known_key(account: str, source: str) -> str:
+    return f"{KEY_PREFIX}/known-source/{account}/{source}"
+
+
+def _from_known_source() -> bool:
+    """Has this source logged into this account lately? Then the per-account limit
+    does not apply to it: a stranger's guesses cannot throttle a user at the address
+    she always logs in from (her own failures still count per source and lock it)."""
+    account = _account_of_request()
+    limiter: Limiter | None = current_app.extensions.get(LIMITER_EXTENSION)
+    if account == _NO_ACCOUNT or limiter is None:
+        return False
+    try:
+        return limiter.storage.get(_known_key(account, _source_key())) > 0
+    except Exception:  # storage unreachable: the limit applies
+        return False
+
+
+def _remember_known_source(response: Response) -> Response:
+    if request.endpoint not in DOORS or request.method != "POST" or response.status_code >= 300:
+        return response
+    account = _account_of_request()
+    limiter: Limiter | None = current_app.extensions.get(LIMITER_EXTENSION)
+    if account != _NO_ACCOUNT and limiter is not None:
+        seconds = current_app.extensions[KNOWN_SOURCE_SECONDS]
+        try:
+            limiter.storage.incr(_known_key(account, _source_key()), seconds)
+        except Exception:  # storage unreachable: nothing remembered
+            pass
+    return response
 
 
 def _failed(response: Response) -> bool:
@@ -215,15 +250,18 @@ def install_throttling(app: Flask, settings: Settings) -> Limiter | None:
         scope=ACCOUNT_SCOPE,
         key_func=_account_of_request,
         deduct_when=_failed,
+        exempt_when=_from_known_source,
         methods=["POST"],
     )
     for endpoint in DOORS:
         view = app.view_functions.get(endpoint)
         if view is None:
             raise RuntimeError(f"throttling: no view {endpoint!r}")
-        app.view_functions[endpoint] = account_limit(source_limit(view))
+        app.view_functions[endpoint] = account_limit(source_limit(view))  # type: ignore[assignment]
     app.extensions[LIMITER_EXTENSION] = limiter
+    app.extensions[KNOWN_SOURCE_SECONDS] = settings.ratelimit_known_source_days * 86400
     app.after_request(_retry_after)
+    app.after_request(_remember_known_source)
     return limiter
 
 

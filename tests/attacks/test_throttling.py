@@ -184,6 +184,24 @@ def test_an_account_is_throttled_from_all_sources(
     assert login(tapi.client, "admin", ADMIN_PASSWORD, "10.1.1.1").status_code == 201
 
 
+def test_strangers_cannot_throttle_a_user_at_her_usual_address(
+    tapi: Api, hashes: dict[str, int]
+) -> None:
+    make_alice(tapi)
+    home = "10.1.5.5"
+    assert login(tapi.client, "alice", PASSWORD, home).status_code == 201
+    for i in range(PER_ACCOUNT + 2):  # strangers, each under the per-source limit
+        login(tapi.client, "alice", f"guess-{i}", f"10.1.6.{i}")
+    assert_throttled(login(tapi.client, "alice", PASSWORD, "10.1.7.7"))  # a new address
+    assert login(tapi.client, "alice", PASSWORD, home).status_code == 201
+    # Her own failures at home still count there (per source, and the lockout).
+    for i in range(PER_SOURCE):
+        login(tapi.client, "alice", f"typo-{i}", home)
+    hashes["password"] = 0
+    assert_throttled(login(tapi.client, "alice", PASSWORD, home))
+    assert hashes["password"] == 0
+
+
 def test_throttled_answers_do_not_tell_accounts_apart(tapi: Api) -> None:
     make_alice(tapi)
     answers = []
