@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from limits import parse_many
 from latchkey.settings import Settings, SettingsError
 from latchkey.web.requests import client_address
 
+log = logging.getLogger(__name__)
 LIMITER_EXTENSION = "latchkey_limiter"
 KEY_PREFIX = "latchkey"
 SOURCE_SCOPE = "auth-source"
@@ -199,7 +201,7 @@ def _remember_known_source(response: Response) -> Response:
         try:
             limiter.storage.incr(_known_key(account, _source_key()), seconds)
         except Exception:  # storage unreachable: nothing remembered
-            pass
+            log.warning("throttling storage unreachable: a known source is not remembered")
     return response
 
 
