@@ -157,7 +157,7 @@ class Settings:
         "source address may make, over every door; past it a 429 before any hash is computed.",
     )
     ratelimit_auth_per_account: str = _setting(
-        "30 per minute; 300 per hour",
+        "10 per minute; 100 per hour",
         "Failed authentications against one account (user or credential, as named in the "
         "request, known or not) from all sources together; past it a 429 for that account.",
     )
