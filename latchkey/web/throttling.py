@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import logging
 import math
@@ -255,6 +256,16 @@ def install_throttling(app: Flask, settings: Settings) -> Limiter | None:
         exempt_when=_from_known_source,
         methods=["POST"],
     )
+    # The limits are on the doors' views only, and each view's wrapper checks them
+    # itself before the view runs; Flask-Limiter's own before_request hook would
+    # only look for limits on every other request (~50-150 us each, measured).
+    # Likewise its after_request hook (counting the failures) runs for the doors only.
+    hooks = app.before_request_funcs.get(None, [])
+    hooks[:] = [hook for hook in hooks if getattr(hook, "__self__", None) is not limiter]
+    after = app.after_request_funcs.get(None, [])
+    for i, hook in enumerate(after):
+        if isinstance(hook, functools.partial) and limiter in hook.args:
+            after[i] = _for_doors_only(hook)
     for endpoint in DOORS:
         view = app.view_functions.get(endpoint)
         if view is None:
@@ -265,6 +276,13 @@ def install_throttling(app: Flask, settings: Settings) -> Limiter | None:
     app.after_request(_retry_after)
     app.after_request(_remember_known_source)
     return limiter
+
+
+def _for_doors_only(hook: Callable[[Response], Response]) -> Callable[[Response], Response]:
+    def counted(response: Response) -> Response:
+        return hook(response) if request.endpoint in DOORS else response
+
+    return counted
 
 
 def _retry_after(response: Response) -> Response:
