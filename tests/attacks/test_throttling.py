@@ -437,3 +437,20 @@ def test_redis_storage_shares_counts_between_instances(tmp_path: Path) -> None:
     # Both nodes now refuse that address: the counts are shared.
     assert_throttled(login(one, "alice", PASSWORD, address))
     assert_throttled(login(two, "alice", PASSWORD, address))
+
+
+def test_an_unreachable_redis_falls_back_to_memory(tmp_path: Path, hashes: dict[str, int]) -> None:
+    """Redis down: each worker throttles on its own counts; never a 500."""
+    settings = throttled_settings(
+        tmp_path, f"sqlite:///{tmp_path / 'l.db'}", ratelimit_storage_url="redis://127.0.0.1:1/0"
+    )
+    app = build_app(settings)
+    reset_database(app)
+    api = Api(app.test_client())
+    make_alice(api)
+    for i in range(PER_SOURCE):
+        assert login(api.client, "alice", f"wrong-{i}", "10.9.0.1").status_code == 401
+    hashes["password"] = 0
+    assert_throttled(login(api.client, "alice", PASSWORD, "10.9.0.1"))
+    assert hashes["password"] == 0
+    assert login(api.client, "alice", PASSWORD, "10.9.0.2").status_code == 201
