@@ -48,7 +48,7 @@ class Tally:
 
 
 def _post(url: str, body: dict[str, Any], address: str, timeout: float = 60) -> int:
-    request = urllib.request.Request(
+    request = urllib.request.Request(  # noqa: S310 (loopback http only)
         url,
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json", "X-Forwarded-For": address},
@@ -79,7 +79,10 @@ def _get(url: str, timeout: float = 60) -> int:
 def _login_body(password: str) -> dict[str, Any]:
     return {
         "auth": {
-            "password": {"user": {"name": "admin", "domain": {"id": "default"}}, "password": password}
+            "password": {
+                "user": {"name": "admin", "domain": {"id": "default"}},
+                "password": password,
+            }
         }
     }
 
@@ -110,7 +113,7 @@ def run_mode(
     latchkey = str(VENV_BIN / "latchkey")
     subprocess.run([latchkey, "db", "upgrade"], env=env, check=True, capture_output=True)
     subprocess.run([latchkey, "bootstrap"], env=env, check=True, capture_output=True)
-    server = subprocess.Popen(  # noqa: S603
+    server = subprocess.Popen(
         [latchkey, "serve"],
         env=env,
         stdout=subprocess.DEVNULL,
