@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 import latchkey.migrations
-from latchkey.audit import AuditLog, AuditReader
+from latchkey.audit import AttackTrail, AuditLog, AuditReader
 from latchkey.changes import ChangeGeneration
 from latchkey.compat import keystone as keystone_compat
 from latchkey.db import db
@@ -74,9 +74,13 @@ from latchkey.secrets.service import TenantSecrets
 from latchkey.secrets.store import SecretStore
 from latchkey.secrets.system import SystemSecrets
 from latchkey.settings import Settings, SettingsError
+from latchkey.web.attack_audit import ATTACK_TRAIL
 from latchkey.web.flask_app import LatchkeyFlask
+from latchkey.web.headers import SecurityHeaders
 from latchkey.web.problems import register_problem_handlers
-from latchkey.web.requests import register_request_hooks
+from latchkey.web.proxies import TrustedProxies
+from latchkey.web.requests import PROXIES_EXTENSION, register_request_hooks
+from latchkey.web.throttling import install_throttling
 
 MIGRATIONS_DIR = Path(latchkey.migrations.__file__).parent
 log = logging.getLogger(__name__)
@@ -156,8 +160,25 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["latchkey"] = build_services(settings)
     services = app.extensions["latchkey"]
     _write_after_responses(app, [services.decision_recorder, services.usage_recorder])
+    _defend(app, settings)
     _load_own_secrets(app)
     return app
+
+
+def _defend(app: Flask, settings: Settings) -> None:
+    """Issue 13, classes 6, 7 and 10: whose X-Forwarded-For is believed, throttling of
+    the password and secret doors, the audit trail of attacks, browser-facing headers."""
+    proxies = TrustedProxies(settings.trusted_proxies)
+    app.extensions[PROXIES_EXTENSION] = proxies
+    install_throttling(app, settings)
+    app.extensions[ATTACK_TRAIL] = AttackTrail(
+        lambda: db.engine,
+        window_seconds=settings.audit_attack_window_seconds,
+        max_events=settings.audit_attack_max_events,
+    )
+    app.wsgi_app = SecurityHeaders(  # type: ignore[method-assign]
+        app.wsgi_app, proxies, settings.hsts_max_age_seconds
+    )
 
 
 def _is_postgresql(settings: Settings) -> bool:

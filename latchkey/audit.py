@@ -7,18 +7,25 @@ because the request that caused them fails.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, Integer, String, Table, insert, select
+from sqlalchemy import JSON, Engine, Integer, String, Table, insert, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from latchkey.db import Base, DbSession, UTCDateTime, utcnow
 from latchkey.policy.context import CallContext
 from latchkey.policy.enforcer import Enforcer, Target
 
+log = logging.getLogger(__name__)
 AUTHENTICATION, CHANGE, DECISION = "authentication", "change", "decision"
 # Keys that must never reach the audit trail even if a caller passes them by mistake.
 FORBIDDEN_DETAIL_KEYS = frozenset({"password", "secret", "token", "original_password"})
@@ -135,3 +142,116 @@ class AuditReader:
         target = Target(domain_id=domain_id, project_id=project_id)
         self._enforcer.enforce(ctx.auth, "audit:event:list", target)
         return self._log.list(since=since, type=type, project_id=project_id, limit=limit)
+
+
+# -- issue 13, class 7: the trail sees attacks ----------------------------------------
+
+AUTHORIZATION = "authorization"  # denials of Latchkey's own API
+
+
+def token_fingerprint(token: str) -> str:
+    """What the trail keeps of a presented token: a short hash, never the token."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+@dataclass
+class _Seen:
+    started: float
+    left_out: int = 0
+
+
+class AttackTrail:
+    """Denials and invalid tokens, written so that a flood cannot fill the database.
+
+    At most one event per (kind, source, subject) per window; the next one written
+    for that key says how many were left out (``details.repeated``). Beyond
+    ``max_events`` events per window whatever the key, events are dropped and
+    counted (``details.dropped``, on the next one written). Counts are per worker
+    process. Each event commits in a transaction of its own: the request that
+    caused it fails, and its own transaction rolls back.
+    """
+
+    def __init__(
+        self,
+        engine: Callable[[], Engine],
+        *,
+        window_seconds: float,
+        max_events: int,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._window = window_seconds
+        self._max_events = max_events
+        self._max_keys = max_keys
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[tuple[str, ...], _Seen] = OrderedDict()
+        self._window_started = clock()
+        self._written = 0
+        self._dropped = 0
+
+    def record(
+        self,
+        key: tuple[str, ...],
+        *,
+        type: str,
+        action: str,
+        outcome: str,
+        actor_id: str | None,
+        target: AuditTarget | None,
+        request_id: str | None,
+        source_ip: str | None,
+        details: dict[str, Any],
+    ) -> bool:
+        """Write the event unless its key was written within the window; True if written."""
+        now = self._clock()
+        with self._lock:
+            if now - self._window_started >= self._window:
+                self._window_started, self._written = now, 0
+            seen = self._seen.get(key)
+            if seen is not None and now - seen.started < self._window:
+                seen.left_out += 1
+                return False
+            if self._written >= self._max_events:
+                self._dropped += 1
+                return False
+            repeated = seen.left_out if seen is not None else 0
+            self._seen[key] = _Seen(now)
+            self._seen.move_to_end(key)
+            while len(self._seen) > self._max_keys:
+                self._seen.popitem(last=False)
+            self._written += 1
+            dropped, self._dropped = self._dropped, 0
+        clean = {k: v for k, v in details.items() if k not in FORBIDDEN_DETAIL_KEYS}
+        if repeated:
+            clean["repeated"] = repeated  # same key, left out since the last event written
+        if dropped:
+            clean["dropped"] = dropped  # any key, left out past max_events
+        row = {
+            "time": utcnow(),
+            "type": type,
+            "action": action[:128],
+            "outcome": outcome,
+            "actor_id": actor_id,
+            "target_type": target.type if target else None,
+            "target_id": target.id if target else None,
+            "project_id": target.project_id if target else None,
+            "domain_id": target.domain_id if target else None,
+            "request_id": request_id,
+            "source_ip": (source_ip or "")[:64] or None,
+            "details": clean,
+        }
+        try:
+            with self._engine().begin() as conn:
+                conn.execute(_INSERT, row)
+        except SQLAlchemyError:
+            log.warning("cannot write an attack audit event", extra={"action": action})
+            return False
+        return True
+
+    def reset(self) -> None:
+        with self._lock:
+            self._seen.clear()
+            self._written = self._dropped = 0
+            self._window_started = self._clock()

@@ -107,6 +107,9 @@ def serve(bind: str | None, workers: int | None) -> None:
         "timeout": 60,
         "post_worker_init": _settle_worker_heap,
         "post_request": _collect_between_requests,
+        # Whose X-Forwarded-Proto is believed is Latchkey's decision (trusted_proxies,
+        # latchkey/web/proxies.py), not gunicorn's default of any local peer.
+        "secure_scheme_headers": {},
     }
 
     class LatchkeyServer(BaseApplication):

@@ -134,6 +134,58 @@ class Settings:
     barbican_timeout_seconds: int = _setting(5, "Timeout of each request to Barbican.")
     log_level: str = _setting("INFO", "Log level of the JSON logs.")
     log_json: bool = _setting(True, "Write logs as JSON lines (false: plain text).")
+    # -- issue 13, classes 6, 7 and 10: authentication under attack, the audit trail of
+    # attacks, browser-facing defaults (docs/operators.md "Under attack").
+    trusted_proxies: str = _setting(
+        "",
+        "Comma-separated CIDRs of the reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed (the right-most address not in them is the client); "
+        "empty believes nobody. Used by throttling, credentials' allowed CIDRs, the audit "
+        "trail and HSTS.",
+    )
+    ratelimit_enabled: bool = _setting(
+        True, "Throttle failed password and secret checks (false: no throttling at all)."
+    )
+    ratelimit_storage_url: str = _setting(
+        "memory://",
+        "Where throttling counts live: memory:// (each worker process its own) or "
+        "redis://host:6379/0 (shared by every worker and node; needs the `redis` extra).",
+    )
+    ratelimit_auth_per_source: str = _setting(
+        "10 per minute; 100 per hour",
+        "Failed authentications (passwords, credential secrets, OAuth client secrets) one "
+        "source address may make, over every door; past it a 429 before any hash is computed.",
+    )
+    ratelimit_auth_per_account: str = _setting(
+        "10 per minute; 100 per hour",
+        "Failed authentications against one account (user or credential, as named in the "
+        "request, known or not) from all sources together; past it a 429 for that account.",
+    )
+    ratelimit_known_source_days: int = _setting(
+        30,
+        "A source address that logged into an account is exempt from that account's "
+        "per-account limit for this many days (its own failures still count per source).",
+    )
+    audit_attack_window_seconds: int = _setting(
+        60,
+        "Denials and invalid tokens are audited at most once per (kind, source, subject) "
+        "in this window per worker; the next event counts the ones left out.",
+    )
+    audit_attack_max_events: int = _setting(
+        100,
+        "At most this many denial and invalid-token events per window per worker, whatever "
+        "their sources; the next one written counts those dropped.",
+    )
+    hsts_max_age_seconds: int = _setting(
+        31536000,
+        "Strict-Transport-Security max-age sent on answers served over TLS (https, or "
+        "X-Forwarded-Proto: https from a trusted proxy); 0 sends none.",
+    )
+    metrics_token: str = _setting(
+        "",
+        "When set, /metrics answers only to `Authorization: Bearer <this value>` "
+        "(compared in constant time); empty leaves it open (docs/operators.md).",
+    )
 
     @classmethod
     def names(cls) -> list[str]:

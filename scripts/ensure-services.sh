@@ -56,3 +56,22 @@ fi
 
 pg_isready -h 127.0.0.1 -p "$PG_PORT" -q || { log "PostgreSQL did not start"; exit 1; }
 log "PostgreSQL ready on 127.0.0.1:$PG_PORT"
+
+# Redis on 127.0.0.1:6379 (issue 13, class 6): throttling counts shared by two
+# application instances (tests/attacks/test_throttling.py).
+REDIS_PORT=6379
+if ! command -v redis-server >/dev/null 2>&1; then
+  log "installing Redis from Debian's packages"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq redis-server >/dev/null
+fi
+if ! redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+  log "starting Redis"
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --daemonize yes >/dev/null
+  for _ in $(seq 1 30); do
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+    sleep 1
+  done
+fi
+redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 || { log "Redis did not start"; exit 1; }
+log "Redis ready on 127.0.0.1:$REDIS_PORT"

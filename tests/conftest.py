@@ -24,6 +24,8 @@ from werkzeug.test import TestResponse
 from latchkey.app import create_app
 from latchkey.db import db
 from latchkey.settings import Settings
+from latchkey.web.attack_audit import ATTACK_TRAIL
+from latchkey.web.throttling import reset_throttling
 
 pytest_plugins = ["tests.ldap_fixtures"]  # the real slapd: `slapd`, `slapd_up`
 
@@ -61,6 +63,10 @@ def make_settings(home: Path, database_url: str, **overrides: Any) -> Settings:
         "log_json": True,
         "log_level": "WARNING",
         "decision_record_percent": 100,
+        # Throttling stays on, with room for the suite's many deliberate failures;
+        # tests/attacks/test_throttling.py sets tight limits of its own.
+        "ratelimit_auth_per_source": "100000 per minute",
+        "ratelimit_auth_per_account": "100000 per minute",
     }
     values.update(overrides)
     return Settings.from_mapping(values)
@@ -130,6 +136,8 @@ def reset_database(app: Flask) -> None:
         services.boundaries.forget()
         services.boundaries.current()
         db.session.remove()
+    reset_throttling(app)  # counts and the attack trail's windows start afresh
+    app.extensions[ATTACK_TRAIL].reset()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from latchkey.audit import AuditTarget
 from latchkey.db import utcnow
@@ -19,7 +19,15 @@ from latchkey.identity.common import (
 )
 from latchkey.identity.directory import Directory
 from latchkey.identity.ldap_domains import LdapDomains
-from latchkey.identity.models import Domain, Group, GroupMembership, Project, RoleAssignment, User
+from latchkey.identity.models import (
+    Domain,
+    Group,
+    GroupMembership,
+    LoginLockout,
+    Project,
+    RoleAssignment,
+    User,
+)
 from latchkey.identity.passwords import PasswordHasher
 from latchkey.identity.revocations import USER
 from latchkey.policy.context import CallContext
@@ -214,6 +222,7 @@ class Accounts(IdentityServiceBase):
                 )
             self._set_password(user, password)
             user.failed_logins, user.locked_until = 0, None  # an admin reset unlocks
+            self._session.execute(delete(LoginLockout).where(LoginLockout.user_id == user.id))
         was_enabled = user.enabled
         for key, value in data.items():
             setattr(user, key, value)

@@ -7,8 +7,12 @@ is wrong, and costs the same password-hash verification in each case.
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any, NoReturn
+from datetime import datetime, timedelta
+from typing import Any, NoReturn, cast
+
+from sqlalchemy import Table, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from latchkey.audit import AUTHENTICATION, AuditLog, AuditTarget
 from latchkey.db import DbSession, utcnow
@@ -17,7 +21,7 @@ from latchkey.identity.accounts import APPLICATION, Accounts
 from latchkey.identity.credentials import ApplicationCredentials, VerifiedCredential
 from latchkey.identity.directory import Directory
 from latchkey.identity.ldap_domains import LdapDomains
-from latchkey.identity.models import Domain, Project, User
+from latchkey.identity.models import Domain, LoginLockout, Project, User
 from latchkey.identity.roles import Roles
 from latchkey.identity.tokens import IssuedToken, Scope, Tokens
 from latchkey.policy.context import CallContext
@@ -177,21 +181,48 @@ class Authentication:
             self._fail(ctx, None, "unknown_user", user_ref)
         assert user is not None and domain is not None
         now = utcnow()
-        locked = user.locked_until is not None and user.locked_until > now
+        # Lockout is per (user, source address): a stranger's failures lock the
+        # stranger's address out, not the user from their own (issue 13, class 6).
+        source = _lockout_source(ctx)
+        lockout = self._session.get(LoginLockout, (user.id, source))
+        locked = (
+            lockout is not None and lockout.locked_until is not None and lockout.locked_until > now
+        )
         verified = self._accounts.backend_for(domain).verify_password(user, password)
         if locked:
             self._fail(ctx, user, "locked")
         if not verified:
-            user.failed_logins += 1
-            if self._lockout_attempts and user.failed_logins >= self._lockout_attempts:
-                user.locked_until = now + self._lockout_duration
-                user.failed_logins = 0
+            failures = self._note_failure(user.id, source, now)
+            if self._lockout_attempts and failures >= self._lockout_attempts:
+                self._session.execute(
+                    update(_LOCKOUT)
+                    .where(_LOCKOUT.c.user_id == user.id, _LOCKOUT.c.source == source)
+                    .values(locked_until=now + self._lockout_duration, failed_logins=0)
+                )
                 self._fail(ctx, user, "wrong_password_locked")
             self._fail(ctx, user, "wrong_password")
         if not user.enabled or not domain.enabled or user.kind == APPLICATION:
             self._fail(ctx, user, "disabled")
-        user.failed_logins, user.locked_until = 0, None
+        if lockout is not None:
+            self._session.delete(lockout)
         return user, domain
+
+    def _note_failure(self, user_id: str, source: str, now: datetime) -> int:
+        """One more consecutive failure of this user from this source, counted in the
+        database in one statement (concurrent failures all count); the new count."""
+        dialect = self._session.get_bind().dialect.name
+        upsert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        statement = (
+            upsert(_LOCKOUT)
+            .values(user_id=user_id, source=source, failed_logins=1, updated_at=now)
+            .on_conflict_do_update(
+                index_elements=[_LOCKOUT.c.user_id, _LOCKOUT.c.source],
+                set_={"failed_logins": _LOCKOUT.c.failed_logins + 1, "updated_at": now},
+            )
+            .returning(_LOCKOUT.c.failed_logins)
+        )
+        with self._session.no_autoflush:
+            return int(self._session.execute(statement).scalar_one())
 
     def _find_user(self, ref: dict[str, Any]) -> tuple[User | None, Domain | None]:
         if ref.get("id"):
@@ -317,6 +348,15 @@ class Authentication:
             source_ip=ctx.source_ip,
             details={"method": method, **details},
         )
+
+
+_LOCKOUT = cast(Table, LoginLockout.__table__)
+
+
+def _lockout_source(ctx: CallContext) -> str:
+    """Where the attempt came from, as the lockout counts it (the client address as
+    trusted proxies tell it; latchkey/web/proxies.py)."""
+    return (ctx.source_ip or "unknown")[:64]
 
 
 # Stand-ins for the unknown-user path: verifying against them costs a real hash check.

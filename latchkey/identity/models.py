@@ -147,3 +147,19 @@ class RoleAssignment(Base):
     domain_id: Mapped[str | None] = mapped_column(
         ForeignKey("domain.id", ondelete="CASCADE"), nullable=True, index=True
     )
+
+
+class LoginLockout(Base):
+    """Consecutive failed password logins of one user from one source address, and the
+    lock they earned there (issue 13, class 6): a stranger's failures lock the stranger's
+    address out, never the user's own."""
+
+    __tablename__ = "login_lockout"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True
+    )
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

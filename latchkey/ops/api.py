@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import Any
 
@@ -9,6 +10,7 @@ from flask import Flask, Response, g, jsonify, request
 from marshmallow import Schema, fields, validate
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
+from latchkey.errors import AuthenticationRequired
 from latchkey.web.blueprint import Blueprint
 from latchkey.web.requests import call_context, services
 
@@ -37,12 +39,24 @@ def readyz() -> Any:
 @blp.route("/metrics", methods=["GET"])
 @blp.response(200)
 def metrics() -> Response:
+    expected = services().settings.metrics_token
+    if expected:
+        # LATCHKEY_METRICS_TOKEN: a scraper's bearer token, compared in constant time.
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), expected.encode()
+        ):
+            raise AuthenticationRequired(
+                "/metrics needs the metrics token", code="metrics_token_required"
+            )
     return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
 
 
 class AuditQuery(Schema):
     since = fields.Integer(validate=validate.Range(min=0, max=2**31 - 1))  # 32-bit ids
-    type = fields.String(validate=validate.OneOf(["authentication", "change", "decision"]))
+    type = fields.String(
+        validate=validate.OneOf(["authentication", "authorization", "change", "decision"])
+    )
     project_id = fields.String(validate=validate.Length(max=64))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
 

@@ -8,7 +8,8 @@ from typing import Any
 from flask import Flask, Response, g, json
 from werkzeug.exceptions import HTTPException
 
-from latchkey.errors import PROBLEM_BASE, LatchkeyError
+from latchkey.errors import PROBLEM_BASE, Forbidden, LatchkeyError
+from latchkey.web.attack_audit import note_denial
 
 log = logging.getLogger("latchkey.errors")
 
@@ -45,6 +46,8 @@ def problem_response(
 
 
 def handle_latchkey_error(error: LatchkeyError) -> Response:
+    if isinstance(error, Forbidden):
+        note_denial(error)  # the audit trail sees denials (issue 13, class 7)
     return problem_response(error.to_problem(), error.status)
 
 

@@ -12,7 +12,10 @@ from flask import Flask, Response, current_app, g, request
 
 from latchkey.errors import AuthenticationRequired, Forbidden, InvalidRequest, MalformedRequest
 from latchkey.identity import access_rules
+from latchkey.identity.tokens import TokenInvalid
 from latchkey.policy.context import AuthContext, CallContext
+from latchkey.web.attack_audit import note_invalid_token
+from latchkey.web.proxies import TrustedProxies
 
 if TYPE_CHECKING:
     from latchkey.app import Services
@@ -21,6 +24,7 @@ access_log = logging.getLogger("latchkey.access")
 IDENTITY_SERVICE = "identity"  # Latchkey's own service type in access rules
 REQUEST_ID_HEADER = "X-Request-Id"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+PROXIES_EXTENSION = "latchkey_trusted_proxies"
 
 
 def services() -> Services:
@@ -40,7 +44,12 @@ def current_auth(required: bool = False) -> AuthContext | None:
     """The caller's validated token, once per request; a bad token is always a 401."""
     if "auth" not in g:
         token = bearer_token()
-        g.auth = services().tokens.authenticate_bearer(token) if token else None
+        try:
+            g.auth = services().tokens.authenticate_bearer(token) if token else None
+        except TokenInvalid:
+            if token:
+                note_invalid_token(token)
+            raise
         _check_access_rules(g.auth)
     if required and g.auth is None:
         raise AuthenticationRequired("this operation needs a token", code="token_missing")
@@ -64,8 +73,21 @@ def call_context(authenticate: bool = True) -> CallContext:
     return CallContext(
         auth=current_auth() if authenticate else None,
         request_id=g.get("request_id"),
-        source_ip=request.remote_addr,
+        source_ip=client_address(),
     )
+
+
+def client_address() -> str | None:
+    """The client's address: the peer, or what a trusted proxy says it is
+    (``LATCHKEY_TRUSTED_PROXIES``, latchkey/web/proxies.py). Throttling, credentials'
+    allowed CIDRs and the audit trail all use this one."""
+    address: str | None = g.get("client_address")
+    if address is None:
+        proxies: TrustedProxies | None = current_app.extensions.get(PROXIES_EXTENSION)
+        environ = request.environ
+        address = proxies.client_address(environ) if proxies else environ.get("REMOTE_ADDR")
+        g.client_address = address
+    return address
 
 
 def _begin() -> None:
@@ -137,7 +159,7 @@ def _finish(response: Response) -> Response:
             "status": response.status_code,
             "duration_ms": round(elapsed_ms, 2),
             "user_id": auth.user_id if auth else None,
-            "remote_addr": request.remote_addr,
+            "remote_addr": client_address(),
         },
     )
     return response

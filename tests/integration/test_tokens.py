@@ -28,6 +28,7 @@ from joserfc import jwt
 from joserfc.errors import BadSignatureError, InvalidKeyIdError
 from joserfc.jwk import ECKey, KeySet
 from joserfc.jwt import JWTClaimsRegistry
+from sqlalchemy import select
 from werkzeug.test import TestResponse
 
 import latchkey.identity.revocations as revocations_module
@@ -35,7 +36,7 @@ import latchkey.identity.tokens as tokens_module
 from latchkey.app import Services
 from latchkey.db import db
 from latchkey.errors import Conflict, NotFound
-from latchkey.identity.models import User
+from latchkey.identity.models import LoginLockout
 from latchkey.identity.tokens import TokenInvalid, verify_jwt
 from latchkey.wire.jws import canonical_token
 from tests.conftest import ADMIN_PASSWORD, Api, build_app, make_settings, password_auth
@@ -766,9 +767,12 @@ def test_lockout_after_repeated_failures(app: Flask, api: Api, admin_token: str)
     assert reasons[-1] == "locked"
 
     # The lock ends after lockout_duration (moved into the past here).
+    # (Locks are per (user, source address): tests/attacks/test_throttling.py.)
     with app.app_context():
-        record = db.session.get(User, user["id"])
-        assert record is not None and record.locked_until is not None
+        record = db.session.scalars(
+            select(LoginLockout).where(LoginLockout.user_id == user["id"])
+        ).one()
+        assert record.locked_until is not None
         record.locked_until = datetime.now(UTC) - timedelta(seconds=1)
         db.session.commit()
         db.session.remove()

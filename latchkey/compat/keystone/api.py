@@ -30,6 +30,7 @@ from latchkey.errors import (
 from latchkey.identity.credentials import ApplicationCredential
 from latchkey.identity.token_api import TokenRequest
 from latchkey.policy.context import CallContext
+from latchkey.web.attack_audit import note_denial
 from latchkey.web.problems import handle_http_exception
 from latchkey.web.requests import call_context, services
 
@@ -73,6 +74,8 @@ def keystone_error(status: int, message: str) -> Response:
 
 @blp.errorhandler(LatchkeyError)
 def _latchkey_error(error: LatchkeyError) -> Response:
+    if isinstance(error, Forbidden):
+        note_denial(error)  # the audit trail sees denials (issue 13, class 7)
     return keystone_error(error.status, error.detail)
 
 
