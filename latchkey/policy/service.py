@@ -236,7 +236,7 @@ class DecisionLimits:
     max_attributes: int = 100
     max_attribute_length: int = 1024
     max_attribute_items: int = 100
-    max_cost: int = 100_000
+    max_cost: int = 200_000
     budget_ms: int = 250
     batch_budget_ms: int = 3000
 
@@ -957,7 +957,7 @@ class Decisions:
             id=resource.get("id"),
             attributes=self._typed(resource["type"], resource.get("attributes")),
         )
-        if until is not None and time.monotonic() > until:
+        if until is not None and time.monotonic() >= until:
             decision = over_budget(explain)  # the request's budget is spent: not evaluated
         else:
             with deadline(self._deadline(until)):
@@ -1051,7 +1051,7 @@ class Decisions:
             explain: bool,
             tenant_only: bool = False,
         ) -> Decision:
-            if time.monotonic() > until:
+            if time.monotonic() >= until:
                 return over_budget(explain)
             with deadline(self._deadline(until)):
                 if tenant_only:
