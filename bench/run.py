@@ -296,7 +296,21 @@ class Runner:
             ("actions", lambda: lk.authorize_actions(manifest, tokens), plan.throughput()),
             ("plan", lambda: lk.authorize_plan(manifest, tokens), plan.throughput()),
         ]
+        # Last: they replace the policy of two policy projects (issue 13, class 1).
+        worst = lk._policy_tokens(manifest, tokens)[-2:]
+        for (project, token), (scenario, checks) in zip(
+            worst, (("worst_batch", 4), ("worst_batch1000", 1000)), strict=True
+        ):
+            scenarios.append(
+                (
+                    scenario,
+                    lambda p=project, t=token, n=checks: lk.worst_batch(url, tokens.admin, p, t, n),
+                    plan.latency(),
+                )
+            )
         for scenario, build, load in scenarios:
+            if not self.wanted(scenario):
+                continue  # nothing built: a scenario's set-up may change data
             self.measure("latchkey", backend, scenario, url, build(), load, server)
         if slapd is not None and self.wanted("ldap_login"):
             domain = lk.create_ldap_domain(url, tokens.admin, slapd)

@@ -502,3 +502,71 @@ def test_budget_denials_are_never_allows_whatever_the_rules(batch_starved: Env) 
             {"checks": [check(env, {"env": SLOW_VALUE})] * 2},
         )
         assert response.get_json()["results"] == [BUDGET_DENIAL] * 2
+
+
+# -- the faster rule loop answers as before ----------------------------------------------
+
+
+def test_the_rule_loop_matches_rule_matches() -> None:
+    """``TenantRules.matching`` (sets for `in`, fields read once) against the plain
+    ``rule_matches`` over generated rules, principals and resources."""
+    import random
+
+    from latchkey.policy.documents import Condition, Rule
+    from latchkey.policy.engine import (
+        ActionRef,
+        Principal,
+        ResourceRef,
+        TenantRules,
+        rule_matches,
+    )
+
+    rng = random.Random(13)
+    values: list[Any] = ["a", "b", "", 1, 2, 1.0, 2.5, True, False, None, ["a", "b"], [], {"a": 1}]
+    lists = [("a", "b"), (1, 2.5), (True,), (), ("a", 1), (1.0,)]
+    ops = ["=", "!=", "<", ">=", "in", "not in", "glob"]
+    for _ in range(300):
+        rules = []
+        for i in range(rng.randint(1, 6)):
+            conditions = []
+            for _ in range(rng.randint(0, 3)):
+                op = rng.choice(ops)
+                attribute = rng.choice(["x", "y", "tags"])
+                if rng.random() < 0.2:
+                    conditions.append(Condition(attribute, op, None, rng.choice(["team", "id"])))
+                elif op in ("in", "not in"):
+                    conditions.append(Condition(attribute, op, rng.choice(lists)))
+                elif op == "glob":
+                    conditions.append(
+                        Condition(attribute, op, rng.choice(["a*", "?", "[ab]", "*"]))
+                    )
+                else:
+                    conditions.append(Condition(attribute, op, rng.choice(values[:9])))
+            rules.append(
+                Rule(
+                    id=f"r{i}",
+                    effect=rng.choice(["allow", "deny"]),
+                    actions=(rng.choice(["s:t:read", "s:t:*", "*"]),),
+                    resource_type=rng.choice([None, "s:t", "s:u"]),
+                    conditions=tuple(conditions),
+                    roles=rng.choice([None, frozenset({"member"}), frozenset({"admin"})]),
+                    kinds=rng.choice([None, frozenset({"human"})]),
+                )
+            )
+        actor = Principal(
+            id="u",
+            name="u",
+            kind=rng.choice(["human", "application"]),
+            domain_id="d",
+            project_id="p",
+            roles=rng.choice([(), ("member",), ("admin", "member")]),
+            attributes={"team": rng.choice(values)},
+        )
+        attributes = {k: rng.choice(values) for k in ("x", "y", "tags") if rng.random() < 0.8}
+        attributes = {k: v for k, v in attributes.items() if v is not None}
+        resource = ResourceRef(
+            type=rng.choice(["s:t", "s:u"]), project_id="p", attributes=attributes
+        )
+        expected = [[r.effect, r.id] for r in rules if rule_matches(r, actor, "s:t:read", resource)]
+        found = TenantRules(tuple(rules)).matching(actor, ActionRef("s:t:read"), resource)
+        assert found == expected, (rules, actor.attr("team"), attributes)

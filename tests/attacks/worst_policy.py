@@ -22,22 +22,35 @@ from latchkey.policy.documents import (
     MAX_STRING,
 )
 
-# One `*`, the most single-character wildcards, then literals: against "a" * 1024 the
-# regex tries every split of the value and fails on the last character each time.
-SLOW_PATTERN = (
-    "*" + "?" * MAX_GLOB_WILDCARDS + "a" * (MAX_GLOB_LENGTH - MAX_GLOB_WILDCARDS - 2) + "b"
-)
+
+def slow_pattern(length: int = MAX_GLOB_LENGTH) -> str:
+    """One `*`, the most single-character wildcards, then literals: against "a" * 1024
+    the regex tries every split of the value and fails on the last character each time."""
+    wildcards = min(MAX_GLOB_WILDCARDS, length - 2)
+    return "*" + "?" * wildcards + "a" * (length - wildcards - 2) + "b"
+
+
+def pattern_units(pattern: str) -> int:
+    return GLOB_UNITS + GLOB_UNITS_PER_CHARACTER * len(pattern)
+
+
+SLOW_PATTERN = slow_pattern()
 SLOW_VALUE = "a" * MAX_STRING  # LATCHKEY_DECISION_MAX_ATTRIBUTE_LENGTH's default
-RULE_UNITS = 1 + GLOB_UNITS + GLOB_UNITS_PER_CHARACTER * len(SLOW_PATTERN)
+RULE_UNITS = 1 + pattern_units(SLOW_PATTERN)
 LAST_RULE = "allow-after-all"
 
 
 def worst_document(
-    action: str, resource_type: str, attribute: str, max_cost: int = MAX_COST
+    action: str,
+    resource_type: str,
+    attribute: str,
+    max_cost: int = MAX_COST,
+    pattern: str = SLOW_PATTERN,
 ) -> dict[str, Any]:
     """Rules that all name ``action`` (so every check evaluates every one), each with
-    one slow glob on ``attribute``; the last allows unconditionally."""
-    count = (max_cost - 1) // RULE_UNITS
+    one slow glob on ``attribute``, as many as ``max_cost`` allows; the last allows
+    unconditionally."""
+    count = (max_cost - 1) // (1 + pattern_units(pattern))
     rules: list[dict[str, Any]] = [
         {
             "id": f"slow-{i}",
@@ -45,7 +58,7 @@ def worst_document(
             "actions": [action],
             "resource": {
                 "type": resource_type,
-                "conditions": [{"attribute": attribute, "op": "glob", "value": SLOW_PATTERN}],
+                "conditions": [{"attribute": attribute, "op": "glob", "value": pattern}],
             },
         }
         for i in range(count)
@@ -55,19 +68,30 @@ def worst_document(
 
 
 def document_cost(document: dict[str, Any]) -> int:
-    return sum(RULE_UNITS if r.get("resource") else 1 for r in document["rules"])
+    return sum(
+        1 + sum(pattern_units(c["value"]) for c in r["resource"]["conditions"])
+        if r.get("resource")
+        else 1
+        for r in document["rules"]
+    )
 
 
 def worst_check(
-    action: str, resource_type: str, project_id: str, attributes: list[str], index: int = 0
+    action: str,
+    resource_type: str,
+    project_id: str,
+    attributes: list[str],
+    index: int = 0,
+    length: int = MAX_STRING,
 ) -> dict[str, Any]:
-    """A check whose string attributes are all as long as allowed."""
+    """A check whose string attributes are all as long as allowed (or ``length``: a
+    batch of 1,000 must stay within the 1 MiB a request body may be)."""
     return {
         "action": action,
         "resource": {
             "type": resource_type,
             "id": f"c{index}",
             "project_id": project_id,
-            "attributes": dict.fromkeys(attributes, SLOW_VALUE),
+            "attributes": dict.fromkeys(attributes, "a" * length),
         },
     }
