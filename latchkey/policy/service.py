@@ -739,17 +739,25 @@ class Decisions:
         for i, check in enumerate(checks):
             self._check_attributes(check["resource"], f"/checks/{i}/resource")
         per_project: dict[str | None, ProjectDecider] = {}
-        known = self._catalog.view().actions  # an unknown action is a 422 when decided
-        self._check_cost(
-            sum(
-                self._decider(c["resource"].get("project_id"), per_project).engine.cost(c["action"])
-                for c in checks
-                if c["action"] in known
-            ),
-            f"{len(checks)} checks",
-        )
-        decided: list[Sample] = []
         until = self._batch_deadline()
+        # Each project's engine and each action's candidate rules, before any decision
+        # (both kept for later requests): within the batch's budget too, since a batch
+        # may name up to 1,000 projects. Out of time here, every check is a budget denial.
+        known = self._catalog.view().actions  # an unknown action is a 422 when decided
+        cost: int | None = 0
+        with deadline(until):
+            try:
+                for c in checks:
+                    if time.monotonic() >= until:
+                        raise BudgetExceeded("the batch's budget is spent")
+                    if c["action"] in known and cost is not None:
+                        engine = self._decider(c["resource"].get("project_id"), per_project).engine
+                        cost += engine.cost(c["action"])
+            except BudgetExceeded:
+                cost = None
+        if cost is not None:
+            self._check_cost(cost, f"{len(checks)} checks")
+        decided: list[Sample] = []
         decisions = [
             self._decide(
                 principal, auth, c["action"], c["resource"], explain, per_project, decided, until
@@ -817,6 +825,16 @@ class Decisions:
                 extra={"limit": "LATCHKEY_DECISION_MAX_COST", "max": most, "cost": cost},
             )
 
+    @staticmethod
+    def _cost_within(until: float, count: Callable[[], int]) -> int | None:
+        """``count()`` (which may index each action's candidate rules: ~2,000 rules of
+        50 globs each) within the request's deadline; None once it has passed."""
+        with deadline(until):
+            try:
+                return count()
+            except BudgetExceeded:
+                return None
+
     def _batch_deadline(self) -> float:
         return time.monotonic() + self._limits.batch_budget_ms / 1000
 
@@ -846,9 +864,11 @@ class Decisions:
         per_project: dict[str | None, ProjectDecider] = {}
         actions = view.actions_for(resource["type"])
         engine = self._decider(resource.get("project_id"), per_project).engine
-        self._check_cost(sum(engine.cost(a) for a in actions), f"{len(actions)} actions")
-        decided: list[Sample] = []
         until = self._batch_deadline()
+        cost = self._cost_within(until, lambda: sum(engine.cost(a) for a in actions))
+        if cost is not None:
+            self._check_cost(cost, f"{len(actions)} actions")
+        decided: list[Sample] = []
         allowed = [
             action
             for action in actions
@@ -949,6 +969,12 @@ class Decisions:
                 else None,
             )
         project_id = resource.get("project_id")
+        if until is not None and time.monotonic() >= until:
+            # The request's budget is spent: not evaluated (nor an engine built for it).
+            decision = over_budget(explain)
+            if decided is not None:
+                decided.append((action, resource, decision))
+            return decision
         known = self._decider(project_id, per_project)
         resource_ref = ResourceRef(
             type=resource["type"],
@@ -957,11 +983,8 @@ class Decisions:
             id=resource.get("id"),
             attributes=self._typed(resource["type"], resource.get("attributes")),
         )
-        if until is not None and time.monotonic() >= until:
-            decision = over_budget(explain)  # the request's budget is spent: not evaluated
-        else:
-            with deadline(self._deadline(until)):
-                decision = decide_with(known.engine, principal, action_ref, resource_ref, explain)
+        with deadline(self._deadline(until)):
+            decision = decide_with(known.engine, principal, action_ref, resource_ref, explain)
         if decided is not None:
             decided.append((action, resource, decision))
         else:
@@ -1036,12 +1059,16 @@ class Decisions:
         for index, case in enumerate(cases):
             self._check_attributes(case["resource"], f"/cases/{index}/resource")
         records = self._recorder.recent(project_id, recent)
-        self._check_cost(
-            sum(current.cost(c["action"]) + draft.cost(c["action"]) for c in cases)
-            + sum(draft.cost(r.action) for r in records),
-            f"{len(cases)} cases and {len(records)} recent decisions",
-        )
         until = self._batch_deadline()
+        cost = self._cost_within(
+            until,
+            lambda: (
+                sum(current.cost(c["action"]) + draft.cost(c["action"]) for c in cases)
+                + sum(draft.cost(r.action) for r in records)
+            ),
+        )
+        if cost is not None:
+            self._check_cost(cost, f"{len(cases)} cases and {len(records)} recent decisions")
 
         def timed(
             engine: PolicyEngine,
