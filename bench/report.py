@@ -27,6 +27,11 @@ SCENARIOS = [
         "Worst allowed policy: batch of 1,000 × ~200 units (connections = workers)",
         None,
     ),
+    (
+        "healthz_under_worst",
+        "`/healthz` while workers − 1 connections send `worst_batch`",
+        None,
+    ),
     ("ldap_login", "LDAP password login (slapd)", None),
     ("secret_read_local", "Secret payload read, local store", None),
     ("secret_read_openbao", "Secret payload read, OpenBao", None),

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -308,10 +309,15 @@ class Runner:
                     plan.latency(),
                 )
             )
+        built: dict[str, list[Request]] = {}
         for scenario, build, load in scenarios:
-            if not self.wanted(scenario):
+            background = scenario == "worst_batch" and self.wanted("healthz_under_worst")
+            if not (self.wanted(scenario) or background):
                 continue  # nothing built: a scenario's set-up may change data
-            self.measure("latchkey", backend, scenario, url, build(), load, server)
+            built[scenario] = build()
+            self.measure("latchkey", backend, scenario, url, built[scenario], load, server)
+        if "worst_batch" in built and self.wanted("healthz_under_worst"):
+            self._healthz_under_worst(backend, url, built["worst_batch"])
         if slapd is not None and self.wanted("ldap_login"):
             domain = lk.create_ldap_domain(url, tokens.admin, slapd)
             self.measure(
@@ -336,6 +342,34 @@ class Runner:
             plan.throughput(),
             server,
         )
+
+    def _healthz_under_worst(self, backend: str, url: str, worst: list[Request]) -> None:
+        """`/healthz` while workers - 1 connections keep workers busy with the worst
+        allowed batch: the other worker must stay fast (issue 13, class 1)."""
+        seconds = self.plan.seconds + self.plan.warmup + 2
+        busy = threading.Thread(
+            target=run_wrk,
+            args=(
+                url,
+                worst,
+                Load(seconds, connections=max(1, self.plan.workers - 1)),
+                self.raw,
+                f"latchkey-{backend}-worst-background",
+            ),
+        )
+        busy.start()
+        time.sleep(1)
+        try:
+            self.measure(
+                "latchkey",
+                backend,
+                "healthz_under_worst",
+                url,
+                [Request("GET", "/healthz")],
+                Load(self.plan.seconds, connections=1),
+            )
+        finally:
+            busy.join()
 
     @staticmethod
     def _plain_projects(manifest: dict[str, Any], tokens: lk.Tokens, part: int) -> list[str]:
