@@ -175,7 +175,7 @@ class Settings:
         "need: the sum, over its checks, of the units of the rules whose actions match.",
     )
     decision_budget_ms: int = _setting(
-        250,
+        500,
         "Wall-clock budget of one decision (tenant rules included), in milliseconds; past it "
         "the decision is a denial with decided_by `budget` (fail closed).",
     )

@@ -237,7 +237,7 @@ class DecisionLimits:
     max_attribute_length: int = 1024
     max_attribute_items: int = 100
     max_cost: int = 200_000
-    budget_ms: int = 250
+    budget_ms: int = 500
     batch_budget_ms: int = 3000
 
 
