@@ -175,6 +175,7 @@ def policy_limits_of(settings: Settings) -> PolicyLimits:
         max_glob_wildcards=settings.policy_max_glob_wildcards,
         max_document_bytes=settings.policy_max_document_bytes,
         max_cost=settings.policy_max_cost,
+        max_principals=settings.policy_max_principals,
     )
 
 

@@ -154,6 +154,11 @@ class Settings:
     policy_max_document_bytes: int = _setting(
         524_288, "Largest policy document, as compact JSON, in bytes."
     )
+    policy_max_principals: int = _setting(
+        1000,
+        "Most distinct principals (users, groups, roles, kinds, credentials) one document "
+        "names: each is looked up when the document is put.",
+    )
     policy_max_cost: int = _setting(
         50_000,
         "Most evaluation units in one document (a rule 1, a condition 1, `in` 10, a glob 40 + 3 "

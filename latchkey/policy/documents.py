@@ -29,6 +29,7 @@ MAX_GLOB_LENGTH = 128
 MAX_GLOB_WILDCARDS = 16
 MAX_DOCUMENT_BYTES = 524_288
 MAX_COST = 50_000
+MAX_PRINCIPALS = 1000
 RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ACTION_GLOB = re.compile(r"^[a-z0-9_:*-]{1,128}$")
 EFFECTS = ("allow", "deny")
@@ -64,6 +65,7 @@ class PolicyLimits:
     max_glob_wildcards: int = MAX_GLOB_WILDCARDS
     max_document_bytes: int = MAX_DOCUMENT_BYTES
     max_cost: int = MAX_COST
+    max_principals: int = MAX_PRINCIPALS
 
 
 # The setting behind each limit, named in the problem that reports it.
@@ -78,6 +80,7 @@ LIMIT_SETTINGS = {
     "max_glob_wildcards": "LATCHKEY_POLICY_MAX_GLOB_WILDCARDS",
     "max_document_bytes": "LATCHKEY_POLICY_MAX_DOCUMENT_BYTES",
     "max_cost": "LATCHKEY_POLICY_MAX_COST",
+    "max_principals": "LATCHKEY_POLICY_MAX_PRINCIPALS",
 }
 
 
@@ -87,8 +90,8 @@ def glob_wildcards(pattern: str) -> int:
     return pattern.count("?") + pattern.count("[")
 
 
-# Calibrated on this machine with the slowest documents the limits allow
-# (bench/worst_policy.py): a unit is ~0.5-1 µs at worst.
+# Calibrated on a 2-core machine with the slowest documents the limits allow
+# (tests/attacks/worst_policy.py, bench/worst_direct.py): a unit is ~0.5-1 µs at worst.
 GLOB_UNITS = 40
 GLOB_UNITS_PER_CHARACTER = 3
 IN_UNITS = 10
@@ -225,8 +228,11 @@ def parse(
     rules: list[Rule] = []
     seen: set[str] = set()
     cost = 0
+    # (field, value) -> known: each principal named is looked up once per document, and
+    # at most LATCHKEY_POLICY_MAX_PRINCIPALS of them (each is a database query).
+    looked_up: dict[tuple[str, str], bool] = {}
     for index, raw in enumerate(raw_rules):
-        parser = _RuleParser(index, raw, catalog, checks, limits)
+        parser = _RuleParser(index, raw, catalog, checks, limits, looked_up)
         rule = parser.parse()
         problems.extend(parser.problems)
         if rule is not None:
@@ -265,7 +271,9 @@ class _RuleParser:
         catalog: CatalogView,
         checks: PrincipalChecks,
         limits: PolicyLimits,
+        looked_up: dict[tuple[str, str], bool] | None = None,
     ) -> None:
+        self.looked_up = {} if looked_up is None else looked_up
         self.index = index
         self.raw = raw
         self.catalog = catalog
@@ -395,7 +403,18 @@ class _RuleParser:
                 continue
             check, message = checks[key]
             for i, value in enumerate(values):
-                if not check(value):
+                known = self.looked_up.get((key, value))
+                if known is None:
+                    if len(self.looked_up) >= self.limits.max_principals:
+                        self.fail(
+                            f"/principals/{key}/{i}",
+                            f"at most {self.limits.max_principals} distinct principals "
+                            "(users, groups, roles, kinds, credentials) in a document",
+                            "max_principals",
+                        )
+                        break
+                    known = self.looked_up[(key, value)] = bool(check(value))
+                if not known:
                     self.fail(f"/principals/{key}/{i}", f"{value!r} {message}")
             result[key] = frozenset(values)
         return result

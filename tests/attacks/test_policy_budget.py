@@ -255,6 +255,27 @@ LIMIT_CASES: list[tuple[str, list[dict[str, Any]], str | None, str, str, int]] =
         16,
     ),
     (
+        "distinct principals",  # each is a database query when the document is put
+        [
+            {
+                "id": "many-kinds",
+                "effect": "allow",
+                "actions": [READ],
+                "principals": {"kinds": [f"k{i}" for i in range(1000)]},
+            },
+            {
+                "id": "one-more",
+                "effect": "allow",
+                "actions": [READ],
+                "principals": {"kinds": ["k1000"]},
+            },
+        ],
+        "one-more",
+        "/rules/1/principals/kinds/0",
+        "LATCHKEY_POLICY_MAX_PRINCIPALS",
+        1000,
+    ),
+    (
         "document size",
         [
             {"id": f"d{i}", "effect": "allow", "actions": [READ], "description": "x" * 1024}
