@@ -483,3 +483,34 @@ def policy_everywhere(url: str, admin: str, manifest: dict[str, Any], workers: i
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(put, todo))
     return len(todo)
+
+
+# -- the worst tenant document the limits allow (issue 13, class 1) ----------------------
+
+WORST_STRINGS = ["env", "team", "name", "owner_email"]
+WORST_1000_LENGTH = 850  # 1,000 checks of one such attribute stay under the 1 MiB body limit
+
+
+def worst_batch(url: str, admin: str, project: str, token: str, checks: int) -> list[Request]:
+    """Put the slowest document the default limits allow in ``project`` (over HTTP, as
+    its admin would), and return batches that reach LATCHKEY_DECISION_MAX_COST
+    against it: 4 checks of the ~50,000-unit document with every string attribute
+    at 1,024 characters, or 1,000 checks of a ~200-unit one (tests/attacks/worst_policy.py)."""
+    from tests.attacks.worst_policy import slow_pattern, worst_check, worst_document
+
+    read = f"{CONTAINER}:read"
+    if checks == 4:
+        document = worst_document(read, CONTAINER, "env", max_cost=50_000)
+        strings, length = WORST_STRINGS, 1024
+    else:
+        document = worst_document(read, CONTAINER, "env", max_cost=200, pattern=slow_pattern(52))
+        strings, length = ["env"], WORST_1000_LENGTH
+    response = requests.put(
+        f"{url}/v1/projects/{project}/policy", json=document, headers=_bearer(admin), timeout=60
+    )
+    if response.status_code != 200:
+        raise RuntimeError(f"worst policy: {response.status_code} {response.text[:300]}")
+    body = {
+        "checks": [worst_check(read, CONTAINER, project, strings, i, length) for i in range(checks)]
+    }
+    return [Request("POST", "/v1/authorize/batch", {**JSON, **_bearer(token)}, json.dumps(body))]

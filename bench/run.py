@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -296,8 +297,27 @@ class Runner:
             ("actions", lambda: lk.authorize_actions(manifest, tokens), plan.throughput()),
             ("plan", lambda: lk.authorize_plan(manifest, tokens), plan.throughput()),
         ]
+        # Last: they replace the policy of two policy projects (issue 13, class 1).
+        worst = lk._policy_tokens(manifest, tokens)[-2:]
+        for (project, token), (scenario, checks) in zip(
+            worst, (("worst_batch", 4), ("worst_batch1000", 1000)), strict=True
+        ):
+            scenarios.append(
+                (
+                    scenario,
+                    lambda p=project, t=token, n=checks: lk.worst_batch(url, tokens.admin, p, t, n),
+                    plan.latency(),
+                )
+            )
+        built: dict[str, list[Request]] = {}
         for scenario, build, load in scenarios:
-            self.measure("latchkey", backend, scenario, url, build(), load, server)
+            background = scenario == "worst_batch" and self.wanted("healthz_under_worst")
+            if not (self.wanted(scenario) or background):
+                continue  # nothing built: a scenario's set-up may change data
+            built[scenario] = build()
+            self.measure("latchkey", backend, scenario, url, built[scenario], load, server)
+        if "worst_batch" in built and self.wanted("healthz_under_worst"):
+            self._healthz_under_worst(backend, url, built["worst_batch"])
         if slapd is not None and self.wanted("ldap_login"):
             domain = lk.create_ldap_domain(url, tokens.admin, slapd)
             self.measure(
@@ -322,6 +342,34 @@ class Runner:
             plan.throughput(),
             server,
         )
+
+    def _healthz_under_worst(self, backend: str, url: str, worst: list[Request]) -> None:
+        """`/healthz` while workers - 1 connections keep workers busy with the worst
+        allowed batch: the other worker must stay fast (issue 13, class 1)."""
+        seconds = self.plan.seconds + self.plan.warmup + 2
+        busy = threading.Thread(
+            target=run_wrk,
+            args=(
+                url,
+                worst,
+                Load(seconds, connections=max(1, self.plan.workers - 1)),
+                self.raw,
+                f"latchkey-{backend}-worst-background",
+            ),
+        )
+        busy.start()
+        time.sleep(1)
+        try:
+            self.measure(
+                "latchkey",
+                backend,
+                "healthz_under_worst",
+                url,
+                [Request("GET", "/healthz")],
+                Load(self.plan.seconds, connections=1),
+            )
+        finally:
+            busy.join()
 
     @staticmethod
     def _plain_projects(manifest: dict[str, Any], tokens: lk.Tokens, part: int) -> list[str]:

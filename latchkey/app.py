@@ -58,9 +58,11 @@ from latchkey.ops import api as ops_api
 from latchkey.ops.health import Health
 from latchkey.policy import api as policy_api
 from latchkey.policy.catalog import Catalog
+from latchkey.policy.documents import PolicyLimits
 from latchkey.policy.domains import DomainPolicies
 from latchkey.policy.enforcer import Enforcer
 from latchkey.policy.service import (
+    DecisionLimits,
     DecisionRecorder,
     Decisions,
     PrincipalCache,
@@ -178,6 +180,35 @@ def _defend(app: Flask, settings: Settings) -> None:
     )
     app.wsgi_app = SecurityHeaders(  # type: ignore[method-assign]
         app.wsgi_app, proxies, settings.hsts_max_age_seconds
+    )
+
+
+def policy_limits_of(settings: Settings) -> PolicyLimits:
+    """What a tenant document may hold (issue 13, class 1)."""
+    return PolicyLimits(
+        max_rules=settings.policy_max_rules,
+        max_actions=settings.policy_max_actions,
+        max_conditions=settings.policy_max_conditions,
+        max_list=settings.policy_max_list,
+        max_string=settings.policy_max_string,
+        max_glob_length=settings.policy_max_glob_length,
+        max_glob_stars=settings.policy_max_glob_stars,
+        max_glob_wildcards=settings.policy_max_glob_wildcards,
+        max_document_bytes=settings.policy_max_document_bytes,
+        max_cost=settings.policy_max_cost,
+        max_principals=settings.policy_max_principals,
+    )
+
+
+def decision_limits_of(settings: Settings) -> DecisionLimits:
+    """What a decision request may send and cost (issue 13, class 1)."""
+    return DecisionLimits(
+        max_attributes=settings.decision_max_attributes,
+        max_attribute_length=settings.decision_max_attribute_length,
+        max_attribute_items=settings.decision_max_attribute_items,
+        max_cost=settings.decision_max_cost,
+        budget_ms=settings.decision_budget_ms,
+        batch_budget_ms=settings.decision_batch_budget_ms,
     )
 
 
@@ -308,9 +339,19 @@ def build_services(settings: Settings) -> Services:
     boundaries = Boundaries(
         lambda: Session(db.engine), settings.policy_boundary_file, policy_changes
     )
-    domain_policies = DomainPolicies(session, enforcer, audit, catalog, policy_changes)
+    policy_limits = policy_limits_of(settings)
+    domain_policies = DomainPolicies(
+        session, enforcer, audit, catalog, policy_changes, policy_limits
+    )
     policies = TenantPolicies(
-        session, enforcer, audit, catalog, boundaries, domain_policies, policy_changes
+        session,
+        enforcer,
+        audit,
+        catalog,
+        boundaries,
+        domain_policies,
+        policy_changes,
+        policy_limits,
     )
     decision_recorder = DecisionRecorder(session, catalog, settings.decision_record_percent)
     decisions = Decisions(
@@ -326,6 +367,7 @@ def build_services(settings: Settings) -> Services:
             RevocationListener.for_database(url, PRINCIPAL_CHANNEL, listener)
             or SqliteChanges.for_database(url)
         ),
+        decision_limits_of(settings),
     )
     # Latchkey's own actions on a project's resources answer to its tenant policy too.
     enforcer.use_tenant_layer(decisions)

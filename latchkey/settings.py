@@ -186,6 +186,61 @@ class Settings:
         "When set, /metrics answers only to `Authorization: Bearer <this value>` "
         "(compared in constant time); empty leaves it open (docs/operators.md).",
     )
+    # -- issue 13, class 1: a tenant must not be able to starve the service -------------
+    # What a tenant policy document may hold (checked when a project's or a domain's
+    # document is put, validated or activated; docs/policy.md "Limits").
+    policy_max_rules: int = _setting(1000, "Most rules in one policy document (project or domain).")
+    policy_max_actions: int = _setting(50, "Most actions (or action globs) in one rule.")
+    policy_max_conditions: int = _setting(20, "Most resource conditions in one rule.")
+    policy_max_list: int = _setting(
+        1000, "Most values in one list of a rule (an `in` value, a principals list)."
+    )
+    policy_max_string: int = _setting(
+        1024, "Longest string in a rule (a condition value, a description), in characters."
+    )
+    policy_max_glob_length: int = _setting(128, "Longest `glob` condition pattern, in characters.")
+    policy_max_glob_stars: int = _setting(5, "Most `*` in one glob (a condition's or an action's).")
+    policy_max_glob_wildcards: int = _setting(
+        16, "Most single-character wildcards (`?` and `[...]` classes) in one `glob` pattern."
+    )
+    policy_max_document_bytes: int = _setting(
+        524_288, "Largest policy document, as compact JSON, in bytes."
+    )
+    policy_max_principals: int = _setting(
+        1000,
+        "Most distinct principals (users, groups, roles, kinds, credentials) one document "
+        "names: each is looked up when the document is put.",
+    )
+    policy_max_cost: int = _setting(
+        50_000,
+        "Most evaluation units in one document (a rule 1, a condition 1, `in` 10, a glob 40 + 3 "
+        'per character of its pattern; docs/policy.md "Limits"): what one decision may cost.',
+    )
+    # What a decision request may send, and what it may cost.
+    decision_max_attributes: int = _setting(
+        100, "Most resource attributes in one check (at most 100 whatever this says)."
+    )
+    decision_max_attribute_length: int = _setting(
+        1024, "Longest string a resource attribute (or an item of a list attribute) may hold."
+    )
+    decision_max_attribute_items: int = _setting(
+        100, "Most items in a list-valued resource attribute."
+    )
+    decision_max_cost: int = _setting(
+        200_000,
+        "Most evaluation units one /v1/authorize/batch, /actions or policy simulation may "
+        "need: the sum, over its checks, of the units of the rules whose actions match.",
+    )
+    decision_budget_ms: int = _setting(
+        500,
+        "Wall-clock budget of one decision (tenant rules included), in milliseconds; past it "
+        "the decision is a denial with decided_by `budget` (fail closed).",
+    )
+    decision_batch_budget_ms: int = _setting(
+        3000,
+        "Wall-clock budget of a whole batch, /actions call or simulation, in milliseconds; "
+        "checks not decided in time are denials with decided_by `budget`.",
+    )
 
     @classmethod
     def names(cls) -> list[str]:

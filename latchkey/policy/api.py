@@ -107,6 +107,9 @@ class DecisionOut(Schema):
     allowed = fields.Boolean()
     decided_by = fields.String()
     rule = fields.String()
+    # decision_budget_exceeded, with decided_by "budget" (a denial: the decision's time
+    # budget was spent, LATCHKEY_DECISION_BUDGET_MS / _BATCH_BUDGET_MS).
+    code = fields.String()
     explain = fields.Dict()
 
 

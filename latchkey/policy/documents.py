@@ -9,6 +9,7 @@ objects, which ``latchkey.policy.engine`` hands to Polar as data.
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,12 +18,18 @@ from typing import Any
 from latchkey.errors import InvalidRequest
 from latchkey.policy.catalog import ATTRIBUTE_NAME, CatalogView
 
+# The defaults of PolicyLimits (the LATCHKEY_POLICY_MAX_* settings).
 MAX_RULES = 1000
 MAX_ACTIONS_PER_RULE = 50
 MAX_CONDITIONS = 20
 MAX_LIST = 1000
 MAX_STRING = 1024
 MAX_GLOB_STARS = 5
+MAX_GLOB_LENGTH = 128
+MAX_GLOB_WILDCARDS = 16
+MAX_DOCUMENT_BYTES = 524_288
+MAX_COST = 50_000
+MAX_PRINCIPALS = 1000
 RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ACTION_GLOB = re.compile(r"^[a-z0-9_:*-]{1,128}$")
 EFFECTS = ("allow", "deny")
@@ -41,13 +48,89 @@ OPS_BY_TYPE = {
 
 
 @dataclass(frozen=True)
+class PolicyLimits:
+    """How big and how costly a document may be (the LATCHKEY_POLICY_MAX_* settings).
+
+    Checked when a document is put, validated or activated: together with the
+    decision budget (service.py) they bound what one tenant's rules can cost a
+    worker, whatever the document."""
+
+    max_rules: int = MAX_RULES
+    max_actions: int = MAX_ACTIONS_PER_RULE
+    max_conditions: int = MAX_CONDITIONS
+    max_list: int = MAX_LIST
+    max_string: int = MAX_STRING
+    max_glob_length: int = MAX_GLOB_LENGTH
+    max_glob_stars: int = MAX_GLOB_STARS
+    max_glob_wildcards: int = MAX_GLOB_WILDCARDS
+    max_document_bytes: int = MAX_DOCUMENT_BYTES
+    max_cost: int = MAX_COST
+    max_principals: int = MAX_PRINCIPALS
+
+
+# The setting behind each limit, named in the problem that reports it.
+LIMIT_SETTINGS = {
+    "max_rules": "LATCHKEY_POLICY_MAX_RULES",
+    "max_actions": "LATCHKEY_POLICY_MAX_ACTIONS",
+    "max_conditions": "LATCHKEY_POLICY_MAX_CONDITIONS",
+    "max_list": "LATCHKEY_POLICY_MAX_LIST",
+    "max_string": "LATCHKEY_POLICY_MAX_STRING",
+    "max_glob_length": "LATCHKEY_POLICY_MAX_GLOB_LENGTH",
+    "max_glob_stars": "LATCHKEY_POLICY_MAX_GLOB_STARS",
+    "max_glob_wildcards": "LATCHKEY_POLICY_MAX_GLOB_WILDCARDS",
+    "max_document_bytes": "LATCHKEY_POLICY_MAX_DOCUMENT_BYTES",
+    "max_cost": "LATCHKEY_POLICY_MAX_COST",
+    "max_principals": "LATCHKEY_POLICY_MAX_PRINCIPALS",
+}
+
+
+def glob_wildcards(pattern: str) -> int:
+    """Single-character wildcards of a glob: each `?` and each `[` (a class, counted
+    even when unclosed: conservative)."""
+    return pattern.count("?") + pattern.count("[")
+
+
+# Calibrated on a 2-core machine with the slowest documents the limits allow
+# (tests/attacks/worst_policy.py, bench/worst_direct.py): a unit is ~0.5-1 µs at worst.
+GLOB_UNITS = 40
+GLOB_UNITS_PER_CHARACTER = 3
+IN_UNITS = 10
+
+
+def condition_units(condition: Condition) -> int:
+    """What one condition may cost to evaluate, in units of a plain comparison. A
+    glob may cost the value's length times (a constant + its pattern's length): the
+    regex engine backtracks over the value at each position of the pattern, and
+    values are at most 1,024 characters: 40 + 3 per character of the pattern.
+    ``in`` / ``not in`` may scan a list (a list attribute's items, a principal's
+    list): 10."""
+    if condition.op == "glob" and isinstance(condition.value, str):
+        return GLOB_UNITS + GLOB_UNITS_PER_CHARACTER * len(condition.value)
+    if condition.op in ("in", "not in"):
+        return IN_UNITS
+    return 1
+
+
+def rule_units(rule: Rule) -> int:
+    """What evaluating one rule may cost: 1, plus each of its conditions."""
+    return 1 + sum(condition_units(c) for c in rule.conditions)
+
+
+@dataclass(frozen=True)
 class Problem:
     rule: str | None
     pointer: str
     detail: str
+    # A limit the document goes past: the setting's name and its value.
+    limit: str | None = None
+    maximum: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "pointer": self.pointer, "detail": self.detail}
+        body: dict[str, Any] = {"rule": self.rule, "pointer": self.pointer, "detail": self.detail}
+        if self.limit is not None:
+            body["limit"] = self.limit
+            body["max"] = self.maximum
+        return body
 
 
 class PolicyInvalid(ValueError):
@@ -98,32 +181,58 @@ class PrincipalChecks:
     role_exists: Callable[[str], bool]
 
 
-def parse_or_refuse(document: Any, catalog: CatalogView, checks: PrincipalChecks) -> PolicyDocument:
-    """``parse``, its problems answered as one 422 ``invalid_policy`` listing them all."""
+def parse_or_refuse(
+    document: Any,
+    catalog: CatalogView,
+    checks: PrincipalChecks,
+    limits: PolicyLimits | None = None,
+) -> PolicyDocument:
+    """``parse``, its problems answered as one 422 listing them all: ``invalid_policy``,
+    or ``policy_limit_exceeded`` when one of them is a limit (each such problem names
+    its setting, ``limit``, and value, ``max``)."""
     try:
-        return parse(document, catalog, checks)
+        return parse(document, catalog, checks, limits)
     except PolicyInvalid as exc:
+        over = [p for p in exc.problems if p.limit is not None]
+        first = over[0] if over else exc.problems[0]
+        where = f" (rule {first.rule!r})" if first.rule else ""
         raise InvalidRequest(
-            f"the policy has {len(exc.problems)} problem(s); the first: "
-            f"{exc.problems[0].pointer}: {exc.problems[0].detail}",
-            code="invalid_policy",
+            f"the policy has {len(exc.problems)} problem(s); the first"
+            f"{' past a limit' if over else ''}: {first.pointer}{where}: {first.detail}",
+            code="policy_limit_exceeded" if over else "invalid_policy",
             extra={"errors": [p.as_dict() for p in exc.problems]},
         ) from exc
 
 
-def parse(document: Any, catalog: CatalogView, checks: PrincipalChecks) -> PolicyDocument:
+def parse(
+    document: Any,
+    catalog: CatalogView,
+    checks: PrincipalChecks,
+    limits: PolicyLimits | None = None,
+) -> PolicyDocument:
+    limits = limits or PolicyLimits()
     problems: list[Problem] = []
     if not isinstance(document, dict) or set(document) - {"rules"}:
         raise PolicyInvalid([Problem(None, "", 'a document is {"rules": [...]}')])
     raw_rules = document.get("rules", [])
     if not isinstance(raw_rules, list):
         raise PolicyInvalid([Problem(None, "/rules", "rules must be a list")])
-    if len(raw_rules) > MAX_RULES:
-        raise PolicyInvalid([Problem(None, "/rules", f"at most {MAX_RULES} rules")])
+    if len(raw_rules) > limits.max_rules:
+        raise PolicyInvalid(
+            [_over(None, "/rules", f"at most {limits.max_rules} rules", limits, "max_rules")]
+        )
+    size = _json_size(document)
+    if size > limits.max_document_bytes:
+        detail = f"{size} bytes as compact JSON, at most {limits.max_document_bytes}"
+        raise PolicyInvalid([_over(None, "", detail, limits, "max_document_bytes")])
     rules: list[Rule] = []
     seen: set[str] = set()
+    cost = 0
+    # (field, value) -> known: each principal named is looked up once per document, and
+    # at most LATCHKEY_POLICY_MAX_PRINCIPALS of them (each is a database query).
+    looked_up: dict[tuple[str, str], bool] = {}
     for index, raw in enumerate(raw_rules):
-        parser = _RuleParser(index, raw, catalog, checks)
+        parser = _RuleParser(index, raw, catalog, checks, limits, looked_up)
         rule = parser.parse()
         problems.extend(parser.problems)
         if rule is not None:
@@ -131,22 +240,59 @@ def parse(document: Any, catalog: CatalogView, checks: PrincipalChecks) -> Polic
                 problems.append(Problem(rule.id, f"/rules/{index}/id", "duplicate rule id"))
             seen.add(rule.id)
             rules.append(rule)
+            before, cost = cost, cost + rule_units(rule)
+            if before <= limits.max_cost < cost:  # the rule that goes past it
+                detail = (
+                    f"the document costs more than {limits.max_cost} units from this rule on "
+                    "(a rule 1, a condition 1, `in` 10, a glob 40 + 3 per character of its pattern)"
+                )
+                problems.append(_over(rule.id, f"/rules/{index}", detail, limits, "max_cost"))
     if problems:
         raise PolicyInvalid(problems)
     return PolicyDocument(tuple(rules))
 
 
+def _over(rule: str | None, pointer: str, detail: str, limits: PolicyLimits, name: str) -> Problem:
+    return Problem(rule, pointer, detail, LIMIT_SETTINGS[name], getattr(limits, name))
+
+
+def _json_size(document: Any) -> int:
+    try:
+        return len(json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode())
+    except (TypeError, ValueError, RecursionError):
+        return 0  # not JSON data: the rule checks say what is wrong with it
+
+
 class _RuleParser:
-    def __init__(self, index: int, raw: Any, catalog: CatalogView, checks: PrincipalChecks) -> None:
+    def __init__(
+        self,
+        index: int,
+        raw: Any,
+        catalog: CatalogView,
+        checks: PrincipalChecks,
+        limits: PolicyLimits,
+        looked_up: dict[tuple[str, str], bool] | None = None,
+    ) -> None:
+        self.looked_up = {} if looked_up is None else looked_up
         self.index = index
         self.raw = raw
         self.catalog = catalog
         self.checks = checks
+        self.limits = limits
         self.problems: list[Problem] = []
         self.rule_id: str | None = None
 
-    def fail(self, pointer: str, detail: str) -> None:
-        self.problems.append(Problem(self.rule_id, f"/rules/{self.index}{pointer}", detail))
+    def fail(self, pointer: str, detail: str, limit: str | None = None) -> None:
+        """``limit``: the PolicyLimits field the problem goes past, if it is one."""
+        self.problems.append(
+            Problem(
+                self.rule_id,
+                f"/rules/{self.index}{pointer}",
+                detail,
+                LIMIT_SETTINGS[limit] if limit else None,
+                getattr(self.limits, limit) if limit else None,
+            )
+        )
 
     def parse(self) -> Rule | None:
         raw = self.raw
@@ -167,8 +313,14 @@ class _RuleParser:
         if effect not in EFFECTS:
             self.fail("/effect", "allow or deny")
         description = raw.get("description", "")
-        if not isinstance(description, str) or len(description) > MAX_STRING:
-            self.fail("/description", f"a string of at most {MAX_STRING} characters")
+        if not isinstance(description, str):
+            self.fail("/description", "a string")
+        elif len(description) > self.limits.max_string:
+            self.fail(
+                "/description",
+                f"a string of at most {self.limits.max_string} characters",
+                "max_string",
+            )
         resource_type, conditions = self.resource(raw.get("resource"))
         actions = self.actions(raw.get("actions"), resource_type)
         principals = self.principals(raw.get("principals"))
@@ -185,24 +337,28 @@ class _RuleParser:
         )
 
     def actions(self, raw: Any, resource_type: str | None) -> tuple[str, ...]:
-        if not isinstance(raw, list) or not raw or len(raw) > MAX_ACTIONS_PER_RULE:
-            self.fail("/actions", f"a list of 1 to {MAX_ACTIONS_PER_RULE} actions")
+        most = self.limits.max_actions
+        if isinstance(raw, list) and len(raw) > most:
+            self.fail("/actions", f"a list of 1 to {most} actions", "max_actions")
             return ()
+        if not isinstance(raw, list) or not raw:
+            self.fail("/actions", f"a list of 1 to {most} actions")
+            return ()
+        stars = self.limits.max_glob_stars
         known = sorted(
             self.catalog.actions_for(resource_type) if resource_type else self.catalog.actions
         )
         actions = []
         for i, pattern in enumerate(raw):
-            if (
-                not isinstance(pattern, str)
-                or not ACTION_GLOB.match(pattern)
-                or pattern.count("*") > MAX_GLOB_STARS
-            ):
+            if not isinstance(pattern, str) or not ACTION_GLOB.match(pattern):
                 self.fail(
                     f"/actions/{i}",
                     "an action such as 'objects:container:read', "
-                    f"'*' allowed (at most {MAX_GLOB_STARS} times)",
+                    f"'*' allowed (at most {stars} times)",
                 )
+                continue
+            if pattern.count("*") > stars:
+                self.fail(f"/actions/{i}", f"at most {stars} '*' in a pattern", "max_glob_stars")
                 continue
             if not any(fnmatch.fnmatchcase(action, pattern) for action in known):
                 where = f" on {resource_type}" if resource_type else ""
@@ -230,20 +386,35 @@ class _RuleParser:
             "roles": (self.checks.role_exists, "is not a role"),
             "kinds": (lambda k: k in KINDS, "is not human or application"),
         }
+        most = self.limits.max_list
         for key in PRINCIPAL_FIELDS:
             values = raw.get(key)
             if values is None:
                 continue
-            if (
-                not isinstance(values, list)
-                or len(values) > MAX_LIST
-                or not all(isinstance(v, str) and 0 < len(v) <= 255 for v in values)
+            if isinstance(values, list) and len(values) > most:
+                self.fail(
+                    f"/principals/{key}", f"a list of at most {most} ids or names", "max_list"
+                )
+                continue
+            if not isinstance(values, list) or not all(
+                isinstance(v, str) and 0 < len(v) <= 255 for v in values
             ):
-                self.fail(f"/principals/{key}", f"a list of at most {MAX_LIST} ids or names")
+                self.fail(f"/principals/{key}", f"a list of at most {most} ids or names")
                 continue
             check, message = checks[key]
             for i, value in enumerate(values):
-                if not check(value):
+                known = self.looked_up.get((key, value))
+                if known is None:
+                    if len(self.looked_up) >= self.limits.max_principals:
+                        self.fail(
+                            f"/principals/{key}/{i}",
+                            f"at most {self.limits.max_principals} distinct principals "
+                            "(users, groups, roles, kinds, credentials) in a document",
+                            "max_principals",
+                        )
+                        break
+                    known = self.looked_up[(key, value)] = bool(check(value))
+                if not known:
                     self.fail(f"/principals/{key}/{i}", f"{value!r} {message}")
             result[key] = frozenset(values)
         return result
@@ -260,8 +431,13 @@ class _RuleParser:
             return None, ()
         attributes = self.catalog.resource_types[resource_type]
         raw_conditions = raw.get("conditions") or []
-        if not isinstance(raw_conditions, list) or len(raw_conditions) > MAX_CONDITIONS:
-            self.fail("/resource/conditions", f"a list of at most {MAX_CONDITIONS} conditions")
+        most = self.limits.max_conditions
+        if not isinstance(raw_conditions, list) or len(raw_conditions) > most:
+            self.fail(
+                "/resource/conditions",
+                f"a list of at most {most} conditions",
+                "max_conditions" if isinstance(raw_conditions, list) else None,
+            )
             return resource_type, ()
         conditions = []
         for i, item in enumerate(raw_conditions):
@@ -306,15 +482,44 @@ class _RuleParser:
         if not self.value_fits(kind, op, value):
             self.fail(f"{pointer}/value", f"does not fit a {kind} compared with {op}")
             return None
+        if past := self.past_limit(op, value):
+            limit, detail = past
+            self.fail(f"{pointer}/value", detail, limit)
+            return None
         if isinstance(value, list):
             value = tuple(value)
         return Condition(name, op, value)
 
+    def past_limit(self, op: str, value: Any) -> tuple[str, str] | None:
+        """(limit, detail) when a value of the right type is too big or too complex."""
+        limits = self.limits
+        strings = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and len(value) > limits.max_list:
+            return "max_list", f"a list of at most {limits.max_list} values"
+        if any(isinstance(v, str) and len(v) > limits.max_string for v in strings):
+            return "max_string", f"strings of at most {limits.max_string} characters"
+        if op == "glob":
+            if len(value) > limits.max_glob_length:
+                return (
+                    "max_glob_length",
+                    f"a pattern of at most {limits.max_glob_length} characters",
+                )
+            if value.count("*") > limits.max_glob_stars:
+                return "max_glob_stars", f"at most {limits.max_glob_stars} '*' in a pattern"
+            if glob_wildcards(value) > limits.max_glob_wildcards:
+                return (
+                    "max_glob_wildcards",
+                    f"at most {limits.max_glob_wildcards} '?' and '[...]' in a pattern",
+                )
+        return None
+
     @staticmethod
     def value_fits(kind: str, op: str, value: Any) -> bool:
+        """Of the type the operator needs (sizes: ``past_limit``)."""
+
         def scalar(v: Any) -> bool:
             if kind in ("string", "list of string"):
-                return isinstance(v, str) and len(v) <= MAX_STRING
+                return isinstance(v, str)
             if kind == "integer":
                 return isinstance(v, int) and not isinstance(v, bool)
             if kind == "number":
@@ -324,13 +529,9 @@ class _RuleParser:
         if kind == "list of string":
             return scalar(value)
         if op in ("in", "not in"):
-            return (
-                isinstance(value, list) and len(value) <= MAX_LIST and all(scalar(v) for v in value)
-            )
+            return isinstance(value, list) and all(scalar(v) for v in value)
         if op == "glob":
-            return (
-                isinstance(value, str) and len(value) <= 256 and value.count("*") <= MAX_GLOB_STARS
-            )
+            return isinstance(value, str)
         return scalar(value)
 
 

@@ -29,6 +29,7 @@ from latchkey.policy.catalog import Catalog
 from latchkey.policy.context import CallContext
 from latchkey.policy.documents import (
     PolicyDocument,
+    PolicyLimits,
     PrincipalChecks,
     Rule,
     from_stored,
@@ -50,7 +51,9 @@ class DomainPolicies:
         audit: AuditLog,
         catalog: Catalog,
         changes: ChangeGeneration | None = None,
+        limits: PolicyLimits | None = None,
     ) -> None:
+        self._limits = limits or PolicyLimits()
         self._session = session
         self._enforcer = enforcer
         self._audit = audit
@@ -152,7 +155,9 @@ class DomainPolicies:
     # -- helpers --------------------------------------------------------------------
 
     def _parse(self, domain_id: str, document: Any) -> PolicyDocument:
-        return parse_or_refuse(document, self._catalog.view(), self._checks(domain_id))
+        return parse_or_refuse(
+            document, self._catalog.view(), self._checks(domain_id), self._limits
+        )
 
     def _checks(self, domain_id: str) -> PrincipalChecks:
         """A domain's rules name only the domain's own principals."""

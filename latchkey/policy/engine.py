@@ -26,7 +26,10 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -36,7 +39,7 @@ import polar.query
 from oso import Oso, Variable
 from polar.exceptions import OsoError as PolarError
 
-from latchkey.policy.documents import Condition, PolicyDocument, Rule
+from latchkey.policy.documents import Condition, PolicyDocument, Rule, rule_units
 
 READ_VERBS = ("read", "get", "list", "show", "head", "describe", "validate")
 WRITE_VERBS = ("create", "update", "write", "put", "patch", "post", "delete", "rotate")
@@ -66,6 +69,46 @@ allow(_actor, _action, _resource) if false;
 
 class PolicyError(Exception):
     """A boundary that does not load, or a query that failed."""
+
+
+class BudgetExceeded(Exception):
+    """A decision ran past its wall-clock budget: the caller denies (fail closed)."""
+
+
+@dataclass
+class Deadline:
+    """When the decision under way must be over (``time.monotonic()``)."""
+
+    at: float
+    exceeded: bool = False
+
+    def passed(self) -> bool:
+        if not self.exceeded and time.monotonic() >= self.at:
+            self.exceeded = True
+        return self.exceeded
+
+
+# The deadline of the decision this thread (or task) is making: set by the decision
+# layer (latchkey/policy/service.py), read in the rule loops below, which Polar may
+# call back into (the host runs the query in the caller's thread).
+_DEADLINE: ContextVar[Deadline | None] = ContextVar("latchkey_decision_deadline", default=None)
+
+
+@contextmanager
+def deadline(at: float | None) -> Iterator[Deadline | None]:
+    """Evaluations inside the block stop with ``BudgetExceeded`` once ``at`` has passed."""
+    current = Deadline(at) if at is not None else None
+    token = _DEADLINE.set(current)
+    try:
+        yield current
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _check_deadline() -> None:
+    current = _DEADLINE.get()
+    if current is not None and current.passed():
+        raise BudgetExceeded("the decision's budget is spent")
 
 
 class PolarData:
@@ -230,30 +273,128 @@ class ResourceRef(PolarData):
 
 
 _MISSING = object()
+INDEXED_ACTIONS = 4096  # action names whose candidate rules an engine keeps
 
 
 class TenantRules(PolarData):
-    """A compiled tenant document: the rules as data, indexed by action on first use."""
+    """A compiled tenant document: the rules as data, indexed by action on first use.
 
-    __slots__ = ("by_action", "rules")
+    ``in`` / ``not in`` values are also kept as sets (a lookup, not a scan of up to
+    1,000 values), and each action's candidate rules with their cost in units
+    (``documents.rule_units``), which the decision layer adds up before a batch."""
+
+    __slots__ = ("by_action", "rules", "value_sets")
     POLAR_NAMES = frozenset({"matching"})
 
     def __init__(self, rules: tuple[Rule, ...]) -> None:
         object.__setattr__(self, "rules", rules)
         object.__setattr__(self, "by_action", {})
+        sets: dict[int, frozenset[Any]] = {}
+        for rule in rules:
+            for c in rule.conditions:
+                if c.op in ("in", "not in") and isinstance(c.value, tuple):
+                    try:
+                        sets[id(c)] = frozenset(c.value)
+                    except TypeError:  # not hashable: compared one by one
+                        continue
+        object.__setattr__(self, "value_sets", sets)
+
+    def candidates(self, name: str) -> tuple[tuple[Rule, ...], int]:
+        """The rules one of whose actions matches ``name``, in document order, and
+        what evaluating all of them costs."""
+        index: dict[str, tuple[tuple[Rule, ...], int]] = object.__getattribute__(self, "by_action")
+        found = index.get(name)
+        if found is None:
+            # Up to 2,000 rules of 50 globs: within the deadline too (nothing is kept
+            # of an index left unfinished).
+            current = _DEADLINE.get()
+            rules: tuple[Rule, ...] = object.__getattribute__(self, "rules")
+            chosen = []
+            for rule in rules:
+                if current is not None and current.passed():
+                    raise BudgetExceeded("the decision's budget is spent")
+                if any(glob_match(p, name) for p in rule.actions):
+                    chosen.append(rule)
+            found = (tuple(chosen), sum(rule_units(r) for r in chosen))
+            if len(index) < INDEXED_ACTIONS:  # names come from requests: bounded
+                index[name] = found
+        return found
 
     def matching(
         self, actor: Principal, action: ActionRef, resource: ResourceRef
     ) -> list[list[str]]:
-        """[[effect, rule id], ...] of the rules that match, in document order."""
-        name = action.name
-        index: dict[str, tuple[Rule, ...]] = object.__getattribute__(self, "by_action")
-        candidates = index.get(name)
-        if candidates is None:
-            rules: tuple[Rule, ...] = object.__getattribute__(self, "rules")
-            candidates = tuple(r for r in rules if any(glob_match(p, name) for p in r.actions))
-            index[name] = candidates  # bounded by the catalog's actions
-        return [[r.effect, r.id] for r in candidates if rule_matches(r, actor, name, resource)]
+        """[[effect, rule id], ...] of the rules that match, in document order.
+
+        Stops with ``BudgetExceeded`` once the decision's deadline has passed (checked
+        before each rule: one rule costs at most ~1 + 20 conditions)."""
+        current = _DEADLINE.get()
+        candidates, _ = TenantRules.candidates(self, action.name)
+        sets: dict[int, frozenset[Any]] = object.__getattribute__(self, "value_sets")
+        # What the rules read of the principal and the resource, read once per decision
+        # (each read through PolarData's guard costs ~0.5 µs).
+        credential = actor.application_credential_id
+        have = (
+            (actor.id,),
+            actor.groups,
+            actor.roles,
+            (actor.kind,),
+            (credential,) if credential else (),
+        )
+        resource_type = resource.type
+        attributes: dict[str, Any] = object.__getattribute__(resource, "attributes")
+        found = []
+        for rule in candidates:
+            if current is not None and current.passed():
+                raise BudgetExceeded("the decision's budget is spent")
+            if _candidate_matches(rule, actor, have, resource_type, attributes, sets):
+                found.append([rule.effect, rule.id])
+        return found
+
+
+def _candidate_matches(
+    rule: Rule,
+    actor: Principal,
+    have: tuple[tuple[Any, ...], ...],
+    resource_type: str,
+    attributes: dict[str, Any],
+    sets: dict[int, frozenset[Any]],
+) -> bool:
+    """``rule_matches`` for a rule already known to name the action, with what it reads
+    of the principal (``have``, in PRINCIPAL_FIELDS order) and the resource read once."""
+    for wanted, held in zip(
+        (rule.users, rule.groups, rule.roles, rule.kinds, rule.application_credentials),
+        have,
+        strict=True,
+    ):
+        if wanted is not None and wanted.isdisjoint(held):
+            return False
+    if rule.resource_type is not None and resource_type != rule.resource_type:
+        return False
+    fail_closed = rule.effect == "deny"
+    for c in rule.conditions:
+        left = attributes.get(c.attribute)
+        if c.principal_attribute is not None:
+            right = actor.attr(c.principal_attribute)
+            if right is None:
+                if fail_closed:
+                    continue
+                return False
+        else:
+            right = c.value
+            values = sets.get(id(c))
+            # A scalar of the request is looked up in the set; anything else as
+            # compare() does.
+            if values is not None and isinstance(left, str | int | float):
+                if (left in values) != (c.op == "in"):
+                    return False
+                continue
+        if left is None:
+            if fail_closed:
+                continue
+            return False
+        if not compare(c.op, left, right, fail_closed):
+            return False
+    return True
 
 
 def rule_matches(rule: Rule, actor: Principal, action: str, resource: ResourceRef) -> bool:
@@ -435,6 +576,14 @@ class PolicyEngine:
         # A boundary file that adds tenant_rule clauses of its own keeps the Polar route.
         self.tenant_rules_direct = DEFINES_TENANT_RULE.search(boundary) is None
 
+    def cost(self, action: str) -> int:
+        """Units evaluating the tenant rules for ``action`` may cost (0: no rules)."""
+        return TenantRules.candidates(self._tenant, action)[1] if self.has_rules else 0
+
+    def candidates(self, action: str) -> tuple[Rule, ...]:
+        """The rules (project's and domain's) that name ``action``, in document order."""
+        return TenantRules.candidates(self._tenant, action)[0]
+
     def evaluate(
         self,
         actor: Principal,
@@ -510,11 +659,15 @@ class PolicyEngine:
                         str(bindings["rule_id"])
                     )
         except PolarError as exc:
+            current = _DEADLINE.get()
+            if current is not None and current.exceeded:  # raised by matching, inside Polar
+                raise BudgetExceeded("the decision's budget is spent") from exc
             # The first line names the cause (a timeout, a refused name); no values follow.
             first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             raise PolicyError(
                 f"policy evaluation failed: {type(exc).__name__}: {first_line}"
             ) from exc
+        _check_deadline()  # a slow boundary counts too
         # Document order: `rule` in an answer names the first matching rule as written.
         return Verdict(boundary, tuple(dict.fromkeys(allows)), tuple(dict.fromkeys(denies)))
 

@@ -53,6 +53,7 @@ from latchkey.policy.catalog import Catalog
 from latchkey.policy.context import AuthContext, CallContext
 from latchkey.policy.documents import (
     PolicyDocument,
+    PolicyLimits,
     PrincipalChecks,
     from_stored,
     parse_or_refuse,
@@ -62,10 +63,12 @@ from latchkey.policy.domains import DomainPolicies
 from latchkey.policy.enforcer import Enforcer, Target, TenantRefusal
 from latchkey.policy.engine import (
     ActionRef,
+    BudgetExceeded,
     PolicyEngine,
     PolicyError,
     Principal,
     ResourceRef,
+    deadline,
     principal_attributes,
 )
 from latchkey.policy.plan import ALWAYS, NEVER, plan
@@ -222,20 +225,50 @@ class DecisionRecorder:
 ACTIVE_CACHE_SECONDS = 2.0
 
 
+BUDGET_CODE = "decision_budget_exceeded"
+
+
+@dataclass(frozen=True)
+class DecisionLimits:
+    """What a decision request may send and cost (the LATCHKEY_DECISION_* settings of
+    issue 13, class 1; docs/policy.md "Limits")."""
+
+    max_attributes: int = 100
+    max_attribute_length: int = 1024
+    max_attribute_items: int = 100
+    max_cost: int = 200_000
+    budget_ms: int = 500
+    batch_budget_ms: int = 3000
+
+
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
-    decided_by: str  # token | boundary | policy
+    decided_by: str  # token | boundary | policy | error | budget
     rule: str | None = None
     explanation: dict[str, Any] | None = None
+    code: str | None = None  # decision_budget_exceeded, with decided_by "budget"
 
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"allowed": self.allowed, "decided_by": self.decided_by}
         if self.rule is not None:
             body["rule"] = self.rule
+        if self.code is not None:
+            body["code"] = self.code
         if self.explanation is not None:
             body["explain"] = self.explanation
         return body
+
+
+def over_budget(explain: bool) -> Decision:
+    """A decision not made in time: a denial (fail closed), never an allow."""
+    return Decision(
+        False,
+        "budget",
+        None,
+        {"budget": "the decision's time budget was spent"} if explain else None,
+        BUDGET_CODE,
+    )
 
 
 class TenantPolicies:
@@ -248,7 +281,9 @@ class TenantPolicies:
         boundaries: Boundaries,
         domains: DomainPolicies,
         changes: ChangeGeneration | None = None,
+        limits: PolicyLimits | None = None,
     ) -> None:
+        self._limits = limits or PolicyLimits()
         self._session = session
         self._enforcer = enforcer
         self._audit = audit
@@ -333,7 +368,9 @@ class TenantPolicies:
         self._build(project_id, version, parsed)
 
     def _parse(self, project_id: str, document: Any) -> PolicyDocument:
-        return parse_or_refuse(document, self._catalog.view(), self._checks(project_id))
+        return parse_or_refuse(
+            document, self._catalog.view(), self._checks(project_id), self._limits
+        )
 
     def _version_row(self, project_id: str, version: int) -> PolicyVersion:
         row = self._session.scalar(
@@ -525,6 +562,12 @@ def decide_with(
     """
     try:
         verdict = engine.evaluate(principal, action, resource)
+    except BudgetExceeded:
+        log.warning(
+            "decision past its budget, denied",
+            extra={"action": action.name, "resource_type": resource.type},
+        )
+        return over_budget(explain)
     except PolicyError as exc:
         log.error(
             "policy evaluation failed, denied: %s",
@@ -560,6 +603,9 @@ def decide_tenant_only(
     identity actions, whose ceiling is the rule table rather than the boundary."""
     try:
         verdict = engine.evaluate(principal, action, resource, consult_boundary=False)
+    except BudgetExceeded:
+        log.warning("decision past its budget, denied", extra={"action": action.name})
+        return over_budget(False)
     except PolicyError as exc:
         log.error("policy evaluation failed, denied: %s", exc, extra={"action": action.name})
         return Decision(False, "error", None, None)
@@ -656,7 +702,9 @@ class Decisions:
         recorder: DecisionRecorder,
         effective_roles: Callable[[str, str], set[str]],
         principals: PrincipalCache | None = None,
+        limits: DecisionLimits | None = None,
     ) -> None:
+        self._limits = limits or DecisionLimits()
         self._principals = principals or PrincipalCache(None)
         self._session = session
         self._enforcer = enforcer
@@ -670,6 +718,7 @@ class Decisions:
         self, ctx: CallContext, check: dict[str, Any], subject_token: str | None, explain: bool
     ) -> Decision:
         principal, auth = self._principal(ctx, subject_token)
+        self._check_attributes(check["resource"], "/resource")
         return self._decide(principal, auth, check["action"], check["resource"], explain)
 
     def decide(self, ctx: CallContext, action: str, resource: dict[str, Any]) -> Decision:
@@ -687,26 +736,145 @@ class Decisions:
         if len(checks) > MAX_BATCH:
             raise InvalidRequest(f"at most {MAX_BATCH} checks", code="batch_too_large")
         principal, auth = self._principal(ctx, subject_token)
+        for i, check in enumerate(checks):
+            self._check_attributes(check["resource"], f"/checks/{i}/resource")
         per_project: dict[str | None, ProjectDecider] = {}
+        until = self._batch_deadline()
+        # Each project's engine and each action's candidate rules, before any decision
+        # (both kept for later requests): within the batch's budget too, since a batch
+        # may name up to 1,000 projects. Out of time here, every check is a budget denial.
+        known = self._catalog.view().actions  # an unknown action is a 422 when decided
+        cost: int | None = 0
+        with deadline(until):
+            try:
+                for c in checks:
+                    if time.monotonic() >= until:
+                        raise BudgetExceeded("the batch's budget is spent")
+                    if c["action"] in known and cost is not None:
+                        engine = self._decider(c["resource"].get("project_id"), per_project).engine
+                        cost += engine.cost(c["action"])
+            except BudgetExceeded:
+                cost = None
+        if cost is not None:
+            self._check_cost(cost, f"{len(checks)} checks")
         decided: list[Sample] = []
         decisions = [
-            self._decide(principal, auth, c["action"], c["resource"], explain, per_project, decided)
+            self._decide(
+                principal, auth, c["action"], c["resource"], explain, per_project, decided, until
+            )
             for c in checks
         ]
         self._recorder.maybe_record_one(principal, decided)
         return decisions
 
+    # -- what a request may send and cost (issue 13, class 1) -----------------------
+
+    def _check_attributes(self, resource: dict[str, Any], pointer: str) -> None:
+        """Resource attributes within LATCHKEY_DECISION_MAX_ATTRIBUTES / _LENGTH / _ITEMS:
+        a 422 ``attribute_limit_exceeded`` naming the limit and the attribute."""
+        limits = self._limits
+        attributes = resource.get("attributes") or {}
+        pointer += "/attributes"
+
+        def refuse(where: str, detail: str, setting: str, maximum: int) -> None:
+            raise InvalidRequest(
+                f"{where}: {detail}",
+                code="attribute_limit_exceeded",
+                extra={"pointer": where, "limit": setting, "max": maximum},
+            )
+
+        if len(attributes) > limits.max_attributes:
+            refuse(
+                pointer,
+                f"at most {limits.max_attributes} attributes",
+                "LATCHKEY_DECISION_MAX_ATTRIBUTES",
+                limits.max_attributes,
+            )
+        length = limits.max_attribute_length
+        for name, value in attributes.items():
+            where = f"{pointer}/{str(name)[:64]}"
+            if isinstance(value, list):
+                if len(value) > limits.max_attribute_items:
+                    refuse(
+                        where,
+                        f"a list of at most {limits.max_attribute_items} items",
+                        "LATCHKEY_DECISION_MAX_ATTRIBUTE_ITEMS",
+                        limits.max_attribute_items,
+                    )
+                value_strings = [v for v in value if isinstance(v, str)]
+            else:
+                value_strings = [value] if isinstance(value, str) else []
+            if any(len(v) > length for v in value_strings):
+                refuse(
+                    where,
+                    f"strings of at most {length} characters",
+                    "LATCHKEY_DECISION_MAX_ATTRIBUTE_LENGTH",
+                    length,
+                )
+
+    def _check_cost(self, cost: int, what: str) -> None:
+        """A request whose checks could cost more than LATCHKEY_DECISION_MAX_COST units
+        (the rules naming each check's action, counted as if all were evaluated) is
+        refused before any is: 422 ``decision_cost_exceeded``."""
+        most = self._limits.max_cost
+        if cost > most:
+            raise InvalidRequest(
+                f"{what} against the tenant rules in force could cost {cost} units, "
+                f"at most {most} (LATCHKEY_DECISION_MAX_COST): send fewer checks at a time",
+                code="decision_cost_exceeded",
+                extra={"limit": "LATCHKEY_DECISION_MAX_COST", "max": most, "cost": cost},
+            )
+
+    @staticmethod
+    def _cost_within(until: float, count: Callable[[], int]) -> int | None:
+        """``count()`` (which may index each action's candidate rules: ~2,000 rules of
+        50 globs each) within the request's deadline; None once it has passed."""
+        with deadline(until):
+            try:
+                return count()
+            except BudgetExceeded:
+                return None
+
+    def _batch_deadline(self) -> float:
+        return time.monotonic() + self._limits.batch_budget_ms / 1000
+
+    def _decider(
+        self, project_id: str | None, per_project: dict[str | None, ProjectDecider] | None
+    ) -> ProjectDecider:
+        known = per_project.get(project_id) if per_project is not None else None
+        if known is None:
+            known = ProjectDecider(
+                self._project_domain(project_id), self._policies.engine(project_id)
+            )
+            if per_project is not None:
+                per_project[project_id] = known
+        return known
+
+    def _deadline(self, until: float | None) -> float:
+        """One decision's deadline: its own budget, within the request's (``until``)."""
+        at = time.monotonic() + self._limits.budget_ms / 1000
+        return at if until is None else min(at, until)
+
     def actions(
         self, ctx: CallContext, resource: dict[str, Any], subject_token: str | None
     ) -> list[str]:
         principal, auth = self._principal(ctx, subject_token)
+        self._check_attributes(resource, "/resource")
         view = self._catalog.view()
         per_project: dict[str | None, ProjectDecider] = {}
+        actions = view.actions_for(resource["type"])
+        engine = self._decider(resource.get("project_id"), per_project).engine
+        until = self._batch_deadline()
+        cost = self._cost_within(until, lambda: sum(engine.cost(a) for a in actions))
+        if cost is not None:
+            self._check_cost(cost, f"{len(actions)} actions")
         decided: list[Sample] = []
         allowed = [
             action
-            for action in view.actions_for(resource["type"])
-            if self._decide(principal, auth, action, resource, False, per_project, decided).allowed
+            for action in actions
+            if self._decide(
+                principal, auth, action, resource, False, per_project, decided, until
+            ).allowed
         ]
         self._recorder.maybe_record_one(principal, decided)
         return allowed
@@ -732,8 +900,14 @@ class Decisions:
             return NEVER, None
         if not engine.has_rules:
             return ALWAYS, None
+        # Only the rules naming the action (the engine's index): a document of 1,000 rules
+        # of 50 action globs each is not matched again on every call.
         return plan(
-            engine.rules, principal, action, resource_type, allow_required=engine.has_policy
+            engine.candidates(action),
+            principal,
+            action,
+            resource_type,
+            allow_required=engine.has_policy,
         )
 
     def _checked_action(self, action: str, resource_type: str) -> ActionRef:
@@ -777,11 +951,13 @@ class Decisions:
         explain: bool,
         per_project: dict[str | None, ProjectDecider] | None = None,
         decided: list[Sample] | None = None,
+        until: float | None = None,
     ) -> Decision:
         """``per_project``: shared by the checks of one batch, so the whole batch is
         decided by one policy version per project and looks each project up once.
         ``decided``: collects the batch's decisions, of which at most one is sampled
-        (``DecisionRecorder.maybe_record_one``)."""
+        (``DecisionRecorder.maybe_record_one``). ``until``: the request's deadline
+        (``time.monotonic()``); each decision also has a budget of its own."""
         action_ref = self._checked_action(action, resource["type"])
         if not self._token_allows(auth, action_ref):
             return Decision(
@@ -793,13 +969,13 @@ class Decisions:
                 else None,
             )
         project_id = resource.get("project_id")
-        known = per_project.get(project_id) if per_project is not None else None
-        if known is None:
-            known = ProjectDecider(
-                self._project_domain(project_id), self._policies.engine(project_id)
-            )
-            if per_project is not None:
-                per_project[project_id] = known
+        if until is not None and time.monotonic() >= until:
+            # The request's budget is spent: not evaluated (nor an engine built for it).
+            decision = over_budget(explain)
+            if decided is not None:
+                decided.append((action, resource, decision))
+            return decision
+        known = self._decider(project_id, per_project)
         resource_ref = ResourceRef(
             type=resource["type"],
             project_id=project_id,
@@ -807,7 +983,8 @@ class Decisions:
             id=resource.get("id"),
             attributes=self._typed(resource["type"], resource.get("attributes")),
         )
-        decision = decide_with(known.engine, principal, action_ref, resource_ref, explain)
+        with deadline(self._deadline(until)):
+            decision = decide_with(known.engine, principal, action_ref, resource_ref, explain)
         if decided is not None:
             decided.append((action, resource, decision))
         else:
@@ -845,7 +1022,8 @@ class Decisions:
             domain_id=self._project_domain(project_id),
             attributes=self._typed(resource_type, given),
         )
-        decision = decide_tenant_only(engine, principal, ActionRef(action), resource_ref)
+        with deadline(self._deadline(None)):
+            decision = decide_tenant_only(engine, principal, ActionRef(action), resource_ref)
         self._record_own(principal, action, resource, decision)
         return None if decision.allowed else TenantRefusal(decision.rule, decision.decided_by)
 
@@ -878,12 +1056,41 @@ class Decisions:
             self._policies.with_domain_rules(project_id, validated)[1],
         )
         current = self._policies.engine(project_id)
+        for index, case in enumerate(cases):
+            self._check_attributes(case["resource"], f"/cases/{index}/resource")
+        records = self._recorder.recent(project_id, recent)
+        until = self._batch_deadline()
+        cost = self._cost_within(
+            until,
+            lambda: (
+                sum(current.cost(c["action"]) + draft.cost(c["action"]) for c in cases)
+                + sum(draft.cost(r.action) for r in records)
+            ),
+        )
+        if cost is not None:
+            self._check_cost(cost, f"{len(cases)} cases and {len(records)} recent decisions")
+
+        def timed(
+            engine: PolicyEngine,
+            principal: Principal,
+            action: ActionRef,
+            resource: ResourceRef,
+            explain: bool,
+            tenant_only: bool = False,
+        ) -> Decision:
+            if time.monotonic() >= until:
+                return over_budget(explain)
+            with deadline(self._deadline(until)):
+                if tenant_only:
+                    return decide_tenant_only(engine, principal, action, resource)
+                return decide_with(engine, principal, action, resource, explain)
+
         case_results = []
         for index, case in enumerate(cases):
             principal = self._case_principal(case["principal"], project_id)
             action, resource_ref = ActionRef(case["action"]), self._resource(case["resource"])
-            before = decide_with(current, principal, action, resource_ref, True)
-            after = decide_with(draft, principal, action, resource_ref, True)
+            before = timed(current, principal, action, resource_ref, True)
+            after = timed(draft, principal, action, resource_ref, True)
             case_results.append(
                 {
                     "index": index,
@@ -892,15 +1099,11 @@ class Decisions:
                     "flips": before.allowed != after.allowed,
                 }
             )
-        records = self._recorder.recent(project_id, recent)
         flips = []
         for record in records:
             principal = Principal(**record.principal)
             action, resource_ref = ActionRef(record.action), self._resource(record.resource)
-            if own_action(record.action):
-                after = decide_tenant_only(draft, principal, action, resource_ref)
-            else:
-                after = decide_with(draft, principal, action, resource_ref, False)
+            after = timed(draft, principal, action, resource_ref, False, own_action(record.action))
             if after.allowed != record.allowed:
                 flips.append(
                     {
