@@ -23,7 +23,7 @@ from latchkey.identity.models import Domain, Group, GroupMembership, Project, Ro
 from latchkey.identity.passwords import PasswordHasher
 from latchkey.identity.revocations import USER
 from latchkey.policy.context import CallContext
-from latchkey.policy.enforcer import Target
+from latchkey.policy.enforcer import UNKNOWN, Target
 
 HUMAN, APPLICATION = "human", "application"
 
@@ -385,7 +385,7 @@ class Accounts(IdentityServiceBase):
             "identity:group:add_member",
             Target(
                 domain_id=group.domain_id,
-                other_domain_id=user.domain_id if user else None,
+                other_domain_id=user.domain_id if user else UNKNOWN,
                 privileged=self._is_cloud_group(group.id),
             ),
         )
