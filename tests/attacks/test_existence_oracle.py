@@ -148,9 +148,7 @@ def world(app: Flask, api: Api, admin_token: str) -> World:
         credentials[owner] = created
     (rule_id,) = [
         r["id"]
-        for r in api.ok("GET", f"/v3/users/{stranger}/access_rules", stranger_token)[
-            "access_rules"
-        ]
+        for r in api.ok("GET", f"/v3/users/{stranger}/access_rules", stranger_token)["access_rules"]
     ]
     service = _ok(api, "POST", "/v1/services", admin, SERVICE)["id"]
     _ok(api, "POST", "/v1/roles", admin, {"name": "custom"})
@@ -196,8 +194,10 @@ def _param(rule: Rule, name: str) -> str:
     if name == "actor_id":
         return "group_id" if "/groups/" in rule.rule else "user_id"
     if name == "secret_id":
-        return "credential_secret_id" if "application-credentials" in rule.rule else (
-            "tenant_secret_id"
+        return (
+            "credential_secret_id"
+            if "application-credentials" in rule.rule
+            else ("tenant_secret_id")
         )
     return name
 

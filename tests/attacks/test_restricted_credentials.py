@@ -80,10 +80,8 @@ class World:
         return created
 
     def delete_decision(self, token: str, project: str | None = None) -> dict[str, Any]:
-        body = {
-            "action": "objects:container:delete",
-            "resource": {"type": "objects:container", "id": "c1", "project_id": project or self.web},
-        }
+        resource = {"type": "objects:container", "id": "c1", "project_id": project or self.web}
+        body = {"action": "objects:container:delete", "resource": resource}
         decision: dict[str, Any] = self.api.ok("POST", "/v1/authorize", token, body, 200)
         return decision
 
@@ -204,9 +202,11 @@ def test_every_privilege_changing_request_is_refused(world: World) -> None:
         ("POST", "/v1/users", {"name": "carol", "password": PASSWORD}),
         ("PATCH", f"/v1/users/{bob}", {"password": PASSWORD + "-new"}),
         ("DELETE", f"/v1/users/{bob}", None),
-        ("POST", f"/v1/users/{admin_id}/password", {
-            "original_password": ADMIN_PASSWORD, "password": PASSWORD + "-new"
-        }),
+        (
+            "POST",
+            f"/v1/users/{admin_id}/password",
+            {"original_password": ADMIN_PASSWORD, "password": PASSWORD + "-new"},
+        ),
         ("POST", "/v1/groups", {"name": "g2"}),
         ("PATCH", f"/v1/groups/{group}", {"description": "x"}),
         ("DELETE", f"/v1/groups/{group}", None),
