@@ -329,3 +329,39 @@ def test_granting_an_unknown_role_looks_like_granting_a_known_one(world: World) 
     # Those allowed to act on the project still learn that the role is unknown.
     response = world.api.call("PUT", f"{base}/no-such-role", world.admin)
     assert answer(response) == (404, "role_not_found")
+
+
+def test_managers_cannot_tell_a_foreign_user_from_a_missing_one(world: World) -> None:
+    """A project or domain admin reaching for a user or group of another domain gets
+    the same refusal whether it exists or not (a missing one lies in no domain of
+    theirs); the cloud admin, who may reach everywhere, learns that it is missing."""
+    api, ids = world.api, world.existing["human"]
+    p1 = api.ok("GET", "/v1/projects?name=p1", world.admin)["projects"][0]["id"]
+    group = api.ok("POST", "/v1/groups", world.admin, {"name": "own"})["id"]
+    tokens = {}
+    for name, scope, login in (
+        ("padmin", f"/v1/projects/{p1}", {"project": "p1"}),
+        ("dadmin", "/v1/domains/default", {"domain_scope": "default"}),
+    ):
+        user = api.ok("POST", "/v1/users", world.admin, {"name": name, "password": PASSWORD})
+        api.ok("PUT", f"{scope}/users/{user['id']}/roles/admin", world.admin)
+        tokens[name] = api.login(name, PASSWORD, **login)
+    missing = "x" + secrets.token_hex(8)
+    cases = [
+        ("padmin", f"/v1/projects/{p1}/users/{{}}/roles/member", ids["user_id"]),
+        ("padmin", f"/v1/projects/{p1}/groups/{{}}/roles/member", ids["group_id"]),
+        ("dadmin", f"/v1/projects/{p1}/users/{{}}/roles/member", ids["user_id"]),
+        ("dadmin", "/v1/domains/default/users/{}/roles/reader", ids["user_id"]),
+        ("dadmin", "/v1/domains/default/groups/{}/roles/reader", ids["group_id"]),
+        ("dadmin", f"/v1/groups/{group}/users/{{}}", ids["user_id"]),
+    ]
+    for persona, template, foreign in cases:
+        for method in ("PUT", "DELETE"):
+            if method == "DELETE" and "/groups/" in template and "/roles/" not in template:
+                continue  # removing a non-member: the group is theirs, 404 says nothing
+            token = tokens[persona]
+            seen = answer(api.call(method, template.format(foreign), token))
+            unseen = answer(api.call(method, template.format(missing), token))
+            assert seen == unseen == (403, "action_forbidden"), (persona, method, template)
+    refused = answer(api.call("PUT", f"/v1/groups/{group}/users/{missing}", world.admin))
+    assert refused == (404, "user_not_found")
