@@ -91,12 +91,18 @@ class Accounts(IdentityServiceBase):
         domain_id = data["domain_id"]
         # A project's admins may create the application accounts that project owns.
         owner_project = data.get("owner_project_id") if data.get("kind") == APPLICATION else None
+        # An owner project in another domain (or none) is a second domain: cloud scope
+        # only, so no one else learns from the answer which project ids exist.
+        owner_domain = None
+        if owner_project:
+            owner_domain = self._directory.project_domain_id(owner_project) or UNKNOWN
         self._enforce(
             ctx,
             "identity:user:create",
             Target(
                 domain_id=domain_id,
                 project_id=owner_project,
+                other_domain_id=owner_domain,
                 attributes={"kind": data.get("kind", "human"), "name": data.get("name")},
             ),
         )

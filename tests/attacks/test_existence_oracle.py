@@ -365,3 +365,33 @@ def test_managers_cannot_tell_a_foreign_user_from_a_missing_one(world: World) ->
             assert seen == unseen == (403, "action_forbidden"), (persona, method, template)
     refused = answer(api.call("PUT", f"/v1/groups/{group}/users/{missing}", world.admin))
     assert refused == (404, "user_not_found")
+
+    # Ids in a body: a project for one's own credential, an application account's owner
+    # project, a user to simulate a draft for.
+    padmin = api.ok("GET", "/v1/users?name=padmin", world.admin)["users"][0]["id"]
+    for project, token, expected in (
+        ("project_id", tokens["padmin"], (403, "no_roles_on_project")),
+        ("owner_project_id", tokens["dadmin"], (403, "action_forbidden")),
+    ):
+        seen_unseen = []
+        for value in (ids["project_id"], missing):
+            if project == "project_id":
+                path, body = f"/v1/users/{padmin}/application-credentials", {"name": "c"}
+            else:
+                path, body = "/v1/users", {"name": "app", "kind": "application"}
+            body[project] = value
+            seen_unseen.append(answer(api.call("POST", path, token, body)))
+        assert seen_unseen == [expected, expected], project
+    simulate = f"/v1/projects/{p1}/policy/simulate"
+    for user in (ids["user_id"], missing):
+        case = {
+            "action": "oracle:thing:read",
+            "resource": {"type": "oracle:thing", "project_id": p1},
+            "principal": {"user_id": user},
+        }
+        body = {"rules": [], "cases": [case]}
+        response = api.call("POST", simulate, tokens["padmin"], body)
+        assert answer(response) == (422, "user_not_found"), user
+    # The cloud admin still learns that an owner project is missing.
+    body = {"name": "app", "kind": "application", "owner_project_id": missing}
+    assert answer(api.call("POST", "/v1/users", world.admin, body)) == (404, "project_not_found")
