@@ -97,7 +97,13 @@ def _authenticate_first() -> None:
     req = request._get_current_object()  # type: ignore[attr-defined]
     if req.url_rule is None or req.method == "OPTIONS" or is_public(req.endpoint, req.method):
         return
-    current_auth(required=True)
+    if current_auth() is None:
+        detail = (
+            "The request you have made requires authentication."  # Keystone's words
+            if req.blueprint == "keystone"
+            else "this operation needs a token"
+        )
+        raise AuthenticationRequired(detail, code="token_missing")
 
 
 def call_context(authenticate: bool = True) -> CallContext:
