@@ -31,7 +31,7 @@ from latchkey.identity.models import (
 from latchkey.identity.passwords import PasswordHasher
 from latchkey.identity.revocations import USER
 from latchkey.policy.context import CallContext
-from latchkey.policy.enforcer import Target
+from latchkey.policy.enforcer import UNKNOWN, Target
 
 HUMAN, APPLICATION = "human", "application"
 
@@ -99,12 +99,18 @@ class Accounts(IdentityServiceBase):
         domain_id = data["domain_id"]
         # A project's admins may create the application accounts that project owns.
         owner_project = data.get("owner_project_id") if data.get("kind") == APPLICATION else None
+        # An owner project in another domain (or none) is a second domain: cloud scope
+        # only, so no one else learns from the answer which project ids exist.
+        owner_domain = None
+        if owner_project:
+            owner_domain = self._directory.project_domain_id(owner_project) or UNKNOWN
         self._enforce(
             ctx,
             "identity:user:create",
             Target(
                 domain_id=domain_id,
                 project_id=owner_project,
+                other_domain_id=owner_domain,
                 attributes={"kind": data.get("kind", "human"), "name": data.get("name")},
             ),
         )
@@ -394,7 +400,7 @@ class Accounts(IdentityServiceBase):
             "identity:group:add_member",
             Target(
                 domain_id=group.domain_id,
-                other_domain_id=user.domain_id if user else None,
+                other_domain_id=user.domain_id if user else UNKNOWN,
                 privileged=self._is_cloud_group(group.id),
             ),
         )

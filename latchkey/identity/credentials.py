@@ -501,19 +501,28 @@ class ApplicationCredentials(IdentityServiceBase):
     # -- management ---------------------------------------------------------------
 
     def create(self, ctx: CallContext, owner_id: str, data: dict[str, Any]) -> CreatedCredential:
-        owner = self._enforced_owner(
-            ctx,
-            "identity:application_credential:create",
-            owner_id,
-            project_id=data["project_id"],
-            attributes={"name": data["name"], "unrestricted": bool(data.get("unrestricted"))},
+        action = "identity:application_credential:create"
+        attributes = {"name": data["name"], "unrestricted": bool(data.get("unrestricted"))}
+        owner = self._enforced_owner(ctx, action, owner_id, attributes=attributes)
+        # An unknown project is one where the owner holds nothing: the same answer as
+        # for someone else's, so the endpoint reveals no project ids. Only then does
+        # the project's own policy decide (it would otherwise tell a stranger that the
+        # project exists and has one).
+        project = self._directory.find_project(
+            project_id=data["project_id"], name=None, domain_id=None
         )
-        project = self._directory.get_project_record(data["project_id"])
-        held = self._roles.effective_role_names(
-            owner.id, project_id=project.id, directory_group_ids=self._directory_groups(owner)
+        held = (
+            self._roles.effective_role_names(
+                owner.id, project_id=project.id, directory_group_ids=self._directory_groups(owner)
+            )
+            if project is not None
+            else set()
         )
-        if not held:
+        if project is None or not held:
             raise Forbidden("the owner holds no role on that project", code="no_roles_on_project")
+        decided = owner.owner_project_id if owner.kind == APPLICATION else None
+        if project.id != decided and ctx.auth is not None:
+            self._enforcer.enforce_tenant_policy(ctx.auth, action, project.id, attributes)
         roles = self._requested_roles(data.get("roles"), held)
         expires_at = _future(data.get("expires_at"), "expires_at")
         access_rules = _access_rules(data.get("access_rules") or [])

@@ -25,7 +25,7 @@ from latchkey.identity.models import (
 )
 from latchkey.identity.revocations import USER
 from latchkey.policy.context import CallContext
-from latchkey.policy.enforcer import Target
+from latchkey.policy.enforcer import UNKNOWN, Target
 
 PROJECT, DOMAIN = "project", "domain"
 USER_ACTOR, GROUP_ACTOR = "user", "group"
@@ -180,9 +180,9 @@ class Roles(IdentityServiceBase):
         actor_id: str,
         role_ref: str,
     ) -> None:
-        role = self.find_role(role_ref)
-        target = self._assignment_target(scope_type, scope_id, role.name, actor_type, actor_id)
+        target = self._assignment_target(scope_type, scope_id, role_ref, actor_type, actor_id)
         self._enforce(ctx, "identity:role_assignment:grant", target)
+        role = self.find_role(role_ref)
         self._check_scope(scope_type, scope_id)
         self._check_actor(actor_type, actor_id)
         key = assignment_key(scope_type, scope_id, actor_type, actor_id, role.id)
@@ -211,9 +211,9 @@ class Roles(IdentityServiceBase):
         actor_id: str,
         role_ref: str,
     ) -> None:
-        role = self.find_role(role_ref)
-        target = self._assignment_target(scope_type, scope_id, role.name, actor_type, actor_id)
+        target = self._assignment_target(scope_type, scope_id, role_ref, actor_type, actor_id)
         self._enforce(ctx, "identity:role_assignment:revoke", target)
+        role = self.find_role(role_ref)
         self._check_scope(scope_type, scope_id)
         key = assignment_key(scope_type, scope_id, actor_type, actor_id, role.id)
         assignment = self._session.scalar(select(RoleAssignment).where(RoleAssignment.key == key))
@@ -392,14 +392,22 @@ class Roles(IdentityServiceBase):
         return members
 
     def _assignment_target(
-        self, scope_type: str, scope_id: str, role_name: str, actor_type: str, actor_id: str
+        self, scope_type: str, scope_id: str, role_ref: str, actor_type: str, actor_id: str
     ) -> Target:
+        """Built before anything is refused for not existing: an unknown role is named
+        as given (no one but a cloud admin holds it: the escalation check refuses
+        it), an unknown actor lies in no domain the caller manages (``UNKNOWN``), so
+        the unauthorized learn nothing from the answer (docs/decisions.md)."""
+        role = self._session.get(Role, role_ref) or self._session.scalar(
+            select(Role).where(Role.name == role_ref)
+        )
+        role_name = role.name if role else role_ref
         actor: User | Group | None = (
             self._session.get(User, actor_id)
             if actor_type == USER_ACTOR
             else self._session.get(Group, actor_id)
         )
-        actor_domain = actor.domain_id if actor else None
+        actor_domain = actor.domain_id if actor else UNKNOWN
         if scope_type == PROJECT:
             project = self._directory.find_project(project_id=scope_id, name=None, domain_id=None)
             return Target(

@@ -18,8 +18,9 @@ The rule table maps actions to the default roles:
   to a group, a user of another domain) needs cloud scope;
 * ``self_only`` targets (a human's application credentials) are their
   owner's alone, whatever the caller's roles;
-* restricted application credentials (the default) never manage
-  credentials, passwords, users or role assignments.
+* restricted application credentials (the default) never change what anyone
+  may do: every action whose verb is not a read (``changes_privileges``) is
+  refused to their tokens, whatever their roles (``restricted_refuses``).
 
 The table is the ceiling for Latchkey's own API (it plays the part the
 operator's Polar boundary plays for other services). Inside it, a project's
@@ -41,28 +42,29 @@ from latchkey.errors import AuthenticationRequired, Forbidden
 from latchkey.policy.context import AuthContext
 
 CLOUD, DOMAIN, PROJECT, ANY = "cloud", "domain", "project", "any"
-# What a restricted application credential may never do (Keystone's rule, plus reading
-# other users' credentials).
-RESTRICTED_ACTIONS = frozenset(
-    {
-        "identity:application_credential:create",
-        "identity:application_credential:delete",
-        "identity:application_credential:rotate",
-        "identity:user:change_password",
-        "identity:user:create",
-        "identity:user:update",
-        "identity:user:delete",
-        "identity:role_assignment:grant",
-        "identity:role_assignment:revoke",
-    }
-)
-RESTRICTED_READS_OF_OWN = frozenset(
+# Restricted application credentials (the default kind) never change what anyone
+# may do. Named once, here, and derived from the action's verb so that an action
+# added later is refused by default: whatever is not a read (`get`, `list`,
+# `list_*`, `validate`) changes privileges or identities, unless named below.
+READ_VERBS = frozenset({"get", "list", "validate"})
+READ_VERB_PREFIX = "list_"
+# Not reads, yet changing nothing: a relying service (often a restricted
+# credential holding `service`) asks decisions on its users' behalf.
+RESTRICTED_MAY = frozenset({"policy:decision:on_behalf"})
+# Only about the credential's own user: reading its own credentials, revoking one
+# of its own tokens (logging out). Anyone else's: refused.
+RESTRICTED_ONLY_ON_SELF = frozenset(
     {
         "identity:application_credential:list",
         "identity:application_credential:get",
+        "identity:token:revoke",
     }
 )
 READER, ADMIN, SERVICE = "reader", "admin", "service"
+# What a target names for an object that does not exist (the domain of an unknown
+# user, say): no one's scope holds it, so only cloud callers get as far as the 404
+# and everyone else gets the 403 a foreign object gets.
+UNKNOWN = "\x00unknown"
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,24 @@ class Target:
     tenant_project_id: str | None = None
     # What tenant rules may test (declared on the identity resource types in the catalog).
     attributes: Mapping[str, Any] | None = field(default=None, compare=False)
+
+
+def changes_privileges(action: str) -> bool:
+    """Does the action change what anyone may do (identities, roles, credentials,
+    policies, the catalog, trust material)? Every verb but a read does."""
+    if action in RESTRICTED_MAY:
+        return False
+    verb = action.rsplit(":", 1)[-1]
+    return not (verb in READ_VERBS or verb.startswith(READ_VERB_PREFIX))
+
+
+def restricted_refuses(auth: AuthContext, action: str, target: Target | None = None) -> bool:
+    """The rule for restricted application credentials (``auth.restricted``)."""
+    if not auth.restricted:
+        return False
+    if action in RESTRICTED_ONLY_ON_SELF:
+        return target is None or target.user_id != auth.user_id
+    return changes_privileges(action)
 
 
 @dataclass(frozen=True)
@@ -192,12 +212,7 @@ class Enforcer:
     def enforce(self, auth: AuthContext | None, action: str, target: Target) -> None:
         if auth is None:
             raise AuthenticationRequired("this operation needs a token", code="token_missing")
-        if auth.restricted and self._restricted_refuses(auth, action, target):
-            raise Forbidden(
-                f"a restricted application credential may not perform {action}",
-                code="application_credential_restricted",
-                extra={"action": action},
-            )
+        self.refuse_restricted(auth, action, target)
         if not self.allowed(auth, action, target):
             raise Forbidden(
                 f"not allowed to perform {action}",
@@ -234,10 +249,15 @@ class Enforcer:
             )
 
     @staticmethod
-    def _restricted_refuses(auth: AuthContext, action: str, target: Target) -> bool:
-        if action in RESTRICTED_ACTIONS:
-            return True
-        return action in RESTRICTED_READS_OF_OWN and target.user_id != auth.user_id
+    def refuse_restricted(auth: AuthContext, action: str, target: Target | None = None) -> None:
+        """403 ``application_credential_restricted`` when the rule refuses the action:
+        part of ``enforce``; doors that must refuse before reading a body call it first."""
+        if restricted_refuses(auth, action, target):
+            raise Forbidden(
+                f"a restricted application credential may not perform {action}",
+                code="application_credential_restricted",
+                extra={"action": action},
+            )
 
     def allowed(self, auth: AuthContext, action: str, target: Target) -> bool:
         rule = self._rules.get(action)
@@ -245,7 +265,7 @@ class Enforcer:
             return False  # deny by default: an action nobody declared is never allowed
         if target.self_only:
             return target.user_id == auth.user_id
-        if auth.restricted and self._restricted_refuses(auth, action, target):
+        if restricted_refuses(auth, action, target):
             return False
         if not self._role_in_scope(auth, rule, target):
             return False

@@ -412,6 +412,10 @@ class TenantPolicies:
             details=details,
         )
 
+    def user_in_project(self, project_id: str, user_id: str) -> bool:
+        """Holds a role on the project (directly or through a group), or is owned by it."""
+        return self._checks(project_id).user_in_project(user_id)
+
     def _checks(self, project_id: str) -> PrincipalChecks:
         session = self._session
 
@@ -1119,7 +1123,12 @@ class Decisions:
 
     def _case_principal(self, spec: dict[str, Any], project_id: str) -> Principal:
         user = self._session.get(User, spec["user_id"])
-        if user is None:
+        # A user of another domain with nothing on the project is "not found" too: a
+        # project's admins learn nothing of user ids beyond their domain and project.
+        if user is None or (
+            user.domain_id != self._project_domain(project_id)
+            and not self._policies.user_in_project(project_id, user.id)
+        ):
             raise InvalidRequest(f"no user {spec['user_id']!r}", code="user_not_found")
         roles = spec.get("roles")
         if roles is None:

@@ -69,6 +69,52 @@ def _check_access_rules(auth: AuthContext | None) -> None:
         )
 
 
+# The endpoints that answer without a token, by design; every other one refuses an
+# anonymous caller (401 ``token_missing``) before it reads its path, body or the
+# database, so no answer to an anonymous caller depends on what exists
+# (docs/decisions.md, "No existence oracle"). An endpoint added later is
+# authenticated unless listed here. (endpoint, method); HEAD counts as GET.
+PUBLIC_ENDPOINTS = frozenset(
+    {
+        ("tokens.TokensView", "POST"),  # logging in
+        ("tokens.jwks", "GET"),
+        ("keystone.issue_token", "POST"),
+        ("keystone.versions", "GET"),
+        ("keystone.version", "GET"),
+        # OAuth 2.0: the client authenticates with its credential, not a bearer token.
+        ("oauth2.token", "POST"),
+        ("oauth2.introspect", "POST"),
+        ("oauth2.revoke", "POST"),
+        ("oauth2.authorization_server_metadata", "GET"),
+        ("operations.healthz", "GET"),
+        ("operations.readyz", "GET"),
+        ("operations.metrics", "GET"),
+        ("api-docs.openapi_json", "GET"),
+        ("static", "GET"),
+    }
+)
+
+
+def is_public(endpoint: str | None, method: str) -> bool:
+    method = "GET" if method == "HEAD" else method
+    return (endpoint, method) in PUBLIC_ENDPOINTS
+
+
+def _authenticate_first() -> None:
+    """Check the caller before anything is looked up (an unmatched URL or method is
+    left to routing's 404/405; OPTIONS reveals only the methods of a route)."""
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    if req.url_rule is None or req.method == "OPTIONS" or is_public(req.endpoint, req.method):
+        return
+    if current_auth() is None:
+        detail = (
+            "The request you have made requires authentication."  # Keystone's words
+            if req.blueprint == "keystone"
+            else "this operation needs a token"
+        )
+        raise AuthenticationRequired(detail, code="token_missing")
+
+
 def call_context(authenticate: bool = True) -> CallContext:
     return CallContext(
         auth=current_auth() if authenticate else None,
@@ -167,5 +213,6 @@ def _finish(response: Response) -> Response:
 
 def register_request_hooks(app: Flask) -> None:
     app.before_request(_begin)
+    app.before_request(_authenticate_first)
     app.before_request(_screen_input)
     app.after_request(_finish)

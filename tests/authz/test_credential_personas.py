@@ -35,9 +35,23 @@ MEMBER = "member"  # member on p1
 OWNER = "owner"  # the human whose credentials the `human` rows are about; member on p1
 UNRELATED = "unrelated"  # member on p2
 OTHER_PROJECT_ADMIN = "other_project_admin"  # admin on p2
-PERSONAS = (CLOUD, DOMAIN_ADMIN, PROJECT_ADMIN, MEMBER, OWNER, UNRELATED, OTHER_PROJECT_ADMIN)
+HUMANS = (CLOUD, DOMAIN_ADMIN, PROJECT_ADMIN, MEMBER, OWNER, UNRELATED, OTHER_PROJECT_ADMIN)
+# Application credential tokens of a human persona (issue 13, class 2): a restricted one
+# manages no credential and reads only its owner's own; an unrestricted one does what
+# its owner does. Their refusals are 403 `application_credential_restricted`.
+OWNER_RESTRICTED, OWNER_UNRESTRICTED = "owner_restricted", "owner_unrestricted"
+ADMIN_RESTRICTED, ADMIN_UNRESTRICTED = "project_admin_restricted", "project_admin_unrestricted"
+CREDENTIALS = {
+    OWNER_RESTRICTED: (OWNER, True),
+    OWNER_UNRESTRICTED: (OWNER, False),
+    ADMIN_RESTRICTED: (PROJECT_ADMIN, True),
+    ADMIN_UNRESTRICTED: (PROJECT_ADMIN, False),
+}
+PERSONAS = (*HUMANS, *CREDENTIALS)
 ANONYMOUS = "anonymous"
-MANAGERS = (CLOUD, DOMAIN_ADMIN, PROJECT_ADMIN)  # of the application account owned by p1
+RESTRICTED = "application_credential_restricted"
+# Of the application account owned by p1.
+MANAGERS = (CLOUD, DOMAIN_ADMIN, PROJECT_ADMIN, ADMIN_UNRESTRICTED)
 
 
 @dataclass(frozen=True)
@@ -60,13 +74,22 @@ class Row:
             return 401
         return self.expect.get(persona, 403)
 
+    def expected_code(self, persona: str) -> str:
+        if persona == ANONYMOUS:
+            return "token_missing"
+        if persona in CREDENTIALS and CREDENTIALS[persona][1]:
+            return RESTRICTED
+        return "action_forbidden"
 
-def rows(owner: str, allowed: tuple[str, ...]) -> list[Row]:
-    """The same actions for one owner; ``allowed`` personas succeed, the rest are refused."""
+
+def rows(owner: str, allowed: tuple[str, ...], readers: tuple[str, ...] = ()) -> list[Row]:
+    """The same actions for one owner; ``allowed`` personas succeed, the rest are refused;
+    ``readers`` may also list and show (a restricted credential of the owner)."""
     base = f"/v1/users/{{{owner}}}/application-credentials"
 
     def row(name: str, request: str, status: int, body: dict[str, Any] | None = None) -> Row:
-        return Row(name, request, body, dict.fromkeys(allowed, status))
+        who = (*allowed, *readers) if request.startswith("GET") else allowed
+        return Row(name, request, body, dict.fromkeys(who, status))
 
     return [
         row("create", f"POST {base}", 201, {"name": "{persona}-cred", "project_id": "{p1}"}),
@@ -83,7 +106,7 @@ def rows(owner: str, allowed: tuple[str, ...]) -> list[Row]:
 
 # Keyed by the owner's placeholder: `owner` is the human, `robot` the application account.
 MATRIX: dict[str, list[Row]] = {
-    "owner": rows("owner", (OWNER,)),
+    "owner": rows("owner", (OWNER, OWNER_UNRESTRICTED), readers=(OWNER_RESTRICTED,)),
     "robot": rows("robot", MANAGERS),
 }
 
@@ -107,6 +130,8 @@ class World:
         self._persona(OWNER, f"/v1/projects/{p1}", "member", project="p1")
         self._persona(UNRELATED, f"/v1/projects/{p2}", "member", project="p2")
         self._persona(OTHER_PROJECT_ADMIN, f"/v1/projects/{p2}", "admin", project="p2")
+        for persona, (owner, restricted) in CREDENTIALS.items():
+            self._credential_persona(persona, owner, restricted)
         self.ids["owner"] = self.user_ids[OWNER]
         robot = {"name": "robot", "kind": "application", "owner_project_id": p1}
         self.ids["robot"] = self._post("/v1/users", robot)
@@ -148,6 +173,17 @@ class World:
         self.user_ids[persona] = user
         self.tokens[persona] = self.api.login(name, PASSWORD, **login)
 
+    def _credential_persona(self, persona: str, owner: str, restricted: bool) -> None:
+        body = {"name": persona, "project_id": self.ids["p1"], "unrestricted": not restricted}
+        path = f"/v1/users/{self.user_ids[owner]}/application-credentials"
+        created = self.api.ok("POST", path, self.tokens[owner], body)
+        login = {"auth": {"application_credential": {"id": created["id"]}}}
+        login["auth"]["application_credential"]["secret"] = created["secret"]
+        response = self.api.call("POST", "/v1/auth/tokens", None, login)
+        assert response.status_code == 201, response.get_json()
+        self.user_ids[persona] = self.user_ids[owner]
+        self.tokens[persona] = response.get_json()["token"]
+
     def _post(self, path: str, body: dict[str, Any]) -> str:
         return str(self.api.ok("POST", path, self.admin, body)["id"])
 
@@ -172,14 +208,14 @@ def _fill(body: Any, values: Placeholders) -> Any:
     return body
 
 
-def check(response: TestResponse, expected: int, label: str) -> None:
+def check(
+    response: TestResponse, expected: int, label: str, code: str = "action_forbidden"
+) -> None:
     problem = response.get_json(silent=True) or {}
     got = f"{response.status_code} {problem.get('code', '')}".strip()
     assert response.status_code == expected, f"{label}: expected {expected}, got {got}: {problem}"
-    if expected == 403:
-        assert problem.get("code") == "action_forbidden", f"{label}: {problem}"
-    elif expected == 401:
-        assert problem.get("code") == "token_missing", f"{label}: {problem}"
+    if expected in (401, 403):
+        assert problem.get("code") == code, f"{label}: {problem}"
     elif expected == 201 and response.request.method == "POST":
         assert str(problem.get("secret", "")).startswith("lkac_"), f"{label}: {problem}"
     elif expected == 200 and "application_credentials" in problem:
@@ -201,7 +237,8 @@ def test_credential_persona_matrix(world: World, subtests: pytest.Subtests) -> N
             for persona in (*PERSONAS, ANONYMOUS):
                 label = f"{persona}-{owner}-{row.name}"
                 with subtests.test(msg=label):
-                    check(world.perform(persona, row), row.expected(persona), label)
+                    response = world.perform(persona, row)
+                    check(response, row.expected(persona), label, row.expected_code(persona))
     for owner, table in MATRIX.items():
         allowed = set(table[0].expect)
         token = world.manager_token(owner)

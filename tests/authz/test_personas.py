@@ -32,8 +32,20 @@ MEMBER = "member"  # member on p1
 READER = "reader"  # reader on p1
 NO_ROLE = "no_role"  # no assignment at all, unscoped token
 OTHER_MEMBER = "other_member"  # member on p2, token scoped to p2
-PERSONAS = (CLOUD, DOMAIN_ADMIN, PROJECT_ADMIN, MEMBER, READER, NO_ROLE, OTHER_MEMBER)
+HUMANS = (CLOUD, DOMAIN_ADMIN, PROJECT_ADMIN, MEMBER, READER, NO_ROLE, OTHER_MEMBER)
+# Application credential tokens of a human persona (issue 13, class 2): a restricted
+# one (the default kind) never changes anything, whatever its roles: every write
+# row is 403 `application_credential_restricted`, every read row as for its owner;
+# an unrestricted one does what its owner does.
+CREDENTIALS = {
+    "cloud_restricted": (CLOUD, True),
+    "cloud_unrestricted": (CLOUD, False),
+    "project_admin_restricted": (PROJECT_ADMIN, True),
+    "project_admin_unrestricted": (PROJECT_ADMIN, False),
+}
+PERSONAS = (*HUMANS, *CREDENTIALS)
 ANONYMOUS = "anonymous"  # no token at all
+RESTRICTED = "application_credential_restricted"
 
 BUG = -1  # see the module docstring and Row.why
 
@@ -48,6 +60,11 @@ class Row:
     body: dict[str, Any] | None = None
     expect: dict[str, int] = field(default_factory=dict)  # persona -> status; absent = 403
     why: str = ""  # for BUG cells
+    reads_only: bool = False  # a POST that changes nothing (validating, simulating)
+
+    @property
+    def changes(self) -> bool:
+        return self.method != "GET" and not self.reads_only
 
     @property
     def method(self) -> str:
@@ -60,7 +77,18 @@ class Row:
     def expected(self, persona: str) -> int:
         if persona == ANONYMOUS:
             return 401
+        if persona in CREDENTIALS:
+            owner, restricted = CREDENTIALS[persona]
+            return 403 if restricted and self.changes else self.expected(owner)
         return self.expect.get(persona, 403)
+
+    def expected_code(self, persona: str) -> str | None:
+        """The problem code of a refusal (403) or missing token (401)."""
+        if persona == ANONYMOUS:
+            return "token_missing"
+        if persona in CREDENTIALS and CREDENTIALS[persona][1] and self.changes:
+            return RESTRICTED
+        return "action_forbidden"
 
 
 def row(
@@ -69,12 +97,13 @@ def row(
     body: dict[str, Any] | None = None,
     *,
     why: str = "",
+    reads_only: bool = False,
     **expect: int,
 ) -> Row:
-    unknown = set(expect) - set(PERSONAS)
+    unknown = set(expect) - set(HUMANS)
     assert not unknown, f"{name}: unknown personas {unknown}"
     assert why or BUG not in expect.values(), f"{name}: say why a BUG cell is wrong"
-    return Row(name, request, body, expect, why)
+    return Row(name, request, body, expect, why, reads_only)
 
 
 # Placeholders: ids from the world; {self} is the caller's own user id; {persona}
@@ -173,9 +202,9 @@ MATRIX: dict[str, list[Row]] = {
             "create-application-account-owned-by-other-domain-project",
             "POST /v1/users",
             {"name": "{persona}-app", "kind": "application", "owner_project_id": "{o1}"},
-            # An application account lives in its owner project's domain, for everyone.
+            # An application account lives in its owner project's domain, for everyone;
+            # reaching for a project of another domain needs cloud scope (and then 422).
             cloud_admin=422,
-            domain_admin=422,
         ),
         row("list-users", "GET /v1/users", cloud_admin=200, domain_admin=200),
         row("list-users-of-other-domain", "GET /v1/users?domain_id={other}", cloud_admin=200),
@@ -257,6 +286,26 @@ MATRIX: dict[str, list[Row]] = {
             "PUT /v1/groups/{group}/users/{stranger}",
             cloud_admin=204,
         ),
+        row(
+            "list-group-members",
+            "GET /v1/groups/{group}/users",
+            cloud_admin=200,
+            domain_admin=200,
+        ),
+        row(
+            "update-group",
+            "PATCH /v1/groups/{group}",
+            {"description": "x"},
+            cloud_admin=200,
+            domain_admin=200,
+        ),
+        row(
+            "remove-group-member",
+            "DELETE /v1/groups/{group}/users/{new_group_member}",
+            cloud_admin=204,
+            domain_admin=204,
+        ),
+        row("delete-group", "DELETE /v1/groups/{new_group}", cloud_admin=204, domain_admin=204),
     ],
     "roles-and-assignments": [
         row(
@@ -270,6 +319,22 @@ MATRIX: dict[str, list[Row]] = {
             other_member=200,
         ),
         row("create-role", "POST /v1/roles", {"name": "{persona}-role"}, cloud_admin=201),
+        row("delete-role", "DELETE /v1/roles/{new_role}", cloud_admin=204),
+        row("imply-role", "PUT /v1/roles/{new_role}/implies/reader", cloud_admin=204),
+        row("unimply-role", "DELETE /v1/roles/{new_implying_role}/implies/reader", cloud_admin=204),
+        row(
+            "grant-member-on-project-to-group",
+            "PUT /v1/projects/{p1}/groups/{group}/roles/member",
+            cloud_admin=204,
+            domain_admin=204,
+            project_admin=204,
+        ),
+        row(
+            "revoke-reader-on-domain",
+            "DELETE /v1/domains/default/users/{new_domain_reader}/roles/reader",
+            cloud_admin=204,
+            domain_admin=204,
+        ),
         row(
             "grant-member-on-project",
             "PUT /v1/projects/{p1}/users/{bystander}/roles/member",
@@ -351,6 +416,90 @@ MATRIX: dict[str, list[Row]] = {
         ),
         row("list-all-role-assignments", "GET /v1/role-assignments", cloud_admin=200),
     ],
+    "catalog": [
+        row(
+            "list-services",
+            "GET /v1/services",
+            cloud_admin=200,
+            domain_admin=200,
+            project_admin=200,
+            member=200,
+            reader=200,
+            other_member=200,
+        ),
+        row("create-service", "POST /v1/services", {"type": "{slug}"}, cloud_admin=201),
+        row("update-service", "PUT /v1/services/{service}", {"type": "shop"}, cloud_admin=200),
+        row("delete-service", "DELETE /v1/services/{new_service}", cloud_admin=204),
+    ],
+    # Tenant and domain policies. Validating and simulating change nothing.
+    "policies": [
+        row(
+            "get-project-policy",
+            "GET /v1/projects/{p1}/policy",
+            cloud_admin=200,
+            domain_admin=200,
+            project_admin=200,
+            member=200,
+            reader=200,
+        ),
+        row(
+            "validate-project-policy",
+            "POST /v1/projects/{p1}/policy/validate",
+            {"rules": []},
+            reads_only=True,
+            cloud_admin=200,
+            domain_admin=200,
+            project_admin=200,
+        ),
+        row(
+            "simulate-project-policy",
+            "POST /v1/projects/{p1}/policy/simulate",
+            {"rules": []},
+            reads_only=True,
+            cloud_admin=200,
+            domain_admin=200,
+            project_admin=200,
+        ),
+        row(
+            "put-project-policy",
+            "PUT /v1/projects/{p1}/policy",
+            {"rules": [{"id": "all", "effect": "allow", "actions": ["*"]}]},
+            cloud_admin=200,
+            domain_admin=200,
+            project_admin=200,
+        ),
+        row(
+            "activate-project-policy",
+            "POST /v1/projects/{p1}/policy/versions/1/activate",
+            cloud_admin=200,
+            domain_admin=200,
+            project_admin=200,
+        ),
+        row(
+            "list-project-policy-versions",
+            "GET /v1/projects/{p1}/policy/versions",
+            cloud_admin=200,
+            domain_admin=200,
+            project_admin=200,
+            member=200,
+            reader=200,
+        ),
+        # Domain `default` holds the admin project: its rules are the cloud's alone.
+        row("get-domain-policy", "GET /v1/domains/default/policy", cloud_admin=200),
+        row(
+            "validate-domain-policy",
+            "POST /v1/domains/default/policy/validate",
+            {"rules": []},
+            reads_only=True,
+            cloud_admin=200,
+        ),
+        row("put-domain-policy", "PUT /v1/domains/default/policy", {"rules": []}, cloud_admin=200),
+        row(
+            "activate-domain-policy",
+            "POST /v1/domains/default/policy/versions/1/activate",
+            cloud_admin=200,
+        ),
+    ],
     "audit-and-revocations": [
         row("list-audit-events", "GET /v1/audit/events", cloud_admin=200),
         row(
@@ -381,6 +530,7 @@ class World:
             "p2": self._post("/v1/projects", {"name": "p2"}),
             "group": self._post("/v1/groups", {"name": "staff"}),
             "bystander": self._user("bystander"),
+            "service": self._post("/v1/services", {"type": "shop"}),
         }
         other = self.ids["other"]
         self.ids["o1"] = self._post("/v1/projects", {"name": "o1", "domain_id": other})
@@ -394,6 +544,8 @@ class World:
         self._persona(READER, "/v1/projects/{p1}", "reader", project="p1")
         self._persona(NO_ROLE, None, None)
         self._persona(OTHER_MEMBER, "/v1/projects/{p2}", "member", project="p2")
+        for persona, (owner, restricted) in CREDENTIALS.items():
+            self._credential_persona(persona, owner, restricted)
 
     # -- performing a row -------------------------------------------------------------
 
@@ -413,11 +565,24 @@ class World:
             return self._post("/v1/projects", {"name": name})
         if kind == "other_project":
             return self._post("/v1/projects", {"name": name, "domain_id": self.ids["other"]})
+        if kind == "group":
+            return self._post("/v1/groups", {"name": name})
+        if kind == "service":
+            return self._post("/v1/services", {"type": name})
+        if kind in ("role", "implying_role"):
+            role = self._post("/v1/roles", {"name": name})
+            if kind == "implying_role":
+                self.api.ok("PUT", f"/v1/roles/{name}/implies/reader", self.admin)
+            return role
         user = self._user(name)
         if kind == "p1_member":
             self._grant(f"/v1/projects/{self.ids['p1']}", user, "member")
         elif kind == "cloud_admin":
             self._grant(f"/v1/projects/{self.ids['admin_project']}", user, "admin")
+        elif kind == "group_member":
+            self.api.ok("PUT", f"/v1/groups/{self.ids['group']}/users/{user}", self.admin)
+        elif kind == "domain_reader":
+            self._grant("/v1/domains/default", user, "reader")
         else:
             assert kind == "user", f"no fresh {kind}"
         return user
@@ -430,6 +595,19 @@ class World:
             self._grant(scope.format_map(self.ids), user, role)
         self.user_ids[persona] = user
         self.tokens[persona] = self.api.login(persona.replace("_", "-"), PASSWORD, **login)
+
+    def _credential_persona(self, persona: str, owner: str, restricted: bool) -> None:
+        """A credential of ``owner`` on the project its token is scoped to, all roles."""
+        project = self.ids["admin_project"] if owner == CLOUD else self.ids["p1"]
+        body = {"name": persona, "project_id": project, "unrestricted": not restricted}
+        path = f"/v1/users/{self.user_ids[owner]}/application-credentials"
+        created = self.api.ok("POST", path, self.tokens[owner], body)
+        login = {"auth": {"application_credential": {"id": created["id"]}}}
+        login["auth"]["application_credential"]["secret"] = created["secret"]
+        response = self.api.call("POST", "/v1/auth/tokens", None, login)
+        assert response.status_code == 201, response.get_json()
+        self.user_ids[persona] = self.user_ids[owner]
+        self.tokens[persona] = response.get_json()["token"]
 
     def _user(self, name: str, domain_id: str = "default") -> str:
         return self._post("/v1/users", {"name": name, "password": PASSWORD, "domain_id": domain_id})
@@ -449,7 +627,7 @@ class Placeholders(dict[str, str]):
     """Fills a row's templates for one persona; ``{new_*}`` builds a fresh resource."""
 
     def __init__(self, world: World, persona: str) -> None:
-        super().__init__(world.ids, persona=persona)
+        super().__init__(world.ids, persona=persona, slug=persona.replace("_", "-"))
         self._world = world
         # Without a token there is no "self": ask about someone else.
         self["self"] = world.user_ids.get(persona, world.ids["bystander"])
@@ -469,14 +647,14 @@ def _fill(body: Any, values: Placeholders) -> Any:
     return body
 
 
-def check(response: TestResponse, expected: int, label: str) -> None:
+def check(
+    response: TestResponse, expected: int, label: str, code: str = "action_forbidden"
+) -> None:
     problem = response.get_json(silent=True) or {}
     got = f"{response.status_code} {problem.get('code', '')}".strip()
     assert response.status_code == expected, f"{label}: expected {expected}, got {got}: {problem}"
-    if expected == 403:
-        assert problem.get("code") == "action_forbidden", f"{label}: {problem}"
-    elif expected == 401:
-        assert problem.get("code") == "token_missing", f"{label}: {problem}"
+    if expected in (401, 403):
+        assert problem.get("code") == code, f"{label}: {problem}"
 
 
 @pytest.fixture
@@ -496,7 +674,7 @@ def test_persona_matrix(world: World, family: str, subtests: pytest.Subtests) ->
                 if expected == BUG:
                     expect_refusal_once_fixed(response, label, action.why)
                 else:
-                    check(response, expected, label)
+                    check(response, expected, label, action.expected_code(persona))
 
 
 def expect_refusal_once_fixed(response: TestResponse, label: str, why: str) -> None:

@@ -588,3 +588,57 @@ def test_unknown_actions_and_types_are_refused(world: World) -> None:
         response = world.api.call("POST", "/v1/authorize", world.tokens[ADMIN], body)
         assert response.status_code == 422, response.get_json()
         assert response.get_json()["code"] in ("unknown_action", "unknown_resource_type")
+
+
+# -- who may change the policy (issue 13, class 2) ---------------------------------------
+
+BOT_ADMIN, BOT_ADMIN_UNRESTRICTED = "bot_admin", "bot_admin_unrestricted"
+RESTRICTED = "application_credential_restricted"
+# persona -> (get, versions, validate, simulate, put, activate): status or status/code.
+MANAGEMENT_TABLE: dict[str, tuple[str, ...]] = {
+    ADMIN: ("200", "200", "200", "200", "200", "200"),
+    MEMBER: ("200", "200", "403", "403", "403", "403"),
+    READER: ("200", "200", "403", "403", "403", "403"),
+    # Restricted credentials: reads (validating and simulating change nothing), never a
+    # change, whatever their roles; refused by that rule before the table is consulted.
+    BOT: ("200", "200", "403", "403", f"403/{RESTRICTED}", f"403/{RESTRICTED}"),
+    BOT_READER: ("200", "200", "403", "403", f"403/{RESTRICTED}", f"403/{RESTRICTED}"),
+    BOT_ADMIN: ("200", "200", "200", "200", f"403/{RESTRICTED}", f"403/{RESTRICTED}"),
+    BOT_ADMIN_UNRESTRICTED: ("200", "200", "200", "200", "200", "200"),
+    OUTSIDER: ("403", "403", "403", "403", "403", "403"),
+}
+
+
+def test_who_may_change_the_policy(world: World, api: Api, subtests: pytest.Subtests) -> None:
+    """Restricted credentials read, validate and simulate, and never PUT or activate."""
+    bot = world.ids[BOT]
+    api.ok("PUT", f"/v1/projects/{world.p1}/users/{bot}/roles/admin", world.admin)
+    owner = world.tokens[ADMIN]
+    world.tokens[BOT_ADMIN], _ = credential_token(api, owner, bot, world.p1, name="ci-admin")
+    world.tokens[BOT_ADMIN_UNRESTRICTED], _ = credential_token(
+        api, owner, bot, world.p1, name="ci-root", unrestricted=True
+    )
+    base = f"/v1/projects/{world.p1}/policy"
+    document = {"rules": seed_rules(world)}
+    world.put_policy(seed_rules(world))  # version 1, to activate
+    requests = (
+        ("GET", base, None),
+        ("GET", f"{base}/versions", None),
+        ("POST", f"{base}/validate", document),
+        ("POST", f"{base}/simulate", document),
+        ("PUT", base, document),
+        ("POST", f"{base}/versions/1/activate", None),
+    )
+    for persona, cells in MANAGEMENT_TABLE.items():
+        for (method, path, body), cell in zip(requests, cells, strict=True):
+            status, _, code = cell.partition("/")
+            with subtests.test(msg=f"{persona}-{method}-{path.rsplit('/', 1)[-1]}"):
+                response = api.call(method, path, world.tokens[persona], body)
+                problem = response.get_json(silent=True) or {}
+                assert response.status_code == int(status), (persona, method, path, problem)
+                if status == "403":
+                    assert problem["code"] == (code or "action_forbidden"), (persona, problem)
+    # Only the allowed personas' PUTs made versions: the seed, then ADMIN's and the
+    # unrestricted credential's.
+    versions = api.ok("GET", f"{base}/versions", world.admin)["versions"]
+    assert [v["version"] for v in versions] == [1, 2, 3]

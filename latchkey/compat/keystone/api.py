@@ -550,6 +550,9 @@ def _native_credential(ctx: CallContext, user_id: str, body: dict[str, Any]) -> 
 @blp.route("/v3/users/<user_id>/application_credentials", methods=["POST"])
 def create_credential(user_id: str) -> Any:
     ctx = _authenticated()
+    assert ctx.auth is not None
+    # Refused before the body is read, as on the native door (the enforcer's rule).
+    services().enforcer.refuse_restricted(ctx.auth, "identity:application_credential:create")
     native = _native_credential(ctx, user_id, _json_body())
     created = services().credentials.create(ctx, user_id, native)
     body = _credential_body(created.credential)
