@@ -43,7 +43,7 @@ def metrics() -> Response:
 class AuditQuery(Schema):
     since = fields.Integer(validate=validate.Range(min=0, max=2**31 - 1))  # 32-bit ids
     type = fields.String(validate=validate.OneOf(["authentication", "change", "decision"]))
-    project_id = fields.String(validate=validate.Length(max=64))
+    project_id = fields.String(validate=validate.Length(min=1, max=64))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
 
 
