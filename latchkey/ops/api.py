@@ -10,6 +10,7 @@ from marshmallow import Schema, fields, validate
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from latchkey.web.blueprint import Blueprint
+from latchkey.web.fields import DbInteger
 from latchkey.web.requests import call_context, services
 
 blp = Blueprint("operations", __name__, description="Operations")
@@ -41,7 +42,7 @@ def metrics() -> Response:
 
 
 class AuditQuery(Schema):
-    since = fields.Integer(validate=validate.Range(min=0, max=2**31 - 1))  # 32-bit ids
+    since = DbInteger()  # audit event ids
     type = fields.String(validate=validate.OneOf(["authentication", "change", "decision"]))
     project_id = fields.String(validate=validate.Length(min=1, max=64))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
