@@ -13,6 +13,7 @@ from typing import Protocol
 from flask import Flask, Response
 from flask_migrate import Migrate
 from flask_smorest import Api
+from flask_smorest.spec.plugins import integerconverter2paramschema
 from sqlalchemy import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -77,6 +78,7 @@ from latchkey.secrets.store import SecretStore
 from latchkey.secrets.system import SystemSecrets
 from latchkey.settings import Settings, SettingsError
 from latchkey.web.attack_audit import ATTACK_TRAIL
+from latchkey.web.fields import BoundedIntegerConverter
 from latchkey.web.flask_app import LatchkeyFlask
 from latchkey.web.headers import SecurityHeaders
 from latchkey.web.problems import register_problem_handlers
@@ -130,7 +132,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         SQLALCHEMY_DATABASE_URI=settings.effective_database_url,
         # PostgreSQL's connections are checked in one round trip by latchkey.db's
         # _ping_postgresql instead (pool_pre_ping costs three there).
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": not _is_postgresql(settings)},
+        SQLALCHEMY_ENGINE_OPTIONS={
+            "pool_pre_ping": not _is_postgresql(settings),
+            # A database error's message (logged with its traceback) never carries the
+            # statement's parameters: password hashes, secrets, tokens (issue 13).
+            "hide_parameters": True,
+        },
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         API_TITLE="Latchkey",
         API_VERSION="v1",
@@ -144,7 +151,10 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     register_request_hooks(app)
     ops_api.register_metrics_hooks(app)
+    # Every <int:...> path parameter fits the database's integer columns (issue 13).
+    app.url_map.converters["int"] = BoundedIntegerConverter
     api = Api(app)
+    api.register_converter(BoundedIntegerConverter, integerconverter2paramschema)
     register_problem_handlers(app)  # after Api(): ours replace flask-smorest's JSON errors
     for blueprint in (
         identity_api.blp,

@@ -37,7 +37,7 @@ class CredentialCreate(Schema):
     unrestricted = fields.Boolean()
     access_rules = fields.List(fields.Nested(AccessRule), validate=validate.Length(max=100))
     allowed_cidrs = fields.List(
-        fields.String(validate=validate.Length(max=64)), validate=validate.Length(max=50)
+        fields.String(validate=validate.Length(min=1, max=64)), validate=validate.Length(max=50)
     )
 
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-NAME = validate.Length(min=1, max=255)
+from latchkey.web.fields import ID, NAME
+
 DESCRIPTION = validate.Length(max=10_000)
 EMAIL = validate.Length(max=320)  # the column's size
 KINDS = ("human", "application")
@@ -14,7 +15,7 @@ KINDS = ("human", "application")
 
 class PageQuery(Schema):
     limit = fields.Integer(validate=validate.Range(min=1, max=1000))
-    marker = fields.String(validate=validate.Length(max=64))
+    marker = fields.String(validate=ID)
 
 
 class NameQuery(PageQuery):
@@ -22,12 +23,12 @@ class NameQuery(PageQuery):
 
 
 class DomainFilterQuery(NameQuery):
-    domain_id = fields.String(validate=validate.Length(max=64))
+    domain_id = fields.String(validate=ID)
 
 
 class UserQuery(DomainFilterQuery):
     kind = fields.String(validate=validate.OneOf(KINDS))
-    owner_project_id = fields.String(validate=validate.Length(max=64))
+    owner_project_id = fields.String(validate=ID)
 
 
 class DomainCreate(Schema):
@@ -68,7 +69,7 @@ class DomainList(Schema):
 
 class ProjectCreate(Schema):
     name = fields.String(required=True, validate=NAME)
-    domain_id = fields.String(load_default="default", validate=validate.Length(min=1, max=64))
+    domain_id = fields.String(load_default="default", validate=ID)
     description = fields.String(validate=DESCRIPTION)
     enabled = fields.Boolean()
 
@@ -104,13 +105,13 @@ ATTRIBUTES = fields.Dict(
 class UserCreate(Schema):
     name = fields.String(required=True, validate=NAME)
     attributes = ATTRIBUTES
-    domain_id = fields.String(load_default="default", validate=validate.Length(min=1, max=64))
+    domain_id = fields.String(load_default="default", validate=ID)
     kind = fields.String(validate=validate.OneOf(KINDS))
     password = fields.String(load_only=True, validate=validate.Length(max=4096))
     enabled = fields.Boolean()
     email = fields.Email(allow_none=True, validate=EMAIL)
     description = fields.String(validate=DESCRIPTION)
-    owner_project_id = fields.String(allow_none=True, validate=validate.Length(max=64))
+    owner_project_id = fields.String(allow_none=True, validate=ID)
 
 
 class UserUpdate(Schema):
@@ -150,7 +151,7 @@ class UserList(Schema):
 
 class GroupCreate(Schema):
     name = fields.String(required=True, validate=NAME)
-    domain_id = fields.String(load_default="default", validate=validate.Length(min=1, max=64))
+    domain_id = fields.String(load_default="default", validate=ID)
     description = fields.String(validate=DESCRIPTION)
 
 
@@ -209,10 +210,10 @@ class RoleImplicationList(Schema):
 
 
 class AssignmentQuery(Schema):
-    user_id = fields.String(validate=validate.Length(max=64))
-    group_id = fields.String(validate=validate.Length(max=64))
-    project_id = fields.String(validate=validate.Length(max=64))
-    domain_id = fields.String(validate=validate.Length(max=64))
+    user_id = fields.String(validate=ID)
+    group_id = fields.String(validate=ID)
+    project_id = fields.String(validate=ID)
+    domain_id = fields.String(validate=ID)
     role = fields.String(validate=NAME)
     effective = fields.Boolean(load_default=False)
 

@@ -121,7 +121,12 @@ def _subject_token() -> str:
 @blp.route("/v1/auth/tokens")
 class TokensView(MethodView):
     @blp.arguments(TokenRequest)
-    @blp.response(201, TokenOut, headers={"Cache-Control": {"description": "no-store"}})
+    @blp.response(
+        201,
+        TokenOut,
+        # OpenAPI 3.0 requires a schema (or content) for every response header.
+        headers={"Cache-Control": {"description": "no-store", "schema": {"type": "string"}}},
+    )
     def post(self, data: dict[str, Any]) -> Any:
         method = data["auth"]
         ctx = call_context(authenticate=False)

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from latchkey.errors import AuthenticationRequired
 from latchkey.web.blueprint import Blueprint
+from latchkey.web.fields import DbInteger
 from latchkey.web.requests import call_context, services
 
 blp = Blueprint("operations", __name__, description="Operations")
@@ -53,11 +54,11 @@ def metrics() -> Response:
 
 
 class AuditQuery(Schema):
-    since = fields.Integer(validate=validate.Range(min=0, max=2**31 - 1))  # 32-bit ids
+    since = DbInteger()  # audit event ids
     type = fields.String(
         validate=validate.OneOf(["authentication", "authorization", "change", "decision"])
     )
-    project_id = fields.String(validate=validate.Length(max=64))
+    project_id = fields.String(validate=validate.Length(min=1, max=64))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
 
 

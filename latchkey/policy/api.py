@@ -100,7 +100,7 @@ class CheckIn(Schema):
 
 class AuthorizeIn(CheckIn):
     explain = fields.Boolean(load_default=False)
-    subject_token = fields.String(validate=validate.Length(max=8192), load_only=True)
+    subject_token = fields.String(validate=validate.Length(min=1, max=8192), load_only=True)
 
 
 class DecisionOut(Schema):
@@ -211,7 +211,7 @@ class CheckList(fields.List):
 class BatchIn(Schema):
     checks = CheckList(required=True, validate=validate.Length(min=1, max=1000))
     explain = fields.Boolean(load_default=False)
-    subject_token = fields.String(validate=validate.Length(max=8192), load_only=True)
+    subject_token = fields.String(validate=validate.Length(min=1, max=8192), load_only=True)
 
 
 class BatchOut(Schema):
@@ -220,7 +220,7 @@ class BatchOut(Schema):
 
 class ActionsIn(Schema):
     resource = fields.Nested(ResourceIn, required=True)
-    subject_token = fields.String(validate=validate.Length(max=8192), load_only=True)
+    subject_token = fields.String(validate=validate.Length(min=1, max=8192), load_only=True)
 
 
 class ActionsOut(Schema):
@@ -407,7 +407,7 @@ class PlanIn(Schema):
     action = fields.String(required=True, validate=validate.Length(min=1, max=200))
     resource_type = fields.String(required=True, validate=validate.Length(min=1, max=100))
     project_id = fields.String(required=True, validate=ID)
-    subject_token = fields.String(validate=validate.Length(max=8192), load_only=True)
+    subject_token = fields.String(validate=validate.Length(min=1, max=8192), load_only=True)
 
 
 class PlanOut(Schema):
@@ -435,7 +435,7 @@ def authorize_plan(data: dict[str, Any]) -> dict[str, Any]:
 class CasePrincipal(Schema):
     user_id = fields.String(required=True, validate=ID)
     roles = fields.List(
-        fields.String(validate=validate.Length(max=255)), validate=validate.Length(max=50)
+        fields.String(validate=validate.Length(min=1, max=255)), validate=validate.Length(max=50)
     )
     application_credential_id = fields.String(validate=ID)
 

@@ -8,6 +8,7 @@ from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
 from latchkey.web.blueprint import Blueprint
+from latchkey.web.fields import DbInteger
 from latchkey.web.requests import call_context, services
 
 blp = Blueprint(
@@ -31,7 +32,7 @@ class TenantPayloadIn(Schema):
 
 
 class VersionQuery(Schema):
-    version = fields.Integer(validate=validate.Range(min=1, max=2**31 - 1))
+    version = DbInteger(low=1)
 
 
 class TenantSecretOut(Schema):

@@ -3,6 +3,7 @@ request schemas made once per endpoint."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import flask
@@ -21,7 +22,12 @@ class JsonOnceParser(FlaskParser):
             return core.missing
         parsed = req.get_json(silent=True)
         if parsed is None:  # invalid (or `null`): webargs decodes and reports it
-            return super()._raw_load_json(req)
+            try:
+                return super()._raw_load_json(req)
+            except json.JSONDecodeError:
+                raise
+            except ValueError as exc:  # never a 500: whatever json refuses is a 400
+                raise json.JSONDecodeError(str(exc), "?", 0) from exc
         return parsed
 
 

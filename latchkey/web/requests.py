@@ -15,6 +15,7 @@ from latchkey.identity import access_rules
 from latchkey.identity.tokens import TokenInvalid
 from latchkey.policy.context import AuthContext, CallContext
 from latchkey.web.attack_audit import note_invalid_token
+from latchkey.web.flask_app import JsonNumberOutOfRange
 from latchkey.web.proxies import TrustedProxies
 
 if TYPE_CHECKING:
@@ -181,13 +182,28 @@ def _screen_input() -> None:
     if req.is_json:
         try:
             # Cached for the view; invalid JSON is left for the view's parser to report.
-            inputs.append(req.get_json(silent=True))
+            body = req.get_json(silent=True)
         except RecursionError as exc:
             raise MalformedRequest("the JSON body nests too deeply") from exc
+        if body is None:
+            _refuse_unbounded_numbers(req)
+        inputs.append(body)
     if _unstorable(inputs):
         raise InvalidRequest(
             "NUL characters and unpaired surrogates are not accepted", code="invalid_character"
         )
+
+
+def _refuse_unbounded_numbers(req: Any) -> None:
+    """A JSON body Flask could not read because of a number (an integer beyond 64 bits,
+    NaN, an overflowing float) is a 400 that says so, whichever view it was for;
+    other invalid JSON is left for the view's parser to report."""
+    try:
+        current_app.json.loads(req.get_data(cache=True))
+    except JsonNumberOutOfRange as exc:
+        raise MalformedRequest(str(exc)) from exc
+    except (ValueError, RecursionError):
+        return
 
 
 def _finish(response: Response) -> Response:
