@@ -8,7 +8,6 @@ objects, which ``latchkey.policy.engine`` hands to Polar as data.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +15,8 @@ from typing import Any
 
 from latchkey.errors import InvalidRequest
 from latchkey.policy.catalog import ATTRIBUTE_NAME, CatalogView
+from latchkey.policy.globs import check as glob_problem
+from latchkey.policy.globs import glob_match
 
 MAX_RULES = 1000
 MAX_ACTIONS_PER_RULE = 50
@@ -24,7 +25,8 @@ MAX_LIST = 1000
 MAX_STRING = 1024
 MAX_GLOB_STARS = 5
 RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-ACTION_GLOB = re.compile(r"^[a-z0-9_:*-]{1,128}$")
+# Action globs: the glob language (globs.py) over the characters of action names.
+ACTION_GLOB = re.compile(r"^[a-z0-9_:*?-]{1,128}$")
 EFFECTS = ("allow", "deny")
 KINDS = ("human", "application")
 PRINCIPAL_FIELDS = ("users", "groups", "roles", "kinds", "application_credentials")
@@ -200,11 +202,11 @@ class _RuleParser:
             ):
                 self.fail(
                     f"/actions/{i}",
-                    "an action such as 'objects:container:read', "
-                    f"'*' allowed (at most {MAX_GLOB_STARS} times)",
+                    "an action such as 'objects:container:read'; "
+                    f"'*' (at most {MAX_GLOB_STARS} times) and '?' are wildcards",
                 )
                 continue
-            if not any(fnmatch.fnmatchcase(action, pattern) for action in known):
+            if not any(glob_match(pattern, action) for action in known):
                 where = f" on {resource_type}" if resource_type else ""
                 self.fail(f"/actions/{i}", f"matches no action of the catalog{where}")
                 continue
@@ -305,6 +307,9 @@ class _RuleParser:
         value = raw["value"]
         if not self.value_fits(kind, op, value):
             self.fail(f"{pointer}/value", f"does not fit a {kind} compared with {op}")
+            return None
+        if op == "glob" and (why := glob_problem(value)) is not None:
+            self.fail(f"{pointer}/value", f"not a pattern of the glob language: {why}")
             return None
         if isinstance(value, list):
             value = tuple(value)
