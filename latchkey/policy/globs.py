@@ -42,13 +42,51 @@ Token = tuple[str, bool]  # (character, is_wildcard)
 
 
 @dataclass(frozen=True)
+class Segment:
+    """A fixed-length run between stars: plain text, or with ``?`` a small regex."""
+
+    text: str
+    regex: re.Pattern[str] | None
+    length: int
+
+    def at(self, value: str, position: int) -> bool:
+        if self.regex is None:
+            return value.startswith(self.text, position)
+        return self.regex.match(value, position) is not None
+
+    def find(self, value: str, start: int, end: int) -> int:
+        """The leftmost place in ``value[start:end]`` where the segment lies whole, or -1."""
+        if self.regex is None:
+            return value.find(self.text, start, end)
+        found = self.regex.search(value, start, end)
+        return -1 if found is None else found.start()
+
+
+@dataclass(frozen=True)
 class Glob:
     pattern: str
     tokens: tuple[Token, ...]
-    regex: re.Pattern[str]
+    segments: tuple[Segment, ...]  # split at the stars (a run of stars is one)
 
     def matches(self, text: str) -> bool:
-        return self.regex.fullmatch(text) is not None
+        """No backtracking: the first segment must start the value, the last end it,
+        and each one between is taken at its leftmost place after the previous one
+        (if any placement matches, that one does). Cost: ``str.find`` per plain
+        segment; at most the value's length times the segment's for one with ``?``."""
+        first, *rest = self.segments
+        if not rest:
+            return len(text) == first.length and first.at(text, 0)
+        *middle, last = rest
+        end = len(text) - last.length
+        if end < first.length or not first.at(text, 0) or not last.at(text, end):
+            return False
+        position = first.length
+        for segment in middle:
+            found = segment.find(text, position, end)
+            if found < 0:
+                return False
+            position = found + segment.length
+        return True
 
     def like(self) -> str:
         """The pattern for ``LIKE … ESCAPE '\\'`` (exact where LIKE is case-sensitive)."""
@@ -98,34 +136,29 @@ def parse(pattern: str) -> tuple[Token, ...]:
     return tuple(tokens)
 
 
-def _regex(tokens: tuple[Token, ...]) -> re.Pattern[str]:
-    """A regular expression without catastrophic backtracking.
-
-    The pattern splits at its stars into fixed-length segments. The first is
-    anchored at the start, the last at the end, and each one between is taken at
-    its leftmost place after the previous one inside an atomic group (never
-    reconsidered): if any placement matches, the leftmost does. Cost: at most the
-    value's length times the pattern's per segment.
-    """
-    segments: list[str] = [""]
+def _segments(tokens: tuple[Token, ...]) -> tuple[Segment, ...]:
+    runs: list[list[Token]] = [[]]
     for char, wild in tokens:
         if wild and char == "*":
-            if segments[-1] or len(segments) == 1:
-                segments.append("")
+            if runs[-1] or len(runs) == 1:
+                runs.append([])
             continue  # a run of stars is one star
-        segments[-1] += "." if wild else re.escape(char)
-    if len(segments) == 1:
-        return re.compile(segments[0], re.DOTALL)
-    first, *middle, last = segments
-    body = first + "".join(f"(?>.*?{s})" for s in middle if s) + f".*{last}"
-    return re.compile(body, re.DOTALL)
+        runs[-1].append((char, wild))
+    segments = []
+    for run in runs:
+        if any(wild for _, wild in run):
+            regex = "".join("." if wild else re.escape(char) for char, wild in run)
+            segments.append(Segment("", re.compile(regex, re.DOTALL), len(run)))
+        else:
+            segments.append(Segment("".join(char for char, _ in run), None, len(run)))
+    return tuple(segments)
 
 
 @lru_cache(maxsize=8192)
 def compile_glob(pattern: str) -> Glob:
     """Parse a pattern once (raises ``GlobError``); the result is cached."""
     tokens = parse(pattern)
-    return Glob(pattern, tokens, _regex(tokens))
+    return Glob(pattern, tokens, _segments(tokens))
 
 
 def check(pattern: str) -> str | None:

@@ -168,4 +168,3 @@ def to_sql(tree: Tree | None, columns: Mapping[str, Any]) -> ColumnElement[bool]
     if op == "glob":
         return glob_sql(column, value)
     raise ValueError(f"unsupported op {op!r}")
-
