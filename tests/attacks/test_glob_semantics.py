@@ -476,7 +476,7 @@ def test_decisions_actions_and_planned_sql_agree(
 
 
 def test_patterns_outside_the_language_are_refused_at_put(
-    tenant: tuple[Api, str, str, str, Engine],
+    tenant: tuple[Api, str, str, str, Engine], admin_token: str
 ) -> None:
     api, project, owner, _, _ = tenant
     for pattern in ("[ab]*", "a]", "\\d", "trailing\\", "[!a]"):
@@ -505,6 +505,29 @@ def test_patterns_outside_the_language_are_refused_at_put(
         assert response.status_code == 422
         assert [(e["rule"], e["pointer"]) for e in response.get_json()["errors"]] == [
             ("bad-action", "/rules/0/actions/0")
+        ]
+    # A domain's document is checked the same way (and so is validate).
+    domain_rules = [
+        {
+            "id": "bad-domain-glob",
+            "effect": "deny",
+            "actions": ["objects:container:delete"],
+            "resource": {
+                "type": "objects:container",
+                "conditions": [{"attribute": "name", "op": "glob", "value": "[ab]*"}],
+            },
+        }
+    ]
+    domain = api.ok("POST", "/v1/domains", admin_token, {"name": "glob-domain"})["id"]
+    for method, path in (
+        ("PUT", f"/v1/domains/{domain}/policy"),
+        ("POST", f"/v1/domains/{domain}/policy/validate"),
+        ("POST", f"/v1/projects/{project}/policy/validate"),
+    ):
+        response = api.call(method, path, admin_token, {"rules": domain_rules})
+        assert response.status_code == 422, (path, response.get_json())
+        assert [(e["rule"], e["pointer"]) for e in response.get_json()["errors"]] == [
+            ("bad-domain-glob", "/rules/0/resource/conditions/0/value")
         ]
     # Escaped, the same characters are fine, and mean themselves.
     escaped = [
