@@ -407,11 +407,12 @@ def tenant(app: Flask, api: Api, admin_token: str) -> Iterator[tuple[Api, str, s
         tokens[name] = api.login(name, PASSWORD, project="globs")
     with app.app_context():
         engine = db.engine
-        PROBE.create_all(engine)
-        try:
-            yield api, project, tokens["glob-owner"], tokens["glob-member"], engine
-        finally:
-            PROBE.drop_all(engine)
+    # Requests must not run inside this app context: Flask would share its `g` with them.
+    PROBE.create_all(engine)
+    try:
+        yield api, project, tokens["glob-owner"], tokens["glob-member"], engine
+    finally:
+        PROBE.drop_all(engine)
 
 
 def planned_rows(condition: dict[str, Any] | None, engine: Engine) -> list[int]:
