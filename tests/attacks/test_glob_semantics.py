@@ -423,7 +423,7 @@ def planned_rows(condition: dict[str, Any] | None, engine: Engine) -> list[int]:
 
 
 @settings(
-    max_examples=120,
+    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
