@@ -201,7 +201,7 @@ class Settings:
     policy_max_glob_length: int = _setting(128, "Longest `glob` condition pattern, in characters.")
     policy_max_glob_stars: int = _setting(5, "Most `*` in one glob (a condition's or an action's).")
     policy_max_glob_wildcards: int = _setting(
-        16, "Most single-character wildcards (`?` and `[...]` classes) in one `glob` pattern."
+        16, "Most single-character wildcards (`?`) in one `glob` pattern."
     )
     policy_max_document_bytes: int = _setting(
         524_288, "Largest policy document, as compact JSON, in bytes."

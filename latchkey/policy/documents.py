@@ -8,7 +8,6 @@ objects, which ``latchkey.policy.engine`` hands to Polar as data.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 from collections.abc import Callable
@@ -17,6 +16,8 @@ from typing import Any
 
 from latchkey.errors import InvalidRequest
 from latchkey.policy.catalog import ATTRIBUTE_NAME, CatalogView
+from latchkey.policy.globs import check as glob_problem
+from latchkey.policy.globs import glob_match
 
 # The defaults of PolicyLimits (the LATCHKEY_POLICY_MAX_* settings).
 MAX_RULES = 1000
@@ -31,7 +32,8 @@ MAX_DOCUMENT_BYTES = 524_288
 MAX_COST = 50_000
 MAX_PRINCIPALS = 1000
 RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-ACTION_GLOB = re.compile(r"^[a-z0-9_:*-]{1,128}$")
+# Action globs: the glob language (globs.py) over the characters of action names.
+ACTION_GLOB = re.compile(r"^[a-z0-9_:*?-]{1,128}$")
 EFFECTS = ("allow", "deny")
 KINDS = ("human", "application")
 PRINCIPAL_FIELDS = ("users", "groups", "roles", "kinds", "application_credentials")
@@ -85,9 +87,9 @@ LIMIT_SETTINGS = {
 
 
 def glob_wildcards(pattern: str) -> int:
-    """Single-character wildcards of a glob: each `?` and each `[` (a class, counted
-    even when unclosed: conservative)."""
-    return pattern.count("?") + pattern.count("[")
+    """Single-character wildcards of a glob: each `?` (an escaped one counted too:
+    conservative)."""
+    return pattern.count("?")
 
 
 # Calibrated on a 2-core machine with the slowest documents the limits allow
@@ -353,14 +355,14 @@ class _RuleParser:
             if not isinstance(pattern, str) or not ACTION_GLOB.match(pattern):
                 self.fail(
                     f"/actions/{i}",
-                    "an action such as 'objects:container:read', "
-                    f"'*' allowed (at most {stars} times)",
+                    "an action such as 'objects:container:read'; "
+                    f"'*' (at most {stars} times) and '?' are wildcards",
                 )
                 continue
             if pattern.count("*") > stars:
                 self.fail(f"/actions/{i}", f"at most {stars} '*' in a pattern", "max_glob_stars")
                 continue
-            if not any(fnmatch.fnmatchcase(action, pattern) for action in known):
+            if not any(glob_match(pattern, action) for action in known):
                 where = f" on {resource_type}" if resource_type else ""
                 self.fail(f"/actions/{i}", f"matches no action of the catalog{where}")
                 continue
@@ -482,6 +484,9 @@ class _RuleParser:
         if not self.value_fits(kind, op, value):
             self.fail(f"{pointer}/value", f"does not fit a {kind} compared with {op}")
             return None
+        if op == "glob" and (why := glob_problem(value)) is not None:
+            self.fail(f"{pointer}/value", f"not a pattern of the glob language: {why}")
+            return None
         if past := self.past_limit(op, value):
             limit, detail = past
             self.fail(f"{pointer}/value", detail, limit)
@@ -509,7 +514,7 @@ class _RuleParser:
             if glob_wildcards(value) > limits.max_glob_wildcards:
                 return (
                     "max_glob_wildcards",
-                    f"at most {limits.max_glob_wildcards} '?' and '[...]' in a pattern",
+                    f"at most {limits.max_glob_wildcards} '?' in a pattern",
                 )
         return None
 

@@ -21,7 +21,6 @@ new boundary text a new shared program, referenced by the engines built on it).
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import re
@@ -31,7 +30,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,6 +38,7 @@ from oso import Oso, Variable
 from polar.exceptions import OsoError as PolarError
 
 from latchkey.policy.documents import Condition, PolicyDocument, Rule, rule_units
+from latchkey.policy.globs import GlobError, glob_match
 
 READ_VERBS = ("read", "get", "list", "show", "head", "describe", "validate")
 WRITE_VERBS = ("create", "update", "write", "put", "patch", "post", "delete", "rotate")
@@ -458,20 +457,15 @@ def compare(op: str, left: Any, right: Any, fail_closed: bool = False) -> bool:
             found = right in left if isinstance(left, list | tuple) else left in right
             return found if op == "in" else not found
         if op == "glob":
-            return isinstance(left, str) and glob_match(right, left)
-    except TypeError:
+            # One language everywhere (latchkey/policy/globs.py). A value that is not a
+            # string cannot be compared, and a stored pattern from before the language
+            # was enforced that it refuses (`[a]`) never allows and always denies.
+            if not isinstance(left, str):
+                return fail_closed
+            return glob_match(right, left)
+    except (TypeError, GlobError):
         return fail_closed  # a value of the wrong type from the caller
     return False
-
-
-@lru_cache(maxsize=8192)
-def _glob(pattern: str) -> re.Pattern[str]:
-    # fnmatch.translate avoids catastrophic backtracking since Python 3.9.
-    return re.compile(fnmatch.translate(pattern))
-
-
-def glob_match(pattern: str, text: str) -> bool:
-    return _glob(pattern).match(text) is not None
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, not_, or_, true
 
 from latchkey.policy.documents import Condition, Rule
-from latchkey.policy.engine import Principal, compare, glob_match, principal_matches
+from latchkey.policy.engine import Principal, compare, principal_matches
+from latchkey.policy.globs import check as glob_problem
+from latchkey.policy.globs import glob_match, glob_sql
 
 ALWAYS, NEVER, CONDITIONAL = "always", "never", "conditional"
 Tree = dict[str, Any]
@@ -75,6 +77,12 @@ def _leaves(
 ) -> list[Tree] | None:
     leaves: list[Tree] = []
     for c in conditions:
+        if c.op == "glob" and glob_problem(c.value) is not None:
+            # A stored pattern the glob language refuses (saved before it was enforced):
+            # the engine never lets it allow and always lets it deny (engine.compare).
+            if fail_closed:
+                continue
+            return None
         value = c.value
         if c.principal_attribute is not None:
             value = actor.attr(c.principal_attribute)
@@ -125,8 +133,9 @@ def _kleene(tree: Tree, attributes: Mapping[str, Any]) -> bool | None:
 def to_sql(tree: Tree | None, columns: Mapping[str, Any]) -> ColumnElement[bool]:
     """A SQLAlchemy ``where`` clause for a plan's condition (None: no restriction).
 
-    ``columns`` maps attribute names to columns. ``glob`` becomes LIKE (note that
-    SQLite's LIKE ignores ASCII case); list attributes are not supported.
+    ``columns`` maps attribute names to columns. ``glob`` becomes the exact predicate
+    of ``globs.glob_sql`` (SQLite: GLOB; PostgreSQL: LIKE with an escape); list
+    attributes are not supported.
     """
     if tree is None:
         return true()
@@ -157,19 +166,5 @@ def to_sql(tree: Tree | None, columns: Mapping[str, Any]) -> ColumnElement[bool]
     if op == "not in":
         return column.not_in(value) if value else column == column
     if op == "glob":
-        return column.like(_like(value), escape="\\")
+        return glob_sql(column, value)
     raise ValueError(f"unsupported op {op!r}")
-
-
-def _like(pattern: str) -> str:
-    out = []
-    for char in pattern:
-        if char == "*":
-            out.append("%")
-        elif char == "?":
-            out.append("_")
-        elif char in "%_\\":
-            out.append("\\" + char)
-        else:
-            out.append(char)
-    return "".join(out)
