@@ -199,8 +199,14 @@ def _remember_known_source(response: Response) -> Response:
     limiter: Limiter | None = current_app.extensions.get(LIMITER_EXTENSION)
     if account != _NO_ACCOUNT and limiter is not None:
         seconds = current_app.extensions[KNOWN_SOURCE_SECONDS]
+        key = _known_key(account, _source_key())
         try:
-            limiter.storage.incr(_known_key(account, _source_key()), seconds)
+            # Marked once, not at every login: each write to in-memory storage starts a
+            # thread that sweeps every key (one to Redis is a round trip), at every
+            # successful login of every credential. The mark lapses `seconds` after it
+            # was made; the next login makes it again.
+            if not limiter.storage.get(key):
+                limiter.storage.incr(key, seconds)
         except Exception:  # storage unreachable: nothing remembered
             log.warning("throttling storage unreachable: a known source is not remembered")
     return response
@@ -270,7 +276,7 @@ def install_throttling(app: Flask, settings: Settings) -> Limiter | None:
         view = app.view_functions.get(endpoint)
         if view is None:
             raise RuntimeError(f"throttling: no view {endpoint!r}")
-        app.view_functions[endpoint] = account_limit(source_limit(view))  # type: ignore[assignment]
+        app.view_functions[endpoint] = _posts_only(view, account_limit(source_limit(view)))
     app.extensions[LIMITER_EXTENSION] = limiter
     app.extensions[KNOWN_SOURCE_SECONDS] = settings.ratelimit_known_source_days * 86400
     app.after_request(_retry_after)
@@ -278,9 +284,25 @@ def install_throttling(app: Flask, settings: Settings) -> Limiter | None:
     return limiter
 
 
+def _posts_only(view: Callable[..., Any], limited: Callable[..., Any]) -> Callable[..., Any]:
+    """The limits apply to POST alone, yet Flask-Limiter's wrapper resolves them on
+    every method of the endpoint (~150 us of each online validation, GET on the same
+    endpoint as the login): other methods call the view itself."""
+
+    @functools.wraps(view)
+    def door(*args: Any, **kwargs: Any) -> Any:
+        if request.method == "POST":
+            return limited(*args, **kwargs)
+        return view(*args, **kwargs)
+
+    return door
+
+
 def _for_doors_only(hook: Callable[[Response], Response]) -> Callable[[Response], Response]:
     def counted(response: Response) -> Response:
-        return hook(response) if request.endpoint in DOORS else response
+        if request.method == "POST" and request.endpoint in DOORS:
+            return hook(response)
+        return response
 
     return counted
 
