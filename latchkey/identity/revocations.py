@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Integer, String, bindparam, func, or_, select
+from sqlalchemy import Integer, String, bindparam, func, or_, select, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from latchkey.db import Base, DbSession, UTCDateTime, on_commit, utcnow
@@ -33,7 +33,14 @@ if TYPE_CHECKING:
 TOKEN, USER, PROJECT = "token", "user", "project"
 APPLICATION_CREDENTIAL = "application_credential"
 CREDENTIAL_SECRET = "application_credential_secret"
-REVOCATION_KINDS = (TOKEN, USER, PROJECT, APPLICATION_CREDENTIAL, CREDENTIAL_SECRET)
+# Every token issued before a time, whoever it names: `latchkey restore-fence` after a
+# restore from backup (issue 15, point 4; docs/operations.md). Its subject is "*".
+ALL, ALL_SUBJECT = "all", "*"
+REVOCATION_KINDS = (TOKEN, USER, PROJECT, APPLICATION_CREDENTIAL, CREDENTIAL_SECRET, ALL)
+# A fence's id is this far past the newest restored event: relying services may hold a
+# feed cursor past the restored ids (events recorded after the backup, lost with the
+# database), and would never read events numbered below it.
+FENCE_ID_GAP = 1_000_000
 
 
 class RevocationEvent(Base):
@@ -50,7 +57,7 @@ class RevocationEvent(Base):
 
 # Kinds that revoke one thing outright, and kinds that revoke what was issued before a time.
 EXACT_KINDS = (TOKEN, APPLICATION_CREDENTIAL, CREDENTIAL_SECRET)
-BEFORE_KINDS = (USER, PROJECT)
+BEFORE_KINDS = (USER, PROJECT, ALL)
 # An id below the cursor that has not been seen yet may still commit (PostgreSQL hands
 # out sequence values before commit): it is asked for again until this many seconds pass.
 GAP_SECONDS = 60.0
@@ -210,7 +217,11 @@ class RevocationIndex:
         for kind, key in ((APPLICATION_CREDENTIAL, "id"), (CREDENTIAL_SECRET, "secret_id")):
             if credential.get(key) and credential[key] in self._exact[kind]:
                 return True
-        subjects = ((USER, claims["sub"]), (PROJECT, (claims.get("project") or {}).get("id")))
+        subjects = (
+            (USER, claims["sub"]),
+            (PROJECT, (claims.get("project") or {}).get("id")),
+            (ALL, ALL_SUBJECT),
+        )
         for kind, subject in subjects:
             found = self._before[kind].get(subject) if subject else None
             if found is not None and found[0] >= issued_at:
@@ -237,6 +248,34 @@ class RevocationList:
             expires_at=now + self._token_ttl,
         )
         self._session.add(event)
+        on_commit(self._session, "revocations", self._index.changed_here)
+        return event
+
+    def fence(self, issued_before: datetime) -> RevocationEvent:
+        """Revoke every token issued at or before ``issued_before`` (a restore-fence),
+        numbered FENCE_ID_GAP past the newest event so that every feed cursor a relying
+        service may hold is below it. In the current transaction (it commits with the
+        audit event)."""
+        now = utcnow()
+        newest = self._session.scalar(select(func.max(RevocationEvent.id))) or 0
+        event = RevocationEvent(
+            id=newest + FENCE_ID_GAP,
+            kind=ALL,
+            subject=ALL_SUBJECT,
+            issued_before=issued_before,
+            created_at=now,
+            expires_at=issued_before + self._token_ttl,
+        )
+        self._session.add(event)
+        self._session.flush()
+        if self._session.get_bind().dialect.name == "postgresql":
+            # An explicit id leaves the sequence behind: the next event would reuse ids.
+            self._session.execute(
+                text(
+                    "SELECT setval(pg_get_serial_sequence('revocation_event', 'id'), :id)"
+                ),
+                {"id": event.id},
+            )
         on_commit(self._session, "revocations", self._index.changed_here)
         return event
 
