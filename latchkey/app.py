@@ -226,7 +226,11 @@ def engine_options(settings: Settings) -> dict[str, Any]:
         # statement's parameters: password hashes, secrets, tokens (issue 13).
         "hide_parameters": True,
     }
-    for name, least in (("db_pool_size", 1), ("db_max_overflow", 0), ("db_pool_timeout_seconds", 1)):
+    for name, least in (
+        ("db_pool_size", 1),
+        ("db_max_overflow", 0),
+        ("db_pool_timeout_seconds", 1),
+    ):
         if getattr(settings, name) < least:
             raise SettingsError(f"setting {name!r} must be at least {least}")
     if postgresql:

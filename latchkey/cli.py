@@ -186,7 +186,9 @@ def restore_fence(before: str) -> None:
         try:
             moment = datetime.fromisoformat(before.strip())
         except ValueError as exc:
-            raise click.BadParameter(f"not an ISO 8601 time: {before!r}", param_hint="--before") from exc
+            raise click.BadParameter(
+                f"not an ISO 8601 time: {before!r}", param_hint="--before"
+            ) from exc
         if moment.tzinfo is None:
             raise click.BadParameter(
                 "give the offset (e.g. 2026-12-06T21:00:00Z): a time without one is ambiguous",

@@ -254,8 +254,7 @@ class Settings:
     )
     db_pool_timeout_seconds: int = _setting(
         30,
-        "How long a request waits for a free pooled connection before it fails. SQLite "
-        "ignores it.",
+        "How long a request waits for a free pooled connection before it fails. SQLite ignores it.",
     )
 
     @classmethod

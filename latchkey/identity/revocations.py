@@ -271,9 +271,7 @@ class RevocationList:
         if self._session.get_bind().dialect.name == "postgresql":
             # An explicit id leaves the sequence behind: the next event would reuse ids.
             self._session.execute(
-                text(
-                    "SELECT setval(pg_get_serial_sequence('revocation_event', 'id'), :id)"
-                ),
+                text("SELECT setval(pg_get_serial_sequence('revocation_event', 'id'), :id)"),
                 {"id": event.id},
             )
         on_commit(self._session, "revocations", self._index.changed_here)

@@ -8,8 +8,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from latchkey.db import DbSession
-from latchkey.identity.revocation_listener import ChangeListener
 from latchkey.identity.ldap_domains import LdapDomains
+from latchkey.identity.revocation_listener import ChangeListener
 from latchkey.secrets.store import SecretStore
 
 

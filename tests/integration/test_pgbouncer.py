@@ -47,15 +47,14 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def pgbouncer(postgres_database: str) -> Iterator[Callable[[str], str]]:
+def pgbouncer(postgres_database: str, tmp_path: Path) -> Iterator[Callable[[str], str]]:
     """``start(mode)``: a real PgBouncer in front of the suite's PostgreSQL; its URL."""
     started: list[subprocess.Popen[bytes]] = []
     upstream = make_url(postgres_database)
 
     def start(mode: str) -> str:
         port = free_port()
-        # Outside pytest's private tmp folders: pgbouncer runs as `nobody` under root.
-        config = Path(f"/tmp/latchkey-pgbouncer-{port}.ini")
+        config = tmp_path / f"pgbouncer-{port}.ini"  # read before it drops root
         config.write_text(
             "[databases]\n"
             f"* = host={upstream.host} port={upstream.port or 5432} user={upstream.username}\n"
@@ -64,7 +63,6 @@ def pgbouncer(postgres_database: str) -> Iterator[Callable[[str], str]]:
             f"auth_type = any\npool_mode = {mode}\ndefault_pool_size = 2\n"
             "ignore_startup_parameters = extra_float_digits,options\n"
         )
-        config.chmod(0o644)
         command = [PGBOUNCER, str(config)]
         if os.geteuid() == 0:
             command[1:1] = ["-u", "nobody"]  # pgbouncer refuses to run as root
@@ -79,7 +77,6 @@ def pgbouncer(postgres_database: str) -> Iterator[Callable[[str], str]]:
                 assert process.poll() is None, "pgbouncer exited"
                 assert time.monotonic() < deadline, "pgbouncer did not start"
                 time.sleep(0.05)
-        config.unlink()
         return upstream.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
 
     yield start
@@ -90,7 +87,9 @@ def pgbouncer(postgres_database: str) -> Iterator[Callable[[str], str]]:
 
 def claims_of(token: str) -> dict[str, Any]:
     payload = token.split(".")[1]
-    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
     return claims
 
 
@@ -191,15 +190,17 @@ def test_pool_settings_are_checked_and_reach_postgresql_only() -> None:
     assert (options["pool_size"], options["max_overflow"], options["pool_timeout"]) == (3, 0, 30)
     sqlite = engine_options(Settings.from_mapping({"database_url": "sqlite:///x.db"}))
     assert "pool_size" not in sqlite and "max_overflow" not in sqlite
-    for name, value in (("db_pool_size", 0), ("db_max_overflow", -1), ("db_pool_timeout_seconds", 0)):
+    for name, value in (
+        ("db_pool_size", 0),
+        ("db_max_overflow", -1),
+        ("db_pool_timeout_seconds", 0),
+    ):
         with pytest.raises(SettingsError, match=name):
             engine_options(Settings.from_mapping({name: value}))
 
 
 def test_a_node_opens_at_most_its_pool(postgres_database: str, tmp_path: Path) -> None:
-    node = build_app(
-        make_settings(tmp_path, postgres_database, db_pool_size=2, db_max_overflow=1)
-    )
+    node = build_app(make_settings(tmp_path, postgres_database, db_pool_size=2, db_max_overflow=1))
     with node.app_context():
         pool: Any = db.engine.pool
         assert (pool.size(), pool._max_overflow) == (2, 1)
