@@ -41,6 +41,7 @@ REVOCATION_KINDS = (TOKEN, USER, PROJECT, APPLICATION_CREDENTIAL, CREDENTIAL_SEC
 # feed cursor past the restored ids (events recorded after the backup, lost with the
 # database), and would never read events numbered below it.
 FENCE_ID_GAP = 1_000_000
+_SEQUENCE = "pg_get_serial_sequence('revocation_event', 'id')"
 
 
 class RevocationEvent(Base):
@@ -258,6 +259,11 @@ class RevocationList:
         audit event)."""
         now = utcnow()
         newest = self._session.scalar(select(func.max(RevocationEvent.id))) or 0
+        postgresql = self._session.get_bind().dialect.name == "postgresql"
+        if postgresql:
+            # Past every id the sequence handed out, committed or not (an emptied
+            # table, rolled-back ids): nextval, not max(id).
+            newest = max(newest, self._session.scalar(text(f"SELECT nextval({_SEQUENCE})")) or 0)
         event = RevocationEvent(
             id=newest + FENCE_ID_GAP,
             kind=ALL,
@@ -268,12 +274,9 @@ class RevocationList:
         )
         self._session.add(event)
         self._session.flush()
-        if self._session.get_bind().dialect.name == "postgresql":
+        if postgresql:
             # An explicit id leaves the sequence behind: the next event would reuse ids.
-            self._session.execute(
-                text("SELECT setval(pg_get_serial_sequence('revocation_event', 'id'), :id)"),
-                {"id": event.id},
-            )
+            self._session.execute(text(f"SELECT setval({_SEQUENCE}, :id)"), {"id": event.id})
         on_commit(self._session, "revocations", self._index.changed_here)
         return event
 
