@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from flask import Flask, Response
 from flask_migrate import Migrate
@@ -130,14 +130,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = LatchkeyFlask("latchkey", instance_path=str(settings.home_path))
     app.config.update(
         SQLALCHEMY_DATABASE_URI=settings.effective_database_url,
-        # PostgreSQL's connections are checked in one round trip by latchkey.db's
-        # _ping_postgresql instead (pool_pre_ping costs three there).
-        SQLALCHEMY_ENGINE_OPTIONS={
-            "pool_pre_ping": not _is_postgresql(settings),
-            # A database error's message (logged with its traceback) never carries the
-            # statement's parameters: password hashes, secrets, tokens (issue 13).
-            "hide_parameters": True,
-        },
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options(settings),
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         API_TITLE="Latchkey",
         API_VERSION="v1",
@@ -220,6 +213,35 @@ def decision_limits_of(settings: Settings) -> DecisionLimits:
         budget_ms=settings.decision_budget_ms,
         batch_budget_ms=settings.decision_batch_budget_ms,
     )
+
+
+def engine_options(settings: Settings) -> dict[str, Any]:
+    """The SQLAlchemy engine's options: every one in this one place."""
+    postgresql = _is_postgresql(settings)
+    options: dict[str, Any] = {
+        # PostgreSQL's connections are checked in one round trip by latchkey.db's
+        # _ping_postgresql instead (pool_pre_ping costs three there).
+        "pool_pre_ping": not postgresql,
+        # A database error's message (logged with its traceback) never carries the
+        # statement's parameters: password hashes, secrets, tokens (issue 13).
+        "hide_parameters": True,
+    }
+    for name, least in (
+        ("db_pool_size", 1),
+        ("db_max_overflow", 0),
+        ("db_pool_timeout_seconds", 1),
+    ):
+        if getattr(settings, name) < least:
+            raise SettingsError(f"setting {name!r} must be at least {least}")
+    if postgresql:
+        # Issue 15, point 5: the pool per worker (docs/operations.md "Sizing"). SQLite
+        # keeps the pool Flask-SQLAlchemy gives it (its connections are files).
+        options.update(
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout_seconds,
+        )
+    return options
 
 
 def _is_postgresql(settings: Settings) -> bool:
@@ -415,7 +437,7 @@ def build_services(settings: Settings) -> Services:
         usage_recorder=usage_recorder,
         secret_store=secret_store,
         secrets=TenantSecrets(session, secret_store, decisions, audit),
-        health=Health(session, ldap, secret_store),
+        health=Health(session, ldap, secret_store, listener),
         system_secrets=system,
         peppers=peppers,
         ldap=ldap,

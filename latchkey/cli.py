@@ -160,6 +160,59 @@ def _collect_between_requests(_worker: Any, _req: Any, _environ: Any, _resp: Any
         _next_full_collection[0] = now + FULL_COLLECTION_SECONDS
 
 
+@main.command("restore-fence")
+@click.option(
+    "--before",
+    "before",
+    required=True,
+    help="`now`, or an ISO 8601 time with its offset (e.g. 2026-12-06T21:00:00Z): the"
+    " time of the backup that was restored, or later.",
+)
+@with_appcontext
+def restore_fence(before: str) -> None:
+    """After a restore from backup: revoke every token issued before a time.
+
+    A restored database has lost the revocations made after the backup; this one
+    event revokes every token issued at or before --before, on every node and for
+    relying services (the revocation feed, kind `all`). Application credentials and
+    passwords keep working: clients log in again (docs/operations.md).
+    """
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    if before.strip().lower() == "now":
+        moment = now
+    else:
+        try:
+            moment = datetime.fromisoformat(before.strip())
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"not an ISO 8601 time: {before!r}", param_hint="--before"
+            ) from exc
+        if moment.tzinfo is None:
+            raise click.BadParameter(
+                "give the offset (e.g. 2026-12-06T21:00:00Z): a time without one is ambiguous",
+                param_hint="--before",
+            )
+        moment = moment.astimezone(UTC)
+        if moment > now:
+            raise click.BadParameter(
+                "a fence in the future would revoke logins not made yet", param_hint="--before"
+            )
+    event = _services().tokens.restore_fence(moment)
+    click.echo(
+        json.dumps(
+            {
+                "revocation_id": event.id,
+                "kind": event.kind,
+                "issued_before": event.issued_before.isoformat(),
+                "expires_at": event.expires_at.isoformat(),
+            },
+            indent=2,
+        )
+    )
+
+
 @main.group()
 def keys() -> None:
     """Token signing keys."""

@@ -241,6 +241,21 @@ class Settings:
         "Wall-clock budget of a whole batch, /actions call or simulation, in milliseconds; "
         "checks not decided in time are denials with decided_by `budget`.",
     )
+    # -- issue 15, point 5: sizing (docs/operations.md "Sizing") ----------------------
+    db_pool_size: int = _setting(
+        5,
+        "Connections each worker keeps open to PostgreSQL (SQLAlchemy's pool_size); a node "
+        "opens up to workers x (pool + overflow) + one listener per worker. SQLite ignores it.",
+    )
+    db_max_overflow: int = _setting(
+        10,
+        "Connections a worker may open beyond db_pool_size under a burst, closed when "
+        "returned (SQLAlchemy's max_overflow). SQLite ignores it.",
+    )
+    db_pool_timeout_seconds: int = _setting(
+        30,
+        "How long a request waits for a free pooled connection before it fails. SQLite ignores it.",
+    )
 
     @classmethod
     def names(cls) -> list[str]:

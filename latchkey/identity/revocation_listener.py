@@ -18,6 +18,16 @@ that died silently within about ten seconds.
 The other channels (principals, policies) work the same way. A process keeps
 one ``ChangeListener`` connection that LISTENs on all of them; each
 ``RevocationListener`` is one channel's view of it, with answers of its own.
+
+A connection that LISTENs is not proof that notifications arrive: behind a
+transaction-mode pooler (PgBouncer) LISTEN runs on whichever server connection
+the statement got, and nothing ever reaches the listener. So each new listener
+sends a probe (``pg_notify`` from a second, short-lived connection) and trusts
+LISTEN only once the probe has come back; until then every answer is yes. A
+probe not back within ``PROBE_SECONDS`` means notifications do not arrive: a
+WARNING once per process, the listener closed, every answer yes (a query per
+check, as while the listener is down), readiness says so, and the probe is
+tried again every ``DEAF_RETRY_SECONDS`` (issue 15, point 5).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import select
 import threading
 import time
@@ -44,6 +55,16 @@ PRINCIPAL_CHANNEL = "latchkey_principal"
 # the policy caches' (latchkey/changes.py).
 POLICY_CHANNEL = "latchkey_policy"
 RETRY_SECONDS = 5.0
+# The probe that proves notifications arrive (see the module's docstring).
+PROBE_CHANNEL = "latchkey_listener_probe"
+PROBE_SECONDS = 2.0
+DEAF_RETRY_SECONDS = 300.0
+DEAF_MESSAGE = (
+    "change notifications do not reach the listener connection (a transaction-mode pooler,"
+    " such as PgBouncer, between Latchkey and PostgreSQL?); revocations, users and policies"
+    " are read with a query on every request. Connect Latchkey to PostgreSQL directly or"
+    " through a session-mode pool (docs/operations.md)"
+)
 # libpq settings for the listener unless the database URL says otherwise: a quick
 # give-up when the server is away, and keepalives so a silent drop is noticed.
 CONNECT_OPTIONS = {
@@ -71,6 +92,10 @@ class ChangeListener:
         self._poll: select.poll | None = None
         self._pid = os.getpid()
         self._retry_at = 0.0
+        self._probe: str | None = None  # the payload awaited; LISTEN is trusted once it came
+        self._probe_deadline = 0.0
+        self._deaf = False  # the last probe never came back
+        self._deaf_warned = False
         self._lock = threading.Lock()
 
     @classmethod
@@ -92,6 +117,27 @@ class ChangeListener:
         return self._connection is not None and self._pid == os.getpid()
 
     @property
+    def deaf(self) -> bool:
+        """The last probe never came back: notifications do not arrive."""
+        return self._deaf and self._pid == os.getpid()
+
+    def status(self) -> dict[str, str]:
+        """For /readyz: ``notify`` (notifications proven to arrive), ``starting`` (the
+        probe is on its way) or ``polling`` (a query per check, with why). Never
+        makes the node unready: polling is slower, not wrong."""
+        with self._lock:
+            self._advance()
+            if self._connection is not None:
+                return {"status": "ok", "mode": "starting" if self._probe else "notify"}
+            if self._deaf:
+                return {"status": "degraded", "mode": "polling", "detail": DEAF_MESSAGE}
+            return {
+                "status": "degraded",
+                "mode": "polling",
+                "detail": "the listener connection is down; reconnecting",
+            }
+
+    @property
     def backend_pid(self) -> int | None:
         """The server process of the listening connection (for operators and tests)."""
         return self._connection.info.backend_pid if self.listening and self._connection else None
@@ -100,26 +146,37 @@ class ChangeListener:
         """False only when LISTEN is active and no notification has come on ``channel``
         since the last call for it."""
         with self._lock:
-            if self._pid != os.getpid():
-                # A forked worker: the parent's connection is the parent's. psycopg does
-                # not close a connection when it is collected in another process.
-                self._connection, self._poll, self._pid, self._retry_at = (
-                    None,
-                    None,
-                    os.getpid(),
-                    0.0,
-                )
-            if self._connection is None:
-                self._listen()
-                return True  # the caller's query comes after LISTEN (or there is no listener)
-            try:
-                self._drain()
-            except Exception as exc:  # psycopg.OperationalError, mostly; never fail a check
-                self._lost("change listener lost", exc)
-                return True
+            if not self._advance():
+                return True  # the caller queries (no listener, or not proven yet)
             came = self._pending.get(channel, True)
             self._pending[channel] = False
             return came
+
+    def _advance(self) -> bool:
+        """Start, read and check the listener; True when its answers can be trusted."""
+        if self._pid != os.getpid():
+            # A forked worker: the parent's connection is the parent's. psycopg does
+            # not close a connection when it is collected in another process.
+            self._connection, self._poll, self._pid, self._retry_at = (
+                None,
+                None,
+                os.getpid(),
+                0.0,
+            )
+            self._probe, self._deaf, self._deaf_warned = None, False, False
+        if self._connection is None:
+            self._listen()
+            return False  # the caller's query comes after LISTEN (or there is no listener)
+        try:
+            self._drain()
+        except Exception as exc:  # psycopg.OperationalError, mostly; never fail a check
+            self._lost("change listener lost", exc)
+            return False
+        if self._probe is not None:
+            if time.monotonic() >= self._probe_deadline:
+                self._deafened()
+            return False
+        return True
 
     def close(self) -> None:
         with self._lock:
@@ -137,11 +194,17 @@ class ChangeListener:
 
             conninfo = psycopg.conninfo.make_conninfo(self._conninfo, **self._options)
             connection = psycopg.connect(conninfo, autocommit=True)
-            for channel in self._channels:
+            for channel in [*self._channels, PROBE_CHANNEL]:
                 connection.execute(f"LISTEN {channel}")  # our own constants
+            probe = secrets.token_hex(8)
+            # From another connection: a pooler would hand a NOTIFY on this one the
+            # very server connection that LISTENed, and the probe would come back.
+            with psycopg.connect(conninfo, autocommit=True) as sender:
+                sender.execute("SELECT pg_notify(%s, %s)", (PROBE_CHANNEL, probe))
         except Exception as exc:
             self._lost("change listener not started", exc)
             return
+        self._probe, self._probe_deadline = probe, time.monotonic() + PROBE_SECONDS
         self._connection = connection
         self._poll = select.poll()
         self._poll.register(connection.fileno(), select.POLLIN)
@@ -166,9 +229,28 @@ class ChangeListener:
         while self._poll.poll(0):
             pgconn.consume_input()  # OperationalError at end of file or on a socket error
             while (notification := pgconn.notifies()) is not None:
-                self._pending[notification.relname.decode()] = True
+                channel = notification.relname.decode()
+                if channel != PROBE_CHANNEL:
+                    self._pending[channel] = True
+                elif self._probe is not None and notification.extra.decode() == self._probe:
+                    self._probe = None  # notifications arrive: LISTEN is trusted from now on
+                    if self._deaf:
+                        log.info("change notifications reach the listener again")
+                    self._deaf = False
         if self._connection.broken or pgconn.status != pq.ConnStatus.OK:
             raise ConnectionError("change listener connection is not open")
+
+    def _deafened(self) -> None:
+        """The probe never came back: close the listener, poll, try again much later."""
+        if not self._deaf_warned:
+            log.warning(DEAF_MESSAGE, extra={"probe_seconds": PROBE_SECONDS})
+            self._deaf_warned = True
+        self._deaf, self._probe = True, None
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.close()
+        self._connection, self._poll = None, None
+        self._retry_at = time.monotonic() + DEAF_RETRY_SECONDS
 
     def _lost(self, message: str, exc: Exception) -> None:
         # The class and libpq's first line: no conninfo, so no password, in the log.
@@ -217,6 +299,9 @@ class RevocationListener:
 
     def changed(self) -> bool:
         return self._listener.changed(self._channel)
+
+    def status(self) -> dict[str, str]:
+        return self._listener.status()
 
     def close(self) -> None:
         self._listener.close()

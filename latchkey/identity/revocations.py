@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Integer, String, bindparam, func, or_, select
+from sqlalchemy import Integer, String, bindparam, func, or_, select, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from latchkey.db import Base, DbSession, UTCDateTime, on_commit, utcnow
@@ -33,7 +33,15 @@ if TYPE_CHECKING:
 TOKEN, USER, PROJECT = "token", "user", "project"
 APPLICATION_CREDENTIAL = "application_credential"
 CREDENTIAL_SECRET = "application_credential_secret"
-REVOCATION_KINDS = (TOKEN, USER, PROJECT, APPLICATION_CREDENTIAL, CREDENTIAL_SECRET)
+# Every token issued before a time, whoever it names: `latchkey restore-fence` after a
+# restore from backup (issue 15, point 4; docs/operations.md). Its subject is "*".
+ALL, ALL_SUBJECT = "all", "*"
+REVOCATION_KINDS = (TOKEN, USER, PROJECT, APPLICATION_CREDENTIAL, CREDENTIAL_SECRET, ALL)
+# A fence's id is this far past the newest restored event: relying services may hold a
+# feed cursor past the restored ids (events recorded after the backup, lost with the
+# database), and would never read events numbered below it.
+FENCE_ID_GAP = 1_000_000
+_SEQUENCE = "pg_get_serial_sequence('revocation_event', 'id')"
 
 
 class RevocationEvent(Base):
@@ -50,7 +58,7 @@ class RevocationEvent(Base):
 
 # Kinds that revoke one thing outright, and kinds that revoke what was issued before a time.
 EXACT_KINDS = (TOKEN, APPLICATION_CREDENTIAL, CREDENTIAL_SECRET)
-BEFORE_KINDS = (USER, PROJECT)
+BEFORE_KINDS = (USER, PROJECT, ALL)
 # An id below the cursor that has not been seen yet may still commit (PostgreSQL hands
 # out sequence values before commit): it is asked for again until this many seconds pass.
 GAP_SECONDS = 60.0
@@ -210,7 +218,11 @@ class RevocationIndex:
         for kind, key in ((APPLICATION_CREDENTIAL, "id"), (CREDENTIAL_SECRET, "secret_id")):
             if credential.get(key) and credential[key] in self._exact[kind]:
                 return True
-        subjects = ((USER, claims["sub"]), (PROJECT, (claims.get("project") or {}).get("id")))
+        subjects = (
+            (USER, claims["sub"]),
+            (PROJECT, (claims.get("project") or {}).get("id")),
+            (ALL, ALL_SUBJECT),
+        )
         for kind, subject in subjects:
             found = self._before[kind].get(subject) if subject else None
             if found is not None and found[0] >= issued_at:
@@ -237,6 +249,34 @@ class RevocationList:
             expires_at=now + self._token_ttl,
         )
         self._session.add(event)
+        on_commit(self._session, "revocations", self._index.changed_here)
+        return event
+
+    def fence(self, issued_before: datetime) -> RevocationEvent:
+        """Revoke every token issued at or before ``issued_before`` (a restore-fence),
+        numbered FENCE_ID_GAP past the newest event so that every feed cursor a relying
+        service may hold is below it. In the current transaction (it commits with the
+        audit event)."""
+        now = utcnow()
+        newest = self._session.scalar(select(func.max(RevocationEvent.id))) or 0
+        postgresql = self._session.get_bind().dialect.name == "postgresql"
+        if postgresql:
+            # Past every id the sequence handed out, committed or not (an emptied
+            # table, rolled-back ids): nextval, not max(id).
+            newest = max(newest, self._session.scalar(text(f"SELECT nextval({_SEQUENCE})")) or 0)
+        event = RevocationEvent(
+            id=newest + FENCE_ID_GAP,
+            kind=ALL,
+            subject=ALL_SUBJECT,
+            issued_before=issued_before,
+            created_at=now,
+            expires_at=issued_before + self._token_ttl,
+        )
+        self._session.add(event)
+        self._session.flush()
+        if postgresql:
+            # An explicit id leaves the sequence behind: the next event would reuse ids.
+            self._session.execute(text(f"SELECT setval({_SEQUENCE}, :id)"), {"id": event.id})
         on_commit(self._session, "revocations", self._index.changed_here)
         return event
 
@@ -269,23 +309,26 @@ class RevocationList:
         # between the events: rows for most (expired events), holes for the rest.
         if not events:
             return events
+        # Only the first MAX_HOLE_CHECK are asked for; past them, rows are assumed (old,
+        # expired). Bounded work: a restore fence leaves a gap of a million ids.
         missing: list[int] = []
         previous = cursor if cursor else events[0].id
         for event in events:
-            missing.extend(range(previous + 1, event.id))
+            room = MAX_HOLE_CHECK - len(missing)
+            missing.extend(range(previous + 1, min(event.id, previous + 1 + max(room, 0))))
             previous = event.id
         if not missing:
             return events
         existing = set(
-            self._session.scalars(
-                select(RevocationEvent.id).where(RevocationEvent.id.in_(missing[:MAX_HOLE_CHECK]))
-            )
-        ) | set(missing[MAX_HOLE_CHECK:])  # past that many, assume rows (old, expired)
+            self._session.scalars(select(RevocationEvent.id).where(RevocationEvent.id.in_(missing)))
+        )
+        asked_up_to = missing[-1]
         settled = now - timedelta(seconds=FEED_HOLE_SECONDS)
         kept: list[RevocationEvent] = []
         previous = cursor if cursor else events[0].id
         for event in events:
-            hole = any(i not in existing for i in range(previous + 1, event.id))
+            last = min(event.id - 1, asked_up_to)
+            hole = any(i not in existing for i in range(previous + 1, last + 1))
             if hole and event.created_at > settled:
                 break  # ask again shortly: the hole fills, or it is old enough to skip
             kept.append(event)

@@ -225,6 +225,23 @@ class Tokens:
         )
         self._revocations.commit()
 
+    def restore_fence(self, issued_before: datetime) -> RevocationEvent:
+        """``latchkey restore-fence``: every token issued at or before ``issued_before``
+        is revoked, on every node and in the feed (docs/operations.md)."""
+        event = self._revocations.fence(issued_before)
+        self._audit.add(
+            type="change",
+            action="identity:revocation:fence",
+            outcome="success",
+            actor_id=None,
+            target=AuditTarget("revocation", str(event.id)),
+            request_id=None,
+            source_ip=None,
+            details={"issued_before": issued_before.isoformat()},
+        )
+        self._revocations.commit()
+        return event
+
     def revocations_since(self, ctx: CallContext, cursor: int, limit: int) -> list[RevocationEvent]:
         self._enforcer.enforce(ctx.auth, "identity:revocation:list", Target())
         return self._revocations.since(cursor, limit)

@@ -290,6 +290,7 @@ class RevocationCache:
         project_id = (claims.get("project") or {}).get("id")
         if project_id:
             subjects.append(("project", project_id))
+        subjects.append(("all", "*"))  # a restore-fence: everything issued before it
         for key in subjects:
             before = events.get(key)  # type: ignore[arg-type]
             if before is not None and before >= issued_us:

@@ -9,14 +9,22 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from latchkey.db import DbSession
 from latchkey.identity.ldap_domains import LdapDomains
+from latchkey.identity.revocation_listener import ChangeListener
 from latchkey.secrets.store import SecretStore
 
 
 class Health:
-    def __init__(self, session: DbSession, ldap: LdapDomains, secret_store: SecretStore) -> None:
+    def __init__(
+        self,
+        session: DbSession,
+        ldap: LdapDomains,
+        secret_store: SecretStore,
+        change_listener: ChangeListener | None = None,
+    ) -> None:
         self._session = session
         self._ldap = ldap
         self._secret_store = secret_store
+        self._change_listener = change_listener
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         checks: dict[str, Any] = {"database": self._database()}
@@ -26,6 +34,9 @@ class Health:
             self._session.rollback()
             if ldap:
                 checks["ldap"] = ldap
+        if self._change_listener is not None and checks["database"]["status"] == "ok":
+            # Issue 15, point 5: how this worker hears of changes; polling is not unready.
+            checks["change_signal"] = self._change_listener.status()
         # A directory down degrades its domain only: the service stays ready for the rest.
         ready = checks["database"]["status"] == "ok" and checks["secret_store"]["status"] == "ok"
         return ready, {"status": "ok" if ready else "unavailable", "checks": checks}

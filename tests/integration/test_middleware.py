@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -555,3 +556,26 @@ def test_latchkey_unreachable_fails_closed(env: Env, caplog: pytest.LogCaptureFi
     asked = env.calls["/v1/authorize"]
     assert middleware.authorize(identity, READ, prod) is True
     assert env.calls["/v1/authorize"] == asked + 1
+
+
+def test_a_restore_fence_refuses_every_earlier_token(env: Env) -> None:
+    """`latchkey restore-fence` (issue 15, point 4) reaches relying services through the
+    feed as one event of kind `all`; the service's own token is fenced too, so it logs
+    in again through its token provider."""
+    service = {"token": env.service_token}
+    middleware = env.middleware(service_token=None, service_token_provider=lambda: service["token"])
+    assert status(middleware, env.alice) == 200
+    app = env.served.app
+    with app.app_context():
+        app.extensions["latchkey"].tokens.restore_fence(datetime.now(UTC))
+    time.sleep(0.01)  # what follows is issued after the fence's millisecond
+    service["token"] = env.api.login("objects-svc", PASSWORD, project="web")
+    fresh = env.api.login("alice", PASSWORD, project="web")
+    # The feed holds the fence back while the ids below it are young (its id jumps).
+    deadline = time.monotonic() + 15
+    while status(middleware, env.alice) == 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+        env.clock.advance(5)
+    refused(call(middleware, env.alice), 401, "invalid_token")
+    assert status(middleware, fresh) == 200

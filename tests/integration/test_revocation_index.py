@@ -15,6 +15,8 @@ from flask import Flask
 
 from latchkey.db import db, utcnow
 from latchkey.identity.revocations import (
+    ALL,
+    FENCE_ID_GAP,
     PROJECT,
     TOKEN,
     USER,
@@ -117,3 +119,29 @@ def test_an_old_hole_is_skipped(app: Flask) -> None:
         late.created_at = utcnow() - timedelta(seconds=30)  # the hole is a rolled-back id
         db.session.commit()
         assert [e.id for e in revocations.since(first, 100)] == [first + 2]
+
+
+def test_a_fence_revokes_everything_issued_before_it_and_jumps_the_ids(app: Flask) -> None:
+    """`latchkey restore-fence` (issue 15, point 4): whoever the token names."""
+    with app.app_context():
+        index = RevocationIndex()
+        revocations = RevocationList(db.session, TTL, index)
+        newest = event(TOKEN, "a").id
+        assert not revocations.is_revoked(claims(jti="x", sub="anyone", project="any"))
+        fence = revocations.fence(utcnow())
+        db.session.commit()
+        assert (fence.kind, fence.subject) == (ALL, "*")
+        # Past every id handed out (PostgreSQL: the sequence's next value), by the gap.
+        assert newest + FENCE_ID_GAP <= fence.id <= newest + 1 + FENCE_ID_GAP
+        assert revocations.is_revoked(claims(jti="x", sub="anyone", project="any"))
+        assert revocations.is_revoked({"jti": "y", "sub": "s", "iat_ms": claims()["iat_ms"]})
+        assert not revocations.is_revoked(claims(jti="x", sub="anyone", age=-5))
+        # The events after it follow it (PostgreSQL's sequence moved too).
+        assert event(TOKEN, "b").id == fence.id + 1
+        # A relying service's cursor below the gap: the fence is held back while young,
+        # then served; a cursor at the fence gets what follows at once.
+        assert [e.id for e in revocations.since(newest, 100)] == []
+        fence.created_at = utcnow() - timedelta(seconds=30)
+        db.session.commit()
+        assert [e.kind for e in revocations.since(newest, 100)] == [ALL, TOKEN]
+        assert [e.kind for e in revocations.since(fence.id, 100)] == [TOKEN]

@@ -78,6 +78,13 @@ def warm(worker: Flask, caller: str, subject: str) -> None:
     for _ in range(3):
         assert status_in(worker, caller, subject) == 200
     assert listener(worker).listening
+    # LISTEN is trusted once its probe came back (issue 15, point 5); then one more
+    # check reads what may have been committed meanwhile.
+    deadline = time.monotonic() + 5
+    while listener(worker).status()["mode"] != "notify":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert status_in(worker, caller, subject) == 200
 
 
 def revoke(api: Api, caller: str, token: str) -> None:
