@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the services the test suite talks to are installed and running:
 # PostgreSQL on 127.0.0.1:5432 accepting the `postgres` user without a password,
-# and the OpenLDAP binaries (slapd, slapadd, ldap-utils) that the LDAP test
+# the OpenLDAP binaries (slapd, slapadd, ldap-utils) that the LDAP test
 # fixture (tests/ldap_server.py) runs unprivileged from a temporary folder.
 set -euo pipefail
 
@@ -75,3 +75,13 @@ if ! redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
 fi
 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 || { log "Redis did not start"; exit 1; }
 log "Redis ready on 127.0.0.1:$REDIS_PORT"
+
+# PgBouncer for tests/integration/test_pgbouncer.py (the change listener behind a
+# transaction-pooling proxy); the tests run their own from a temporary folder.
+if [ ! -x /usr/sbin/pgbouncer ] && ! command -v pgbouncer >/dev/null 2>&1; then
+  log "installing PgBouncer from Debian's packages"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq pgbouncer >/dev/null
+  as_root service pgbouncer stop >/dev/null 2>&1 || true
+fi
+log "PgBouncer installed"
