@@ -71,6 +71,7 @@ from latchkey.policy.service import (
 )
 from latchkey.policy.store import Boundaries
 from latchkey.secrets import api as secrets_api
+from latchkey.ops.metrics import instrument_store
 from latchkey.secrets.local import LocalSecretStore
 from latchkey.secrets.master_key import MasterKeyFile
 from latchkey.secrets.service import TenantSecrets
@@ -392,6 +393,7 @@ def build_services(settings: Settings) -> Services:
         raise SettingsError(
             f"unknown secret_store {settings.secret_store!r}; use local, vault or barbican"
         )
+    instrument_store(secret_store)  # latency and errors per call (issue 15, point 6)
     return Services(
         settings=settings,
         enforcer=enforcer,
