@@ -57,6 +57,7 @@ from latchkey.logs import configure_logging
 from latchkey.oauth import api as oauth_api
 from latchkey.ops import api as ops_api
 from latchkey.ops.health import Health
+from latchkey.ops.metrics import instrument_store
 from latchkey.policy import api as policy_api
 from latchkey.policy.catalog import Catalog
 from latchkey.policy.documents import PolicyLimits
@@ -71,7 +72,6 @@ from latchkey.policy.service import (
 )
 from latchkey.policy.store import Boundaries
 from latchkey.secrets import api as secrets_api
-from latchkey.ops.metrics import instrument_store
 from latchkey.secrets.local import LocalSecretStore
 from latchkey.secrets.master_key import MasterKeyFile
 from latchkey.secrets.service import TenantSecrets

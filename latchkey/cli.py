@@ -22,15 +22,17 @@ from latchkey.cli_domains import domain_group
 from latchkey.errors import LatchkeyError
 from latchkey.identity.tokens import verify_jwt
 from latchkey.policy.context import CallContext
-from latchkey.secrets.local import LocalSecretStore
+from latchkey.secrets.local import LocalSecretStore, without_production_warning
 from latchkey.secrets.master_key import KeyProtectorError, MasterKeyFile
 from latchkey.secrets.system import migrate_internal, pending_legacy
 from latchkey.settings import Settings, SettingsError
 
 
 def _create_app() -> Flask:
+    """The app of a one-shot command (and of `--help`); `serve` builds its own."""
     from latchkey.app import create_app
 
+    without_production_warning()
     try:
         return create_app()
     except SettingsError as exc:
@@ -116,7 +118,9 @@ def bootstrap(admin_password_file: str | None) -> None:
         click.echo(f"admin password (shown once): {result.generated_password}")
 
 
-@main.command()
+# Not in an app context of Flask's making (AppGroup's default): `serve` builds its
+# apps itself, after it has set up the metrics directory (issue 15, points 6 and 7).
+@main.command(with_appcontext=False)
 @click.option("--bind", help="host:port (default: LATCHKEY_BIND)")
 @click.option("--workers", type=int, help="worker processes (default: LATCHKEY_WORKERS)")
 def serve(bind: str | None, workers: int | None) -> None:
@@ -277,7 +281,7 @@ def token_issue(
     click.echo(issued.token)
 
 
-@token.command("verify")
+@token.command("verify", with_appcontext=False)
 @click.argument("token_text", metavar="TOKEN")
 @click.option(
     "--jwks-url",
@@ -330,7 +334,7 @@ def _fetch_json(url: str) -> Any:
         raise click.ClickException(f"cannot fetch {url}: {exc}") from exc
 
 
-@main.command("settings")
+@main.command("settings", with_appcontext=False)
 def show_settings() -> None:
     """List every setting with its environment variable, default and help."""
     for env, type_name, default, help_text in Settings.describe():

@@ -332,7 +332,9 @@ class LdapDomains:
                 return False
             dn = found.dn
         entry = LdapUser(user.external_id, user.name, dn, user.email, user.enabled)
-        return self._call(domain, "authenticate", lambda _d: directory.authenticate(entry, password))
+        return self._call(
+            domain, "authenticate", lambda _d: directory.authenticate(entry, password)
+        )
 
     def group_ids(self, domain: Domain, user: User) -> list[str]:
         """The user's directory groups as shadow group ids (remembered on the user)."""
@@ -358,7 +360,9 @@ class LdapDomains:
         if checked is not None and now - checked < self._recheck:
             return OwnerState(True, user.enabled, list(user.directory_group_ids or []), True)
         try:
-            found = _observed("get_user", lambda: self.directory(domain).get_user(user.external_id or ""))
+            found = _observed(
+                "get_user", lambda: self.directory(domain).get_user(user.external_id or "")
+            )
             if found is None:
                 user.enabled = False  # removed from the directory: refused from now on
                 user.directory_checked_at = now
@@ -565,9 +569,7 @@ class LdapDomains:
             code="directory_changed",
         )
 
-    def _call(
-        self, domain: Domain, name: str, operation: Callable[[LdapDirectory], Any]
-    ) -> Any:
+    def _call(self, domain: Domain, name: str, operation: Callable[[LdapDirectory], Any]) -> Any:
         try:
             return _observed(name, lambda: operation(self.directory(domain)))
         except LdapUnavailable as exc:

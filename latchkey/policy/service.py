@@ -881,7 +881,10 @@ class Decisions:
             self._check_cost(cost, f"{len(actions)} actions")
         decided: list[Sample] = []
         answers = [
-            (action, self._decide(principal, auth, action, resource, False, per_project, decided, until))
+            (
+                action,
+                self._decide(principal, auth, action, resource, False, per_project, decided, until),
+            )
             for action in actions
         ]
         self._recorder.maybe_record_one(principal, decided)

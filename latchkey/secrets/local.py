@@ -51,8 +51,14 @@ class LocalSecretBlob(Base):
 
 
 # The production warning has been given in this process (or in the `latchkey serve`
-# master its workers were forked from): issue 15, point 7.
+# master its workers were forked from), or is not wanted here: issue 15, point 7.
 _warned: list[bool] = []
+
+
+def without_production_warning() -> None:
+    """This process runs a one-shot command (`db upgrade`, `bootstrap`...): the warning
+    is for `latchkey serve`, which gives it once per start."""
+    _warned.append(True)
 
 
 class LocalSecretStore:

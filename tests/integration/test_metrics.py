@@ -28,6 +28,7 @@ from latchkey.ops import metrics
 from latchkey.secrets.store import SecretPayloadMissing, SecretStoreUnavailable
 from tests.conftest import ADMIN_PASSWORD, Api, build_app, make_settings, password_auth
 
+TOKENS = "/v1/auth/tokens"
 SERVICE: dict[str, Any] = {
     "type": "objects",
     "name": "Object store",
@@ -240,19 +241,21 @@ def _env(home: Path) -> dict[str, str]:
     }
 
 
-def _post(url: str, body: dict[str, Any]) -> int:
+def _post(port: int, path: str, body: dict[str, Any]) -> int:
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - http above
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return exc.code
 
 
-def _scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -262,7 +265,7 @@ def _scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, Path]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path, Path]]:
     """`latchkey serve` with two sync workers; its stderr kept; its metrics directory
     given (PROMETHEUS_MULTIPROC_DIR), so the test can see which workers wrote."""
     home = tmp_path_factory.mktemp("served")
@@ -287,18 +290,17 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
-    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=2):
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
                     break
             except OSError:
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise
                 time.sleep(0.2)
-        yield base, metrics_dir, stderr
+        yield port, metrics_dir, stderr
     finally:
         process.terminate()
         process.wait(timeout=20)
@@ -319,13 +321,13 @@ def _pids_with_counters(metrics_dir: Path) -> set[str]:
     return pids
 
 
-def test_metrics_sum_every_worker(served: tuple[str, Path, Path]) -> None:
-    base, metrics_dir, _ = served
+def test_metrics_sum_every_worker(served: tuple[int, Path, Path]) -> None:
+    port, metrics_dir, _ = served
     key = (
         "latchkey_tokens_issued_total",
         (("method", "password"), ("outcome", "issued")),
     )
-    before = _scrape(base).get(key, 0.0)
+    before = _scrape(port).get(key, 0.0)
     body = password_auth("admin", ADMIN_PASSWORD, project="admin")
     issued = 0
     # Concurrent logins (each a password hash) keep one sync worker busy while the
@@ -333,7 +335,7 @@ def test_metrics_sum_every_worker(served: tuple[str, Path, Path]) -> None:
     for _round in range(10):
         results: list[int] = []
         threads = [
-            threading.Thread(target=lambda: results.append(_post(f"{base}/v1/auth/tokens", body)))
+            threading.Thread(target=lambda got=results: got.append(_post(port, TOKENS, body)))
             for _ in range(6)
         ]
         for thread in threads:
@@ -347,12 +349,16 @@ def test_metrics_sum_every_worker(served: tuple[str, Path, Path]) -> None:
     assert len(_pids_with_counters(metrics_dir)) >= 2, "one worker answered everything"
     # Whichever worker answers the scrape, the count is every worker's.
     for _ in range(6):
-        assert _scrape(base)[key] == before + issued
+        assert _scrape(port)[key] == before + issued
 
 
-def test_the_embedded_store_warning_is_printed_once(served: tuple[str, Path, Path]) -> None:
+def test_the_embedded_store_warning_is_printed_once(served: tuple[int, Path, Path]) -> None:
+    """Once per `latchkey serve` (not per worker); not by one-shot commands."""
     _, _, stderr = served
     warnings = [
         line for line in stderr.read_text().splitlines() if "LATCHKEY_SECRET_STORE=vault" in line
     ]
     assert len(warnings) == 1, warnings
+    one_shot = _latchkey(stderr.parent, "keys", "list", LATCHKEY_LOG_LEVEL="INFO")
+    assert one_shot.returncode == 0, one_shot.stderr
+    assert "LATCHKEY_SECRET_STORE=vault" not in one_shot.stderr

@@ -30,7 +30,9 @@ def _families() -> dict[str, tuple[str, ...]]:
 
 def test_every_metric_family_and_its_labels_are_in_the_operator_guide() -> None:
     guide = (DOCS / "operators.md").read_text()
-    rows = {line.split("`")[1]: line for line in guide.splitlines() if line.startswith("| `latchkey_")}
+    rows = {
+        line.split("`")[1]: line for line in guide.splitlines() if line.startswith("| `latchkey_")
+    }
     families = _families()
     assert len(families) >= 12
     for name, labels in families.items():
