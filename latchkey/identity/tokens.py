@@ -20,6 +20,7 @@ from latchkey.errors import LatchkeyError
 from latchkey.identity.keys import ALGORITHM, KeyRing
 from latchkey.identity.models import Domain, Project, User
 from latchkey.identity.revocations import TOKEN, RevocationEvent, RevocationList
+from latchkey.ops.metrics import count_validation
 from latchkey.policy.context import AuthContext, CallContext
 from latchkey.policy.enforcer import Enforcer, Target
 
@@ -151,9 +152,15 @@ class Tokens:
 
     def validate(self, token: str) -> dict[str, Any]:
         """Signature, issuer, audience, expiry and revocation; TokenInvalid otherwise."""
-        claims = self.verify_signature_and_claims(token)
+        try:
+            claims = self.verify_signature_and_claims(token)
+        except TokenInvalid:
+            count_validation(None, "invalid")
+            raise
         if self._revocations.is_revoked(claims):
+            count_validation(claims, "revoked")
             raise TokenInvalid()
+        count_validation(claims, "valid")
         return claims
 
     def verify_signature_and_claims(self, token: str) -> dict[str, Any]:

@@ -8,9 +8,10 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from marshmallow import Schema, fields, validate
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import Counter, Histogram
 
 from latchkey.errors import AuthenticationRequired
+from latchkey.ops.metrics import exposition
 from latchkey.web.blueprint import Blueprint
 from latchkey.web.fields import DbInteger
 from latchkey.web.requests import call_context, services
@@ -50,7 +51,8 @@ def metrics() -> Response:
             raise AuthenticationRequired(
                 "/metrics needs the metrics token", code="metrics_token_required"
             )
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+    body, content_type = exposition()  # every worker's figures under `latchkey serve`
+    return Response(body, content_type=content_type)
 
 
 class AuditQuery(Schema):

@@ -49,6 +49,7 @@ from latchkey.identity.models import (
     User,
 )
 from latchkey.identity.tokens import Tokens
+from latchkey.ops.metrics import count_decisions
 from latchkey.policy.catalog import Catalog
 from latchkey.policy.context import AuthContext, CallContext
 from latchkey.policy.documents import (
@@ -721,9 +722,12 @@ class Decisions:
     def authorize(
         self, ctx: CallContext, check: dict[str, Any], subject_token: str | None, explain: bool
     ) -> Decision:
+        started = time.perf_counter()
         principal, auth = self._principal(ctx, subject_token)
         self._check_attributes(check["resource"], "/resource")
-        return self._decide(principal, auth, check["action"], check["resource"], explain)
+        decision = self._decide(principal, auth, check["action"], check["resource"], explain)
+        count_decisions("check", started, [(decision.allowed, decision.decided_by)])
+        return decision
 
     def decide(self, ctx: CallContext, action: str, resource: dict[str, Any]) -> Decision:
         """One decision for the caller's own token (Latchkey's own policy-governed APIs)."""
@@ -739,6 +743,7 @@ class Decisions:
     ) -> list[Decision]:
         if len(checks) > MAX_BATCH:
             raise InvalidRequest(f"at most {MAX_BATCH} checks", code="batch_too_large")
+        started = time.perf_counter()
         principal, auth = self._principal(ctx, subject_token)
         for i, check in enumerate(checks):
             self._check_attributes(check["resource"], f"/checks/{i}/resource")
@@ -769,6 +774,7 @@ class Decisions:
             for c in checks
         ]
         self._recorder.maybe_record_one(principal, decided)
+        count_decisions("batch", started, [(d.allowed, d.decided_by) for d in decisions])
         return decisions
 
     # -- what a request may send and cost (issue 13, class 1) -----------------------
@@ -862,6 +868,7 @@ class Decisions:
     def actions(
         self, ctx: CallContext, resource: dict[str, Any], subject_token: str | None
     ) -> list[str]:
+        started = time.perf_counter()
         principal, auth = self._principal(ctx, subject_token)
         self._check_attributes(resource, "/resource")
         view = self._catalog.view()
@@ -873,15 +880,16 @@ class Decisions:
         if cost is not None:
             self._check_cost(cost, f"{len(actions)} actions")
         decided: list[Sample] = []
-        allowed = [
-            action
+        answers = [
+            (
+                action,
+                self._decide(principal, auth, action, resource, False, per_project, decided, until),
+            )
             for action in actions
-            if self._decide(
-                principal, auth, action, resource, False, per_project, decided, until
-            ).allowed
         ]
         self._recorder.maybe_record_one(principal, decided)
-        return allowed
+        count_decisions("actions", started, [(d.allowed, d.decided_by) for _, d in answers])
+        return [action for action, decision in answers if decision.allowed]
 
     def plan(
         self,

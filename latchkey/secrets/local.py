@@ -50,17 +50,30 @@ class LocalSecretBlob(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+# The production warning has been given in this process (or in the `latchkey serve`
+# master its workers were forked from), or is not wanted here: issue 15, point 7.
+_warned: list[bool] = []
+
+
+def without_production_warning() -> None:
+    """This process runs a one-shot command (`db upgrade`, `bootstrap`...): the warning
+    is for `latchkey serve`, which gives it once per start."""
+    _warned.append(True)
+
+
 class LocalSecretStore:
     name = "local"
 
     def __init__(self, session: DbSession, master: MasterKeyFile) -> None:
         self._session = session
         self._master = master
-        log.warning(
-            "secrets are kept by the embedded store, sealed by the master key file; "
-            "for production set LATCHKEY_SECRET_STORE=vault (see docs/operators.md)",
-            extra={"master_key_file": str(master.path)},
-        )
+        if not _warned:  # once per process: `serve` builds the app in each worker too
+            _warned.append(True)
+            log.warning(
+                "secrets are kept by the embedded store, sealed by the master key file; "
+                "for production set LATCHKEY_SECRET_STORE=vault (see docs/operators.md)",
+                extra={"master_key_file": str(master.path)},
+            )
 
     def put(self, project_id: str, secret_id: str, version: int, payload: bytes) -> str:
         aad = _aad(project_id, secret_id, version)

@@ -39,6 +39,7 @@ from flask import Flask, Response, current_app, request
 from flask_limiter import Limiter
 from limits import parse_many
 
+from latchkey.ops import metrics
 from latchkey.settings import Settings, SettingsError
 from latchkey.web.requests import client_address
 
@@ -308,8 +309,13 @@ def _for_doors_only(hook: Callable[[Response], Response]) -> Callable[[Response]
 
 
 def _retry_after(response: Response) -> Response:
-    """``Retry-After`` on every 429: when the breached window lets one more in."""
-    if response.status_code != 429 or "Retry-After" in response.headers:
+    """``Retry-After`` on every 429: when the breached window lets one more in; and
+    the 429 counted by door (``latchkey_rate_limited_total``)."""
+    if response.status_code != 429:
+        return response
+    door = request.endpoint if request.endpoint in DOORS else "other"
+    metrics.child(metrics.RATE_LIMITED, door or "other").inc()
+    if "Retry-After" in response.headers:
         return response
     limiter: Limiter | None = current_app.extensions.get(LIMITER_EXTENSION)
     seconds = 1
