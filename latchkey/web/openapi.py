@@ -157,8 +157,8 @@ def error_statuses(endpoint: str, method: str, has_body: bool) -> list[int]:
         statuses |= {401, 403, 404}
         if method in WRITE_METHODS:
             statuses.add(409)
-    elif endpoint in DOORS:
-        statuses |= {401, 403}  # a login refused
+    elif endpoint in DOORS and endpoint not in OAUTH_CLIENT_ENDPOINTS:
+        statuses |= {401, 403}  # a login refused (OAuth's: 400/401 OAuthError, by the view)
     if endpoint == METRICS_ENDPOINT:
         statuses.add(401)
     if endpoint in DOORS:
@@ -228,7 +228,7 @@ class LatchkeyApi(Api):
     """flask-smorest's Api with Latchkey's error responses and components."""
 
     # No "default" response: every status an operation answers is listed.
-    DEFAULT_ERROR_RESPONSE_NAME = None  # type: ignore[assignment]
+    DEFAULT_ERROR_RESPONSE_NAME = None
 
     def _register_responses(self) -> None:
         """flask-smorest's per-status responses (the 422 its ``arguments`` adds among

@@ -33,13 +33,13 @@ from flask import Flask
 from hypothesis import HealthCheck, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
+from schemathesis.pytest.lazy import get_all_tests
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
-from schemathesis.pytest.lazy import get_all_tests
 
 from tests.conftest import ADMIN_PASSWORD, _app_for, password_auth, reset_database
 
