@@ -24,7 +24,13 @@ from openapi_spec_validator import validate
 from werkzeug.serving import make_server
 
 from latchkey.web.requests import PUBLIC_ENDPOINTS
-from tests.conftest import ADMIN_PASSWORD, password_auth
+from tests.conftest import (
+    ADMIN_PASSWORD,
+    build_app,
+    make_settings,
+    password_auth,
+    reset_database,
+)
 
 PROBLEM = "application/problem+json"
 METHODS = ("get", "put", "post", "patch", "delete", "head")
@@ -160,6 +166,50 @@ def test_the_oauth_forms_and_the_subject_token_are_documented(document: dict[str
         assert {"in": "header", "name": "X-Subject-Token", "required": True} in [
             {k: p[k] for k in ("in", "name", "required")} for p in parameters
         ], method
+
+
+def _conforms(document: dict[str, Any], path: str, method: str, answer: Any) -> None:
+    """The answer is one the document describes: status, media type, body, headers."""
+    responses = document["paths"][path][method]["responses"]
+    assert str(answer.status_code) in responses, (path, answer.status_code)
+    described = _resolve(document, responses[str(answer.status_code)])
+    content = described["content"][answer.mimetype]
+    schema = _resolve(document, content["schema"])
+    jsonschema.Draft4Validator(schema).validate(answer.get_json())
+    for name, header in described.get("headers", {}).items():
+        header = _resolve(document, header)
+        if header.get("required"):
+            assert name in answer.headers, (path, answer.status_code, name)
+        if name in answer.headers and header["schema"].get("type") == "integer":
+            assert answer.headers[name].isdigit(), (name, answer.headers[name])
+
+
+def test_throttled_and_oauth_errors_are_as_documented(
+    document: dict[str, Any], tmp_path: Path
+) -> None:
+    app = build_app(
+        make_settings(
+            tmp_path,
+            f"sqlite:///{tmp_path / 'latchkey.db'}",
+            ratelimit_auth_per_source="2 per minute",
+        )
+    )
+    reset_database(app)
+    client = app.test_client()
+    wrong = password_auth("admin", "wrong")
+    answers = [client.post("/v1/auth/tokens", json=wrong) for _ in range(3)]
+    assert [a.status_code for a in answers] == [401, 401, 429]
+    for answer in answers:
+        _conforms(document, "/v1/auth/tokens", "post", answer)
+    fresh = build_app(make_settings(tmp_path / "2", f"sqlite:///{tmp_path / 'oauth.db'}"))
+    reset_database(fresh)
+    oauth = fresh.test_client()
+    form = {"grant_type": "client_credentials", "client_id": "nope", "client_secret": "x"}
+    refused = oauth.post("/oauth2/token", data=form)
+    assert refused.status_code in (400, 401) and refused.get_json()["error"] == "invalid_client"
+    _conforms(document, "/oauth2/token", "post", refused)
+    no_token = oauth.post("/oauth2/introspect", data={"client_id": "nope"})
+    _conforms(document, "/oauth2/introspect", "post", no_token)
 
 
 # -- a generated client -----------------------------------------------------------------
