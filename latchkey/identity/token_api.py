@@ -157,7 +157,10 @@ class TokensView(MethodView):
         201,
         TokenOut,
         # OpenAPI 3.0 requires a schema (or content) for every response header.
-        headers={"Cache-Control": {"description": "no-store", "schema": {"type": "string"}}},
+        headers={
+            "Cache-Control": {"description": "no-store", "schema": {"type": "string"}},
+            "Pragma": {"description": "no-cache", "schema": {"type": "string"}},
+        },
     )
     def post(self, data: dict[str, Any]) -> Any:
         method = data["auth"]
