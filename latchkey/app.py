@@ -12,7 +12,6 @@ from typing import Any, Protocol
 
 from flask import Flask, Response
 from flask_migrate import Migrate
-from flask_smorest import Api
 from flask_smorest.spec.plugins import integerconverter2paramschema
 from sqlalchemy import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -82,6 +81,7 @@ from latchkey.web.attack_audit import ATTACK_TRAIL
 from latchkey.web.fields import BoundedIntegerConverter
 from latchkey.web.flask_app import LatchkeyFlask
 from latchkey.web.headers import SecurityHeaders
+from latchkey.web.openapi import make_api
 from latchkey.web.problems import register_problem_handlers
 from latchkey.web.proxies import TrustedProxies
 from latchkey.web.requests import PROXIES_EXTENSION, register_request_hooks
@@ -147,7 +147,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     ops_api.register_metrics_hooks(app)
     # Every <int:...> path parameter fits the database's integer columns (issue 13).
     app.url_map.converters["int"] = BoundedIntegerConverter
-    api = Api(app)
+    api = make_api(app)  # the document's errors, security and headers (issue 15, point 3)
     api.register_converter(BoundedIntegerConverter, integerconverter2paramschema)
     register_problem_handlers(app)  # after Api(): ours replace flask-smorest's JSON errors
     for blueprint in (

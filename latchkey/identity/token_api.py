@@ -109,6 +109,38 @@ class RevocationList(Schema):
     cursor = fields.Integer()
 
 
+SUBJECT_TOKEN_PARAMETER = {
+    "in": "header",
+    "name": SUBJECT_TOKEN_HEADER,
+    "required": True,
+    "description": "The token to check or revoke (without it: 422 subject_token_missing).",
+    "schema": {"type": "string"},
+}
+_CLAIMS = {
+    "type": "object",
+    "description": "The subject token's claims, as validated.",
+    "required": ["sub", "exp", "iat", "jti"],
+    "properties": {
+        "sub": {"type": "string"},
+        "exp": {"type": "integer"},
+        "iat": {"type": "integer"},
+        "jti": {"type": "string"},
+        "iss": {"type": "string"},
+        "aud": {},
+        "user": {"type": "object"},
+        "project": {"type": "object"},
+        "domain": {"type": "object"},
+        "roles": {"type": "array", "items": {"type": "string"}},
+        "methods": {"type": "array", "items": {"type": "string"}},
+    },
+}
+_JWKS = {
+    "type": "object",
+    "required": ["keys"],
+    "properties": {"keys": {"type": "array", "items": {"type": "object"}}},
+}
+
+
 def _subject_token() -> str:
     token = request.headers.get(SUBJECT_TOKEN_HEADER)
     if not token:
@@ -125,7 +157,10 @@ class TokensView(MethodView):
         201,
         TokenOut,
         # OpenAPI 3.0 requires a schema (or content) for every response header.
-        headers={"Cache-Control": {"description": "no-store", "schema": {"type": "string"}}},
+        headers={
+            "Cache-Control": {"description": "no-store", "schema": {"type": "string"}},
+            "Pragma": {"description": "no-cache", "schema": {"type": "string"}},
+        },
     )
     def post(self, data: dict[str, Any]) -> Any:
         method = data["auth"]
@@ -159,11 +194,21 @@ class TokensView(MethodView):
         return body, 201, {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
     @blp.response(200)
+    @blp.doc(
+        parameters=[SUBJECT_TOKEN_PARAMETER],
+        responses={
+            200: {
+                "description": "The subject token is valid",
+                "content": {"application/json": {"schema": _CLAIMS}},
+            }
+        },
+    )
     def get(self) -> Any:
         claims = services().tokens.check_subject(call_context(), _subject_token())
         return jsonify(claims)
 
     @blp.response(204)
+    @blp.doc(parameters=[SUBJECT_TOKEN_PARAMETER])
     def delete(self) -> None:
         services().tokens.revoke(call_context(), _subject_token())
 
@@ -179,6 +224,15 @@ def revocations(query: dict[str, Any]) -> dict[str, Any]:
 
 @blp.route("/.well-known/jwks.json", methods=["GET"])
 @blp.response(200)
+@blp.doc(
+    responses={
+        200: {
+            "description": "The token signing keys (RFC 7517 JSON Web Key Set)",
+            "content": {"application/json": {"schema": _JWKS}},
+            "headers": {"Cache-Control": {"schema": {"type": "string"}}},
+        }
+    }
+)
 def jwks() -> Any:
     response = jsonify(services().keys.jwks())
     response.headers["Cache-Control"] = "public, max-age=60"

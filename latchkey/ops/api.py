@@ -25,14 +25,46 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 LATENCY = Histogram("latchkey_http_request_seconds", "HTTP request latency", ["endpoint"])
 
 
+_READINESS = {
+    "type": "object",
+    "required": ["status", "checks"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ok", "unavailable"]},
+        "checks": {
+            "type": "object",
+            "description": "Each dependency's status (database, secret_store, ldap, ...).",
+            "additionalProperties": {"type": "object"},
+        },
+    },
+}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
 @blp.route("/healthz", methods=["GET"])
 @blp.response(200)
+@blp.doc(
+    responses={
+        200: _json(
+            "The process answers",
+            {"type": "object", "properties": {"status": {"type": "string", "enum": ["ok"]}}},
+        )
+    }
+)
 def healthz() -> Any:
     return jsonify({"status": "ok"})
 
 
 @blp.route("/readyz", methods=["GET"])
 @blp.response(200)
+@blp.doc(
+    responses={
+        200: _json("Ready: every dependency answers", _READINESS),
+        503: _json("Not ready: the checks say which dependency is missing", _READINESS),
+    }
+)
 def readyz() -> Any:
     ready, report = services().health.readiness()
     return jsonify(report), 200 if ready else 503
@@ -40,6 +72,14 @@ def readyz() -> Any:
 
 @blp.route("/metrics", methods=["GET"])
 @blp.response(200)
+@blp.doc(
+    responses={
+        200: {
+            "description": "Prometheus text exposition format",
+            "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+        }
+    }
+)
 def metrics() -> Response:
     expected = services().settings.metrics_token
     if expected:

@@ -5,7 +5,11 @@ pytest plugin would run them: the document's examples, the coverage phase
 (boundary values: empty strings, numbers just past each range, missing and
 extra fields, wrong types) and fuzzing (valid and invalid requests). Each is
 sent with the bootstrap admin's project-scoped token to the app on SQLite, and
-the ``not_a_server_error`` check judges the answer.
+the answer is judged by ``not_a_server_error`` and, since issue 15 (point 3), by
+the document itself: the status is one it lists for the operation, the media type
+and the body match the response it describes, and its required headers are there
+(``status_code_conformance``, ``content_type_conformance``,
+``response_schema_conformance``, ``response_headers_conformance``).
 
 Bounded for CI: a few fuzzing examples per operation, no deadline,
 derandomised when ``CI`` is set so a run is repeatable. Set
@@ -30,12 +34,25 @@ from hypothesis import HealthCheck, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.pytest.lazy import get_all_tests
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tests.conftest import ADMIN_PASSWORD, _app_for, password_auth, reset_database
 
 MAX_EXAMPLES = int(os.environ.get("LATCHKEY_SCHEMATHESIS_EXAMPLES", "10"))
 BACKEND = os.environ.get("LATCHKEY_SCHEMATHESIS_BACKEND", "sqlite")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
 
 
 def _admin_headers(app: Flask) -> dict[str, str]:
@@ -53,7 +70,9 @@ def target_app(
     return _app_for(BACKEND, apps, request, tmp_path_factory)
 
 
-def test_no_generated_input_is_a_server_error(target_app: Flask) -> None:
+def test_no_generated_input_is_a_server_error_and_every_answer_is_documented(
+    target_app: Flask,
+) -> None:
     app = target_app
     schema = schemathesis.openapi.from_wsgi("/v1/openapi.json", app)
     schema.validate()  # the document itself is valid OpenAPI 3.0.3
@@ -64,7 +83,7 @@ def test_no_generated_input_is_a_server_error(target_app: Flask) -> None:
     def call(case: Any) -> None:
         nonlocal cases
         cases += 1
-        response = case.call_and_validate(headers=headers, checks=[not_a_server_error])
+        response = case.call_and_validate(headers=headers, checks=CHECKS)
         statuses[response.status_code] += 1
 
     bounds = settings(
