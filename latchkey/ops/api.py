@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from marshmallow import Schema, fields, validate
-from prometheus_client import Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram
 
 from latchkey.errors import AuthenticationRequired
 from latchkey.ops.metrics import exposition
