@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from flask import Flask, Response
 from flask_migrate import Migrate
@@ -22,7 +22,7 @@ import latchkey.migrations
 from latchkey.audit import AttackTrail, AuditLog, AuditReader
 from latchkey.changes import ChangeGeneration
 from latchkey.compat import keystone as keystone_compat
-from latchkey.db import db
+from latchkey.db import CONNECT_TIMEOUT_SECONDS, db
 from latchkey.errors import LatchkeyError
 from latchkey.identity import api as identity_api
 from latchkey.identity import credential_api, token_api
@@ -137,6 +137,9 @@ def create_app(settings: Settings | None = None) -> Flask:
             # A database error's message (logged with its traceback) never carries the
             # statement's parameters: password hashes, secrets, tokens (issue 13).
             "hide_parameters": True,
+            # A database that is gone costs a request its 503 within seconds, not
+            # libpq's unbounded wait (issue 15).
+            **_connect_timeout(settings),
         },
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         API_TITLE="Latchkey",
@@ -220,6 +223,14 @@ def decision_limits_of(settings: Settings) -> DecisionLimits:
         budget_ms=settings.decision_budget_ms,
         batch_budget_ms=settings.decision_batch_budget_ms,
     )
+
+
+def _connect_timeout(settings: Settings) -> dict[str, Any]:
+    """libpq's connect_timeout for the pool, unless the database URL sets one (issue 15)."""
+    url = make_url(settings.effective_database_url)
+    if url.get_backend_name() != "postgresql" or "connect_timeout" in url.query:
+        return {}
+    return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS}}
 
 
 def _is_postgresql(settings: Settings) -> bool:
@@ -415,7 +426,7 @@ def build_services(settings: Settings) -> Services:
         usage_recorder=usage_recorder,
         secret_store=secret_store,
         secrets=TenantSecrets(session, secret_store, decisions, audit),
-        health=Health(session, ldap, secret_store),
+        health=Health(session, ldap, secret_store, keys),
         system_secrets=system,
         peppers=peppers,
         ldap=ldap,

@@ -45,6 +45,17 @@ log = logging.getLogger(__name__)
 STAGED, PRIMARY, SECONDARY, RETIRED = "staged", "primary", "secondary", "retired"
 PUBLISHED_STATES = (STAGED, PRIMARY, SECONDARY)
 UNKNOWN_KID_RELOAD_INTERVAL = 1.0  # seconds; bounds reloads forced by forged kids
+# A primary whose private key could not be read (the store was down when the ring
+# loaded) is tried again this often, not only at the next refresh (issue 15).
+MISSING_KEY_RETRY_SECONDS = 1.0
+
+
+class SigningKeyUnavailable(ServiceUnavailable):
+    """There is a primary key, but this node cannot read its private half (yet)."""
+
+    code = "signing_key_unavailable"
+    title = "The signing key is unavailable"
+    retry_after = 5
 
 
 class SigningKey(Base):
@@ -70,6 +81,12 @@ class _Snapshot:
     signing_key: ECKey | None
     loaded_at: float
     kids: frozenset[str] = frozenset()  # of verify_keys: asked on every validation
+    primary_kid: str | None = None  # the primary row's, whether or not its key was read
+
+    @property
+    def missing_private(self) -> bool:
+        """A primary exists but this process could not read its private key."""
+        return self.signing_key is None and self.primary_kid is not None
 
 
 class KeyRing:
@@ -205,12 +222,29 @@ class KeyRing:
     # -- use (every request) --------------------------------------------------
 
     def signing_key(self) -> ECKey:
-        key = self._current().signing_key
+        snapshot = self._current()
+        key = snapshot.signing_key
         if key is None:
+            if snapshot.primary_kid is not None:
+                # Not a missing bootstrap: the store refused when the ring was read, and
+                # the key is tried again every MISSING_KEY_RETRY_SECONDS (issue 15).
+                raise SigningKeyUnavailable(
+                    "the primary signing key cannot be read from the secret store yet;"
+                    " check the secret store, Latchkey retries by itself"
+                )
             raise ServiceUnavailable(
-                "no signing key; run `latchkey bootstrap`", code="no_signing_key"
+                "the database holds no signing key; run `latchkey bootstrap`",
+                code="no_signing_key",
             )
         return key
+
+    def readiness(self) -> dict[str, Any]:
+        """The /readyz check: can this process sign tokens now?"""
+        snapshot = self._current()
+        if snapshot.signing_key is not None:
+            return {"status": "ok", "kid": snapshot.signing_key.kid}
+        code = "signing_key_unavailable" if snapshot.missing_private else "no_signing_key"
+        return {"status": "unavailable", "error": code}
 
     def verify_keys(self, kid: str | None = None) -> KeySet:
         snapshot = self._current()
@@ -250,6 +284,7 @@ class KeyRing:
             signing_key=signing,
             loaded_at=time.monotonic(),
             kids=frozenset(k.kid for k in keys),
+            primary_kid=primary,
         )
         self._snapshot = snapshot
         return snapshot
@@ -268,10 +303,18 @@ class KeyRing:
 
     def _current(self) -> _Snapshot:
         snapshot = self._snapshot
-        if snapshot is None or time.monotonic() - snapshot.loaded_at > self._refresh_seconds:
+        if snapshot is None or self._stale(snapshot):
             with self._lock:
-                snapshot = self.reload()
+                snapshot = self._snapshot
+                if snapshot is None or self._stale(snapshot):  # not by the lock's last holder
+                    snapshot = self.reload()
         return snapshot
+
+    def _stale(self, snapshot: _Snapshot) -> bool:
+        age = time.monotonic() - snapshot.loaded_at
+        if snapshot.missing_private:
+            return age > MISSING_KEY_RETRY_SECONDS
+        return age > self._refresh_seconds
 
     # -- helpers ----------------------------------------------------------------
 

@@ -72,6 +72,7 @@ class ChangeListener:
         self._pid = os.getpid()
         self._retry_at = 0.0
         self._lock = threading.Lock()
+        self._told = False  # the loss of the listener was logged; quiet until it is back
 
     @classmethod
     def for_database(cls, database_url: str) -> ChangeListener | None:
@@ -147,6 +148,7 @@ class ChangeListener:
         self._poll.register(connection.fileno(), select.POLLIN)
         # Whatever was committed before LISTEN: every channel's next answer is yes.
         self._pending = dict.fromkeys(self._channels, True)
+        self._told = False
         log.info(
             "change listener started",
             extra={"channels": self._channels, "backend_pid": self.backend_pid},
@@ -173,7 +175,11 @@ class ChangeListener:
     def _lost(self, message: str, exc: Exception) -> None:
         # The class and libpq's first line: no conninfo, so no password, in the log.
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        log.warning(
+        # Once per loss, not at every retry while the database is away (issue 15).
+        level = logging.DEBUG if self._told else logging.WARNING
+        self._told = True
+        log.log(
+            level,
             "%s; revocations, users and policies are read with a query on every request"
             " until it is back",
             message,
