@@ -123,8 +123,9 @@ def _ping_postgresql(dbapi_connection: Any, connection_record: Any, proxy: Any) 
 # -- the database lost at runtime (issue 15, point 1) ------------------------------------
 
 # While the database is unreachable, one connection attempt per process goes out every
-# this many seconds; the others fail at once instead of each waiting for a connect
-# timeout (a host that is down drops the SYN: libpq waits `connect_timeout`).
+# this many seconds (or as long as the last failed attempt took, if longer); the others fail
+# at once instead of each waiting for a connect timeout (a host that is down drops the
+# SYN: libpq waits `connect_timeout`).
 CONNECT_RETRY_SECONDS = 1.0
 # libpq's wait for a new connection unless the database URL says otherwise (its
 # default is forever): a request needing the database gets its 503 within this.
@@ -172,13 +173,19 @@ class DatabaseState:
     def down(self) -> bool:
         return self._down_since is not None
 
-    def failed(self, exc: BaseException) -> None:
+    def failed(self, exc: BaseException, attempt_seconds: float = 0.0) -> None:
+        """Note a failure; ``attempt_seconds``: how long a failed connection attempt
+        took. The next attempt waits max(CONNECT_RETRY_SECONDS, that long): a host that
+        swallows SYNs holds a worker for connect_timeout each time, so a worker spends
+        at most half its time asking."""
         with self._lock:
+            now = time.monotonic()
+            if attempt_seconds:
+                self._next_attempt = now + max(CONNECT_RETRY_SECONDS, attempt_seconds)
             if self._down_since is not None:
                 return
-            now = time.monotonic()
             self._down_since = now
-            self._next_attempt = now + CONNECT_RETRY_SECONDS
+            self._next_attempt = max(self._next_attempt, now + CONNECT_RETRY_SECONDS)
         # The class and the driver's first line (host and port, never a password).
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         log.error(
@@ -227,10 +234,11 @@ def _connect_or_fail_fast(dialect: Dialect, _record: Any, cargs: Any, cparams: A
             "the database is unreachable (a connection attempt failed less than"
             f" {CONNECT_RETRY_SECONDS:g} s ago)"
         )
+    started = time.monotonic()
     try:
         return dialect.connect(*cargs, **cparams)
     except Exception as exc:
-        DATABASE.failed(exc)
+        DATABASE.failed(exc, attempt_seconds=time.monotonic() - started)
         raise
 
 

@@ -45,6 +45,7 @@ def outage_app(
     app = build_app(make_settings(tmp_path, url.render_as_string(hide_password=False)))
     reset_database(app)
     yield app
+    forwarder.restore()  # a test that failed mid-outage still closes its connections
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
