@@ -17,8 +17,7 @@ from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import DateTime, Engine, MetaData, Pool, TypeDecorator, event
-from sqlalchemy.engine import Dialect
-from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.engine import Dialect, ExceptionContext
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import DeclarativeBase, Session, scoped_session
@@ -202,9 +201,7 @@ class DatabaseState:
                 return
             seconds = time.monotonic() - self._down_since
             self._down_since = None
-        log.warning(
-            "the database is reachable again", extra={"outage_seconds": round(seconds, 3)}
-        )
+        log.warning("the database is reachable again", extra={"outage_seconds": round(seconds, 3)})
 
     def may_connect(self) -> bool:
         """Up: always. Down: one caller per CONNECT_RETRY_SECONDS (it probes)."""

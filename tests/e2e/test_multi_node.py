@@ -119,7 +119,14 @@ class Node:
     def start(self) -> Node:
         with self.log.open("ab") as log:
             self.popen = subprocess.Popen(
-                [LATCHKEY, "serve", "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)],
+                [
+                    LATCHKEY,
+                    "serve",
+                    "--bind",
+                    f"127.0.0.1:{self.port}",
+                    "--workers",
+                    str(self.workers),
+                ],
                 env=self.cluster.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -283,7 +290,10 @@ class Load:
                     with self._lock:
                         self.issued.append((str(answer.json()["token"]), time.monotonic()))
             else:
-                headers = {"Authorization": f"Bearer {self.bearer}", "X-Subject-Token": self.subject}
+                headers = {
+                    "Authorization": f"Bearer {self.bearer}",
+                    "X-Subject-Token": self.subject,
+                }
                 answer = call(port, "GET", "/v1/auth/tokens", headers=headers)
                 answer.kind = "validate"
             with self._lock:
@@ -409,7 +419,11 @@ def test_two_nodes_revocation_rotation_node_kill_and_database_cut(cluster: Clust
             assert any(x.status in (200, 201) for x in after), node.name
             back = min(x.started + x.seconds for x in after if x.status in (200, 201))
             figures[f"recovery {node.name} (s)"] = round(back - restored_at, 3)
-        gone = [x.seconds * 1000 for x in unavailable if x.started > cut_at + 0.2 and x.started < restored_at]
+        gone = [
+            x.seconds * 1000
+            for x in unavailable
+            if x.started > cut_at + 0.2 and x.started < restored_at
+        ]
         figures["503s while the database was gone"] = len(gone)
         figures["503 latency p50 (ms)"] = round(statistics.median(gone), 2) if gone else None
         figures["503 latency p99 (ms)"] = round(percentile(gone, 0.99), 2) if gone else None

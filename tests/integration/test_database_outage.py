@@ -38,9 +38,7 @@ def forwarder(postgres_database: str) -> Iterator[TcpForwarder]:
 
 
 @pytest.fixture
-def outage_app(
-    postgres_database: str, forwarder: TcpForwarder, tmp_path: Path
-) -> Iterator[Flask]:
+def outage_app(postgres_database: str, forwarder: TcpForwarder, tmp_path: Path) -> Iterator[Flask]:
     url = make_url(postgres_database).set(host="127.0.0.1", port=forwarder.port)
     app = build_app(make_settings(tmp_path, url.render_as_string(hide_password=False)))
     reset_database(app)
@@ -145,11 +143,13 @@ def test_database_lost_is_503_retry_after_logged_once_and_recovers(
         fresh = api.login("outage", PASSWORD, project="outage")
         for bearer in (token, fresh):  # the token from before the outage is still valid
             assert api.call("GET", f"/v1/projects/{project['id']}", bearer).status_code == 200
-        assert api.client.post(
-            "/oauth2/token",
-            data={"grant_type": "client_credentials"},
-            headers=_basic(credential["id"], credential["secret"]),
-        ).status_code == 200
+        assert (
+            api.client.post(
+                "/oauth2/token",
+                data={"grant_type": "client_credentials"},
+                headers=_basic(credential["id"], credential["secret"]),
+            ).status_code
+            == 200
+        )
     back = [r for r in caplog.records if "database is reachable again" in r.getMessage()]
     assert len(back) == 1, [r.getMessage() for r in caplog.records]
-
