@@ -21,7 +21,7 @@ import latchkey.migrations
 from latchkey.audit import AttackTrail, AuditLog, AuditReader
 from latchkey.changes import ChangeGeneration
 from latchkey.compat import keystone as keystone_compat
-from latchkey.db import db
+from latchkey.db import CONNECT_TIMEOUT_SECONDS, db
 from latchkey.errors import LatchkeyError
 from latchkey.identity import api as identity_api
 from latchkey.identity import credential_api, token_api
@@ -226,6 +226,9 @@ def engine_options(settings: Settings) -> dict[str, Any]:
         # A database error's message (logged with its traceback) never carries the
         # statement's parameters: password hashes, secrets, tokens (issue 13).
         "hide_parameters": True,
+        # A database that is gone costs a request its 503 within seconds, not
+        # libpq's unbounded wait (issue 15).
+        **_connect_timeout(settings),
     }
     for name, least in (
         ("db_pool_size", 1),
@@ -243,6 +246,14 @@ def engine_options(settings: Settings) -> dict[str, Any]:
             pool_timeout=settings.db_pool_timeout_seconds,
         )
     return options
+
+
+def _connect_timeout(settings: Settings) -> dict[str, Any]:
+    """libpq's connect_timeout for the pool, unless the database URL sets one (issue 15)."""
+    url = make_url(settings.effective_database_url)
+    if url.get_backend_name() != "postgresql" or "connect_timeout" in url.query:
+        return {}
+    return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS}}
 
 
 def _is_postgresql(settings: Settings) -> bool:
@@ -439,7 +450,7 @@ def build_services(settings: Settings) -> Services:
         usage_recorder=usage_recorder,
         secret_store=secret_store,
         secrets=TenantSecrets(session, secret_store, decisions, audit),
-        health=Health(session, ldap, secret_store, listener),
+        health=Health(session, ldap, secret_store, listener, keys),
         system_secrets=system,
         peppers=peppers,
         ldap=ldap,

@@ -16,9 +16,11 @@ import click
 from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
 from joserfc.jwk import KeySet
+from sqlalchemy.exc import SQLAlchemyError
 
 from latchkey.cli_credentials import app_account, app_cred
 from latchkey.cli_domains import domain_group
+from latchkey.db import is_database_outage
 from latchkey.errors import LatchkeyError
 from latchkey.identity.tokens import verify_jwt
 from latchkey.policy.context import CallContext
@@ -165,11 +167,23 @@ def serve(bind: str | None, workers: int | None) -> None:
     from latchkey.app import create_app
 
     with create_app(settings).app_context():
-        # Checked at start: a broken boundary file is refused, the one in force stays.
-        current_app.extensions["latchkey"].boundaries.sync_at_start()
-        # Once, before the workers start: what the Foundation sealed with the master
-        # key file moves into the secret store (nothing to do on later starts).
-        _migrate_internal(only_if_pending=True)
+        try:
+            # Checked at start: a broken boundary file is refused, the one in force stays.
+            current_app.extensions["latchkey"].boundaries.sync_at_start()
+            # Once, before the workers start: what the Foundation sealed with the master
+            # key file moves into the secret store (nothing to do on later starts).
+            _migrate_internal(only_if_pending=True)
+        except SQLAlchemyError as exc:
+            if not is_database_outage(exc):
+                raise
+            # Issue 15: serve anyway; /readyz answers 503 naming the database until it
+            # is reachable, and the workers connect when it is.
+            click.echo(
+                "the database is unreachable: serving anyway, /readyz answers 503 until it"
+                " is back; the boundary file and the sealed secrets are checked at the next"
+                " start",
+                err=True,
+            )
     click.echo(f"Latchkey listening on http://{options['bind']} ({options['workers']} workers)")
     sys.argv = sys.argv[:1]  # gunicorn must not parse our own options
     LatchkeyServer().run()

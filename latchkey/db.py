@@ -6,7 +6,10 @@ schema do not depend on Flask; ``db`` binds them to the application.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -14,9 +17,12 @@ from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import DateTime, Engine, MetaData, Pool, TypeDecorator, event
-from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.engine import Dialect, ExceptionContext
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import DeclarativeBase, Session, scoped_session
+
+log = logging.getLogger(__name__)
 
 # Stable constraint names so Alembic migrations are the same on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -111,6 +117,139 @@ def _ping_postgresql(dbapi_connection: Any, connection_record: Any, proxy: Any) 
         alive = False
     if not alive:
         raise DisconnectionError("the pooled PostgreSQL connection is gone")
+
+
+# -- the database lost at runtime (issue 15, point 1) ------------------------------------
+
+# While the database is unreachable, one connection attempt per process goes out every
+# this many seconds (or as long as the last failed attempt took, if longer); the others fail
+# at once instead of each waiting for a connect timeout (a host that is down drops the
+# SYN: libpq waits `connect_timeout`).
+CONNECT_RETRY_SECONDS = 1.0
+# libpq's wait for a new connection unless the database URL says otherwise (its
+# default is forever): a request needing the database gets its 503 within this.
+CONNECT_TIMEOUT_SECONDS = 3
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be reached (not a bug of ours): a
+    connection refused, dropped or timed out, the server shutting down or starting up,
+    or no pooled connection free in time."""
+    if isinstance(exc, DisconnectionError | PoolTimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated) or _is_connection_error(exc.orig)
+    return False
+
+
+def _is_connection_error(orig: BaseException | None) -> bool:
+    if orig is None or type(orig).__module__.split(".")[0] != "psycopg":
+        return False
+    import psycopg  # the `postgres` extra: only PostgreSQL deployments get here
+
+    if not isinstance(orig, psycopg.OperationalError):
+        return False
+    # No SQLSTATE: libpq's own connection errors. 08: connection exception; 57P:
+    # operator intervention (admin shutdown, crash shutdown, cannot connect now).
+    # Not 57014 (a statement timeout) nor 55P03 (a lock timeout): those are answers.
+    sqlstate = getattr(orig, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith(("08", "57P"))
+
+
+class DatabaseState:
+    """This process's view of the database: up, or down since when.
+
+    One log line when an outage starts (its first failure) and one when it ends (the
+    first connection that works again), whatever the number of requests in between.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self._next_attempt = 0.0
+
+    @property
+    def down(self) -> bool:
+        return self._down_since is not None
+
+    def failed(self, exc: BaseException, attempt_seconds: float = 0.0) -> None:
+        """Note a failure; ``attempt_seconds``: how long a failed connection attempt
+        took. The next attempt waits max(CONNECT_RETRY_SECONDS, that long): a host that
+        swallows SYNs holds a worker for connect_timeout each time, so a worker spends
+        at most half its time asking."""
+        with self._lock:
+            now = time.monotonic()
+            if attempt_seconds:
+                self._next_attempt = now + max(CONNECT_RETRY_SECONDS, attempt_seconds)
+            if self._down_since is not None:
+                return
+            self._down_since = now
+            self._next_attempt = max(self._next_attempt, now + CONNECT_RETRY_SECONDS)
+        # The class and the driver's first line (host and port, never a password).
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        log.error(
+            "the database is unreachable; requests that need it are answered 503"
+            " database_unavailable until it is back",
+            extra={"error": type(exc).__name__, "detail": detail[0] if detail else ""},
+        )
+
+    def reached(self) -> None:
+        if self._down_since is None:  # the usual case: no lock on every checkout
+            return
+        with self._lock:
+            if self._down_since is None:
+                return
+            seconds = time.monotonic() - self._down_since
+            self._down_since = None
+        log.warning("the database is reachable again", extra={"outage_seconds": round(seconds, 3)})
+
+    def may_connect(self) -> bool:
+        """Up: always. Down: one caller per CONNECT_RETRY_SECONDS (it probes)."""
+        if self._down_since is None:
+            return True
+        with self._lock:
+            now = time.monotonic()
+            if now < self._next_attempt:
+                return False
+            self._next_attempt = now + CONNECT_RETRY_SECONDS
+            return True
+
+    def reset(self) -> None:
+        with self._lock:
+            self._down_since, self._next_attempt = None, 0.0
+
+
+DATABASE = DatabaseState()
+
+
+@event.listens_for(Engine, "do_connect")
+def _connect_or_fail_fast(dialect: Dialect, _record: Any, cargs: Any, cparams: Any) -> Any:
+    if dialect.name != "postgresql":
+        return None  # SQLite: the dialect connects as usual
+    if not DATABASE.may_connect():
+        raise dialect.loaded_dbapi.OperationalError(
+            "the database is unreachable (a connection attempt failed less than"
+            f" {CONNECT_RETRY_SECONDS:g} s ago)"
+        )
+    started = time.monotonic()
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except Exception as exc:
+        DATABASE.failed(exc, attempt_seconds=time.monotonic() - started)
+        raise
+
+
+@event.listens_for(Engine, "handle_error")
+def _note_outage(context: ExceptionContext) -> None:
+    """Any statement or connection failing for want of the database marks the outage."""
+    if context.is_disconnect or _is_connection_error(context.original_exception):
+        DATABASE.failed(context.original_exception)
+
+
+@event.listens_for(Pool, "checkout")
+def _note_reached(dbapi_connection: Any, connection_record: Any, proxy: Any) -> None:
+    """A connection checked out (after _ping_postgresql found it alive): the database is up."""
+    DATABASE.reached()
 
 
 _ON_COMMIT = "latchkey_on_commit"

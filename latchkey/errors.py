@@ -16,6 +16,8 @@ class LatchkeyError(Exception):
     status: int = 400
     code: str = "bad_request"
     title: str = "Bad request"
+    # Seconds a client should wait before trying again (a Retry-After header), if any.
+    retry_after: int | None = None
 
     def __init__(
         self,
@@ -93,3 +95,11 @@ class ServiceUnavailable(LatchkeyError):
     status = 503
     code = "service_unavailable"
     title = "Service unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database cannot be reached (issue 15): a client should retry, not report a bug."""
+
+    code = "database_unavailable"
+    title = "The database is unavailable"
+    retry_after = 5

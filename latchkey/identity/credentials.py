@@ -299,8 +299,16 @@ class PepperRing:
             self.load()
         version = self._current
         if version is None:
+            if self._unreadable:
+                # Registered, but the store refused: retried on the next call (issue 15).
+                raise SecretStoreUnavailable(
+                    "the credential pepper cannot be read from the secret store yet;"
+                    " check the secret store, Latchkey retries by itself",
+                    code="credential_pepper_unavailable",
+                )
             raise ServiceUnavailable(
-                "no credential pepper; run `latchkey bootstrap`", code="no_credential_pepper"
+                "the database holds no credential pepper; run `latchkey bootstrap`",
+                code="no_credential_pepper",
             )
         return version, self._peppers[version]
 

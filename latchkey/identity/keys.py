@@ -37,7 +37,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from latchkey.db import Base, DbSession, UTCDateTime, new_id, utcnow
 from latchkey.errors import Conflict, LatchkeyError, NotFound, ServiceUnavailable
 from latchkey.secrets.master_key import KeyProtector
-from latchkey.secrets.system import SystemSecrets
+from latchkey.secrets.system import SystemSecretMissing, SystemSecrets
 from latchkey.wire.jws import ALGORITHM
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,17 @@ log = logging.getLogger(__name__)
 STAGED, PRIMARY, SECONDARY, RETIRED = "staged", "primary", "secondary", "retired"
 PUBLISHED_STATES = (STAGED, PRIMARY, SECONDARY)
 UNKNOWN_KID_RELOAD_INTERVAL = 1.0  # seconds; bounds reloads forced by forged kids
+# A primary whose private key could not be read (the store was down when the ring
+# loaded) is tried again this often, not only at the next refresh (issue 15).
+MISSING_KEY_RETRY_SECONDS = 1.0
+
+
+class SigningKeyUnavailable(ServiceUnavailable):
+    """There is a primary key, but this node cannot read its private half (yet)."""
+
+    code = "signing_key_unavailable"
+    title = "The signing key is unavailable"
+    retry_after = 5
 
 
 class SigningKey(Base):
@@ -70,6 +81,13 @@ class _Snapshot:
     signing_key: ECKey | None
     loaded_at: float
     kids: frozenset[str] = frozenset()  # of verify_keys: asked on every validation
+    primary_kid: str | None = None  # the primary row's, whether or not its key was read
+    primary_error: LatchkeyError | None = None  # why its private key could not be read
+
+    @property
+    def missing_private(self) -> bool:
+        """A primary exists but this process could not read its private key."""
+        return self.signing_key is None and self.primary_kid is not None
 
 
 class KeyRing:
@@ -91,6 +109,7 @@ class KeyRing:
         self._refresh_seconds = refresh_seconds
         self._snapshot: _Snapshot | None = None
         self._private: dict[str, ECKey] = {}  # kid -> private key, read once from the store
+        self._unread: set[str] = set()  # kids whose failed read was logged
         self._lock = threading.Lock()
         self._last_forced_reload = 0.0
 
@@ -205,12 +224,39 @@ class KeyRing:
     # -- use (every request) --------------------------------------------------
 
     def signing_key(self) -> ECKey:
-        key = self._current().signing_key
+        snapshot = self._current()
+        key = snapshot.signing_key
         if key is None:
+            error = snapshot.primary_error
+            if isinstance(error, SystemSecretMissing):
+                # Not in the store's registry: sealed by the master key file (a database
+                # from before the secret stores) or written to another store.
+                raise ServiceUnavailable(
+                    f"{error.detail}; if the database comes from a release that sealed keys"
+                    " with the master key file, run `latchkey secrets migrate-internal`",
+                    code="no_signing_key",
+                )
+            if snapshot.primary_kid is not None:
+                # Not a missing bootstrap: the store refused when the ring was read, and
+                # the key is tried again every MISSING_KEY_RETRY_SECONDS (issue 15).
+                raise SigningKeyUnavailable(
+                    "the primary signing key cannot be read from the secret store yet;"
+                    " check the secret store, Latchkey retries by itself"
+                )
             raise ServiceUnavailable(
-                "no signing key; run `latchkey bootstrap`", code="no_signing_key"
+                "the database holds no signing key; run `latchkey bootstrap`",
+                code="no_signing_key",
             )
         return key
+
+    def readiness(self) -> dict[str, Any]:
+        """The /readyz check: can this process sign tokens now?"""
+        snapshot = self._current()
+        if snapshot.signing_key is not None:
+            return {"status": "ok", "kid": snapshot.signing_key.kid}
+        if isinstance(snapshot.primary_error, SystemSecretMissing) or not snapshot.missing_private:
+            return {"status": "unavailable", "error": "no_signing_key"}
+        return {"status": "unavailable", "error": "signing_key_unavailable"}
 
     def verify_keys(self, kid: str | None = None) -> KeySet:
         snapshot = self._current()
@@ -236,9 +282,12 @@ class KeyRing:
         public = [ECKey.import_key(k.public_jwk) for k in keys]
         published = {k.kid for k in keys}
         self._private = {kid: key for kid, key in self._private.items() if kid in published}
+        errors: dict[str, LatchkeyError] = {}
         for k in keys:
             if k.state in (PRIMARY, STAGED) and k.kid not in self._private:
-                self._load_private(k.kid)
+                error = self._load_private(k.kid)
+                if error is not None:
+                    errors[k.kid] = error
         primary = next((k.kid for k in keys if k.state == PRIMARY), None)
         signing = self._private.get(primary) if primary else None
         previous = self._snapshot.signing_key if self._snapshot else None
@@ -250,28 +299,45 @@ class KeyRing:
             signing_key=signing,
             loaded_at=time.monotonic(),
             kids=frozenset(k.kid for k in keys),
+            primary_kid=primary,
+            primary_error=errors.get(primary) if primary else None,
         )
         self._snapshot = snapshot
         return snapshot
 
-    def _load_private(self, kid: str) -> None:
+    def _load_private(self, kid: str) -> LatchkeyError | None:
         try:
             pem = self._system.get(PRIVATE_KEY_PREFIX + kid)
         except LatchkeyError as exc:
-            # Kept going with what is in memory; the next reload tries again.
-            log.warning(
-                "cannot read a signing key from the secret store",
-                extra={"kid": kid, "error": exc.code},
-            )
-            return
+            # Kept going with what is in memory; the next reload tries again. Logged
+            # once per key until it is read, not at every retry (issue 15).
+            if kid not in self._unread:
+                self._unread.add(kid)
+                log.warning(
+                    "cannot read a signing key from the secret store; retrying",
+                    extra={"kid": kid, "error": exc.code},
+                )
+            return exc
         self._private[kid] = ECKey.import_key(pem, parameters=_key_parameters(kid))
+        if kid in self._unread:
+            self._unread.discard(kid)
+            log.info("read the signing key from the secret store", extra={"kid": kid})
+        return None
 
     def _current(self) -> _Snapshot:
         snapshot = self._snapshot
-        if snapshot is None or time.monotonic() - snapshot.loaded_at > self._refresh_seconds:
+        if snapshot is None or self._stale(snapshot):
             with self._lock:
-                snapshot = self.reload()
+                snapshot = self._snapshot
+                if snapshot is None or self._stale(snapshot):  # not by the lock's last holder
+                    snapshot = self.reload()
         return snapshot
+
+    def _stale(self, snapshot: _Snapshot) -> bool:
+        age = time.monotonic() - snapshot.loaded_at
+        if snapshot.missing_private:
+            return age > MISSING_KEY_RETRY_SECONDS
+        return age > self._refresh_seconds
 
     # -- helpers ----------------------------------------------------------------
 

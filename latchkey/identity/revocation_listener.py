@@ -99,6 +99,7 @@ class ChangeListener:
         self._deaf = False  # the last probe never came back
         self._deaf_warned = False
         self._lock = threading.Lock()
+        self._told = False  # the loss of the listener was logged; quiet until it is back
 
     @classmethod
     def for_database(cls, database_url: str) -> ChangeListener | None:
@@ -212,6 +213,7 @@ class ChangeListener:
         self._poll.register(connection.fileno(), select.POLLIN)
         # Whatever was committed before LISTEN: every channel's next answer is yes.
         self._pending = dict.fromkeys(self._channels, True)
+        self._told = False
         log.info(
             "change listener started",
             extra={"channels": self._channels, "backend_pid": self.backend_pid},
@@ -259,7 +261,11 @@ class ChangeListener:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         event = "lost" if message.endswith("lost") else "connect_failed"
         metrics.child(metrics.LISTENER_FAILURES, event).inc()
-        log.warning(
+        # Once per loss, not at every retry while the database is away (issue 15).
+        level = logging.DEBUG if self._told else logging.WARNING
+        self._told = True
+        log.log(
+            level,
             "%s; revocations, users and policies are read with a query on every request"
             " until it is back",
             message,

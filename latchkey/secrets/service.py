@@ -25,7 +25,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from latchkey.audit import CHANGE, DECISION, AuditLog, AuditTarget
 from latchkey.db import Base, DbSession, UTCDateTime, new_id, utcnow
-from latchkey.errors import Conflict, Forbidden, InvalidRequest, NotFound, ServiceUnavailable
+from latchkey.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+)
 from latchkey.policy.context import CallContext
 from latchkey.policy.plan import CONDITIONAL, NEVER, to_sql
 from latchkey.policy.service import Decisions
@@ -288,10 +294,7 @@ def _database_error(exc: SQLAlchemyError, conflict_code: str) -> Exception:
         return Conflict("a concurrent change won; try again", code=conflict_code)
     # The class name only: driver messages may contain the connection URL.
     log.warning("the database refused a secret change", extra={"error": type(exc).__name__})
-    return ServiceUnavailable(
-        "the database did not accept the change",
-        code="database_unavailable",
-    )
+    return DatabaseUnavailable("the database did not accept the change")  # with Retry-After
 
 
 def _resource(project_id: str, secret_id: str | None, name: str | None) -> dict[str, Any]:

@@ -6,9 +6,11 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, g, json
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from latchkey.errors import PROBLEM_BASE, Forbidden, LatchkeyError
+from latchkey.db import DATABASE, is_database_outage
+from latchkey.errors import PROBLEM_BASE, DatabaseUnavailable, Forbidden, LatchkeyError
 from latchkey.web.attack_audit import note_denial
 
 log = logging.getLogger("latchkey.errors")
@@ -48,7 +50,27 @@ def problem_response(
 def handle_latchkey_error(error: LatchkeyError) -> Response:
     if isinstance(error, Forbidden):
         note_denial(error)  # the audit trail sees denials (issue 13, class 7)
-    return problem_response(error.to_problem(), error.status)
+    return problem_response(error.to_problem(), error.status, retry_after_header(error))
+
+
+def retry_after_header(error: LatchkeyError) -> dict[str, str]:
+    return {} if error.retry_after is None else {"Retry-After": str(error.retry_after)}
+
+
+def database_outage(error: SQLAlchemyError) -> DatabaseUnavailable | None:
+    """The 503 a database error stands for, if it means the database is unreachable
+    (noted once per outage, not logged per request); None for anything else (a bug)."""
+    if not is_database_outage(error):
+        return None
+    DATABASE.failed(error)
+    return DatabaseUnavailable("The database cannot be reached; try again shortly.")
+
+
+def handle_database_error(error: SQLAlchemyError) -> Response:
+    outage = database_outage(error)
+    if outage is None:
+        return handle_unexpected(error)
+    return handle_latchkey_error(outage)
 
 
 def handle_http_exception(error: HTTPException) -> Response:
@@ -93,6 +115,7 @@ def handle_unexpected(error: Exception) -> Response:
 def register_problem_handlers(app: Flask) -> None:
     app.register_error_handler(LatchkeyError, handle_latchkey_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(SQLAlchemyError, handle_database_error)
     app.register_error_handler(Exception, handle_unexpected)
 
 

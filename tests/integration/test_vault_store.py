@@ -31,7 +31,14 @@ from latchkey.secrets.service import TenantSecret, TenantSecretVersion
 from latchkey.secrets.store import SecretPayloadMissing, SecretStoreUnavailable
 from latchkey.secrets.vault import VaultSecretStore
 from latchkey.settings import Settings
-from tests.conftest import Api, build_app, make_settings, reset_database
+from tests.conftest import (
+    ADMIN_PASSWORD,
+    Api,
+    build_app,
+    make_settings,
+    password_auth,
+    reset_database,
+)
 from tests.openbao_server import ROOT_TOKEN, OpenBao
 
 pytest_plugins = ["tests.openbao_server"]
@@ -317,3 +324,50 @@ def test_vault_settings_fall_back_to_standard_variables() -> None:
     )
     assert own.vault_addr == "http://mine:8200"
     assert (own.vault_mount, own.vault_prefix) == ("secret", "latchkey")
+
+
+def test_node_started_during_store_outage_is_not_ready_then_signs_once_store_is_back(
+    persistent_openbao: OpenBao, tmp_path: Path
+) -> None:
+    """Issue 15, point 2: a node started while the store was down has the key ring's rows
+    but not the primary's private key. It says so (/readyz 503 naming the signing key,
+    logins 503 ``signing_key_unavailable``, never "run bootstrap"), and is ready and
+    signs as soon as the store is back, not a key refresh (30 s) later."""
+    server = persistent_openbao
+    home = tmp_path / "home"
+    try:
+        vault_app(home, server.addr, server.token)  # the first node: bootstrapped, keys in OpenBao
+        server.stop()
+        node = build_app(vault_settings(home, server.addr, server.token))  # starts in the outage
+        api = Api(node.test_client())
+        api.client.allow_5xx = True  # type: ignore[attr-defined]
+        try:
+            ready = api.client.get("/readyz")
+            login = api.client.post(
+                "/v1/auth/tokens", json=password_auth("admin", ADMIN_PASSWORD, project="admin")
+            )
+        finally:
+            api.client.allow_5xx = False  # type: ignore[attr-defined]
+        assert ready.status_code == 503
+        assert ready.get_json()["checks"]["signing_key"]["status"] == "unavailable"
+        assert login.status_code == 503, login.get_json()
+        body = login.get_json()
+        assert body["code"] == "signing_key_unavailable", body
+        assert "bootstrap" not in body["detail"], body
+        assert login.headers["Retry-After"]
+
+        server.start()
+        api.client.allow_5xx = True  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 15
+        while True:
+            ready = api.client.get("/readyz")
+            if ready.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        api.client.allow_5xx = False  # type: ignore[attr-defined]
+        assert ready.status_code == 200, ready.get_json()
+        assert ready.get_json()["checks"]["signing_key"]["status"] == "ok"
+        # Ready means it signs: at once, not a key refresh later.
+        assert api.login("admin", ADMIN_PASSWORD, project="admin")
+    finally:
+        server.stop()

@@ -15,6 +15,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from marshmallow import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug import exceptions as werkzeug_exceptions
 from werkzeug.exceptions import HTTPException
 
@@ -31,7 +32,12 @@ from latchkey.identity.credentials import ApplicationCredential
 from latchkey.identity.token_api import TokenRequest
 from latchkey.policy.context import CallContext
 from latchkey.web.attack_audit import note_denial
-from latchkey.web.problems import handle_http_exception
+from latchkey.web.problems import (
+    database_outage,
+    handle_http_exception,
+    handle_unexpected,
+    retry_after_header,
+)
 from latchkey.web.requests import call_context, services
 
 blp = Blueprint("keystone", __name__)
@@ -76,7 +82,18 @@ def keystone_error(status: int, message: str) -> Response:
 def _latchkey_error(error: LatchkeyError) -> Response:
     if isinstance(error, Forbidden):
         note_denial(error)  # the audit trail sees denials (issue 13, class 7)
-    return keystone_error(error.status, error.detail)
+    response = keystone_error(error.status, error.detail)
+    response.headers.update(retry_after_header(error))
+    return response
+
+
+@blp.errorhandler(SQLAlchemyError)
+def _database_error(error: SQLAlchemyError) -> Response:
+    """The database unreachable: Keystone's 503 shape, with Retry-After (issue 15)."""
+    outage = database_outage(error)
+    if outage is None:
+        return handle_unexpected(error)
+    return _latchkey_error(outage)
 
 
 @blp.errorhandler(HTTPException)
