@@ -31,7 +31,9 @@ import functools
 import hashlib
 import logging
 import math
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -48,7 +50,7 @@ LIMITER_EXTENSION = "latchkey_limiter"
 KEY_PREFIX = "latchkey"
 SOURCE_SCOPE = "auth-source"
 ACCOUNT_SCOPE = "auth-account"
-KNOWN_SOURCE_SECONDS = "latchkey_known_source_seconds"
+KNOWN_SOURCES = "latchkey_known_sources"
 _NO_ACCOUNT = "-"  # the request names none: it cannot reach a hash either
 
 
@@ -179,16 +181,63 @@ def _known_key(account: str, source: str) -> str:
     return f"{KEY_PREFIX}/known-source/{account}/{source}"
 
 
+class KnownSources:
+    """Which source logged into which account lately (``LATCHKEY_RATELIMIT_KNOWN_SOURCE_DAYS``).
+
+    Beside the counts in Redis when they are shared there. With ``memory://``, in this
+    process: limits' memory storage starts a thread that sweeps every key after each
+    write, which at the first logins of 2,000 credentials took a third of a worker's
+    time. Here a mark is a dict entry, the oldest dropped past ``max_entries``."""
+
+    def __init__(
+        self, storage: Any, seconds: int, shared: bool, max_entries: int = 100_000
+    ) -> None:
+        self._storage = storage
+        self._seconds = seconds
+        self._shared = shared
+        self._max_entries = max_entries
+        self._local: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def knows(self, key: str) -> bool:
+        if self._shared:
+            return bool(self._storage.get(key))
+        return self._local.get(key, 0.0) > time.monotonic()
+
+    def remember(self, key: str) -> None:
+        """Marked once, not at every login (a write to Redis is a round trip); the mark
+        lapses ``seconds`` after it was made and the next login makes it again."""
+        if self.knows(key):
+            return
+        if self._shared:
+            self._storage.incr(key, self._seconds)
+            return
+        with self._lock:
+            self._local[key] = time.monotonic() + self._seconds
+            self._local.move_to_end(key)
+            while len(self._local) > self._max_entries:
+                self._local.popitem(last=False)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._local.clear()
+
+
+def _known_sources() -> KnownSources | None:
+    known: KnownSources | None = current_app.extensions.get(KNOWN_SOURCES)
+    return known
+
+
 def _from_known_source() -> bool:
     """Has this source logged into this account lately? Then the per-account limit
     does not apply to it: a stranger's guesses cannot throttle a user at the address
     she always logs in from (her own failures still count per source and lock it)."""
     account = _account_of_request()
-    limiter: Limiter | None = current_app.extensions.get(LIMITER_EXTENSION)
-    if account == _NO_ACCOUNT or limiter is None:
+    known = _known_sources()
+    if account == _NO_ACCOUNT or known is None:
         return False
     try:
-        return limiter.storage.get(_known_key(account, _source_key())) > 0
+        return known.knows(_known_key(account, _source_key()))
     except Exception:  # storage unreachable: the limit applies
         return False
 
@@ -197,17 +246,10 @@ def _remember_known_source(response: Response) -> Response:
     if request.endpoint not in DOORS or request.method != "POST" or response.status_code >= 300:
         return response
     account = _account_of_request()
-    limiter: Limiter | None = current_app.extensions.get(LIMITER_EXTENSION)
-    if account != _NO_ACCOUNT and limiter is not None:
-        seconds = current_app.extensions[KNOWN_SOURCE_SECONDS]
-        key = _known_key(account, _source_key())
+    known = _known_sources()
+    if account != _NO_ACCOUNT and known is not None:
         try:
-            # Marked once, not at every login: each write to in-memory storage starts a
-            # thread that sweeps every key (one to Redis is a round trip), at every
-            # successful login of every credential. The mark lapses `seconds` after it
-            # was made; the next login makes it again.
-            if not limiter.storage.get(key):
-                limiter.storage.incr(key, seconds)
+            known.remember(_known_key(account, _source_key()))
         except Exception:  # storage unreachable: nothing remembered
             log.warning("throttling storage unreachable: a known source is not remembered")
     return response
@@ -279,7 +321,11 @@ def install_throttling(app: Flask, settings: Settings) -> Limiter | None:
             raise RuntimeError(f"throttling: no view {endpoint!r}")
         app.view_functions[endpoint] = _posts_only(view, account_limit(source_limit(view)))
     app.extensions[LIMITER_EXTENSION] = limiter
-    app.extensions[KNOWN_SOURCE_SECONDS] = settings.ratelimit_known_source_days * 86400
+    app.extensions[KNOWN_SOURCES] = KnownSources(
+        limiter.storage,
+        settings.ratelimit_known_source_days * 86400,
+        shared=not settings.ratelimit_storage_url.startswith("memory://"),
+    )
     app.after_request(_retry_after)
     app.after_request(_remember_known_source)
     return limiter
@@ -334,6 +380,7 @@ def reset_throttling(app: Flask) -> None:
     limiter: Limiter | None = app.extensions.get(LIMITER_EXTENSION)
     if limiter is None:
         return
+    app.extensions[KNOWN_SOURCES].forget()
     try:
         limiter.reset()
     except Exception:  # storage unreachable: nothing to forget there
