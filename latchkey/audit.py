@@ -61,6 +61,33 @@ class AuditTarget:
     domain_id: str | None = None
 
 
+def _row(
+    type: str,
+    action: str,
+    outcome: str,
+    actor_id: str | None,
+    target: AuditTarget | None,
+    request_id: str | None,
+    source_ip: str | None,
+    details: dict[str, Any],
+) -> dict[str, Any]:
+    """One audit_event row (details already cleaned of secret keys)."""
+    return {
+        "time": utcnow(),
+        "type": type,
+        "action": action,
+        "outcome": outcome,
+        "actor_id": actor_id,
+        "target_type": target.type if target else None,
+        "target_id": target.id if target else None,
+        "project_id": target.project_id if target else None,
+        "domain_id": target.domain_id if target else None,
+        "request_id": request_id,
+        "source_ip": source_ip,
+        "details": details,
+    }
+
+
 class AuditLog:
     def __init__(self, session: DbSession) -> None:
         self._session = session
@@ -82,20 +109,7 @@ class AuditLog:
         per event, one per login: bench/README.md); no one reads events back within
         the transaction that writes them."""
         clean = {k: v for k, v in (details or {}).items() if k not in FORBIDDEN_DETAIL_KEYS}
-        row = {
-            "time": utcnow(),
-            "type": type,
-            "action": action,
-            "outcome": outcome,
-            "actor_id": actor_id,
-            "target_type": target.type if target else None,
-            "target_id": target.id if target else None,
-            "project_id": target.project_id if target else None,
-            "domain_id": target.domain_id if target else None,
-            "request_id": request_id,
-            "source_ip": source_ip,
-            "details": clean,
-        }
+        row = _row(type, action, outcome, actor_id, target, request_id, source_ip, clean)
         # The caller's pending changes still flush at its commit (where it handles
         # their errors), not here.
         with self._session.no_autoflush:
@@ -228,20 +242,17 @@ class AttackTrail:
             clean["repeated"] = repeated  # same key, left out since the last event written
         if dropped:
             clean["dropped"] = dropped  # any key, left out past max_events
-        row = {
-            "time": utcnow(),
-            "type": type,
-            "action": action[:128],
-            "outcome": outcome,
-            "actor_id": actor_id,
-            "target_type": target.type if target else None,
-            "target_id": target.id if target else None,
-            "project_id": target.project_id if target else None,
-            "domain_id": target.domain_id if target else None,
-            "request_id": request_id,
-            "source_ip": (source_ip or "")[:64] or None,
-            "details": clean,
-        }
+        # Attack events carry what the request said: cut to the columns' sizes.
+        row = _row(
+            type,
+            action[:128],
+            outcome,
+            actor_id,
+            target,
+            request_id,
+            (source_ip or "")[:64] or None,
+            clean,
+        )
         try:
             with self._engine().begin() as conn:
                 conn.execute(_INSERT, row)
