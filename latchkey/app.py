@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 import latchkey.migrations
 from latchkey.audit import AttackTrail, AuditLog, AuditReader
 from latchkey.changes import ChangeGeneration
-from latchkey.compat import keystone as keystone_compat
 from latchkey.db import CONNECT_TIMEOUT_SECONDS, db
 from latchkey.errors import LatchkeyError
+from latchkey.frontdoors import keystone
 from latchkey.identity import api as identity_api
 from latchkey.identity import credential_api, token_api
 from latchkey.identity.accounts import Accounts
@@ -162,7 +162,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         api.register_blueprint(blueprint)
 
     # Keystone v3 subset: plain Flask views, outside the native OpenAPI document.
-    app.register_blueprint(keystone_compat.blp)
+    app.register_blueprint(keystone.blp)
     app.extensions["latchkey"] = build_services(settings)
     services = app.extensions["latchkey"]
     _write_after_responses(app, [services.decision_recorder, services.usage_recorder])

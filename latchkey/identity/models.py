@@ -33,6 +33,9 @@ class Domain(Base):
     # ldap domains: Keystone-named options (no password) and the sealed bind password.
     ldap_config: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     ldap_password_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # Attributes a Keystone client sent that Latchkey has no column for, echoed back as
+    # Keystone echoes them (issue 14).
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -47,6 +50,12 @@ class Project(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     # The cloud operators' project: admins there administer every domain.
     is_admin_project: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Keystone's project hierarchy: a parent project in the same domain, or none (the
+    # domain itself is the parent, as Keystone reports it).
+    parent_id: Mapped[str | None] = mapped_column(
+        ForeignKey("project.id"), nullable=True, index=True
+    )
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -76,6 +85,11 @@ class User(Base):
     external_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     directory_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     directory_group_ids: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # Keystone's default project: where an unscoped password login lands.
+    default_project_id: Mapped[str | None] = mapped_column(
+        ForeignKey("project.id", ondelete="SET NULL"), nullable=True
+    )
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -88,6 +102,7 @@ class Group(Base):
     domain_id: Mapped[str] = mapped_column(ForeignKey("domain.id", ondelete="CASCADE"), index=True)
     description: Mapped[str] = mapped_column(Text, default="")
     external_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -108,6 +123,12 @@ class Role(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
+    # Keystone's domain-specific roles: never in a token by themselves, only through
+    # the global roles they imply. Names stay unique across all domains (docs/keystone.md).
+    domain_id: Mapped[str | None] = mapped_column(
+        ForeignKey("domain.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -147,6 +168,22 @@ class RoleAssignment(Base):
     domain_id: Mapped[str | None] = mapped_column(
         ForeignKey("domain.id", ondelete="CASCADE"), nullable=True, index=True
     )
+    # Keystone's system scope: the target is the whole deployment ("all"), no project
+    # or domain (issue 14).
+    system: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # OS-INHERIT: the role applies to every project below the target, not the target.
+    inherited: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ProjectTag(Base):
+    """Keystone's project tags: free-form strings, at most 80 per project."""
+
+    __tablename__ = "project_tag"
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
 
 
 class LoginLockout(Base):

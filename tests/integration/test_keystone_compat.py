@@ -165,7 +165,7 @@ def test_validate_head_and_revoke(client: FlaskClient) -> None:
         "catalog"
         not in client.get("/v3/auth/tokens?nocatalog", headers=headers).get_json()["token"]
     )
-    # The answer is built once per token (compat/keystone/api.py _token_core): the same
+    # The answer is built once per token (frontdoors/keystone/tokens.py _token_core): the same
     # every time, and a catalog asked for once never sticks to a nocatalog answer.
     again = client.get("/v3/auth/tokens", headers=headers).get_json()
     assert again == valid.get_json()

@@ -1,1 +1,0 @@
-"""Compatibility layers that speak other identity services' wire protocols."""

@@ -1,0 +1,1 @@
+"""Everything that speaks a protocol to the outside, over the same services."""

@@ -1,0 +1,205 @@
+"""Keystone v3 application credentials and access rules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Response, jsonify, request
+
+from latchkey.errors import (
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+)
+from latchkey.frontdoors.keystone.common import (
+    NO_STORE,
+    authenticated,
+    base_url,
+    blp,
+    json_body,
+    keystone_time,
+    obj,
+    role_refs,
+    stable_id,
+)
+from latchkey.identity.credentials import ApplicationCredential
+from latchkey.policy.context import CallContext
+from latchkey.web.requests import services
+
+# -- application credentials and access rules ------------------------------------------
+
+
+def access_rule_body(rule: dict[str, str]) -> dict[str, str]:
+    return {
+        "id": stable_id(rule["service"], rule["method"], rule["path"]),
+        "service": rule["service"],
+        "method": rule["method"],
+        "path": rule["path"],
+    }
+
+
+def _credential_body(credential: ApplicationCredential) -> dict[str, Any]:
+    base = base_url()
+    return {
+        "id": credential.id,
+        "name": credential.name,
+        "description": credential.description or None,
+        "user_id": credential.user_id,
+        "project_id": credential.project_id,
+        "expires_at": keystone_time(credential.expires_at),
+        "unrestricted": credential.unrestricted,
+        "roles": [dict(r, domain_id=None) for r in role_refs(list(credential.roles))],
+        "access_rules": [access_rule_body(rule) for rule in credential.access_rules or []],
+        "system": None,
+        "links": {
+            "self": f"{base}/v3/users/{credential.user_id}/application_credentials/{credential.id}"
+        },
+    }
+
+
+def _user_rules(ctx: CallContext, user_id: str) -> dict[str, dict[str, str]]:
+    rules: dict[str, dict[str, str]] = {}
+    for credential in services().credentials.list_credentials(ctx, user_id):
+        for rule in credential.access_rules or []:
+            shaped = access_rule_body(rule)
+            rules[shaped["id"]] = shaped
+    return rules
+
+
+def _native_credential(ctx: CallContext, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    assert ctx.auth is not None
+    data = obj(body.get("application_credential"), "application_credential")
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest("application_credential.name is required")
+    if data.get("secret") is not None:
+        raise InvalidRequest("Latchkey generates application credential secrets; omit 'secret'")
+    if ctx.auth.project_id is None:
+        raise InvalidRequest("create application credentials with a project-scoped token")
+    native: dict[str, Any] = {
+        "name": name,
+        "project_id": ctx.auth.project_id,
+        "unrestricted": bool(data.get("unrestricted", False)),
+    }
+    description = data.get("description")
+    if description is not None:
+        if not isinstance(description, str):
+            raise InvalidRequest("description must be a string")
+        native["description"] = description
+    expires_at = data.get("expires_at")
+    if expires_at is not None:
+        try:
+            parsed = datetime.fromisoformat(str(expires_at))
+        except ValueError as exc:
+            raise InvalidRequest("expires_at must be an ISO 8601 time") from exc
+        native["expires_at"] = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    roles = data.get("roles")
+    if roles is not None and not isinstance(roles, list):
+        raise InvalidRequest("roles must be a list")
+    if roles:  # Keystone: none or [] means every role the caller holds on the project
+        native["roles"] = []
+        for role in roles:
+            ref = obj(role, "roles[]")
+            value = ref.get("id") or ref.get("name")
+            if not isinstance(value, str) or not value:
+                raise InvalidRequest("each role needs an id or a name")
+            native["roles"].append(value)
+    rules = data.get("access_rules")
+    if rules is not None:
+        if not isinstance(rules, list):
+            raise InvalidRequest("access_rules must be a list")
+        known: dict[str, dict[str, str]] | None = None
+        native["access_rules"] = []
+        for rule in rules:
+            rule = obj(rule, "access_rules[]")
+            if set(rule) == {"id"}:
+                known = known if known is not None else _user_rules(ctx, user_id)
+                if rule["id"] not in known:
+                    raise NotFound(f"Could not find access rule: {rule['id']}.")
+                rule = known[rule["id"]]
+            native["access_rules"].append({k: rule.get(k) for k in ("service", "method", "path")})
+    return native
+
+
+@blp.route("/v3/users/<user_id>/application_credentials", methods=["POST"])
+def create_credential(user_id: str) -> Any:
+    ctx = authenticated()
+    assert ctx.auth is not None
+    # Refused before the body is read, as on the native door (the enforcer's rule).
+    services().enforcer.refuse_restricted(ctx.auth, "identity:application_credential:create")
+    native = _native_credential(ctx, user_id, json_body())
+    created = services().credentials.create(ctx, user_id, native)
+    body = _credential_body(created.credential)
+    body["secret"] = created.secret_value
+    response = jsonify({"application_credential": body})
+    response.status_code = 201
+    response.headers.update(NO_STORE)
+    return response
+
+
+@blp.route("/v3/users/<user_id>/application_credentials", methods=["GET"])
+def list_credentials(user_id: str) -> Any:
+    name = request.args.get("name") or None
+    found = services().credentials.list_credentials(authenticated(), user_id, name)
+    return jsonify(
+        {
+            "application_credentials": [_credential_body(c) for c in found],
+            "links": {
+                "self": f"{base_url()}/v3/users/{user_id}/application_credentials",
+                "previous": None,
+                "next": None,
+            },
+        }
+    )
+
+
+@blp.route("/v3/users/<user_id>/application_credentials/<credential_id>", methods=["GET"])
+def get_credential(user_id: str, credential_id: str) -> Any:
+    # Looked up by id only: a name answers 404, as Keystone does, and openstackclient
+    # then lists by name and deletes by id.
+    credential = services().credentials.get(authenticated(), user_id, credential_id)
+    return jsonify({"application_credential": _credential_body(credential)})
+
+
+@blp.route("/v3/users/<user_id>/application_credentials/<credential_id>", methods=["DELETE"])
+def delete_credential(user_id: str, credential_id: str) -> Any:
+    services().credentials.delete(authenticated(), user_id, credential_id)
+    return Response(status=204)
+
+
+@blp.route("/v3/users/<user_id>/access_rules", methods=["GET"])
+def list_access_rules(user_id: str) -> Any:
+    rules = _user_rules(authenticated(), user_id)
+    return jsonify(
+        {
+            "access_rules": sorted(rules.values(), key=lambda r: r["id"]),
+            "links": {
+                "self": f"{base_url()}/v3/users/{user_id}/access_rules",
+                "previous": None,
+                "next": None,
+            },
+        }
+    )
+
+
+@blp.route("/v3/users/<user_id>/access_rules/<rule_id>", methods=["GET"])
+def get_access_rule(user_id: str, rule_id: str) -> Any:
+    rules = _user_rules(authenticated(), user_id)
+    if rule_id not in rules:
+        raise NotFound(f"Could not find access rule: {rule_id}.")
+    return jsonify({"access_rule": rules[rule_id]})
+
+
+@blp.route("/v3/users/<user_id>/access_rules/<rule_id>", methods=["DELETE"])
+def delete_access_rule(user_id: str, rule_id: str) -> Any:
+    # Latchkey keeps a rule on the credentials that use it, not as an object of its
+    # own: it goes with the last of them. So a rule that exists is always in use, and
+    # Keystone refuses to delete a rule in use (403); a rule no credential uses any
+    # longer is already gone (404, which clients such as Terraform read as deleted).
+    if rule_id in _user_rules(authenticated(), user_id):
+        raise Forbidden(
+            "May not delete access rule in use: delete the application credentials that use it.",
+            code="access_rule_in_use",
+        )
+    raise NotFound(f"Could not find access rule: {rule_id}.")
