@@ -16,6 +16,7 @@ with its own optional expiry.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 import hashlib
 import hmac
 import ipaddress
@@ -118,6 +119,29 @@ class CredentialSecret(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class UserAccessRule(Base):
+    """An access rule a user's credentials named, kept as Keystone keeps it: it outlives
+    the credentials that used it, may be named again by id, and is deleted only when
+    no credential uses it any longer (issue 14)."""
+
+    __tablename__ = "user_access_rule"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    service: Mapped[str] = mapped_column(String(255))
+    method: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(1024))
+
+
+def access_rule_id(rule: Mapping[str, str]) -> str:
+    """A rule's id: the same rule (service, method, path) has the same id everywhere,
+    in tokens and in listings, before and after it was first stored."""
+    digest = hashlib.sha256("\x1f".join((rule["service"], rule["method"], rule["path"])).encode())
+    return digest.hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -564,6 +588,7 @@ class ApplicationCredentials(IdentityServiceBase):
             allowed_cidrs=allowed_cidrs,
         )
         self._session.add(credential)
+        self._keep_access_rules(owner.id, access_rules)
         self._session.flush()
         secret, value = self._new_secret(credential, expires_at)
         self._record_change(
@@ -594,6 +619,59 @@ class ApplicationCredentials(IdentityServiceBase):
         self._usage.flush_into(self._session)
         self._enforced_owner(ctx, "identity:application_credential:get", owner_id, credential_id)
         return self._owned(owner_id, credential_id)
+
+    # -- access rules (Keystone's /v3/users/{id}/access_rules) ---------------------
+
+    def list_access_rules(self, ctx: CallContext, owner_id: str) -> list[UserAccessRule]:
+        owner = self._enforced_owner(ctx, "identity:application_credential:list", owner_id)
+        query = select(UserAccessRule).where(UserAccessRule.user_id == owner.id)
+        return list(self._session.scalars(query.order_by(UserAccessRule.id)))
+
+    def get_access_rule(self, ctx: CallContext, owner_id: str, rule_id: str) -> UserAccessRule:
+        self._enforced_owner(ctx, "identity:application_credential:get", owner_id)
+        rule = self._session.get(UserAccessRule, (owner_id, rule_id))
+        if rule is None:
+            raise NotFound(f"Could not find access rule: {rule_id}.", code="access_rule_not_found")
+        return rule
+
+    def delete_access_rule(self, ctx: CallContext, owner_id: str, rule_id: str) -> None:
+        """Keystone refuses to delete a rule a credential still uses (403)."""
+        self._enforced_owner(ctx, "identity:application_credential:delete", owner_id)
+        rule = self._session.get(UserAccessRule, (owner_id, rule_id), with_for_update=True)
+        if rule is None:
+            raise NotFound(f"Could not find access rule: {rule_id}.", code="access_rule_not_found")
+        used = self._session.scalars(
+            select(ApplicationCredential.access_rules).where(
+                ApplicationCredential.user_id == owner_id
+            )
+        )
+        if any(access_rule_id(r) == rule_id for rules in used for r in rules or ()):
+            raise Forbidden(
+                "the access rule is used by an application credential; delete that first",
+                code="access_rule_in_use",
+            )
+        self._session.delete(rule)
+        self._record_change(
+            ctx,
+            "identity:application_credential:delete",
+            AuditTarget("user", owner_id),
+            access_rule_id=rule_id,
+        )
+        self._session.commit()
+
+    def _keep_access_rules(self, owner_id: str, rules: list[dict[str, str]]) -> None:
+        for rule in rules:
+            rule_id = access_rule_id(rule)
+            if self._session.get(UserAccessRule, (owner_id, rule_id)) is None:
+                self._session.add(
+                    UserAccessRule(
+                        user_id=owner_id,
+                        id=rule_id,
+                        service=rule["service"],
+                        method=rule["method"],
+                        path=rule["path"],
+                    )
+                )
 
     def secrets_of(self, credential_id: str) -> list[CredentialSecret]:
         query = select(CredentialSecret).where(CredentialSecret.credential_id == credential_id)

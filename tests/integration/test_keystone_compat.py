@@ -341,9 +341,13 @@ def test_access_rule_delete_follows_keystone(client: FlaskClient) -> None:
         in_use = client.delete(path, headers=auth)
         assert in_use.status_code == 403, in_use.get_json()
         assert in_use.get_json()["error"]["title"] == "Forbidden"
-        assert "in use" in in_use.get_json()["error"]["message"]
+        assert "used by an application credential" in in_use.get_json()["error"]["message"]
         assert client.delete(f"{base}/{credential['id']}", headers=auth).status_code == 204
-    # The rule went with the last credential that used it.
+    # As in Keystone, the rule outlives its last credential: listed, reusable by id,
+    # deleted on request.
+    listed = client.get(f"/v3/users/{user_id}/access_rules", headers=auth).get_json()
+    assert [r["id"] for r in listed["access_rules"]] == [rule_id]
+    assert client.delete(path, headers=auth).status_code == 204
     gone = client.delete(path, headers=auth)
     assert gone.status_code == 404 and gone.get_json()["error"]["code"] == 404
     assert client.get(path, headers=auth).status_code == 404

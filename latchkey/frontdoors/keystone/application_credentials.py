@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Response, jsonify, request
 
 from latchkey.errors import (
-    Forbidden,
     InvalidRequest,
     NotFound,
 )
@@ -18,21 +18,19 @@ from latchkey.frontdoors.keystone.common import (
     base_url,
     blp,
     json_body,
-    keystone_time,
     obj,
     role_refs,
-    stable_id,
 )
-from latchkey.identity.credentials import ApplicationCredential
+from latchkey.identity.credentials import ApplicationCredential, UserAccessRule, access_rule_id
 from latchkey.policy.context import CallContext
 from latchkey.web.requests import services
 
 # -- application credentials and access rules ------------------------------------------
 
 
-def access_rule_body(rule: dict[str, str]) -> dict[str, str]:
+def access_rule_body(rule: Mapping[str, str]) -> dict[str, str]:
     return {
-        "id": stable_id(rule["service"], rule["method"], rule["path"]),
+        "id": access_rule_id(rule),
         "service": rule["service"],
         "method": rule["method"],
         "path": rule["path"],
@@ -47,7 +45,8 @@ def _credential_body(credential: ApplicationCredential) -> dict[str, Any]:
         "description": credential.description or None,
         "user_id": credential.user_id,
         "project_id": credential.project_id,
-        "expires_at": keystone_time(credential.expires_at),
+        # Keystone echoes the time as given, without a zone (tokens' times end in Z).
+        "expires_at": _naive_time(credential.expires_at),
         "unrestricted": credential.unrestricted,
         "roles": [dict(r, domain_id=None) for r in role_refs(list(credential.roles))],
         "access_rules": [access_rule_body(rule) for rule in credential.access_rules or []],
@@ -58,13 +57,21 @@ def _credential_body(credential: ApplicationCredential) -> dict[str, Any]:
     }
 
 
+def _naive_time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def _rule_body(rule: UserAccessRule) -> dict[str, str]:
+    return {"id": rule.id, "service": rule.service, "method": rule.method, "path": rule.path}
+
+
 def _user_rules(ctx: CallContext, user_id: str) -> dict[str, dict[str, str]]:
-    rules: dict[str, dict[str, str]] = {}
-    for credential in services().credentials.list_credentials(ctx, user_id):
-        for rule in credential.access_rules or []:
-            shaped = access_rule_body(rule)
-            rules[shaped["id"]] = shaped
-    return rules
+    rules = services().credentials.list_access_rules(ctx, user_id)
+    return {rule.id: _rule_body(rule) for rule in rules}
 
 
 def _native_credential(ctx: CallContext, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -185,21 +192,11 @@ def list_access_rules(user_id: str) -> Any:
 
 @blp.route("/v3/users/<user_id>/access_rules/<rule_id>", methods=["GET"])
 def get_access_rule(user_id: str, rule_id: str) -> Any:
-    rules = _user_rules(authenticated(), user_id)
-    if rule_id not in rules:
-        raise NotFound(f"Could not find access rule: {rule_id}.")
-    return jsonify({"access_rule": rules[rule_id]})
+    rule = services().credentials.get_access_rule(authenticated(), user_id, rule_id)
+    return jsonify({"access_rule": _rule_body(rule)})
 
 
 @blp.route("/v3/users/<user_id>/access_rules/<rule_id>", methods=["DELETE"])
 def delete_access_rule(user_id: str, rule_id: str) -> Any:
-    # Latchkey keeps a rule on the credentials that use it, not as an object of its
-    # own: it goes with the last of them. So a rule that exists is always in use, and
-    # Keystone refuses to delete a rule in use (403); a rule no credential uses any
-    # longer is already gone (404, which clients such as Terraform read as deleted).
-    if rule_id in _user_rules(authenticated(), user_id):
-        raise Forbidden(
-            "May not delete access rule in use: delete the application credentials that use it.",
-            code="access_rule_in_use",
-        )
-    raise NotFound(f"Could not find access rule: {rule_id}.")
+    services().credentials.delete_access_rule(authenticated(), user_id, rule_id)
+    return Response(status=204)
