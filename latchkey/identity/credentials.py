@@ -16,7 +16,6 @@ with its own optional expiry.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
 import hashlib
 import hmac
 import ipaddress
@@ -24,6 +23,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NoReturn
