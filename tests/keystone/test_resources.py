@@ -1,0 +1,362 @@
+"""Keystone v3 domains, projects, users and groups (issue 14)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.testing import FlaskClient
+
+from tests.conftest import Api
+
+PASSWORD = "correct horse battery staple 1"
+
+
+def kcall(api: Api, method: str, path: str, token: str, json: Any = None, **kw: Any) -> Any:
+    headers = {"X-Auth-Token": token}
+    return api.client.open(path, method=method, json=json, headers=headers, **kw)
+
+
+def kok(api: Api, method: str, path: str, token: str, json: Any = None, status: int = 0) -> Any:
+    response = kcall(api, method, path, token, json)
+    expected = status or {"POST": 201, "DELETE": 204, "PUT": 204}.get(method, 200)
+    assert response.status_code == expected, (method, path, response.get_json(silent=True))
+    return response.get_json(silent=True)
+
+
+def kerror(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, (response.status_code, response.get_json())
+    body = response.get_json()
+    assert body["error"]["code"] == status, body
+    return dict(body["error"])
+
+
+def login(api: Api, name: str, **scope: Any) -> str:
+    return api.login(name, PASSWORD, **scope)
+
+
+# -- domains ---------------------------------------------------------------------------
+
+
+def test_domain_lifecycle(api: Api, admin_token: str) -> None:
+    domain = kok(
+        api,
+        "POST",
+        "/v3/domains",
+        admin_token,
+        {"domain": {"name": "d1", "description": "first", "colour": "blue"}},
+    )["domain"]
+    assert domain["enabled"] is True and domain["options"] == {} and domain["tags"] == []
+    assert domain["colour"] == "blue"
+    assert domain["links"]["self"].endswith(f"/v3/domains/{domain['id']}")
+    assert kok(api, "GET", f"/v3/domains/{domain['id']}", admin_token)["domain"] == domain
+    listed = kok(api, "GET", "/v3/domains?name=d1", admin_token)
+    assert listed["domains"] == [domain] and listed["links"]["next"] is None
+    enabled = kok(api, "GET", "/v3/domains?enabled=true", admin_token)["domains"]
+    assert domain in enabled and all(d["enabled"] for d in enabled)
+    kerror(kcall(api, "POST", "/v3/domains", admin_token, {"domain": {"name": "d1"}}), 409)
+    kerror(kcall(api, "POST", "/v3/domains", admin_token, {"domain": {"name": ""}}), 400)
+    kerror(kcall(api, "POST", "/v3/domains", admin_token, {"domain": {"name": "a" * 65}}), 400)
+    kerror(
+        kcall(api, "POST", "/v3/domains", admin_token, {"domain": {"name": "x", "enabled": "1"}}),
+        400,
+    )
+    # Keystone refuses to delete an enabled domain with 403.
+    kerror(kcall(api, "DELETE", f"/v3/domains/{domain['id']}", admin_token), 403)
+    updated = kok(
+        api,
+        "PATCH",
+        f"/v3/domains/{domain['id']}",
+        admin_token,
+        {"domain": {"enabled": False, "description": "off"}},
+    )["domain"]
+    assert updated["enabled"] is False and updated["colour"] == "blue"
+    assert not kok(api, "GET", "/v3/domains?enabled=false&name=d1", admin_token)["domains"] == []
+    kok(api, "DELETE", f"/v3/domains/{domain['id']}", admin_token)
+    kerror(kcall(api, "GET", f"/v3/domains/{domain['id']}", admin_token), 404)
+    kerror(kcall(api, "DELETE", f"/v3/domains/{domain['id']}", admin_token), 404)
+    # The domain is sql: the native door says so.
+    native = api.ok(
+        "POST", "/v1/domains", admin_token, {"name": "d2"}
+    )  # native-made, for comparison
+    made = kok(api, "POST", "/v3/domains", admin_token, {"domain": {"name": "d3"}})["domain"]
+    assert api.ok("GET", f"/v1/domains/{made['id']}", admin_token)["identity_backend"] == "sql"
+    assert native["identity_backend"] == "sql"
+
+
+# -- projects --------------------------------------------------------------------------
+
+
+def test_project_lifecycle_hierarchy_and_tags(api: Api, admin_token: str) -> None:
+    root = kok(
+        api,
+        "POST",
+        "/v3/projects",
+        admin_token,
+        {"project": {"name": "root", "tags": ["a", "b"], "flavour": "x", "description": "r"}},
+    )["project"]
+    assert root["domain_id"] == "default" and root["parent_id"] == "default"
+    assert root["is_domain"] is False and sorted(root["tags"]) == ["a", "b"]
+    assert root["flavour"] == "x"
+    child = kok(
+        api, "POST", "/v3/projects", admin_token, {"project": {"name": "leaf", "parent_id": root["id"]}}
+    )["project"]
+    assert child["parent_id"] == root["id"] and child["domain_id"] == "default"
+    shown = kok(api, "GET", f"/v3/projects/{root['id']}", admin_token)["project"]
+    listed = kok(api, "GET", "/v3/projects", admin_token)["projects"]
+    assert next(p for p in listed if p["id"] == root["id"]) == shown
+    # Filters.
+    names = lambda q: {p["name"] for p in kok(api, "GET", "/v3/projects?" + q, admin_token)["projects"]}  # noqa: E731
+    assert names(f"parent_id={root['id']}") == {"leaf"}
+    assert "root" in names("parent_id=default") and "leaf" not in names("parent_id=default")
+    assert names("tags=a,b") == {"root"}
+    assert names("tags-any=b,zz") == {"root"}
+    assert "root" not in names("not-tags-any=a")
+    assert "root" in names("not-tags=a,zz")
+    assert names("name=leaf") == {"leaf"}
+    assert "leaf" in names("enabled=true") and names("is_domain=true") == set()
+    # Parents and subtree.
+    with_parents = kok(api, "GET", f"/v3/projects/{child['id']}?parents_as_list", admin_token)
+    assert [p["project"]["id"] for p in with_parents["project"]["parents"]] == [root["id"]]
+    subtree = kok(api, "GET", f"/v3/projects/{root['id']}?subtree_as_list", admin_token)
+    assert [p["project"]["id"] for p in subtree["project"]["subtree"]] == [child["id"]]
+    # Bad input and conflicts.
+    bad = [{"name": ""}, {"name": "a" * 65}, {"name": "x", "enabled": "yes"}, {"name": "x", "tags": "a"}]
+    for body in bad:
+        kerror(kcall(api, "POST", "/v3/projects", admin_token, {"project": body}), 400)
+    kerror(kcall(api, "POST", "/v3/projects", admin_token, {"project": {"name": "root"}}), 409)
+    kerror(kcall(api, "POST", "/v3/projects", admin_token, {"project": []}), 400)
+    kerror(kcall(api, "POST", "/v3/projects", admin_token, {"project": {"name": "t", "tags": ["a/b"]}}), 400)
+    other = kok(api, "POST", "/v3/domains", admin_token, {"domain": {"name": "elsewhere"}})["domain"]
+    cross = {"project": {"name": "x", "parent_id": root["id"], "domain_id": other["id"]}}
+    kerror(kcall(api, "POST", "/v3/projects", admin_token, cross), 400)
+    # Moving is refused as Keystone refuses it.
+    move = {"project": {"parent_id": child["id"]}}
+    kerror(kcall(api, "PATCH", f"/v3/projects/{root['id']}", admin_token, move), 403)
+    # Tags.
+    base = f"/v3/projects/{root['id']}/tags"
+    assert sorted(kok(api, "GET", base, admin_token)["tags"]) == ["a", "b"]
+    assert kok(api, "PUT", base + "/c", admin_token, {}, status=201)["tags"] == ["a", "b", "c"]
+    kok(api, "GET", base + "/c", admin_token, status=204)
+    kok(api, "DELETE", base + "/c", admin_token)
+    kerror(kcall(api, "GET", base + "/c", admin_token), 404)
+    assert kok(api, "PUT", base, admin_token, {"tags": ["x", "y"]}, 200)["tags"] == ["x", "y"]
+    kerror(kcall(api, "PUT", base, admin_token, {"tags": ["x", "x"]}), 400)
+    kerror(kcall(api, "PUT", base, admin_token, {"tags": [str(i) for i in range(81)]}), 400)
+    kok(api, "DELETE", base, admin_token)
+    assert kok(api, "GET", base, admin_token)["tags"] == []
+    # Update, then delete: a parent with children is refused (403).
+    updated = kok(
+        api,
+        "PATCH",
+        f"/v3/projects/{root['id']}",
+        admin_token,
+        {"project": {"name": "root2", "enabled": False, "tags": ["t"]}},
+    )["project"]
+    assert updated["name"] == "root2" and updated["enabled"] is False and updated["tags"] == ["t"]
+    assert updated["flavour"] == "x"
+    kerror(kcall(api, "DELETE", f"/v3/projects/{root['id']}", admin_token), 403)
+    kok(api, "DELETE", f"/v3/projects/{child['id']}", admin_token)
+    kok(api, "DELETE", f"/v3/projects/{root['id']}", admin_token)
+    kerror(kcall(api, "DELETE", f"/v3/projects/{root['id']}", admin_token), 404)
+
+
+# -- users and groups ------------------------------------------------------------------
+
+
+def test_user_lifecycle_and_password_change(api: Api, admin_token: str) -> None:
+    project = kok(api, "POST", "/v3/projects", admin_token, {"project": {"name": "home"}})["project"]
+    user = kok(
+        api,
+        "POST",
+        "/v3/users",
+        admin_token,
+        {
+            "user": {
+                "name": "ann",
+                "password": PASSWORD,
+                "email": "ann@example.org",
+                "description": "Ann",
+                "default_project_id": project["id"],
+                "team": "blue",
+            }
+        },
+    )["user"]
+    assert "password" not in user and user["password_expires_at"] is None
+    assert user["options"] == {} and user["team"] == "blue" and user["domain_id"] == "default"
+    assert user["default_project_id"] == project["id"] and user["email"] == "ann@example.org"
+    assert kok(api, "GET", f"/v3/users/{user['id']}", admin_token)["user"] == user
+    assert [u["id"] for u in kok(api, "GET", "/v3/users?name=ann", admin_token)["users"]] == [
+        user["id"]
+    ]
+    kerror(kcall(api, "POST", "/v3/users", admin_token, {"user": {"name": "ann"}}), 409)
+    kerror(kcall(api, "POST", "/v3/users", admin_token, {"user": {"name": ""}}), 400)
+    missing = {"user": {"name": "zed", "domain_id": "f" * 32}}
+    kerror(kcall(api, "POST", "/v3/users", admin_token, missing), 404)
+    updated = kok(
+        api,
+        "PATCH",
+        f"/v3/users/{user['id']}",
+        admin_token,
+        {"user": {"project_id": project["id"], "email": "a@b.c", "enabled": False}},
+    )["user"]
+    assert updated["project_id"] == project["id"] and updated["email"] == "a@b.c"
+    assert updated["enabled"] is False and updated["team"] == "blue"
+    enabled_false = kok(api, "GET", "/v3/users?enabled=false", admin_token)["users"]
+    assert [u["id"] for u in enabled_false] == [user["id"]]
+    kok(api, "PATCH", f"/v3/users/{user['id']}", admin_token, {"user": {"enabled": True}})
+    # Self-service password change: 204; the old token is revoked; wrong original: 401.
+    api.ok("PUT", f"/v1/projects/{project['id']}/users/{user['id']}/roles/member", admin_token)
+    token = login(api, "ann", project="home")
+    change = {"user": {"original_password": "wrong one", "password": "another long pass 2"}}
+    kerror(kcall(api, "POST", f"/v3/users/{user['id']}/password", token, change), 401)
+    change["user"]["original_password"] = PASSWORD
+    kok(api, "POST", f"/v3/users/{user['id']}/password", token, change, status=204)
+    kerror(kcall(api, "GET", f"/v3/users/{user['id']}", token), 401)
+    api.login("ann", "another long pass 2", project="home")
+    projects = kok(api, "GET", f"/v3/users/{user['id']}/projects", admin_token)["projects"]
+    assert [p["id"] for p in projects] == [project["id"]]
+    kok(api, "DELETE", f"/v3/users/{user['id']}", admin_token)
+    kerror(kcall(api, "GET", f"/v3/users/{user['id']}", admin_token), 404)
+
+
+def test_groups_and_membership(api: Api, admin_token: str) -> None:
+    group = kok(
+        api, "POST", "/v3/groups", admin_token, {"group": {"name": "ops", "description": "d"}}
+    )["group"]
+    assert group["domain_id"] == "default" and group["description"] == "d"
+    kerror(kcall(api, "POST", "/v3/groups", admin_token, {"group": {"name": "ops"}}), 409)
+    user = kok(api, "POST", "/v3/users", admin_token, {"user": {"name": "bo"}})["user"]
+    member = f"/v3/groups/{group['id']}/users/{user['id']}"
+    assert kcall(api, "HEAD", member, admin_token).status_code == 404
+    kok(api, "PUT", member, admin_token)
+    kok(api, "HEAD", member, admin_token, status=204)
+    kok(api, "GET", member, admin_token, status=204)
+    users = kok(api, "GET", f"/v3/groups/{group['id']}/users", admin_token)["users"]
+    assert [u["id"] for u in users] == [user["id"]]
+    groups = kok(api, "GET", f"/v3/users/{user['id']}/groups", admin_token)["groups"]
+    assert [g["id"] for g in groups] == [group["id"]]
+    assert kok(api, "GET", "/v3/groups?name=ops", admin_token)["groups"] == [group]
+    renamed = kok(
+        api, "PATCH", f"/v3/groups/{group['id']}", admin_token, {"group": {"name": "ops2"}}
+    )["group"]
+    assert renamed["name"] == "ops2"
+    kok(api, "DELETE", member, admin_token)
+    kerror(kcall(api, "DELETE", member, admin_token), 404)
+    kok(api, "DELETE", f"/v3/groups/{group['id']}", admin_token)
+    kerror(kcall(api, "GET", f"/v3/groups/{group['id']}", admin_token), 404)
+
+
+# -- attacks -----------------------------------------------------------------------------
+
+
+def test_a_project_admin_stays_in_the_project(api: Api, admin_token: str) -> None:
+    mine = kok(api, "POST", "/v3/projects", admin_token, {"project": {"name": "mine"}})["project"]
+    theirs = kok(api, "POST", "/v3/projects", admin_token, {"project": {"name": "theirs"}})[
+        "project"
+    ]
+    boss = kok(api, "POST", "/v3/users", admin_token, {"user": {"name": "boss", "password": PASSWORD}})[
+        "user"
+    ]
+    api.ok("PUT", f"/v1/projects/{mine['id']}/users/{boss['id']}/roles/admin", admin_token)
+    token = login(api, "boss", project="mine")
+    for method, path, body in [
+        ("GET", f"/v3/projects/{theirs['id']}", None),
+        ("PATCH", f"/v3/projects/{theirs['id']}", {"project": {"name": "pwned"}}),
+        ("DELETE", f"/v3/projects/{theirs['id']}", None),
+        ("PUT", f"/v3/projects/{theirs['id']}/tags/x", {}),
+        ("PUT", f"/v3/projects/{theirs['id']}/tags", {"tags": ["x"]}),
+        ("DELETE", f"/v3/projects/{theirs['id']}/tags", None),
+        ("POST", "/v3/domains", {"domain": {"name": "evil"}}),
+        ("PATCH", "/v3/domains/default", {"domain": {"enabled": False}}),
+        ("DELETE", "/v3/domains/default", None),
+        ("POST", "/v3/projects", {"project": {"name": "more"}}),
+        ("POST", "/v3/groups", {"group": {"name": "g"}}),
+        ("GET", "/v3/domains", None),
+    ]:
+        response = kcall(api, method, path, token, body)
+        assert response.status_code in (403, 404), (method, path, response.get_json())
+        assert "error" in response.get_json()
+    assert kok(api, "GET", f"/v3/projects/{theirs['id']}", admin_token)["project"]["name"] == "theirs"
+    # Its own project it may read and tag.
+    kok(api, "GET", f"/v3/projects/{mine['id']}", token)
+    kok(api, "PUT", f"/v3/projects/{mine['id']}/tags/ok", token, {}, status=201)
+
+
+def test_restricted_application_credential_changes_nothing(
+    client: FlaskClient, api: Api, admin_token: str
+) -> None:
+    v3 = client.post(
+        "/v3/auth/tokens",
+        json={
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {"name": "admin", "domain": {"id": "default"}, "password": _admin()}
+                    },
+                },
+                "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
+            }
+        },
+    )
+    assert v3.status_code == 201, v3.get_json()
+    admin_v3 = v3.headers["X-Subject-Token"]
+    user_id = v3.get_json()["token"]["user"]["id"]
+    made = kok(
+        api,
+        "POST",
+        f"/v3/users/{user_id}/application_credentials",
+        admin_v3,
+        {"application_credential": {"name": "ro"}},
+    )["application_credential"]
+    issued = client.post(
+        "/v3/auth/tokens",
+        json={
+            "auth": {
+                "identity": {
+                    "methods": ["application_credential"],
+                    "application_credential": {"id": made["id"], "secret": made["secret"]},
+                }
+            }
+        },
+    )
+    assert issued.status_code == 201, issued.get_json()
+    token = issued.headers["X-Subject-Token"]
+    for method, path, body in [
+        ("POST", "/v3/domains", {"domain": {"name": "nope"}}),
+        ("POST", "/v3/projects", {"project": {"name": "nope"}}),
+        ("POST", "/v3/users", {"user": {"name": "nope"}}),
+        ("POST", "/v3/groups", {"group": {"name": "nope"}}),
+        ("PATCH", "/v3/domains/default", {"domain": {"description": "nope"}}),
+        ("PATCH", f"/v3/users/{user_id}", {"user": {"description": "nope"}}),
+    ]:
+        response = kcall(api, method, path, token, body)
+        assert response.status_code == 403, (method, path, response.get_json())
+    # Reading is allowed.
+    kok(api, "GET", "/v3/domains", token)
+
+
+def _admin() -> str:
+    from tests.conftest import ADMIN_PASSWORD
+
+    return ADMIN_PASSWORD
+
+
+def test_bad_input_is_a_keystone_400(api: Api, admin_token: str) -> None:
+    for path, body in [
+        ("/v3/domains", {"domain": "x"}),
+        ("/v3/projects", {"project": {"name": 5}}),
+        ("/v3/users", {"user": {"name": "u", "email": 7}}),
+        ("/v3/users", {"user": {"name": "u", "options": {"lock_password": True}}}),
+        ("/v3/groups", {"group": {"name": ["g"]}}),
+        ("/v3/users", {"user": {"name": "u", "default_project_id": "nope"}}),
+        ("/v3/projects", {"project": {"name": "p", "big": "x" * 20_000}}),
+    ]:
+        kerror(kcall(api, "POST", path, admin_token, body), 400)
+    response = api.client.post(
+        "/v3/projects",
+        data="not json",
+        headers={"X-Auth-Token": admin_token, "Content-Type": "application/json"},
+    )
+    kerror(response, 400)
+    kerror(api.client.get("/v3/projects"), 401)
