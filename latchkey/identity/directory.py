@@ -267,16 +267,16 @@ class Directory(IdentityServiceBase):
     def update_project(self, ctx: CallContext, project_id: str, data: dict[str, Any]) -> Project:
         project = self._enforced_project(ctx, "identity:project:update", project_id)
         data = dict(data)
-        if "parent_id" in data:
-            if data.pop("parent_id") != project.parent_id:
-                raise Forbidden(
-                    "a project cannot be moved to another parent", code="project_parent_fixed"
-                )
-        if "domain_id" in data:
-            if data.pop("domain_id") != project.domain_id:
-                raise InvalidRequest(
-                    "a project cannot be moved to another domain", code="project_domain_fixed"
-                )
+        # Keystone reports a top-level project's domain as its parent: that may come back.
+        unchanged_parents = (project.parent_id or project.domain_id, project.parent_id)
+        if "parent_id" in data and data.pop("parent_id") not in unchanged_parents:
+            raise Forbidden(
+                "a project cannot be moved to another parent", code="project_parent_fixed"
+            )
+        if "domain_id" in data and data.pop("domain_id") != project.domain_id:
+            raise InvalidRequest(
+                "a project cannot move to another domain", code="project_domain_fixed"
+            )
         tags = data.pop("tags", None)
         if tags is not None:
             self._session.execute(delete(ProjectTag).where(ProjectTag.project_id == project.id))
@@ -392,9 +392,9 @@ class Directory(IdentityServiceBase):
         _check_tag(tag)
         if self._session.get(ProjectTag, (project.id, tag)) is None:
             count = self._session.scalar(
-                select(func.count()).select_from(ProjectTag).where(
-                    ProjectTag.project_id == project.id
-                )
+                select(func.count())
+                .select_from(ProjectTag)
+                .where(ProjectTag.project_id == project.id)
             )
             if (count or 0) >= MAX_PROJECT_TAGS:
                 raise InvalidRequest(

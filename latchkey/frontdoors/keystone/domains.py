@@ -140,8 +140,11 @@ def every(fetch: Callable[[str | None, int], Page[T]]) -> tuple[list[T], bool]:
 def collection(key: str, items: list[dict[str, Any]], truncated: bool = False) -> Response:
     body: dict[str, Any] = {
         key: items,
-        "links": {"self": request.url.replace(request.url_root.rstrip("/"), base_url(), 1),
-                  "previous": None, "next": None},
+        "links": {
+            "self": request.url.replace(request.url_root.rstrip("/"), base_url(), 1),
+            "previous": None,
+            "next": None,
+        },
     }
     if truncated:
         body["truncated"] = True

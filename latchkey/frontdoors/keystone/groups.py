@@ -100,9 +100,8 @@ def update_group(group_id: str) -> Response:
     native = _group_fields(data, creating=False)
     accounts = services().accounts
     current = accounts.get_group(ctx, group_id)
-    if "domain_id" in native:
-        if native.pop("domain_id") != current.domain_id:
-            raise InvalidRequest("a group cannot move to another domain")
+    if "domain_id" in native and native.pop("domain_id") != current.domain_id:
+        raise InvalidRequest("a group cannot move to another domain")
     if "extra" in native:
         native["extra"] = merged_extra(current.extra, native["extra"])
     group = accounts.update_group(ctx, group_id, native)

@@ -159,9 +159,8 @@ def update_user(user_id: str) -> Response:
     native = _user_fields(data, creating=False)
     accounts = services().accounts
     current = accounts.get_user(ctx, user_id)
-    if "domain_id" in native:
-        if native.pop("domain_id") != current.domain_id:
-            raise InvalidRequest("a user cannot move to another domain")
+    if "domain_id" in native and native.pop("domain_id") != current.domain_id:
+        raise InvalidRequest("a user cannot move to another domain")
     if "extra" in native:
         native["extra"] = merged_extra(current.extra, native["extra"])
     user = accounts.update_user(ctx, user_id, native)
