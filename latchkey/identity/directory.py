@@ -78,7 +78,13 @@ class Directory(IdentityServiceBase):
         return domain
 
     def get_domain(self, ctx: CallContext, domain_id: str) -> Domain:
-        self._enforce(ctx, "identity:domain:get", Target(domain_id=domain_id))
+        auth = ctx.auth
+        if auth is not None and auth.project_id and auth.project_domain_id == domain_id:
+            # The domain of the token's own project (Keystone's identity:get_domain allows
+            # it; the token names that domain already): reading it is reading the project.
+            self._enforced_project(ctx, "identity:project:get", auth.project_id)
+        else:
+            self._enforce(ctx, "identity:domain:get", Target(domain_id=domain_id))
         return self.get_domain_record(domain_id)
 
     def list_domains(

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from flask.testing import FlaskClient
 
 from tests.conftest import Api
+from tests.integration.test_openstack_clients import (
+    Served,
+    latchkey,  # noqa: F401 (a fixture)
+    openstack,
+    openstack_json,
+    openstack_venv,  # noqa: F401 (a fixture)
+    password_env,
+)
 
 PASSWORD = "correct horse battery staple 1"
 
@@ -384,3 +393,95 @@ def test_bad_input_is_a_keystone_400(api: Api, admin_token: str) -> None:
     )
     kerror(response, 400)
     kerror(api.client.get("/v3/projects"), 401)
+
+
+# -- python-openstackclient --------------------------------------------------------------
+
+
+def test_openstack_client_resources(openstack_venv: Path, latchkey: Served, tmp_path: Path) -> None:
+    run = (openstack_venv, tmp_path, password_env(latchkey))
+    domain = openstack_json(*run, "domain", "create", "cli-dom", "--description", "d")
+    assert domain["name"] == "cli-dom" and domain["enabled"] is True
+    assert "cli-dom" in [row["Name"] for row in openstack_json(*run, "domain", "list")]
+    openstack(*run, "domain", "set", "--description", "changed", "cli-dom")
+    assert openstack_json(*run, "domain", "show", "cli-dom")["description"] == "changed"
+
+    parent = openstack_json(
+        *run, "project", "create", "cli-parent", "--domain", "cli-dom", "--tag", "a", "--tag", "b"
+    )
+    assert sorted(parent["tags"]) == ["a", "b"] and parent["parent_id"] == domain["id"]
+    child = openstack_json(
+        *run, "project", "create", "cli-child", "--domain", "cli-dom", "--parent", "cli-parent"
+    )
+    assert child["parent_id"] == parent["id"]
+    listed = openstack_json(*run, "project", "list", "--domain", "cli-dom", "--tags", "a")
+    assert [row["Name"] for row in listed] == ["cli-parent"]
+    openstack(*run, "project", "set", "--disable", "--tag", "c", "--domain", "cli-dom", "cli-child")
+    shown = openstack_json(*run, "project", "show", "--domain", "cli-dom", "cli-child")
+    assert shown["enabled"] is False and shown["tags"] == ["c"]
+
+    user = openstack_json(
+        *run,
+        "user", "create", "cli-user", "--domain", "cli-dom", "--password", PASSWORD,
+        "--email", "u@example.org", "--project", "cli-parent", "--project-domain", "cli-dom",
+    )  # fmt: skip
+    assert user["default_project_id"] == parent["id"] and "password" not in user
+    users = openstack_json(*run, "user", "list", "--domain", "cli-dom")
+    assert [row["Name"] for row in users] == ["cli-user"]
+    openstack(*run, "user", "set", "--email", "v@example.org", "--domain", "cli-dom", "cli-user")
+    assert openstack_json(*run, "user", "show", user["id"])["email"] == "v@example.org"
+
+    openstack_json(*run, "group", "create", "cli-group", "--domain", "cli-dom")
+    openstack(*run, "group", "add", "user", "--group-domain", "cli-dom", "--user-domain",
+              "cli-dom", "cli-group", "cli-user")  # fmt: skip
+    contains = openstack(*run, "group", "contains", "user", "--group-domain", "cli-dom",
+                         "--user-domain", "cli-dom", "cli-group", "cli-user")  # fmt: skip
+    assert contains.stdout.strip() == "cli-user in group cli-group"
+    openstack(*run, "group", "set", "--description", "ops", "--domain", "cli-dom", "cli-group")
+    assert (
+        openstack_json(*run, "group", "show", "--domain", "cli-dom", "cli-group")["description"]
+        == "ops"
+    )
+    openstack(*run, "group", "remove", "user", "--group-domain", "cli-dom", "--user-domain",
+              "cli-dom", "cli-group", "cli-user")  # fmt: skip
+    contains = openstack(*run, "group", "contains", "user", "--group-domain", "cli-dom",
+                         "--user-domain", "cli-dom", "cli-group", "cli-user", ok=False)  # fmt: skip
+    assert "not in group" in contains.stdout + contains.stderr
+    openstack(*run, "group", "delete", "--domain", "cli-dom", "cli-group")
+
+    # The user's own password change (needs a role to log in with).
+    latchkey.api.ok(
+        "PUT",
+        f"/v1/projects/{parent['id']}/users/{user['id']}/roles/member",
+        latchkey.api.admin_token(),
+    )
+    as_user = {
+        **password_env(latchkey),
+        "OS_USERNAME": "cli-user",
+        "OS_PASSWORD": PASSWORD,
+        "OS_USER_DOMAIN_NAME": "cli-dom",
+        "OS_PROJECT_NAME": "cli-parent",
+        "OS_PROJECT_DOMAIN_NAME": "cli-dom",
+    }
+    del as_user["OS_USER_DOMAIN_ID"], as_user["OS_PROJECT_DOMAIN_ID"]
+    new_password = "a brand new password 42"
+    openstack(
+        openstack_venv, tmp_path, as_user,
+        "user", "password", "set", "--original-password", PASSWORD, "--password", new_password,
+    )  # fmt: skip
+    as_user["OS_PASSWORD"] = new_password
+    assert (
+        openstack_json(openstack_venv, tmp_path, as_user, "token", "issue")["user_id"]
+        == (user["id"])
+    )
+
+    openstack(*run, "user", "delete", "--domain", "cli-dom", "cli-user")
+    refused = openstack(*run, "project", "delete", "--domain", "cli-dom", "cli-parent", ok=False)
+    assert refused.returncode != 0  # it has a child: Keystone's 403
+    openstack(*run, "project", "delete", "--domain", "cli-dom", "cli-child")
+    openstack(*run, "project", "delete", "--domain", "cli-dom", "cli-parent")
+    refused = openstack(*run, "domain", "delete", "cli-dom", ok=False)
+    assert refused.returncode != 0  # still enabled
+    openstack(*run, "domain", "set", "--disable", "cli-dom")
+    openstack(*run, "domain", "delete", "cli-dom")
+    assert "cli-dom" not in [row["Name"] for row in openstack_json(*run, "domain", "list")]
