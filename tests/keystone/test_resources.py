@@ -8,12 +8,12 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from tests.conftest import Api
-from tests.integration.test_openstack_clients import (
+from tests.integration.test_openstack_clients import (  # the fixtures: latchkey, openstack_venv
     Served,
-    latchkey,  # noqa: F401 (a fixture)
+    latchkey,  # noqa: F401
     openstack,
     openstack_json,
-    openstack_venv,  # noqa: F401 (a fixture)
+    openstack_venv,  # noqa: F401
     password_env,
 )
 
@@ -398,7 +398,11 @@ def test_bad_input_is_a_keystone_400(api: Api, admin_token: str) -> None:
 # -- python-openstackclient --------------------------------------------------------------
 
 
-def test_openstack_client_resources(openstack_venv: Path, latchkey: Served, tmp_path: Path) -> None:
+def test_openstack_client_resources(
+    openstack_venv: Path,  # noqa: F811 (the imported fixture)
+    latchkey: Served,  # noqa: F811 (the imported fixture)
+    tmp_path: Path,
+) -> None:
     run = (openstack_venv, tmp_path, password_env(latchkey))
     domain = openstack_json(*run, "domain", "create", "cli-dom", "--description", "d")
     assert domain["name"] == "cli-dom" and domain["enabled"] is True
