@@ -130,7 +130,7 @@ def test_project_lifecycle_hierarchy_and_tags(api: Api, admin_token: str) -> Non
     assert "root" not in names("not-tags-any=a")
     assert "root" in names("not-tags=a,zz")
     assert names("name=leaf") == {"leaf"}
-    assert "leaf" in names("enabled=true") and names("is_domain=true") == set()
+    assert "leaf" in names("enabled=true") and names("is_domain=true") == {"Default"}
     # Parents and subtree.
     with_parents = kok(api, "GET", f"/v3/projects/{child['id']}?parents_as_list", admin_token)
     assert [p["project"]["id"] for p in with_parents["project"]["parents"]] == [root["id"]]
@@ -187,6 +187,40 @@ def test_project_lifecycle_hierarchy_and_tags(api: Api, admin_token: str) -> Non
     kok(api, "DELETE", f"/v3/projects/{child['id']}", admin_token)
     kok(api, "DELETE", f"/v3/projects/{root['id']}", admin_token)
     kerror(kcall(api, "DELETE", f"/v3/projects/{root['id']}", admin_token), 404)
+
+
+def test_a_domain_acting_as_a_project(api: Api, admin_token: str) -> None:
+    """Keystone's is_domain projects are Latchkey's domains, seen through /v3/projects."""
+    made = kok(
+        api,
+        "POST",
+        "/v3/projects",
+        admin_token,
+        {"project": {"name": "dp", "is_domain": True, "domain_id": None}},
+    )["project"]
+    assert made["is_domain"] is True and made["domain_id"] is None and made["parent_id"] is None
+    as_domain = kok(api, "GET", f"/v3/domains/{made['id']}", admin_token)["domain"]
+    assert as_domain["name"] == "dp"
+    listed = kok(api, "GET", "/v3/projects?is_domain=true", admin_token)["projects"]
+    assert made in listed
+    assert made["id"] not in [
+        p["id"] for p in kok(api, "GET", "/v3/projects", admin_token)["projects"]
+    ]
+    assert kok(api, "GET", f"/v3/projects/{made['id']}", admin_token)["project"] == made
+    kerror(kcall(api, "DELETE", f"/v3/projects/{made['id']}", admin_token), 403)
+    off = {"project": {"enabled": False}}
+    assert (
+        kok(api, "PATCH", f"/v3/projects/{made['id']}", admin_token, off)["project"]["enabled"]
+        is False
+    )
+    kerror(
+        kcall(
+            api, "PATCH", f"/v3/projects/{made['id']}", admin_token, {"project": {"parent_id": "x"}}
+        ),
+        400,
+    )
+    kok(api, "DELETE", f"/v3/projects/{made['id']}", admin_token)
+    kerror(kcall(api, "GET", f"/v3/domains/{made['id']}", admin_token), 404)
 
 
 # -- users and groups ------------------------------------------------------------------

@@ -167,6 +167,8 @@ def reraise(error: LatchkeyError, statuses: dict[str, type[LatchkeyError]]) -> N
 
 # -- domains ---------------------------------------------------------------------------
 
+# Keystone answers these refusals to delete a domain with 403, the native door with 409.
+DOMAIN_REFUSALS = ("domain_enabled", "domain_protected")
 DOMAIN_FIELDS = {"id", "name", "description", "enabled", "tags", "options", "links"}
 
 
@@ -185,7 +187,7 @@ def domain_body(domain: Domain) -> dict[str, Any]:
     }
 
 
-def _domain_fields(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+def domain_fields(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     no_options(data, "domain")
     native: dict[str, Any] = {}
     if creating or "name" in data:
@@ -223,7 +225,7 @@ def list_domains() -> Response:
 def create_domain() -> Response:
     ctx = authenticated()
     data = obj(json_body().get("domain"), "domain")
-    native = _domain_fields(data, creating=True)
+    native = domain_fields(data, creating=True)
     native["identity_backend"] = "sql"
     domain = services().directory.create_domain(ctx, native)
     return created("domain", domain_body(domain))
@@ -241,7 +243,7 @@ def update_domain(domain_id: str) -> Response:
     data = obj(json_body().get("domain"), "domain")
     if "id" in data and data["id"] != domain_id:
         raise InvalidRequest("a domain's id cannot change")
-    native = _domain_fields(data, creating=False)
+    native = domain_fields(data, creating=False)
     directory = services().directory
     if "extra" in native:
         current = directory.get_domain(ctx, domain_id)
@@ -256,5 +258,5 @@ def delete_domain(domain_id: str) -> Response:
         services().directory.delete_domain(authenticated(), domain_id)
     except Conflict as error:
         # Keystone: an enabled domain is Forbidden, not in conflict.
-        reraise(error, {"domain_enabled": Forbidden, "domain_protected": Forbidden})
+        reraise(error, dict.fromkeys(DOMAIN_REFUSALS, Forbidden))
     return Response(status=204)

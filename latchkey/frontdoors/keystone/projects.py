@@ -9,10 +9,12 @@ from flask import Response, jsonify, request
 from latchkey.errors import Forbidden, InvalidRequest, LatchkeyError, NotFound
 from latchkey.frontdoors.keystone.common import authenticated, base_url, blp, json_body, obj
 from latchkey.frontdoors.keystone.domains import (
+    DOMAIN_REFUSALS,
     SHORT_NAME,
     bool_field,
     collection,
     created,
+    domain_fields,
     every,
     id_field,
     merged_extra,
@@ -26,7 +28,7 @@ from latchkey.frontdoors.keystone.domains import (
     text_field,
     token_domain_id,
 )
-from latchkey.identity.models import Project
+from latchkey.identity.models import Domain, Project
 from latchkey.policy.context import CallContext
 from latchkey.web.requests import services
 
@@ -77,6 +79,44 @@ def project_body(project: Project, tags: list[str] | None = None) -> dict[str, A
     }
 
 
+def domain_as_project(domain: Domain) -> dict[str, Any]:
+    """A domain seen through /v3/projects, as Keystone shows one (`is_domain: true`)."""
+    extra = {k: v for k, v in (domain.extra or {}).items() if k != "tags"}
+    return {
+        **extra,
+        "id": domain.id,
+        "name": domain.name,
+        "domain_id": None,
+        "description": domain.description or "",
+        "enabled": domain.enabled,
+        "parent_id": None,
+        "is_domain": True,
+        "tags": (domain.extra or {}).get("tags", []),
+        "options": {},
+        "links": {"self": f"{base_url()}/v3/projects/{domain.id}"},
+    }
+
+
+def _is_a_domain(project_id: str) -> bool:
+    """No project has this id, a domain does: Keystone's domain acting as a project."""
+    directory = services().directory
+    return (
+        directory.find_project(project_id=project_id, name=None, domain_id=None) is None
+        and directory.find_domain(domain_id=project_id, name=None) is not None
+    )
+
+
+def _domain_data(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+    """A project body that makes or changes a domain: only what a domain has."""
+    known = PROJECT_FIELDS - {"name", "description", "enabled", "tags", "options"}
+    unused = {k: v for k, v in data.items() if k in known and v is not None}
+    unused.pop("is_domain", None)
+    if unused:
+        raise InvalidRequest(f"a domain has no {', '.join(sorted(unused))}")
+    rest = {k: v for k, v in data.items() if k not in known}
+    return domain_fields(rest, creating=creating)
+
+
 def project_bodies(projects: list[Project]) -> list[dict[str, Any]]:
     tags = services().directory.tags_of([p.id for p in projects])
     return [project_body(p, tags[p.id]) for p in projects]
@@ -100,7 +140,7 @@ def _project_fields(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     if "tags" in data:
         native["tags"] = _tags(data["tags"])
     if data.get("is_domain") not in (None, False):
-        raise InvalidRequest("Latchkey keeps domains apart from projects: use /v3/domains")
+        raise InvalidRequest("project.is_domain must be a boolean")
     if creating:
         domain_id = data.get("domain_id")
         parent_id = data.get("parent_id")
@@ -129,8 +169,14 @@ def _project_fields(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
 @blp.route("/v3/projects", methods=["GET"])
 def list_projects() -> Response:
     ctx = authenticated()
-    if query_bool("is_domain"):
-        return collection("projects", [])  # no project acts as a domain in Latchkey
+    if query_bool("is_domain"):  # Keystone's domains acting as projects
+        name, enabled = query_str("name"), query_bool("enabled")
+        domains, truncated = every(
+            lambda marker, limit: services().directory.list_domains(
+                ctx, name=name, marker=marker, limit=limit, enabled=enabled
+            )
+        )
+        return collection("projects", [domain_as_project(d) for d in domains], truncated)
     filters: dict[str, Any] = {
         "domain_id": query_str("domain_id"),
         "name": query_str("name"),
@@ -153,6 +199,11 @@ def list_projects() -> Response:
 def create_project() -> Response:
     ctx = authenticated()
     data = obj(json_body().get("project"), "project")
+    if data.get("is_domain") is True:
+        native = _domain_data(data, creating=True)
+        native["identity_backend"] = "sql"
+        domain = services().directory.create_domain(ctx, native)
+        return created("project", domain_as_project(domain))
     project = services().directory.create_project(ctx, _project_fields(data, creating=True))
     return created("project", project_body(project))
 
@@ -165,6 +216,8 @@ def _as_list(ctx: CallContext, projects: list[Project]) -> list[dict[str, Any]]:
 def get_project(project_id: str) -> Response:
     ctx = authenticated()
     directory = services().directory
+    if _is_a_domain(project_id):
+        return jsonify({"project": domain_as_project(directory.get_domain(ctx, project_id))})
     project = directory.get_project(ctx, project_id)
     body = project_body(project)
     if "parents_as_list" in request.args:
@@ -185,8 +238,15 @@ def update_project(project_id: str) -> Response:
     data = obj(json_body().get("project"), "project")
     if "id" in data and data["id"] != project_id:
         raise InvalidRequest("a project's id cannot change")
-    native = _project_fields(data, creating=False)
     directory = services().directory
+    if _is_a_domain(project_id):
+        native = _domain_data(data, creating=False)
+        if "extra" in native:
+            found = directory.get_domain(ctx, project_id)
+            native["extra"] = merged_extra(found.extra, native["extra"])
+        domain = directory.update_domain(ctx, project_id, native)
+        return jsonify({"project": domain_as_project(domain)})
+    native = _project_fields(data, creating=False)
     if "extra" in native:
         current = directory.get_project(ctx, project_id)
         native["extra"] = merged_extra(current.extra, native["extra"])
@@ -197,9 +257,12 @@ def update_project(project_id: str) -> Response:
 @blp.route("/v3/projects/<project_id>", methods=["DELETE"])
 def delete_project(project_id: str) -> Response:
     try:
-        services().directory.delete_project(authenticated(), project_id)
+        if _is_a_domain(project_id):
+            services().directory.delete_domain(authenticated(), project_id)
+        else:
+            services().directory.delete_project(authenticated(), project_id)
     except LatchkeyError as error:
-        reraise(error, {"project_protected": Forbidden})
+        reraise(error, {s: Forbidden for s in ("project_protected", *DOMAIN_REFUSALS)})
     return Response(status=204)
 
 
