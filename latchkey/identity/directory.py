@@ -14,7 +14,7 @@ from latchkey.identity.ldap_domains import LdapDomains
 from latchkey.identity.models import Domain, Project, ProjectTag, User
 from latchkey.identity.revocations import PROJECT, USER
 from latchkey.policy.context import CallContext
-from latchkey.policy.enforcer import Target
+from latchkey.policy.enforcer import UNKNOWN, Target
 
 IDENTITY_BACKENDS = ("sql", "ldap")
 MAX_PROJECT_TAGS = 80  # Keystone's limit
@@ -185,23 +185,34 @@ class Directory(IdentityServiceBase):
         return None
 
     def create_project(self, ctx: CallContext, data: dict[str, Any]) -> Project:
+        data = dict(data)
+        if data.get("domain_id") is None and data.get("parent_id"):
+            # Keystone: the parent's domain. An unknown parent is an unknown domain, so
+            # only cloud callers learn (from the 400 below) that no such project exists.
+            parent = self._session.get(Project, data["parent_id"])
+            if parent is None:
+                self._enforce(ctx, "identity:project:create", Target(domain_id=UNKNOWN))
+            data["domain_id"] = parent.domain_id if parent else None
         domain_id = data["domain_id"]
         self._enforce(ctx, "identity:project:create", Target(domain_id=domain_id))
+        if domain_id is None:
+            raise InvalidRequest(
+                f"parent_id: no project {data['parent_id']!r}", code="parent_not_in_domain"
+            )
         self.get_domain_record(domain_id)
         if self.find_project(project_id=None, name=data["name"], domain_id=domain_id):
             raise Conflict(
                 f"a project named {data['name']!r} exists in this domain", code="project_name_taken"
             )
-        data = dict(data)
         tags = data.pop("tags", None)
         parent_id = data.get("parent_id")
         if parent_id:
             parent = self._session.get(Project, parent_id)
-            if parent is None:
-                raise NotFound(f"no project {parent_id!r}", code="project_not_found")
-            if parent.domain_id != domain_id:
+            # One answer for an unknown parent and another domain's: no probing for ids.
+            if parent is None or parent.domain_id != domain_id:
                 raise InvalidRequest(
-                    "a project's parent must be in the same domain", code="parent_other_domain"
+                    f"parent_id: no project {parent_id!r} in the project's domain",
+                    code="parent_not_in_domain",
                 )
             if len(self._ancestors(parent)) + 1 >= MAX_PROJECT_DEPTH:
                 raise Forbidden("the project hierarchy is too deep", code="project_too_deep")

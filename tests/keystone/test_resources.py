@@ -158,6 +158,16 @@ def test_project_lifecycle_hierarchy_and_tags(api: Api, admin_token: str) -> Non
     ]
     cross = {"project": {"name": "x", "parent_id": root["id"], "domain_id": other["id"]}}
     kerror(kcall(api, "POST", "/v3/projects", admin_token, cross), 400)
+    unknown = {"project": {"name": "x", "parent_id": "f" * 32}}
+    kerror(kcall(api, "POST", "/v3/projects", admin_token, unknown), 400)
+    # Without a domain_id: the parent's domain, or the domain named as the parent.
+    top = {"project": {"name": "top", "parent_id": other["id"]}}
+    made = kok(api, "POST", "/v3/projects", admin_token, top)["project"]
+    assert made["domain_id"] == other["id"] and made["parent_id"] == other["id"]
+    below = {"project": {"name": "below", "parent_id": made["id"]}}
+    assert (
+        kok(api, "POST", "/v3/projects", admin_token, below)["project"]["domain_id"] == other["id"]
+    )
     # Moving is refused as Keystone refuses it.
     move = {"project": {"parent_id": child["id"]}}
     kerror(kcall(api, "PATCH", f"/v3/projects/{root['id']}", admin_token, move), 403)
@@ -337,6 +347,9 @@ def test_a_project_admin_stays_in_the_project(api: Api, admin_token: str) -> Non
         ("POST", "/v3/projects", {"project": {"name": "more"}}),
         ("POST", "/v3/groups", {"group": {"name": "g"}}),
         ("GET", "/v3/domains", None),
+        ("POST", "/v3/projects", {"project": {"name": "c", "parent_id": theirs["id"]}}),
+        ("POST", "/v3/projects", {"project": {"name": "c", "parent_id": "f" * 32}}),
+        ("GET", f"/v3/projects?domain_id={theirs['domain_id']}", None),
     ]:
         response = kcall(api, method, path, token, body)
         assert response.status_code in (403, 404), (method, path, response.get_json())
@@ -344,7 +357,9 @@ def test_a_project_admin_stays_in_the_project(api: Api, admin_token: str) -> Non
     assert (
         kok(api, "GET", f"/v3/projects/{theirs['id']}", admin_token)["project"]["name"] == "theirs"
     )
-    # Its own project it may read and tag.
+    # Its own project it may read and tag; its own projects it may list.
+    mine_only = kok(api, "GET", f"/v3/users/{boss['id']}/projects", token)["projects"]
+    assert [p["id"] for p in mine_only] == [mine["id"]]
     kok(api, "GET", f"/v3/projects/{mine['id']}", token)
     kok(api, "PUT", f"/v3/projects/{mine['id']}/tags/ok", token, {}, status=201)
 

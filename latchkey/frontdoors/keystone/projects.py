@@ -146,15 +146,14 @@ def _project_fields(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
         parent_id = data.get("parent_id")
         if parent_id is not None:
             parent_id = id_field(parent_id, "project.parent_id")
-        if domain_id is None:
-            parent = None
-            if parent_id:
-                parent = services().directory.find_project(
-                    project_id=parent_id, name=None, domain_id=None
-                )
-            domain_id = parent.domain_id if parent is not None else token_domain_id()
-        native["domain_id"] = id_field(domain_id, "project.domain_id")
-        if parent_id and parent_id != native["domain_id"]:
+        if domain_id is None and parent_id and _is_a_domain(parent_id):
+            domain_id = parent_id  # a domain as the parent: a top-level project in it
+        if domain_id is None and not parent_id:
+            domain_id = token_domain_id()
+        if domain_id is not None:
+            domain_id = id_field(domain_id, "project.domain_id")
+        native["domain_id"] = domain_id  # None: the parent's (the service finds it)
+        if parent_id and parent_id != domain_id:
             native["parent_id"] = parent_id  # a domain id as parent: a top-level project
     else:
         for key in ("domain_id", "parent_id"):
