@@ -364,6 +364,82 @@ def test_a_project_admin_stays_in_the_project(api: Api, admin_token: str) -> Non
     kok(api, "PUT", f"/v3/projects/{mine['id']}/tags/ok", token, {}, status=201)
 
 
+def test_a_domain_admin_stays_in_the_domain(api: Api, admin_token: str) -> None:
+    a = kok(api, "POST", "/v3/domains", admin_token, {"domain": {"name": "da"}})["domain"]
+    b = kok(api, "POST", "/v3/domains", admin_token, {"domain": {"name": "db"}})["domain"]
+    b_project = kok(
+        api, "POST", "/v3/projects", admin_token, {"project": {"name": "pb", "domain_id": b["id"]}}
+    )["project"]
+    b_user = kok(
+        api, "POST", "/v3/users", admin_token, {"user": {"name": "ub", "domain_id": b["id"]}}
+    )["user"]
+    b_group = kok(
+        api, "POST", "/v3/groups", admin_token, {"group": {"name": "gb", "domain_id": b["id"]}}
+    )["group"]
+    body = {"user": {"name": "keeper", "domain_id": a["id"], "password": PASSWORD}}
+    keeper = kok(api, "POST", "/v3/users", admin_token, body)["user"]
+    api.ok("PUT", f"/v1/domains/{a['id']}/users/{keeper['id']}/roles/admin", admin_token)
+    token = api.login("keeper", PASSWORD, domain_scope=a["id"], user_domain=a["id"])
+    # Its own domain: new objects land there by default.
+    mine = kok(api, "POST", "/v3/projects", token, {"project": {"name": "pa"}})["project"]
+    assert mine["domain_id"] == a["id"]
+    group = kok(api, "POST", "/v3/groups", token, {"group": {"name": "ga"}})["group"]
+    assert group["domain_id"] == a["id"]
+    assert [p["id"] for p in kok(api, "GET", "/v3/projects", token)["projects"]] == [mine["id"]]
+    for method, path, payload in [
+        ("GET", f"/v3/projects/{b_project['id']}", None),
+        ("PATCH", f"/v3/projects/{b_project['id']}", {"project": {"name": "x"}}),
+        ("DELETE", f"/v3/projects/{b_project['id']}", None),
+        ("GET", f"/v3/projects?domain_id={b['id']}", None),
+        ("POST", "/v3/projects", {"project": {"name": "x", "domain_id": b["id"]}}),
+        ("POST", "/v3/projects", {"project": {"name": "x", "parent_id": b_project["id"]}}),
+        ("POST", "/v3/projects", {"project": {"name": "x", "parent_id": b["id"]}}),
+        ("GET", f"/v3/users/{b_user['id']}", None),
+        ("PATCH", f"/v3/users/{b_user['id']}", {"user": {"enabled": False}}),
+        ("DELETE", f"/v3/users/{b_user['id']}", None),
+        ("GET", f"/v3/users?domain_id={b['id']}", None),
+        ("GET", f"/v3/groups/{b_group['id']}", None),
+        ("PUT", f"/v3/groups/{b_group['id']}/users/{keeper['id']}", None),
+        ("PUT", f"/v3/groups/{group['id']}/users/{b_user['id']}", None),
+        ("GET", f"/v3/domains/{b['id']}", None),
+        ("PATCH", f"/v3/domains/{a['id']}", {"domain": {"enabled": False}}),
+    ]:
+        response = kcall(api, method, path, token, payload)
+        assert response.status_code in (403, 404), (method, path, response.get_json())
+    assert kok(api, "GET", f"/v3/users/{b_user['id']}", admin_token)["user"]["enabled"] is True
+
+
+def test_deleting_a_domain_deletes_what_it_holds(api: Api, admin_token: str) -> None:
+    domain = kok(api, "POST", "/v3/domains", admin_token, {"domain": {"name": "gone"}})["domain"]
+    did = domain["id"]
+    root = kok(
+        api, "POST", "/v3/projects", admin_token, {"project": {"name": "r", "domain_id": did}}
+    )["project"]
+    leaf = kok(
+        api,
+        "POST",
+        "/v3/projects",
+        admin_token,
+        {"project": {"name": "l", "parent_id": root["id"], "tags": ["t"]}},
+    )["project"]
+    user = kok(api, "POST", "/v3/users", admin_token, {"user": {"name": "u", "domain_id": did}})[
+        "user"
+    ]
+    group = kok(api, "POST", "/v3/groups", admin_token, {"group": {"name": "g", "domain_id": did}})[
+        "group"
+    ]
+    kok(api, "PUT", f"/v3/groups/{group['id']}/users/{user['id']}", admin_token)
+    kok(api, "PATCH", f"/v3/domains/{did}", admin_token, {"domain": {"enabled": False}})
+    kok(api, "DELETE", f"/v3/domains/{did}", admin_token)
+    for path in (
+        f"/v3/users/{user['id']}",
+        f"/v3/groups/{group['id']}",
+        f"/v3/projects/{root['id']}",
+        f"/v3/projects/{leaf['id']}",
+    ):
+        kerror(kcall(api, "GET", path, admin_token), 404)
+
+
 def test_restricted_application_credential_changes_nothing(
     client: FlaskClient, api: Api, admin_token: str
 ) -> None:
