@@ -304,8 +304,9 @@ def check_project_tag(project_id: str, tag: str) -> Response:
 
 @blp.route("/v3/projects/<project_id>/tags/<tag>", methods=["PUT"])
 def add_project_tag(project_id: str, tag: str) -> Response:
-    tags = services().directory.add_tag(authenticated(), project_id, tag)
-    response = _tags_response(project_id, tags, 201)
+    services().directory.add_tag(authenticated(), project_id, tag)
+    # 201 with no body, as Keystone (and the API working group's tags guideline) answer.
+    response = Response(status=201)
     response.headers["Location"] = f"{base_url()}/v3/projects/{project_id}/tags/{tag}"
     return response
 
