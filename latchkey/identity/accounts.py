@@ -81,6 +81,15 @@ class Accounts(IdentityServiceBase):
             select(User).where(User.domain_id == domain_id, User.name == name)
         )
 
+    def _check_default_project(self, data: dict[str, Any]) -> None:
+        """Keystone's default project: any existing project (checked after enforcement,
+        so that the answer tells only those allowed which project ids exist)."""
+        project_id = data.get("default_project_id")
+        if project_id is not None and self._session.get(Project, project_id) is None:
+            raise InvalidRequest(
+                "default_project_id names no project", code="default_project_not_found"
+            )
+
     @staticmethod
     def _check_attributes(data: dict[str, Any]) -> None:
         for key, value in (data.get("attributes") or {}).items():
@@ -116,6 +125,7 @@ class Accounts(IdentityServiceBase):
         )
         self._writable_domain(domain_id)
         self._check_attributes(data)
+        self._check_default_project(data)
         data = dict(data)
         password = data.pop("password", None)
         kind = data.setdefault("kind", HUMAN)
@@ -222,6 +232,7 @@ class Accounts(IdentityServiceBase):
         user = self._enforced_user(ctx, "identity:user:update", user_id)
         self._writable_domain(user.domain_id)
         self._check_attributes(data)
+        self._check_default_project(data)
         data = dict(data)
         password = data.pop("password", None)
         if password is not None:

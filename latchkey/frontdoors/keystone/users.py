@@ -105,13 +105,8 @@ def _user_fields(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
         native["password"] = _password(data["password"], "user.password")
     if "default_project_id" in data:
         project_id = data["default_project_id"]
-        if project_id is not None:
+        if project_id is not None:  # that it exists, the service checks once it may
             project_id = id_field(project_id, "user.default_project_id")
-            found = services().directory.find_project(
-                project_id=project_id, name=None, domain_id=None
-            )
-            if found is None:
-                raise InvalidRequest("user.default_project_id names no project")
         native["default_project_id"] = project_id
     extra = split_extra(data, USER_FIELDS, "user")
     if extra or creating:
