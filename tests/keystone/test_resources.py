@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from tests.attacks.test_bad_input_500 import JSON_VALUES, _paths, _replace
 from tests.conftest import Api
 from tests.integration.test_openstack_clients import (  # the fixtures: latchkey, openstack_venv
     Served,
@@ -616,3 +620,56 @@ def test_openstack_client_resources(
     openstack(*run, "domain", "set", "--disable", "cli-dom")
     openstack(*run, "domain", "delete", "cli-dom")
     assert "cli-dom" not in [row["Name"] for row in openstack_json(*run, "domain", "list")]
+
+
+def test_resource_bodies_with_any_value_anywhere_are_never_a_5xx(sqlite_app: Flask) -> None:
+    client = sqlite_app.test_client()  # fails on any 5xx
+    api = Api(client)
+    token = api.admin_token()
+    project = kok(api, "POST", "/v3/projects", token, {"project": {"name": "fuzz"}})["project"]
+    user = kok(api, "POST", "/v3/users", token, {"user": {"name": "fuzz"}})["user"]
+    group = kok(api, "POST", "/v3/groups", token, {"group": {"name": "fuzz"}})["group"]
+    domain = {"name": "d", "description": "x", "enabled": True, "tags": ["a"], "options": {}}
+    targets = [
+        ("POST", "/v3/domains", {"domain": domain}),
+        ("PATCH", "/v3/domains/default", {"domain": {"description": "x", "k": "v"}}),
+        (
+            "POST",
+            "/v3/projects",
+            {"project": {"name": "p", "parent_id": project["id"], "tags": ["a"], "k": 1}},
+        ),
+        ("PATCH", f"/v3/projects/{project['id']}", {"project": {"name": "q", "tags": ["b"]}}),
+        ("PUT", f"/v3/projects/{project['id']}/tags", {"tags": ["a", "b"]}),
+        (
+            "POST",
+            "/v3/users",
+            {
+                "user": {
+                    "name": "u",
+                    "password": PASSWORD,
+                    "email": "e",
+                    "default_project_id": project["id"],
+                    "enabled": True,
+                }
+            },
+        ),
+        ("PATCH", f"/v3/users/{user['id']}", {"user": {"email": "e", "k": [1]}}),
+        (
+            "POST",
+            f"/v3/users/{user['id']}/password",
+            {"user": {"original_password": PASSWORD, "password": PASSWORD}},
+        ),
+        ("POST", "/v3/groups", {"group": {"name": "g", "description": "d"}}),
+        ("PATCH", f"/v3/groups/{group['id']}", {"group": {"name": "h"}}),
+    ]
+
+    @given(which=st.sampled_from(targets), data=st.data())
+    @settings(max_examples=200, deadline=None, derandomize=True, database=None)
+    def probe(which: tuple[str, str, dict[str, Any]], data: st.DataObject) -> None:
+        method, path, template = which
+        where = data.draw(st.sampled_from(_paths(template)))
+        body = _replace(template, where, data.draw(JSON_VALUES))
+        response = kcall(api, method, path, token, body)
+        assert response.status_code < 500, (method, path, body)
+
+    probe()
