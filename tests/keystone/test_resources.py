@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from tests.attacks.test_bad_input_500 import JSON_VALUES, _paths, _replace
 from tests.conftest import Api
+from tests.integration.test_ldap import create_domain, example_options
 from tests.integration.test_openstack_clients import (  # the fixtures: latchkey, openstack_venv
     Served,
     latchkey,  # noqa: F401
@@ -20,6 +21,7 @@ from tests.integration.test_openstack_clients import (  # the fixtures: latchkey
     openstack_venv,  # noqa: F401
     password_env,
 )
+from tests.ldap_server import Slapd
 
 PASSWORD = "correct horse battery staple 1"
 
@@ -673,3 +675,36 @@ def test_resource_bodies_with_any_value_anywhere_are_never_a_5xx(sqlite_app: Fla
         assert response.status_code < 500, (method, path, body)
 
     probe()
+
+
+def test_ldap_domains_are_read_only_and_listed(api: Api, admin_token: str, slapd_up: Slapd) -> None:
+    ldap = create_domain(api, admin_token, "corp-ldap", example_options(slapd_up))
+    did = ldap["id"]
+    shown = kok(api, "GET", f"/v3/domains/{did}", admin_token)["domain"]
+    assert shown["name"] == "corp-ldap" and "ldap" not in shown
+    users = kok(api, "GET", f"/v3/users?domain_id={did}", admin_token)["users"]
+    assert users and all(u["domain_id"] == did and "password" not in u for u in users)
+    groups = kok(api, "GET", f"/v3/groups?domain_id={did}", admin_token)["groups"]
+    assert groups and all(g["domain_id"] == did for g in groups)
+    user, group = users[0], groups[0]
+    assert kok(api, "GET", f"/v3/users/{user['id']}", admin_token)["user"]["id"] == user["id"]
+    members = kok(api, "GET", f"/v3/groups/{group['id']}/users", admin_token)["users"]
+    assert all(m["domain_id"] == did for m in members)
+    writes = [
+        ("POST", "/v3/users", {"user": {"name": "mallory", "domain_id": did}}),
+        ("PATCH", f"/v3/users/{user['id']}", {"user": {"enabled": False}}),
+        ("DELETE", f"/v3/users/{user['id']}", None),
+        (
+            "POST",
+            f"/v3/users/{user['id']}/password",
+            {"user": {"original_password": "whatever-it-is", "password": "x" * 16}},
+        ),
+        ("POST", "/v3/groups", {"group": {"name": "hackers", "domain_id": did}}),
+        ("PATCH", f"/v3/groups/{group['id']}", {"group": {"name": "renamed"}}),
+        ("DELETE", f"/v3/groups/{group['id']}", None),
+        ("PUT", f"/v3/groups/{group['id']}/users/{user['id']}", None),
+    ]
+    for method, path, body in writes:
+        error = kerror(kcall(api, method, path, admin_token, body), 403)
+        assert "read-only" in error["message"], (method, path, error)
+    assert kok(api, "GET", f"/v3/users/{user['id']}", admin_token)["user"]["enabled"] is True
