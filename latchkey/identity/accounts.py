@@ -81,6 +81,15 @@ class Accounts(IdentityServiceBase):
             select(User).where(User.domain_id == domain_id, User.name == name)
         )
 
+    def _check_default_project(self, data: dict[str, Any]) -> None:
+        """Keystone's default project: any existing project (checked after enforcement,
+        so that the answer tells only those allowed which project ids exist)."""
+        project_id = data.get("default_project_id")
+        if project_id is not None and self._session.get(Project, project_id) is None:
+            raise InvalidRequest(
+                "default_project_id names no project", code="default_project_not_found"
+            )
+
     @staticmethod
     def _check_attributes(data: dict[str, Any]) -> None:
         for key, value in (data.get("attributes") or {}).items():
@@ -116,6 +125,7 @@ class Accounts(IdentityServiceBase):
         )
         self._writable_domain(domain_id)
         self._check_attributes(data)
+        self._check_default_project(data)
         data = dict(data)
         password = data.pop("password", None)
         kind = data.setdefault("kind", HUMAN)
@@ -185,6 +195,7 @@ class Accounts(IdentityServiceBase):
         marker: str | None,
         limit: int | None,
         owner_project_id: str | None = None,
+        enabled: bool | None = None,
     ) -> Page[User]:
         if owner_project_id:
             # A project's members list the application accounts it owns.
@@ -213,12 +224,15 @@ class Accounts(IdentityServiceBase):
             query = query.where(User.name == name)
         if kind:
             query = query.where(User.kind == kind)
+        if enabled is not None:
+            query = query.where(User.enabled == enabled)
         return self._page(query, User.id, marker, limit)
 
     def update_user(self, ctx: CallContext, user_id: str, data: dict[str, Any]) -> User:
         user = self._enforced_user(ctx, "identity:user:update", user_id)
         self._writable_domain(user.domain_id)
         self._check_attributes(data)
+        self._check_default_project(data)
         data = dict(data)
         password = data.pop("password", None)
         if password is not None:
@@ -282,6 +296,25 @@ class Accounts(IdentityServiceBase):
         )
         query = select(Project).where(Project.id.in_(project_ids)).order_by(Project.name)
         return list(self._session.scalars(query))
+
+    def list_user_groups(self, ctx: CallContext, user_id: str) -> list[Group]:
+        """The groups the user is a member of (LDAP users: as the directory last said)."""
+        user = self._enforced_user(ctx, "identity:user:list_groups", user_id)
+        group_ids = select(GroupMembership.group_id).where(GroupMembership.user_id == user.id)
+        directory_groups = list(user.directory_group_ids or [])
+        query = (
+            select(Group)
+            .where(Group.id.in_(group_ids) | Group.id.in_(directory_groups))
+            .order_by(Group.name)
+        )
+        return list(self._session.scalars(query))
+
+    def is_member(self, ctx: CallContext, group_id: str, user_id: str) -> bool:
+        group = self._enforced_group(ctx, "identity:group:list_members", group_id)
+        if self._session.get(GroupMembership, (group.id, user_id)) is not None:
+            return True
+        user = self._session.get(User, user_id)
+        return user is not None and group.id in (user.directory_group_ids or [])
 
     def _set_password(self, user: User, password: str) -> None:
         self._hasher.check_policy(password)

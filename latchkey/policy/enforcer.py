@@ -129,6 +129,7 @@ RULES: dict[str, Rule] = {
     "identity:user:delete": Rule(PROJECT, ADMIN),
     "identity:user:change_password": Rule(CLOUD, ADMIN, self_allowed=True),
     "identity:user:list_projects": Rule(DOMAIN, READER, self_allowed=True),
+    "identity:user:list_groups": Rule(DOMAIN, READER, self_allowed=True),  # Keystone /v3
     "identity:group:create": Rule(DOMAIN, ADMIN),
     "identity:group:list": Rule(DOMAIN, READER),
     "identity:group:get": Rule(DOMAIN, READER),

@@ -89,6 +89,15 @@ BODIES: dict[tuple[str, str], Any] = {
     },
     ("application_credentials.add_secret", "POST"): {},
     ("keystone.create_credential", "POST"): {"application_credential": {"name": "oracle"}},
+    # Keystone domains, projects, users and groups (issue 14).
+    ("keystone.update_domain", "PATCH"): {"domain": {"description": "x"}},
+    ("keystone.update_project", "PATCH"): {"project": {"description": "x"}},
+    ("keystone.replace_project_tags", "PUT"): {"tags": ["x"]},
+    ("keystone.update_user", "PATCH"): {"user": {"description": "x"}},
+    ("keystone.update_group", "PATCH"): {"group": {"description": "x"}},
+    ("keystone.change_password", "POST"): {
+        "user": {"original_password": PASSWORD, "password": PASSWORD + "-new"}
+    },
 }
 NO_BODY = {"GET", "DELETE", "HEAD"}
 # PUT endpoints whose every input is in the path.
@@ -101,6 +110,8 @@ PATH_ONLY = {
     "identity.domain_group_role",
     "policy.activate_policy",
     "policy.activate_domain_policy",
+    "keystone.add_group_user",
+    "keystone.add_project_tag",
 }
 
 
@@ -168,6 +179,7 @@ def world(app: Flask, api: Api, admin_token: str) -> World:
         "version": "1",
         "rule_id": rule_id,
         "tenant_secret_id": secret,
+        "tag": "oracle-tag",
     }
     existing = {
         kind: {

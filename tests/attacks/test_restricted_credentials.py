@@ -290,6 +290,7 @@ MAY_PERFORM = {
     "identity:user:get",
     "identity:user:list",
     "identity:user:list_projects",
+    "identity:user:list_groups",
     "policy:decision:on_behalf",
     "policy:domain_policy:get",
     "policy:domain_policy:validate",

@@ -374,7 +374,7 @@ def test_routing_errors_are_keystone_shaped_under_v3(client: FlaskClient) -> Non
             }
         }
         assert "GET" in response.headers["Allow"]
-    missing = client.get("/v3/users", headers=auth)
+    missing = client.get("/v3/no-such-thing", headers=auth)
     assert missing.status_code == 404
     assert missing.get_json()["error"] == {
         "code": 404,
