@@ -4,7 +4,13 @@ Each module registers its routes on the one blueprint of ``common``; importing
 the package registers them all.
 """
 
-from latchkey.frontdoors.keystone import application_credentials, catalog, tokens
+from latchkey.frontdoors.keystone import (
+    application_credentials,
+    assignments,
+    catalog,
+    roles,
+    tokens,
+)
 from latchkey.frontdoors.keystone.common import blp
 
-__all__ = ["application_credentials", "blp", "catalog", "tokens"]
+__all__ = ["application_credentials", "assignments", "blp", "catalog", "roles", "tokens"]
