@@ -58,6 +58,10 @@ PUBLIC = {
 # Objects any holder of `reader` may read (rules `identity:role:get`,
 # `identity:service:get` at scope "any"): 200 for one that exists, 404 otherwise.
 READABLE_BY_EVERY_READER = {("identity.RoleView", "GET"), ("policy.ServiceView", "GET")}
+READABLE_BY_EVERY_READER |= {  # Keystone's roles (issue 14)
+    ("keystone.get_role", "GET"),
+    ("keystone.list_implied_roles", "GET"),
+}
 
 SERVICE = {
     "type": "oracle",
@@ -89,6 +93,7 @@ BODIES: dict[tuple[str, str], Any] = {
     },
     ("application_credentials.add_secret", "POST"): {},
     ("keystone.create_credential", "POST"): {"application_credential": {"name": "oracle"}},
+    ("keystone.update_role", "PATCH"): {"role": {"description": "x"}},
 }
 NO_BODY = {"GET", "DELETE", "HEAD"}
 # PUT endpoints whose every input is in the path.
@@ -101,6 +106,15 @@ PATH_ONLY = {
     "identity.domain_group_role",
     "policy.activate_policy",
     "policy.activate_domain_policy",
+}
+PATH_ONLY |= {  # Keystone's grants and implied roles (issue 14)
+    "keystone.create_implied_role",
+    *(
+        f"keystone.grant_{inherited}{scope}_{actor}"
+        for inherited in ("", "inherited_")
+        for scope in ("project", "domain", "system")
+        for actor in ("user", "group")
+    ),
 }
 
 

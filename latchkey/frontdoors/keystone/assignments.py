@@ -86,19 +86,26 @@ def _register(scope_type: str, actor_type: str, inherited: bool) -> None:
     prefix = "/v3/OS-INHERIT" if inherited else "/v3"
     suffix = "/inherited_to_projects" if inherited else ""
     name = f"{'inherited_' if inherited else ''}{scope_type}_{actor_type}"
+    # Parameters named after what they hold (project_id, group_id, ...), as elsewhere.
+    actor = f"{actor_type}_id"
     if scope_type == SYSTEM:
-        base = f"{prefix}/system/{actor_type}s/<actor_id>/roles"
+        base = f"{prefix}/system/{actor_type}s/<{actor}>/roles"
     else:
-        base = f"{prefix}/{scope_type}s/<scope_id>/{actor_type}s/<actor_id>/roles"
+        base = f"{prefix}/{scope_type}s/<{scope_type}_id>/{actor_type}s/<{actor}>/roles"
 
-    def one(actor_id: str, role_id: str, scope_id: str = SYSTEM_ALL) -> Response:
-        return _one_grant(scope_type, scope_id, actor_type, actor_id, role_id, inherited)
+    def ids(values: dict[str, str]) -> tuple[str, str]:
+        return values.get(f"{scope_type}_id", SYSTEM_ALL), values[actor]
 
-    def listing(actor_id: str, scope_id: str = SYSTEM_ALL) -> Response:
+    def one(role: str, **values: str) -> Response:
+        scope_id, actor_id = ids(values)
+        return _one_grant(scope_type, scope_id, actor_type, actor_id, role, inherited)
+
+    def listing(**values: str) -> Response:
+        scope_id, actor_id = ids(values)
         return _grant_list(scope_type, scope_id, actor_type, actor_id, inherited)
 
     blp.add_url_rule(
-        f"{base}/<role_id>{suffix}",
+        f"{base}/<role>{suffix}",
         endpoint=f"grant_{name}",
         view_func=one,
         methods=["PUT", "GET", "HEAD", "DELETE"],

@@ -124,13 +124,13 @@ def create_role() -> Response:
     return response
 
 
-@blp.route("/v3/roles/<role_id>", methods=["GET"])
-def get_role(role_id: str) -> Response:
-    return jsonify({"role": role_body(services().roles.get_role(authenticated(), role_id))})
+@blp.route("/v3/roles/<role>", methods=["GET"])
+def get_role(role: str) -> Response:
+    return jsonify({"role": role_body(services().roles.get_role(authenticated(), role))})
 
 
-@blp.route("/v3/roles/<role_id>", methods=["PATCH"])
-def update_role(role_id: str) -> Response:
+@blp.route("/v3/roles/<role>", methods=["PATCH"])
+def update_role(role: str) -> Response:
     ctx = authenticated()
     data = obj(json_body().get("role"), "role")
     _options(data)
@@ -140,16 +140,15 @@ def update_role(role_id: str) -> Response:
     if "description" in data:
         changes["description"] = _optional_text(data, "description") or ""
     if "domain_id" in data:
-        current = services().roles.get_role(ctx, role_id)
+        current = services().roles.get_role(ctx, role)
         if (data["domain_id"] or None) != current.domain_id:
             raise InvalidRequest("a role's domain_id cannot change")
-    role = services().roles.update_role(ctx, role_id, changes)
-    return jsonify({"role": role_body(role)})
+    return jsonify({"role": role_body(services().roles.update_role(ctx, role, changes))})
 
 
-@blp.route("/v3/roles/<role_id>", methods=["DELETE"])
-def delete_role(role_id: str) -> Response:
-    services().roles.delete_role(authenticated(), role_id)
+@blp.route("/v3/roles/<role>", methods=["DELETE"])
+def delete_role(role: str) -> Response:
+    services().roles.delete_role(authenticated(), role)
     return Response(status=204)
 
 
@@ -163,38 +162,37 @@ def _inference(prior: Role, implied: Role) -> dict[str, Any]:
     }
 
 
-@blp.route("/v3/roles/<prior_id>/implies/<implied_id>", methods=["PUT"])
-def create_implied_role(prior_id: str, implied_id: str) -> Response:
-    prior, implied = services().roles.imply(authenticated(), prior_id, implied_id)
-    response = jsonify(_inference(prior, implied))
+@blp.route("/v3/roles/<prior>/implies/<implied>", methods=["PUT"])
+def create_implied_role(prior: str, implied: str) -> Response:
+    response = jsonify(_inference(*services().roles.imply(authenticated(), prior, implied)))
     response.status_code = 201
     return response
 
 
-@blp.route("/v3/roles/<prior_id>/implies/<implied_id>", methods=["GET", "HEAD"])
-def get_implied_role(prior_id: str, implied_id: str) -> Response:
-    prior, implied = services().roles.get_implication(authenticated(), prior_id, implied_id)
+@blp.route("/v3/roles/<prior>/implies/<implied>", methods=["GET", "HEAD"])
+def get_implied_role(prior: str, implied: str) -> Response:
+    pair = services().roles.get_implication(authenticated(), prior, implied)
     if request.method == "HEAD":
         return Response(status=204)
-    return jsonify(_inference(prior, implied))
+    return jsonify(_inference(*pair))
 
 
-@blp.route("/v3/roles/<prior_id>/implies/<implied_id>", methods=["DELETE"])
-def delete_implied_role(prior_id: str, implied_id: str) -> Response:
-    services().roles.unimply(authenticated(), prior_id, implied_id)
+@blp.route("/v3/roles/<prior>/implies/<implied>", methods=["DELETE"])
+def delete_implied_role(prior: str, implied: str) -> Response:
+    services().roles.unimply(authenticated(), prior, implied)
     return Response(status=204)
 
 
-@blp.route("/v3/roles/<prior_id>/implies", methods=["GET", "HEAD"])
-def list_implied_roles(prior_id: str) -> Response:
-    prior, implied = services().roles.implied_by(authenticated(), prior_id)
+@blp.route("/v3/roles/<prior>/implies", methods=["GET", "HEAD"])
+def list_implied_roles(prior: str) -> Response:
+    prior_role, implied = services().roles.implied_by(authenticated(), prior)
     return jsonify(
         {
             "role_inference": {
-                "prior_role": _role_ref(prior),
+                "prior_role": _role_ref(prior_role),
                 "implies": [_role_ref(r) for r in implied],
             },
-            "links": {"self": f"{role_url(prior.id)}/implies"},
+            "links": {"self": f"{role_url(prior_role.id)}/implies"},
         }
     )
 
