@@ -614,6 +614,7 @@ class Roles(IdentityServiceBase):
                 below = {p for p, (domain, _) in projects.items() if domain == a.scope_id}
             else:
                 below = _descendants(projects, a.scope_id)
+            below -= self._admin_project_ids()
             reached += [
                 replace(
                     a,
@@ -637,6 +638,11 @@ class Roles(IdentityServiceBase):
                 for implied in sorted(closure.get(a.role_id, ()))
             ]
         return result
+
+    def _admin_project_ids(self) -> set[str]:
+        """Never reached by an inherited grant: who administers the cloud is granted
+        there by name (docs/decisions.md)."""
+        return set(self._session.scalars(select(Project.id).where(Project.is_admin_project)))
 
     def _project_tree(self) -> dict[str, tuple[str, str | None]]:
         """Project id -> (domain id, parent id), for inheritance."""
@@ -692,9 +698,10 @@ class Roles(IdentityServiceBase):
         it), an unknown actor lies in no domain the caller manages (``UNKNOWN``), so
         the unauthorized learn nothing from the answer (docs/decisions.md).
 
-        System grants are the cloud's: ``privileged``. So is an inherited grant that
-        reaches the operators' admin project (on its domain, or a project above it):
-        it would make its holder a cloud administrator."""
+        System grants are the cloud's: ``privileged``. An inherited grant never
+        reaches the operators' admin project (``_expand``, ``_effective_role_names``),
+        so it needs no more than a grant on its target.
+        """
         role = self._session.get(Role, role_ref) or self._session.scalar(
             select(Role).where(Role.name == role_ref)
         )
@@ -709,37 +716,15 @@ class Roles(IdentityServiceBase):
             return Target(role=role_name, privileged=True, other_domain_id=actor_domain)
         if scope_type == PROJECT:
             project = self._directory.find_project(project_id=scope_id, name=None, domain_id=None)
-            privileged = bool(project and project.is_admin_project)
-            if inherited and project is not None:
-                privileged = privileged or self._reaches_admin_project(
-                    _descendants(self._project_tree(), project.id)
-                )
             return Target(
                 domain_id=project.domain_id if project else None,
                 project_id=scope_id,
                 role=role_name,
-                privileged=privileged,
+                privileged=bool(project and project.is_admin_project),
                 other_domain_id=actor_domain,
                 attributes={"role": role_name, "actor_type": actor_type},
             )
-        privileged = inherited and self._reaches_admin_project(
-            {p for p, (domain, _) in self._project_tree().items() if domain == scope_id}
-        )
-        return Target(
-            domain_id=scope_id, role=role_name, privileged=privileged, other_domain_id=actor_domain
-        )
-
-    def _reaches_admin_project(self, project_ids: set[str]) -> bool:
-        if not project_ids:
-            return False
-        return (
-            self._session.scalar(
-                select(Project.id).where(
-                    Project.id.in_(sorted(project_ids)), Project.is_admin_project == true()
-                )
-            )
-            is not None
-        )
+        return Target(domain_id=scope_id, role=role_name, other_domain_id=actor_domain)
 
     def _grants_target(
         self, scope_type: str, scope_id: str, actor_type: str, actor_id: str
@@ -834,7 +819,12 @@ def _effective_role_names(scope_type: str) -> Select[str]:
         )
         above = above.union(select(Project.parent_id).where(Project.id == above.c.id))
         project_domain = select(Project.domain_id).where(Project.id == scope_id).scalar_subquery()
-        inherited = RoleAssignment.inherited == true()
+        # Inherited grants never reach the operators' admin project.
+        not_admin = (
+            select(Project.is_admin_project).where(Project.id == scope_id).scalar_subquery()
+            == false()
+        )
+        inherited = and_(RoleAssignment.inherited == true(), not_admin)
         on_target = or_(
             and_(RoleAssignment.project_id == scope_id, direct),
             and_(RoleAssignment.domain_id == project_domain, inherited),

@@ -432,6 +432,18 @@ def test_inherited_project_grant_reaches_the_subtree_only(v3: V3) -> None:
     assert v3.ok("GET", query)["role_assignments"] == []
 
 
+def test_inheritance_never_reaches_the_admin_project(v3: V3) -> None:
+    other = v3.project("other")
+    user = v3.user("alice")
+    admin = v3.ok("GET", "/v3/roles?name=admin")["roles"][0]
+    grant = f"/v3/OS-INHERIT/domains/default/users/{user}/roles/{admin['id']}/inherited_to_projects"
+    v3.ok("PUT", grant)
+    assert v3.token_roles(v3.auth("alice", PASSWORD, project="other")) >= {"admin"}
+    assert v3.auth("alice", PASSWORD, project="admin").status_code == 401
+    found = v3.ok("GET", f"/v3/role_assignments?effective&user.id={user}")["role_assignments"]
+    assert {a["scope"]["project"]["id"] for a in found} == {other}
+
+
 # -- role assignments ---------------------------------------------------------------------
 
 
