@@ -179,7 +179,7 @@ class Roles(IdentityServiceBase):
     def delete_role(self, ctx: CallContext, ref: str) -> None:
         self._enforce(ctx, "identity:role:delete", Target())
         role = self.find_role(ref)
-        for user_id in self._holders(role.id):
+        for user_id in self._holders_or_implied(role.id):
             self._revocations.add(USER, user_id)
         self._session.delete(role)
         self._record_change(
@@ -245,7 +245,7 @@ class Roles(IdentityServiceBase):
         implication = self._session.get(RoleImplication, (prior.id, implied.id))
         if implication is None:
             raise NotFound("no such implication", code="role_implication_not_found")
-        for user_id in self._holders(prior.id):
+        for user_id in self._holders_or_implied(prior.id):
             self._revocations.add(USER, user_id)
         self._session.delete(implication)
         self._record_change(

@@ -300,6 +300,24 @@ def test_effective_assignments_follow_implications(v3: V3) -> None:
     assert [x["role"]["id"] for x in v3.ok("GET", query)["role_assignments"]] == [a["id"]]
 
 
+def test_removing_an_implication_revokes_tokens_that_hold_it_transitively(v3: V3) -> None:
+    p1 = v3.project("p2")
+    user = v3.user("alice")
+    a, b, c = v3.role("ra"), v3.role("rb"), v3.role("rc")
+    v3.ok("PUT", f"/v3/roles/{a['id']}/implies/{b['id']}", status=201)
+    v3.ok("PUT", f"/v3/roles/{b['id']}/implies/{c['id']}", status=201)
+    v3.ok("PUT", f"/v3/projects/{p1}/users/{user}/roles/{a['id']}")
+    issued = v3.auth("alice", PASSWORD, project="p2")
+    assert v3.token_roles(issued) == {"ra", "rb", "rc"}
+    token = issued.headers["X-Subject-Token"]
+    v3.ok("DELETE", f"/v3/roles/{b['id']}/implies/{c['id']}")
+    response = v3.client.get(
+        "/v3/auth/tokens", headers={"X-Auth-Token": v3.admin, "X-Subject-Token": token}
+    )
+    assert response.status_code == 404
+    assert v3.token_roles(v3.auth("alice", PASSWORD, project="p2")) == {"ra", "rb"}
+
+
 # -- grants -------------------------------------------------------------------------------
 
 
