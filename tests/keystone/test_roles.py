@@ -3,6 +3,7 @@ role assignments, with the test client (both backends)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,14 @@ from werkzeug.test import TestResponse
 from latchkey.db import db
 from latchkey.identity.models import Project
 from tests.conftest import ADMIN_PASSWORD
+from tests.integration.test_openstack_clients import (  # noqa: F401 (the fixtures)
+    Served,
+    latchkey,
+    openstack,
+    openstack_json,
+    openstack_venv,
+    password_env,
+)
 
 PASSWORD = "a-long-enough-password-1"
 
@@ -652,3 +661,42 @@ def _user_id(v3: V3, token: str) -> str:
     )
     assert response.status_code == 200, response.get_json()
     return str(response.get_json()["token"]["user"]["id"])
+
+
+# -- python-openstackclient -----------------------------------------------------------------
+
+
+def test_openstack_role_commands(
+    openstack_venv: Path,  # noqa: F811 (the fixture imported above)
+    latchkey: Served,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """`openstack role *`, `implied role *`, `role assignment list` from .venv-openstack.
+
+    (`role add/remove` resolve users and projects by name through the /v3 directory;
+    their HTTP calls are the grants above.)"""
+    run = (openstack_venv, tmp_path, password_env(latchkey))
+    created = openstack_json(*run, "role", "create", "cli-role", "--description", "from the CLI")
+    assert created["name"] == "cli-role" and created["description"] == "from the CLI"
+    assert "cli-role" in [row["Name"] for row in openstack_json(*run, "role", "list")]
+    assert openstack_json(*run, "role", "show", created["id"])["name"] == "cli-role"
+    openstack(*run, "role", "set", created["id"], "--name", "cli-role-2")
+    assert openstack_json(*run, "role", "show", created["id"])["name"] == "cli-role-2"
+
+    openstack(*run, "implied", "role", "create", "cli-role-2", "--implied-role", "reader")
+    rules = openstack_json(*run, "implied", "role", "list")
+    assert {"Prior Role Name": "cli-role-2", "Implied Role Name": "reader"}.items() <= next(
+        r for r in rules if r["Prior Role Name"] == "cli-role-2"
+    ).items()
+
+    names = openstack_json(*run, "role", "assignment", "list", "--names", "--effective")
+    assert {
+        (row["Role"], row["User"], row["Project"])
+        for row in names
+        if row["Project"] == "admin@Default"
+    } >= {("admin", "admin@Default", "admin@Default"), ("reader", "admin@Default", "admin@Default")}
+    assert openstack_json(*run, "role", "assignment", "list", "--system", "all") == []
+
+    openstack(*run, "implied", "role", "delete", "cli-role-2", "--implied-role", "reader")
+    openstack(*run, "role", "delete", "cli-role-2")
+    assert "cli-role-2" not in [row["Name"] for row in openstack_json(*run, "role", "list")]
