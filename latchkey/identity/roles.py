@@ -698,9 +698,10 @@ class Roles(IdentityServiceBase):
         it), an unknown actor lies in no domain the caller manages (``UNKNOWN``), so
         the unauthorized learn nothing from the answer (docs/decisions.md).
 
-        System grants are the cloud's: ``privileged``. An inherited grant never
-        reaches the operators' admin project (``_expand``, ``_effective_role_names``),
-        so it needs no more than a grant on its target.
+        System grants are the cloud's: ``privileged``. An inherited grant on a project
+        gives roles on other projects (those below it): a project admin may not make
+        one, its domain's admins may. An inherited grant never reaches the operators'
+        admin project (``_expand``, ``_effective_role_names``).
         """
         role = self._session.get(Role, role_ref) or self._session.scalar(
             select(Role).where(Role.name == role_ref)
@@ -718,7 +719,8 @@ class Roles(IdentityServiceBase):
             project = self._directory.find_project(project_id=scope_id, name=None, domain_id=None)
             return Target(
                 domain_id=project.domain_id if project else None,
-                project_id=scope_id,
+                # Inherited: the projects below, not this one: its domain's admins'.
+                project_id=None if inherited else scope_id,
                 role=role_name,
                 privileged=bool(project and project.is_admin_project),
                 other_domain_id=actor_domain,

@@ -583,6 +583,12 @@ def test_a_project_admin_stays_in_its_project(v3: V3, tenant: dict[str, Any]) ->
             f"/v3/OS-INHERIT/projects/{tenant['p2']}/users/{victim}/roles/{member}"
             "/inherited_to_projects",
         ),
+        # its own project's subtree: other projects
+        (
+            "PUT",
+            f"/v3/OS-INHERIT/projects/{tenant['p1']}/users/{victim}/roles/{member}"
+            "/inherited_to_projects",
+        ),
         ("POST", "/v3/roles"),
         ("PATCH", f"/v3/roles/{member}"),
         ("DELETE", f"/v3/roles/{member}"),
