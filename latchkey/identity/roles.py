@@ -555,6 +555,33 @@ class Roles(IdentityServiceBase):
         }
         return set(self._session.scalars(_effective_role_names(SYSTEM), params))
 
+    def effective_project_ids(
+        self, user_id: str, *, directory_group_ids: Sequence[str] = ()
+    ) -> set[str]:
+        """Every project on which the user holds a role that would be in a token:
+        directly, through groups, inherited from a domain or a project above (for
+        Keystone's ``/v3/users/{id}/projects`` and ``/v3/auth/projects``). No
+        authorization: the callers authorize."""
+        groups = select(GroupMembership.group_id).where(GroupMembership.user_id == user_id)
+        rows = self._session.scalars(
+            select(RoleAssignment).where(
+                or_(
+                    RoleAssignment.user_id == user_id,
+                    RoleAssignment.group_id.in_(groups),
+                    RoleAssignment.group_id.in_(list(directory_group_ids)),
+                ),
+                RoleAssignment.system.is_(None),
+            )
+        )
+        roles = {r.id: r for r in self._session.scalars(select(Role))}
+        names = {r.id: r.name for r in roles.values()}
+        direct = [replace(_assignment(row, names), group_id=None) for row in rows]
+        return {
+            a.scope_id
+            for a in self._expand(direct, names, only_user=None)
+            if a.scope_type == PROJECT and roles[a.role_id].domain_id is None
+        }
+
     def expand_names(self, names: set[str]) -> set[str]:
         """The given role names plus every role they imply."""
         by_name = {r.name: r.id for r in self._session.scalars(select(Role))}

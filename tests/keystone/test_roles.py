@@ -454,6 +454,9 @@ def test_inherited_project_grant_reaches_the_subtree_only(v3: V3) -> None:
         "GET", f"/v3/role_assignments?scope.project.id={parent}&include_subtree=true&effective"
     )["role_assignments"]
     assert {a["scope"]["project"]["id"] for a in subtree} == {child, grandchild}
+    with v3.app.app_context():
+        found = v3.app.extensions["latchkey"].roles.effective_project_ids(user)
+        assert found == {child, grandchild}
     v3.ok("DELETE", grant)
     query = f"/v3/role_assignments?effective&user.id={user}&scope.project.id={grandchild}"
     assert v3.ok("GET", query)["role_assignments"] == []
