@@ -27,7 +27,7 @@ from latchkey.identity.models import (
 )
 from latchkey.identity.revocations import USER
 from latchkey.policy.context import CallContext
-from latchkey.policy.enforcer import UNKNOWN, Target
+from latchkey.policy.enforcer import RULES, UNKNOWN, Target
 
 PROJECT, DOMAIN, SYSTEM = "project", "domain", "system"
 SYSTEM_ALL = "all"  # Keystone's only system target
@@ -73,6 +73,10 @@ class Assignment:
 
 
 ROLE_IDS_SECONDS = 60.0
+# The roles the enforcer's rules name (admin, reader, service): never renamed.
+_ENFORCED_ROLES = frozenset(
+    name for rule in RULES.values() for name in (rule.role, rule.also_role) if name
+)
 
 
 class Roles(IdentityServiceBase):
@@ -159,6 +163,12 @@ class Roles(IdentityServiceBase):
         role = self.find_role(ref)
         new_name = changes.get("name")
         renamed = new_name is not None and new_name != role.name
+        if renamed and role.name in _ENFORCED_ROLES:
+            # Like Keystone's immutable roles: the rule table names it.
+            raise Forbidden(
+                f"the role {role.name!r} is named by Latchkey's rules and keeps its name",
+                code="role_protected",
+            )
         if renamed and self._session.scalar(select(Role.id).where(Role.name == new_name)):
             raise Conflict(f"a role named {new_name!r} exists", code="role_name_taken")
         if renamed:

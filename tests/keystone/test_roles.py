@@ -186,6 +186,9 @@ def test_role_create_show_list_update_delete(v3: V3) -> None:
 
     v3.refused("POST", "/v3/roles", 409, {"role": {"name": "watcher"}})
     v3.refused("PATCH", f"/v3/roles/{role['id']}", 409, {"role": {"name": "admin"}})
+    admin = v3.ok("GET", "/v3/roles?name=admin")["roles"][0]
+    v3.refused("PATCH", f"/v3/roles/{admin['id']}", 403, {"role": {"name": "boss"}})
+    v3.ok("PATCH", f"/v3/roles/{admin['id']}", {"role": {"description": "operators"}})
     v3.ok("DELETE", f"/v3/roles/{role['id']}")
     v3.refused("GET", f"/v3/roles/{role['id']}", 404)
     v3.refused("DELETE", f"/v3/roles/{role['id']}", 404)
