@@ -463,6 +463,27 @@ class Roles(IdentityServiceBase):
                     RoleAssignment.group_id.in_(directory_groups),
                 )
             )
+        if effective and project_ids is not None:
+            # Only the grants that can reach those projects: on them, or inherited
+            # from a project above them or from their domains.
+            above = set().union(*(_ancestors(projects, p) for p in project_ids))
+            domains = {projects[p][0] for p in project_ids if p in projects}
+            query = query.where(
+                or_(
+                    RoleAssignment.project_id.in_(sorted(project_ids)),
+                    and_(
+                        RoleAssignment.inherited == true(),
+                        or_(
+                            RoleAssignment.project_id.in_(sorted(above)),
+                            RoleAssignment.domain_id.in_(sorted(domains)),
+                        ),
+                    ),
+                )
+            )
+        elif effective and domain_id:
+            query = query.where(RoleAssignment.domain_id == domain_id)
+        elif effective and system:
+            query = query.where(RoleAssignment.system == SYSTEM_ALL)
         if not effective:
             if project_ids is not None:
                 query = query.where(RoleAssignment.project_id.in_(sorted(project_ids)))
@@ -894,6 +915,16 @@ def _columns(scope_type: str, scope_id: str, actor_type: str, actor_id: str) -> 
     if scope_type == SYSTEM:
         return {"system": scope_id, f"{actor_type}_id": actor_id}
     return {f"{scope_type}_id": scope_id, f"{actor_type}_id": actor_id}
+
+
+def _ancestors(projects: dict[str, tuple[str, str | None]], project_id: str) -> set[str]:
+    """Every project above ``project_id`` (not itself)."""
+    found: set[str] = set()
+    parent = projects[project_id][1] if project_id in projects else None
+    while parent and parent not in found:
+        found.add(parent)
+        parent = projects[parent][1] if parent in projects else None
+    return found
 
 
 def _descendants(projects: dict[str, tuple[str, str | None]], project_id: str) -> set[str]:
