@@ -161,6 +161,7 @@ RULES: dict[str, Rule] = {
     "identity:role:list": Rule(ANY, READER),
     "identity:role:get": Rule(ANY, READER),
     "identity:role:create": Rule(CLOUD, ADMIN),
+    "identity:role:update": Rule(CLOUD, ADMIN),
     "identity:role:delete": Rule(CLOUD, ADMIN),
     "identity:role:imply": Rule(CLOUD, ADMIN),
     "identity:role_assignment:grant": Rule(PROJECT, ADMIN),

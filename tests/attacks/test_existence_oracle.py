@@ -58,6 +58,10 @@ PUBLIC = {
 # Objects any holder of `reader` may read (rules `identity:role:get`,
 # `identity:service:get` at scope "any"): 200 for one that exists, 404 otherwise.
 READABLE_BY_EVERY_READER = {("identity.RoleView", "GET"), ("policy.ServiceView", "GET")}
+READABLE_BY_EVERY_READER |= {  # Keystone's roles (issue 14)
+    ("keystone.get_role", "GET"),
+    ("keystone.list_implied_roles", "GET"),
+}
 
 SERVICE = {
     "type": "oracle",
@@ -98,6 +102,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("keystone.change_password", "POST"): {
         "user": {"original_password": PASSWORD, "password": PASSWORD + "-new"}
     },
+    ("keystone.update_role", "PATCH"): {"role": {"description": "x"}},
 }
 NO_BODY = {"GET", "DELETE", "HEAD"}
 # PUT endpoints whose every input is in the path.
@@ -112,6 +117,15 @@ PATH_ONLY = {
     "policy.activate_domain_policy",
     "keystone.add_group_user",
     "keystone.add_project_tag",
+}
+PATH_ONLY |= {  # Keystone's grants and implied roles (issue 14)
+    "keystone.create_implied_role",
+    *(
+        f"keystone.grant_{inherited}{scope}_{actor}"
+        for inherited in ("", "inherited_")
+        for scope in ("project", "domain", "system")
+        for actor in ("user", "group")
+    ),
 }
 
 

@@ -4,16 +4,28 @@ Each module registers its routes on the one blueprint of ``common``; importing
 the package registers them all.
 """
 
-from latchkey.frontdoors.keystone import (  # resources
+from latchkey.frontdoors.keystone import (
     application_credentials,
+    assignments,
     catalog,
     domains,
     groups,
     projects,
+    roles,
     tokens,
     users,
 )
 from latchkey.frontdoors.keystone.common import blp
 
-__all__ = ["application_credentials", "blp", "catalog", "tokens"]
-__all__ += ["domains", "groups", "projects", "users"]
+__all__ = [
+    "blp",
+    "application_credentials",
+    "assignments",
+    "catalog",
+    "domains",
+    "groups",
+    "projects",
+    "roles",
+    "tokens",
+    "users",
+]
