@@ -274,11 +274,15 @@ MAY_PERFORM = {
     "identity:application_credential:list",  # its owner's own only
     "identity:domain:get",
     "identity:domain:list",
+    "identity:endpoint:get",  # the catalog (issue 14)
+    "identity:endpoint:list",
     "identity:group:get",
     "identity:group:list",
     "identity:group:list_members",
     "identity:project:get",
     "identity:project:list",
+    "identity:region:get",  # the catalog (issue 14)
+    "identity:region:list",
     "identity:revocation:list",
     "identity:role:get",
     "identity:role:list",
