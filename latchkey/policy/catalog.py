@@ -273,6 +273,7 @@ class Catalog:
     def register_builtin(self, services: list[dict[str, Any]]) -> None:
         """Latchkey's own services (bootstrap): created or brought up to date; their
         endpoints are left as the operator set them."""
+        self._region_checked = False
         self._ensure_home_region()
         for data in services:
             found = self._session.scalar(
