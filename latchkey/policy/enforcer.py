@@ -147,7 +147,7 @@ RULES: dict[str, Rule] = {
     "identity:service:create": Rule(CLOUD, ADMIN),
     "identity:service:update": Rule(CLOUD, ADMIN),
     "identity:service:delete": Rule(CLOUD, ADMIN),
-    # Keystone's regions and endpoints (issue 14): read as the services are, written by cloud admins.
+    # Keystone's regions and endpoints (issue 14): read as services are, written by cloud admins.
     "identity:region:list": Rule(ANY, READER),
     "identity:region:get": Rule(ANY, READER),
     "identity:region:create": Rule(CLOUD, ADMIN),

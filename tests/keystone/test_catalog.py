@@ -7,17 +7,24 @@ test_services, test_endpoints, test_endpoints_negative; v3/test_catalog).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import text
 from werkzeug.test import TestResponse
 
 from latchkey.db import db
 from tests.conftest import ADMIN_PASSWORD, Api, build_app, make_settings
+from tests.integration.test_openstack_clients import (  # noqa: F401 (fixtures)
+    Served,
+    latchkey,
+    openstack,
+    openstack_json,
+    openstack_venv,
+)
 
 PASSWORD = "catalog-password-1234"
 NATIVE = {
@@ -29,7 +36,9 @@ NATIVE = {
 }
 
 
-def v3_token(api: Api, name: str = "admin", password: str = ADMIN_PASSWORD, project: str = "admin") -> str:
+def v3_token(
+    api: Api, name: str = "admin", password: str = ADMIN_PASSWORD, project: str = "admin"
+) -> str:
     body = {
         "auth": {
             "identity": {
@@ -109,7 +118,9 @@ def test_regions_lifecycle(api: Api, admin: str) -> None:
     assert [r["id"] for r in below] == [child["id"]]
     # A circle, a duplicate id, conflicting ids, an unknown parent.
     keystone_error(
-        call(api, "PATCH", "/v3/regions/north", admin, {"region": {"parent_region_id": child["id"]}}),
+        call(
+            api, "PATCH", "/v3/regions/north", admin, {"region": {"parent_region_id": child["id"]}}
+        ),
         400,
     )
     keystone_error(call(api, "PUT", "/v3/regions/north", admin, {"region": {}}), 409)
@@ -129,7 +140,12 @@ def test_a_region_with_endpoints_or_latchkeys_own_stays(api: Api, admin: str) ->
     service = ok(api, "POST", "/v3/services", admin, {"service": {"type": "compute"}})["service"]
     ok(api, "PUT", "/v3/regions/parent", admin, {"region": {}})
     ok(api, "PUT", "/v3/regions/leaf", admin, {"region": {"parent_region_id": "parent"}})
-    endpoint = {"service_id": service["id"], "interface": "public", "url": "http://c/", "region_id": "leaf"}
+    endpoint = {
+        "service_id": service["id"],
+        "interface": "public",
+        "url": "http://c/",
+        "region_id": "leaf",
+    }
     created = ok(api, "POST", "/v3/endpoints", admin, {"endpoint": endpoint})["endpoint"]
     for region in ("leaf", "parent", "RegionOne"):
         keystone_error(call(api, "DELETE", f"/v3/regions/{region}", admin), 403)
@@ -144,10 +160,17 @@ def test_services_lifecycle(api: Api, admin: str) -> None:
     # Tempest's random types: capitals, digits, longer than the native API's words.
     kind = "tempest-ServicesTestJSON-Type-1234567890"
     created = ok(
-        api, "POST", "/v3/services", admin, {"service": {"type": kind, "name": "svc", "description": "d"}}
+        api,
+        "POST",
+        "/v3/services",
+        admin,
+        {"service": {"type": kind, "name": "svc", "description": "d"}},
     )["service"]
     assert {k: created[k] for k in ("type", "name", "description", "enabled")} == {
-        "type": kind, "name": "svc", "description": "d", "enabled": True
+        "type": kind,
+        "name": "svc",
+        "description": "d",
+        "enabled": True,
     }
     twin = ok(api, "POST", "/v3/services", admin, {"service": {"type": kind}})["service"]
     assert twin["name"] == ""
@@ -216,7 +239,9 @@ def test_one_catalog_behind_both_doors(api: Api, admin: str, admin_token: str) -
     identity = ok(api, "GET", "/v3/services?type=identity", admin)["services"][0]
     keystone_error(call(api, "DELETE", f"/v3/services/{identity['id']}", admin), 409)
     keystone_error(
-        call(api, "PATCH", f"/v3/services/{identity['id']}", admin, {"service": {"enabled": False}}),
+        call(
+            api, "PATCH", f"/v3/services/{identity['id']}", admin, {"service": {"enabled": False}}
+        ),
         409,
     )
 
@@ -228,9 +253,19 @@ def test_endpoints_lifecycle_and_refusals(api: Api, admin: str) -> None:
     one = ok(api, "POST", "/v3/services", admin, {"service": {"type": "t1"}})["service"]
     two = ok(api, "POST", "/v3/services", admin, {"service": {"type": "t2"}})["service"]
     # Keystone's legacy `region` makes the region; `region_id` must name one.
-    body = {"service_id": one["id"], "interface": "public", "url": "http://a/", "region": "tempest-r", "enabled": True}
+    body = {
+        "service_id": one["id"],
+        "interface": "public",
+        "url": "http://a/",
+        "region": "tempest-r",
+        "enabled": True,
+    }
     created = ok(api, "POST", "/v3/endpoints", admin, {"endpoint": body})["endpoint"]
-    assert (created["region"], created["region_id"], created["enabled"]) == ("tempest-r", "tempest-r", True)
+    assert (created["region"], created["region_id"], created["enabled"]) == (
+        "tempest-r",
+        "tempest-r",
+        True,
+    )
     assert ok(api, "GET", "/v3/regions/tempest-r", admin)["region"]["id"] == "tempest-r"
     assert ok(api, "GET", f"/v3/endpoints/{created['id']}", admin)["endpoint"] == created
     changed = ok(
@@ -238,11 +273,23 @@ def test_endpoints_lifecycle_and_refusals(api: Api, admin: str) -> None:
         "PATCH",
         f"/v3/endpoints/{created['id']}",
         admin,
-        {"endpoint": {"service_id": two["id"], "interface": "internal", "url": "http://b/", "region": "r2", "enabled": False}},
+        {
+            "endpoint": {
+                "service_id": two["id"],
+                "interface": "internal",
+                "url": "http://b/",
+                "region": "r2",
+                "enabled": False,
+            }
+        },
     )["endpoint"]
-    assert (changed["service_id"], changed["interface"], changed["url"], changed["region"], changed["enabled"]) == (
-        two["id"], "internal", "http://b/", "r2", False
-    )
+    assert (
+        changed["service_id"],
+        changed["interface"],
+        changed["url"],
+        changed["region"],
+        changed["enabled"],
+    ) == (two["id"], "internal", "http://b/", "r2", False)
     for query, expected in (
         (f"service_id={two['id']}", [created["id"]]),
         (f"service_id={one['id']}", []),
@@ -263,8 +310,15 @@ def test_endpoints_lifecycle_and_refusals(api: Api, admin: str) -> None:
         {k: v for k, v in body.items() if k != "url"},
     ):
         keystone_error(call(api, "POST", "/v3/endpoints", admin, {"endpoint": bad}), 400)
-    for patch in ({"enabled": "True"}, {"enabled": "False"}, {"region_id": "nowhere"}, {"interface": 1}):
-        keystone_error(call(api, "PATCH", f"/v3/endpoints/{created['id']}", admin, {"endpoint": patch}), 400)
+    for patch in (
+        {"enabled": "True"},
+        {"enabled": "False"},
+        {"region_id": "nowhere"},
+        {"interface": 1},
+    ):
+        keystone_error(
+            call(api, "PATCH", f"/v3/endpoints/{created['id']}", admin, {"endpoint": patch}), 400
+        )
     ok(api, "DELETE", f"/v3/endpoints/{created['id']}", admin)
     keystone_error(call(api, "DELETE", f"/v3/endpoints/{created['id']}", admin), 404)
 
@@ -288,7 +342,13 @@ def test_identity_endpoints_carry_the_region(api: Api, admin: str) -> None:
     one = endpoints[0]
     assert ok(api, "GET", f"/v3/endpoints/{one['id']}", admin)["endpoint"]["url"] == one["url"]
     # Changing one stores all three (same ids); the token catalog follows.
-    ok(api, "PATCH", f"/v3/endpoints/{one['id']}", admin, {"endpoint": {"url": "https://id.example/v3"}})
+    ok(
+        api,
+        "PATCH",
+        f"/v3/endpoints/{one['id']}",
+        admin,
+        {"endpoint": {"url": "https://id.example/v3"}},
+    )
     after = identity_entry(ok(api, "GET", "/v3/auth/catalog", admin)["catalog"])["endpoints"]
     assert {e["id"] for e in after} == {e["id"] for e in endpoints}
     assert [e["url"] for e in after if e["id"] == one["id"]] == ["https://id.example/v3"]
@@ -296,7 +356,9 @@ def test_identity_endpoints_carry_the_region(api: Api, admin: str) -> None:
     ok(api, "PATCH", f"/v3/endpoints/{one['id']}", admin, {"endpoint": {"enabled": False}})
     after = identity_entry(ok(api, "GET", "/v3/auth/catalog", admin)["catalog"])["endpoints"]
     assert one["id"] not in {e["id"] for e in after}
-    service = ok(api, "POST", "/v3/services", admin, {"service": {"type": "compute", "enabled": False}})
+    service = ok(
+        api, "POST", "/v3/services", admin, {"service": {"type": "compute", "enabled": False}}
+    )
     catalog = ok(api, "GET", "/v3/auth/catalog", admin)["catalog"]
     assert service["service"]["id"] not in {s["id"] for s in catalog}
 
@@ -306,7 +368,13 @@ def test_the_token_answer_carries_the_region(api: Api) -> None:
         "auth": {
             "identity": {
                 "methods": ["password"],
-                "password": {"user": {"name": "admin", "domain": {"id": "default"}, "password": ADMIN_PASSWORD}},
+                "password": {
+                    "user": {
+                        "name": "admin",
+                        "domain": {"id": "default"},
+                        "password": ADMIN_PASSWORD,
+                    }
+                },
             },
             "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
         }
@@ -338,11 +406,27 @@ def test_readers_read_and_only_cloud_admins_write(api: Api, admin: str, admin_to
         "POST",
         "/v3/endpoints",
         admin,
-        {"endpoint": {"service_id": service["id"], "interface": "public", "url": "http://c/", "region": "r"}},
+        {
+            "endpoint": {
+                "service_id": service["id"],
+                "interface": "public",
+                "url": "http://c/",
+                "region": "r",
+            }
+        },
     )["endpoint"]
     for role in ("admin", "member"):  # a project's admin is no cloud admin
-        token = member(api, admin_token, role) if role == "admin" else v3_token(api, "bob", PASSWORD, "web")
-        for path in ("/v3/regions", "/v3/services", "/v3/endpoints", f"/v3/endpoints/{endpoint['id']}"):
+        token = (
+            member(api, admin_token, role)
+            if role == "admin"
+            else v3_token(api, "bob", PASSWORD, "web")
+        )
+        for path in (
+            "/v3/regions",
+            "/v3/services",
+            "/v3/endpoints",
+            f"/v3/endpoints/{endpoint['id']}",
+        ):
             ok(api, "GET", path, token)
         for method, path, body in (
             ("POST", "/v3/regions", {"region": {}}),
@@ -352,21 +436,39 @@ def test_readers_read_and_only_cloud_admins_write(api: Api, admin: str, admin_to
             ("POST", "/v3/services", {"service": {"type": "x"}}),
             ("PATCH", f"/v3/services/{service['id']}", {"service": {"name": "x"}}),
             ("DELETE", f"/v3/services/{service['id']}", None),
-            ("POST", "/v3/endpoints", {"endpoint": {"service_id": service["id"], "interface": "public", "url": "http://x/"}}),
+            (
+                "POST",
+                "/v3/endpoints",
+                {
+                    "endpoint": {
+                        "service_id": service["id"],
+                        "interface": "public",
+                        "url": "http://x/",
+                    }
+                },
+            ),
             ("PATCH", f"/v3/endpoints/{endpoint['id']}", {"endpoint": {"url": "http://evil/"}}),
             ("DELETE", f"/v3/endpoints/{endpoint['id']}", None),
         ):
             keystone_error(call(api, method, path, token, body), 403)
     for path in ("/v3/regions", "/v3/services", "/v3/endpoints"):
         keystone_error(call(api, "GET", path, None), 401)
-    assert ok(api, "GET", f"/v3/endpoints/{endpoint['id']}", admin)["endpoint"]["url"] == "http://c/"
+    assert (
+        ok(api, "GET", f"/v3/endpoints/{endpoint['id']}", admin)["endpoint"]["url"] == "http://c/"
+    )
 
 
 def test_a_restricted_credential_changes_nothing(api: Api, admin: str) -> None:
-    info = api.client.get("/v3/auth/tokens", headers={"X-Auth-Token": admin, "X-Subject-Token": admin})
+    info = api.client.get(
+        "/v3/auth/tokens", headers={"X-Auth-Token": admin, "X-Subject-Token": admin}
+    )
     user_id = info.get_json()["token"]["user"]["id"]
     credential = ok(
-        api, "POST", f"/v3/users/{user_id}/application_credentials", admin, {"application_credential": {"name": "ci"}}
+        api,
+        "POST",
+        f"/v3/users/{user_id}/application_credentials",
+        admin,
+        {"application_credential": {"name": "ci"}},
     )["application_credential"]
     body = {
         "auth": {
@@ -391,7 +493,10 @@ def test_the_migration_moves_json_endpoints_into_rows(tmp_path: Path) -> None:
     app = build_app(make_settings(tmp_path, f"sqlite:///{tmp_path / 'm.db'}"))
     with app.app_context():
         downgrade(revision="b2c4d6e8f013")
-        endpoints = '[{"interface": "public", "url": "http://o/v1", "region": "r1"}, {"interface": "admin", "url": "http://o/admin"}]'
+        endpoints = (
+            '[{"interface": "public", "url": "http://o/v1", "region": "r1"},'
+            ' {"interface": "admin", "url": "http://o/admin"}]'
+        )
         with db.engine.begin() as conn:
             conn.execute(
                 text(
@@ -405,7 +510,10 @@ def test_the_migration_moves_json_endpoints_into_rows(tmp_path: Path) -> None:
         upgrade(revision="c3d5e7f90014")
         with db.engine.connect() as conn:
             rows = conn.execute(
-                text("SELECT service_id, interface, url, region_id, position FROM catalog_endpoint ORDER BY position")
+                text(
+                    "SELECT service_id, interface, url, region_id, position"
+                    " FROM catalog_endpoint ORDER BY position"
+                )
             ).all()
             regions = conn.execute(text("SELECT id FROM catalog_region")).scalars().all()
             builtin = dict(conn.execute(text("SELECT id, builtin FROM catalog_service")).all())
@@ -418,8 +526,73 @@ def test_the_migration_moves_json_endpoints_into_rows(tmp_path: Path) -> None:
         # And back: the JSON as it was.
         downgrade(revision="b2c4d6e8f013")
         with db.engine.connect() as conn:
-            stored = conn.execute(text("SELECT endpoints FROM catalog_service WHERE id = 's1'")).scalar()
+            stored = conn.execute(
+                text("SELECT endpoints FROM catalog_service WHERE id = 's1'")
+            ).scalar()
         assert '"region": "r1"' in stored and "http://o/admin" in stored
         upgrade()
         db.session.remove()
         db.engine.dispose()
+
+
+# -- python-openstackclient with region_name ---------------------------------------------
+
+CLOUDS_YAML = """\
+clouds:
+  latchkey:
+    auth:
+      auth_url: {url}/v3
+      username: admin
+      password: {password}
+      user_domain_id: default
+      project_name: admin
+      project_domain_id: default
+    region_name: RegionOne
+    interface: public
+    identity_api_version: 3
+"""
+
+
+def test_openstackclient_with_region_name(
+    openstack_venv: Path, latchkey: Served, tmp_path: Path
+) -> None:
+    (tmp_path / "clouds.yaml").write_text(
+        CLOUDS_YAML.format(url=latchkey.url, password=ADMIN_PASSWORD)
+    )
+    run = (openstack_venv, tmp_path, {"OS_CLOUD": "latchkey"})
+    assert openstack_json(*run, "token", "issue")["project_id"] == latchkey.admin_project_id
+    catalog = openstack_json(*run, "catalog", "list")
+    identity = next(s for s in catalog if s["Type"] == "identity")
+    assert all(e["region"] == "RegionOne" for e in identity["Endpoints"])
+    shown = openstack_json(*run, "catalog", "show", "identity")
+    assert "RegionOne" in json.dumps(shown)
+    # Regions.
+    openstack(*run, "region", "create", "--description", "north", "North")
+    openstack(*run, "region", "create", "--parent-region", "North", "NorthEast")
+    assert {"North", "NorthEast", "RegionOne"} <= {
+        r["Region"] for r in openstack_json(*run, "region", "list")
+    }
+    openstack(*run, "region", "set", "--description", "cold", "North")
+    assert openstack_json(*run, "region", "show", "North")["description"] == "cold"
+    # Services and endpoints.
+    service = openstack_json(
+        *run, "service", "create", "--name", "nova", "--description", "c", "compute"
+    )
+    assert service["type"] == "compute"
+    assert "compute" in [s["Type"] for s in openstack_json(*run, "service", "list")]
+    openstack(*run, "service", "set", "--description", "d", service["id"])
+    assert openstack_json(*run, "service", "show", service["id"])["description"] == "d"
+    endpoint = openstack_json(
+        *run, "endpoint", "create", "--region", "North", service["id"], "public", "http://nova/v2.1"
+    )
+    assert (endpoint["region"], endpoint["url"]) == ("North", "http://nova/v2.1")
+    listed = openstack_json(*run, "endpoint", "list", "--service", service["id"])
+    assert [e["ID"] for e in listed] == [endpoint["id"]]
+    openstack(*run, "endpoint", "set", "--url", "http://nova2/v2.1", endpoint["id"])
+    assert openstack_json(*run, "endpoint", "show", endpoint["id"])["url"] == "http://nova2/v2.1"
+    catalog = openstack_json(*run, "catalog", "list")
+    assert "compute" in [s["Type"] for s in catalog]
+    openstack(*run, "endpoint", "delete", endpoint["id"])
+    openstack(*run, "service", "delete", service["id"])
+    openstack(*run, "region", "delete", "North")
+    assert "NorthEast" not in {r["Region"] for r in openstack_json(*run, "region", "list")}

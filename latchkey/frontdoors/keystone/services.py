@@ -108,7 +108,11 @@ def _collection(key: str, items: list[dict[str, Any]]) -> Response:
     return jsonify(
         {
             key: items,
-            "links": {"self": base_url() + request.full_path.rstrip("?"), "previous": None, "next": None},
+            "links": {
+                "self": base_url() + request.full_path.rstrip("?"),
+                "previous": None,
+                "next": None,
+            },
         }
     )
 
@@ -164,9 +168,7 @@ def put_region(region_id: str) -> Response:
     ctx = authenticated()
     values = _region_input(_member("region"), create=True)
     if values.get("id") not in (None, region_id):
-        raise InvalidRequest(
-            f'Conflicting region IDs specified: "{region_id}" != "{values["id"]}"'
-        )
+        raise InvalidRequest(f'Conflicting region IDs specified: "{region_id}" != "{values["id"]}"')
     values["id"] = region_id
     return _created("region", _region(services().catalog.create_region(ctx, values)))
 
