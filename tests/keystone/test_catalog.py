@@ -18,13 +18,13 @@ from werkzeug.test import TestResponse
 
 from latchkey.db import db
 from tests.conftest import ADMIN_PASSWORD, Api, build_app, make_settings
-from tests.integration.test_openstack_clients import (  # noqa: F401 (fixtures)
+from tests.integration.test_openstack_clients import (
     Served,
-    latchkey,
     openstack,
     openstack_json,
-    openstack_venv,
 )
+from tests.integration.test_openstack_clients import latchkey as latchkey
+from tests.integration.test_openstack_clients import openstack_venv as openstack_venv
 
 PASSWORD = "catalog-password-1234"
 NATIVE = {
@@ -554,7 +554,9 @@ clouds:
 
 
 def test_openstackclient_with_region_name(
-    openstack_venv: Path, latchkey: Served, tmp_path: Path
+    openstack_venv: Path,
+    latchkey: Served,
+    tmp_path: Path,
 ) -> None:
     (tmp_path / "clouds.yaml").write_text(
         CLOUDS_YAML.format(url=latchkey.url, password=ADMIN_PASSWORD)
