@@ -116,6 +116,33 @@ class Service(Base):
         return [e.native() for e in self.endpoint_rows]
 
 
+class EndpointGroup(Base):
+    """Keystone's OS-EP-FILTER endpoint group: a named filter over endpoints
+    (``service_id``, ``interface``, ``region_id``). Stored and answered; no project is
+    associated with one, so no token's catalog is filtered by it."""
+
+    __tablename__ = "catalog_endpoint_group"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="")
+    filters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PolicyBlob(Base):
+    """Keystone's ``/v3/policies``: opaque ``{blob, type}`` documents kept for services
+    that fetch them. Not Latchkey's tenant policy: nothing here decides anything."""
+
+    __tablename__ = "keystone_policy_blob"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    type: Mapped[str] = mapped_column(String(255))
+    blob: Mapped[str] = mapped_column(Text)
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 @dataclass(frozen=True)
 class Attribute:
     type: str
@@ -610,6 +637,117 @@ class Catalog:
             rows.append(row)
         service.endpoint_rows = rows
         self._session.flush()
+
+    # -- endpoint groups (OS-EP-FILTER) and policy blobs ------------------------------
+
+    def list_endpoint_groups(
+        self, ctx: CallContext, name: str | None = None
+    ) -> list[EndpointGroup]:
+        self._enforcer.enforce(ctx.auth, "identity:endpoint_group:list", Target())
+        query = select(EndpointGroup).order_by(EndpointGroup.name, EndpointGroup.id)
+        if name is not None:
+            query = query.where(EndpointGroup.name == name)
+        return list(self._session.scalars(query))
+
+    def get_endpoint_group(self, ctx: CallContext, group_id: str) -> EndpointGroup:
+        self._enforcer.enforce(ctx.auth, "identity:endpoint_group:get", Target())
+        return self._group(group_id)
+
+    def endpoints_of_group(self, ctx: CallContext, group_id: str) -> list[Endpoint]:
+        self._enforcer.enforce(ctx.auth, "identity:endpoint_group:get", Target())
+        filters = self._group(group_id).filters
+        query = select(Endpoint).order_by(Endpoint.service_id, Endpoint.position, Endpoint.id)
+        for key in ("service_id", "interface", "region_id"):
+            if key in filters:
+                query = query.where(getattr(Endpoint, key) == filters[key])
+        return list(self._session.scalars(query))
+
+    def create_endpoint_group(self, ctx: CallContext, data: dict[str, Any]) -> EndpointGroup:
+        self._enforcer.enforce(ctx.auth, "identity:endpoint_group:create", Target())
+        group = EndpointGroup(
+            name=data["name"],
+            description=data.get("description") or "",
+            filters=data["filters"],
+        )
+        self._session.add(group)
+        self._session.flush()
+        self._record_object(ctx, "identity:endpoint_group:create", "endpoint_group", group.id)
+        self._commit()
+        return group
+
+    def update_endpoint_group(
+        self, ctx: CallContext, group_id: str, data: dict[str, Any]
+    ) -> EndpointGroup:
+        self._enforcer.enforce(ctx.auth, "identity:endpoint_group:update", Target())
+        group = self._group(group_id)
+        for key in ("name", "filters"):
+            if key in data:
+                setattr(group, key, data[key])
+        if "description" in data:
+            group.description = data["description"] or ""
+        self._record_object(ctx, "identity:endpoint_group:update", "endpoint_group", group.id)
+        self._commit()
+        return group
+
+    def delete_endpoint_group(self, ctx: CallContext, group_id: str) -> None:
+        self._enforcer.enforce(ctx.auth, "identity:endpoint_group:delete", Target())
+        self._session.delete(self._group(group_id))
+        self._record_object(ctx, "identity:endpoint_group:delete", "endpoint_group", group_id)
+        self._commit()
+
+    def _group(self, group_id: str) -> EndpointGroup:
+        group = self._session.get(EndpointGroup, group_id)
+        if group is None:
+            raise NotFound(
+                f"Could not find Endpoint Group: {group_id}.", code="endpoint_group_not_found"
+            )
+        return group
+
+    def list_policy_blobs(self, ctx: CallContext, blob_type: str | None = None) -> list[PolicyBlob]:
+        self._enforcer.enforce(ctx.auth, "identity:policy_blob:list", Target())
+        query = select(PolicyBlob).order_by(PolicyBlob.created_at, PolicyBlob.id)
+        if blob_type is not None:
+            query = query.where(PolicyBlob.type == blob_type)
+        return list(self._session.scalars(query))
+
+    def get_policy_blob(self, ctx: CallContext, blob_id: str) -> PolicyBlob:
+        self._enforcer.enforce(ctx.auth, "identity:policy_blob:get", Target())
+        return self._blob(blob_id)
+
+    def create_policy_blob(self, ctx: CallContext, data: dict[str, Any]) -> PolicyBlob:
+        self._enforcer.enforce(ctx.auth, "identity:policy_blob:create", Target())
+        blob = PolicyBlob(type=data["type"], blob=data["blob"], extra=data.get("extra") or None)
+        self._session.add(blob)
+        self._session.flush()
+        self._record_object(ctx, "identity:policy_blob:create", "policy_blob", blob.id)
+        self._commit()
+        return blob
+
+    def update_policy_blob(
+        self, ctx: CallContext, blob_id: str, data: dict[str, Any]
+    ) -> PolicyBlob:
+        self._enforcer.enforce(ctx.auth, "identity:policy_blob:update", Target())
+        blob = self._blob(blob_id)
+        for key in ("type", "blob"):
+            if key in data:
+                setattr(blob, key, data[key])
+        if data.get("extra"):
+            blob.extra = {**(blob.extra or {}), **data["extra"]}
+        self._record_object(ctx, "identity:policy_blob:update", "policy_blob", blob.id)
+        self._commit()
+        return blob
+
+    def delete_policy_blob(self, ctx: CallContext, blob_id: str) -> None:
+        self._enforcer.enforce(ctx.auth, "identity:policy_blob:delete", Target())
+        self._session.delete(self._blob(blob_id))
+        self._record_object(ctx, "identity:policy_blob:delete", "policy_blob", blob_id)
+        self._commit()
+
+    def _blob(self, blob_id: str) -> PolicyBlob:
+        blob = self._session.get(PolicyBlob, blob_id)
+        if blob is None:
+            raise NotFound(f"Could not find policy: {blob_id}.", code="policy_blob_not_found")
+        return blob
 
     # -- helpers ----------------------------------------------------------------------
 

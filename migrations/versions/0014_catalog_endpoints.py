@@ -4,6 +4,8 @@ The services' JSON ``endpoints`` become rows of ``catalog_endpoint`` (each with 
 id, as Keystone's); every region they name becomes a ``catalog_region``. A service
 type is no longer unique (Keystone allows several services of one type; the native
 API still refuses a second one). Latchkey's own services are marked ``builtin``.
+Keystone's OS-EP-FILTER endpoint groups and ``/v3/policies`` blobs get their tables
+(the blobs are not Latchkey's tenant policy).
 
 Revision ID: c3d5e7f90014
 Revises: b2c4d6e8f013
@@ -81,6 +83,23 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_catalog_endpoint_region_id'), ['region_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_catalog_endpoint_service_id'), ['service_id'], unique=False)
 
+    op.create_table('catalog_endpoint_group',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('description', sa.Text(), nullable=False),
+    sa.Column('filters', sa.JSON(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_catalog_endpoint_group'))
+    )
+    op.create_table('keystone_policy_blob',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('type', sa.String(length=255), nullable=False),
+    sa.Column('blob', sa.Text(), nullable=False),
+    sa.Column('extra', sa.JSON(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_keystone_policy_blob'))
+    )
+
     # The JSON endpoints become rows; the regions they name, regions.
     now = datetime.now(UTC)
     region = sa.table(
@@ -132,6 +151,8 @@ def downgrade():
         if row.region_id is not None:
             item['region'] = row.region_id
         kept.setdefault(row.service_id, []).append(item)
+    op.drop_table('keystone_policy_blob')
+    op.drop_table('catalog_endpoint_group')
     op.drop_table('catalog_endpoint')
     op.drop_table('catalog_region')
     with op.batch_alter_table('catalog_service', schema=None) as batch_op:

@@ -276,9 +276,13 @@ MAY_PERFORM = {
     "identity:domain:list",
     "identity:endpoint:get",  # the catalog (issue 14)
     "identity:endpoint:list",
+    "identity:endpoint_group:get",
+    "identity:endpoint_group:list",
     "identity:group:get",
     "identity:group:list",
     "identity:group:list_members",
+    "identity:policy_blob:get",
+    "identity:policy_blob:list",
     "identity:project:get",
     "identity:project:list",
     "identity:region:get",  # the catalog (issue 14)

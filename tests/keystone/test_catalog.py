@@ -486,6 +486,68 @@ def test_a_restricted_credential_changes_nothing(api: Api, admin: str) -> None:
     keystone_error(call(api, "POST", "/v3/services", token, {"service": {"type": "x"}}), 403)
 
 
+# -- OS-EP-FILTER endpoint groups and /v3/policies --------------------------------------
+
+GROUPS = "/v3/OS-EP-FILTER/endpoint_groups"
+
+
+def test_endpoint_groups(api: Api, admin: str, admin_token: str) -> None:
+    one = ok(api, "POST", "/v3/services", admin, {"service": {"type": "t1"}})["service"]
+    two = ok(api, "POST", "/v3/services", admin, {"service": {"type": "t2"}})["service"]
+    endpoint = {"service_id": one["id"], "interface": "public", "url": "http://a/"}
+    ep = ok(api, "POST", "/v3/endpoints", admin, {"endpoint": endpoint})["endpoint"]
+    body = {"name": "g", "description": "d", "filters": {"service_id": one["id"]}}
+    group = ok(api, "POST", GROUPS, admin, {"endpoint_group": body})["endpoint_group"]
+    assert (group["name"], group["description"], group["filters"]) == ("g", "d", body["filters"])
+    assert group in ok(api, "GET", GROUPS, admin)["endpoint_groups"]
+    assert ok(api, "GET", f"{GROUPS}/{group['id']}", admin)["endpoint_group"] == group
+    assert (
+        api.client.head(f"{GROUPS}/{group['id']}", headers={"X-Auth-Token": admin}).status_code
+        == 200
+    )
+    members = ok(api, "GET", f"{GROUPS}/{group['id']}/endpoints", admin)["endpoints"]
+    assert [e["id"] for e in members] == [ep["id"]]
+    changed = ok(
+        api,
+        "PATCH",
+        f"{GROUPS}/{group['id']}",
+        admin,
+        {"endpoint_group": {"name": "h", "filters": {"service_id": two["id"]}}},
+    )["endpoint_group"]
+    assert (changed["name"], changed["filters"]["service_id"]) == ("h", two["id"])
+    for bad in (
+        {"name": "x"},
+        {"name": "x", "filters": {}},
+        {"name": "x", "filters": {"url": "http://a/"}},
+        {"name": "x", "filters": {"interface": "sideways"}},
+        {"filters": {"service_id": "s"}},
+    ):
+        keystone_error(call(api, "POST", GROUPS, admin, {"endpoint_group": bad}), 400)
+    bob = member(api, admin_token, "admin")
+    keystone_error(call(api, "GET", GROUPS, bob), 403)
+    keystone_error(call(api, "POST", GROUPS, bob, {"endpoint_group": body}), 403)
+    ok(api, "DELETE", f"{GROUPS}/{group['id']}", admin)
+    keystone_error(call(api, "GET", f"{GROUPS}/{group['id']}", admin), 404)
+
+
+def test_keystone_policy_blobs(api: Api, admin: str, admin_token: str) -> None:
+    created = ok(
+        api, "POST", "/v3/policies", admin, {"policy": {"blob": "{}", "type": "application/json"}}
+    )["policy"]
+    assert (created["blob"], created["type"]) == ("{}", "application/json")
+    assert created["id"] in [p["id"] for p in ok(api, "GET", "/v3/policies", admin)["policies"]]
+    ok(api, "PATCH", f"/v3/policies/{created['id']}", admin, {"policy": {"type": "text/x"}})
+    shown = ok(api, "GET", f"/v3/policies/{created['id']}", admin)["policy"]
+    assert (shown["blob"], shown["type"]) == ("{}", "text/x")
+    for bad in ({"blob": "{}"}, {"type": "t"}, {"blob": 1, "type": "t"}):
+        keystone_error(call(api, "POST", "/v3/policies", admin, {"policy": bad}), 400)
+    bob = member(api, admin_token, "admin")
+    keystone_error(call(api, "GET", "/v3/policies", bob), 403)
+    keystone_error(call(api, "DELETE", f"/v3/policies/{created['id']}", bob), 403)
+    ok(api, "DELETE", f"/v3/policies/{created['id']}", admin)
+    keystone_error(call(api, "GET", f"/v3/policies/{created['id']}", admin), 404)
+
+
 # -- the migration ----------------------------------------------------------------------
 
 

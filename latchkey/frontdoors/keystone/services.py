@@ -17,7 +17,15 @@ from flask import Response, jsonify, request
 from latchkey.errors import InvalidRequest, NotFound
 from latchkey.frontdoors.keystone.catalog import identity_endpoints
 from latchkey.frontdoors.keystone.common import authenticated, base_url, blp, json_body
-from latchkey.policy.catalog import INTERFACES, MAX_EXTRA_BYTES, Endpoint, Region, Service
+from latchkey.policy.catalog import (
+    INTERFACES,
+    MAX_EXTRA_BYTES,
+    Endpoint,
+    EndpointGroup,
+    PolicyBlob,
+    Region,
+    Service,
+)
 from latchkey.web.requests import services
 
 # Keystone's policy name of each endpoint -> the Latchkey action that authorizes it.
@@ -397,4 +405,166 @@ def delete_endpoint(endpoint_id: str) -> Response:
     ctx = authenticated()
     _store_derived(ctx, endpoint_id)
     services().catalog.delete_endpoint(ctx, endpoint_id)
+    return _no_content()
+
+
+# -- OS-EP-FILTER endpoint groups ---------------------------------------------------------
+
+POLICY_NAMES.update(
+    {
+        "identity:list_endpoint_groups": "identity:endpoint_group:list",
+        "identity:get_endpoint_group": "identity:endpoint_group:get",
+        "identity:create_endpoint_group": "identity:endpoint_group:create",
+        "identity:update_endpoint_group": "identity:endpoint_group:update",
+        "identity:delete_endpoint_group": "identity:endpoint_group:delete",
+        "identity:list_endpoints_associated_with_endpoint_group": "identity:endpoint_group:get",
+        "identity:list_policies": "identity:policy_blob:list",
+        "identity:get_policy": "identity:policy_blob:get",
+        "identity:create_policy": "identity:policy_blob:create",
+        "identity:update_policy": "identity:policy_blob:update",
+        "identity:delete_policy": "identity:policy_blob:delete",
+    }
+)
+GROUP_FILTERS = ("service_id", "region_id", "interface")
+GROUPS = "/v3/OS-EP-FILTER/endpoint_groups"
+
+
+def _group(group: EndpointGroup) -> dict[str, Any]:
+    return {
+        "id": group.id,
+        "name": group.name,
+        "description": group.description,
+        "filters": group.filters,
+        "links": {"self": f"{base_url()}{GROUPS}/{group.id}"},
+    }
+
+
+def _group_input(data: dict[str, Any], *, create: bool) -> dict[str, Any]:
+    unknown = [k for k in data if k not in ("id", "name", "description", "filters", "links")]
+    if unknown:
+        raise InvalidRequest(f"Additional properties are not allowed ({unknown[0]!r}).")
+    if create and "name" not in data:
+        raise InvalidRequest("Invalid input for field 'name': 'name' is a required property.")
+    _string(data, "name", low=1)
+    _string(data, "description", nullable=True, high=10_000)
+    if create or "filters" in data:
+        filters = data.get("filters")
+        if not isinstance(filters, dict) or not filters:
+            raise InvalidRequest("filters field is required and cannot be empty")
+        for key, value in filters.items():
+            if key not in GROUP_FILTERS:
+                raise InvalidRequest(
+                    "Invalid input for field 'service_id or region_id or interface'."
+                )
+            if not isinstance(value, str) or not 1 <= len(value) <= 255:
+                raise InvalidRequest(f"Invalid input for filter '{key}'.")
+            if key == "interface" and value not in INTERFACES:
+                raise InvalidRequest(f"Invalid input for filter 'interface': {value!r}.")
+    return {k: data[k] for k in ("name", "description", "filters") if k in data}
+
+
+@blp.route(GROUPS, methods=["GET"])
+def list_endpoint_groups() -> Response:
+    ctx = authenticated()
+    groups = services().catalog.list_endpoint_groups(ctx, _filter("name"))
+    return _collection("endpoint_groups", [_group(g) for g in groups])
+
+
+@blp.route(GROUPS, methods=["POST"])
+def create_endpoint_group() -> Response:
+    ctx = authenticated()
+    values = _group_input(_member("endpoint_group"), create=True)
+    return _created("endpoint_group", _group(services().catalog.create_endpoint_group(ctx, values)))
+
+
+@blp.route(GROUPS + "/<group_id>", methods=["GET"])
+def get_endpoint_group(group_id: str) -> Response:
+    ctx = authenticated()
+    return jsonify({"endpoint_group": _group(services().catalog.get_endpoint_group(ctx, group_id))})
+
+
+@blp.route(GROUPS + "/<group_id>", methods=["PATCH"])
+def update_endpoint_group(group_id: str) -> Response:
+    ctx = authenticated()
+    data = _member("endpoint_group")
+    _not_empty(data)
+    _matching_id(data, group_id)
+    group = services().catalog.update_endpoint_group(
+        ctx, group_id, _group_input(data, create=False)
+    )
+    return jsonify({"endpoint_group": _group(group)})
+
+
+@blp.route(GROUPS + "/<group_id>", methods=["DELETE"])
+def delete_endpoint_group(group_id: str) -> Response:
+    services().catalog.delete_endpoint_group(authenticated(), group_id)
+    return _no_content()
+
+
+@blp.route(GROUPS + "/<group_id>/endpoints", methods=["GET"])
+def endpoints_of_group(group_id: str) -> Response:
+    ctx = authenticated()
+    found = services().catalog.endpoints_of_group(ctx, group_id)
+    return _collection("endpoints", [_endpoint(e) for e in found])
+
+
+# -- /v3/policies: Keystone's opaque policy blobs -----------------------------------------
+
+
+def _blob(blob: PolicyBlob) -> dict[str, Any]:
+    return {
+        **(blob.extra or {}),
+        "id": blob.id,
+        "type": blob.type,
+        "blob": blob.blob,
+        "links": {"self": f"{base_url()}/v3/policies/{blob.id}"},
+    }
+
+
+def _blob_input(data: dict[str, Any]) -> dict[str, Any]:
+    _string(data, "type", high=255)
+    _string(data, "blob", high=65_536)
+    values: dict[str, Any] = {k: data[k] for k in ("type", "blob") if k in data}
+    values["extra"] = _extra(data, ("type", "blob"))
+    return values
+
+
+@blp.route("/v3/policies", methods=["GET"])
+def list_policies() -> Response:
+    ctx = authenticated()
+    blobs = services().catalog.list_policy_blobs(ctx, _filter("type"))
+    return _collection("policies", [_blob(b) for b in blobs])
+
+
+@blp.route("/v3/policies", methods=["POST"])
+def create_policy() -> Response:
+    ctx = authenticated()
+    data = _member("policy")
+    for key in ("blob", "type"):
+        if key not in data:
+            raise InvalidRequest(
+                f"Invalid input for field '{key}': '{key}' is a required property."
+            )
+    return _created("policy", _blob(services().catalog.create_policy_blob(ctx, _blob_input(data))))
+
+
+@blp.route("/v3/policies/<blob_id>", methods=["GET"])
+def get_policy(blob_id: str) -> Response:
+    ctx = authenticated()
+    return jsonify({"policy": _blob(services().catalog.get_policy_blob(ctx, blob_id))})
+
+
+@blp.route("/v3/policies/<blob_id>", methods=["PATCH"])
+def update_policy(blob_id: str) -> Response:
+    ctx = authenticated()
+    data = _member("policy")
+    _not_empty(data)
+    _matching_id(data, blob_id)
+    blob = services().catalog.update_policy_blob(ctx, blob_id, _blob_input(data))
+    return jsonify({"policy": _blob(blob)})
+
+
+@blp.route("/v3/policies/<blob_id>", methods=["DELETE"])
+def delete_policy(blob_id: str) -> Response:
+    services().catalog.delete_policy_blob(authenticated(), blob_id)
     return _no_content()
