@@ -8,16 +8,18 @@ test_services, test_endpoints, test_endpoints_negative; v3/test_catalog).
 from __future__ import annotations
 
 import json
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from werkzeug.test import TestResponse
 
 from latchkey.db import db
-from tests.conftest import ADMIN_PASSWORD, Api, build_app, make_settings
+from tests.conftest import ADMIN_PASSWORD, PG_ADMIN_URL, Api, build_app, make_settings
 from tests.integration.test_openstack_clients import (
     Served,
     openstack,
@@ -551,8 +553,27 @@ def test_keystone_policy_blobs(api: Api, admin: str, admin_token: str) -> None:
 # -- the migration ----------------------------------------------------------------------
 
 
-def test_the_migration_moves_json_endpoints_into_rows(tmp_path: Path) -> None:
-    app = build_app(make_settings(tmp_path, f"sqlite:///{tmp_path / 'm.db'}"))
+@pytest.fixture(params=["sqlite", "postgres"])
+def migration_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of its own: the test walks the schema down and up again."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'm.db'}"
+        return
+    name = "latchkey_migration_" + secrets.token_hex(4)
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_the_migration_moves_json_endpoints_into_rows(tmp_path: Path, migration_url: str) -> None:
+    app = build_app(make_settings(tmp_path, migration_url))
+    json_value = "CAST(:e AS JSON)" if migration_url.startswith("postgresql") else ":e"
     with app.app_context():
         downgrade(revision="b2c4d6e8f013")
         endpoints = (
@@ -562,9 +583,10 @@ def test_the_migration_moves_json_endpoints_into_rows(tmp_path: Path) -> None:
         with db.engine.begin() as conn:
             conn.execute(
                 text(
-                    "INSERT INTO catalog_service (id, type, name, description, endpoints, actions,"
+                    "INSERT INTO catalog_service (id, type, name, description, endpoints, actions,"  # noqa: S608 (a constant)
                     " resource_types, created_at, updated_at) VALUES ('s1', 'objects', 'O', '',"
-                    " :e, '[]', '{}', '2026-01-01', '2026-01-01'), ('s2', 'identity', 'I', '',"
+                    f" {json_value}, '[]', '{{}}', '2026-01-01', '2026-01-01'),"
+                    " ('s2', 'identity', 'I', '',"
                     " '[]', '[]', '{}', '2026-01-01', '2026-01-01')"
                 ),
                 {"e": endpoints},
@@ -591,6 +613,7 @@ def test_the_migration_moves_json_endpoints_into_rows(tmp_path: Path) -> None:
             stored = conn.execute(
                 text("SELECT endpoints FROM catalog_service WHERE id = 's1'")
             ).scalar()
+        stored = stored if isinstance(stored, str) else json.dumps(stored)
         assert '"region": "r1"' in stored and "http://o/admin" in stored
         upgrade()
         db.session.remove()
