@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, text
 from werkzeug.test import TestResponse
 
 from latchkey.db import db
+from latchkey.frontdoors.keystone.catalog import token_catalog
 from tests.conftest import ADMIN_PASSWORD, PG_ADMIN_URL, Api, build_app, make_settings
 from tests.integration.test_openstack_clients import (
     Served,
@@ -396,6 +398,25 @@ def test_the_region_is_a_setting(tmp_path: Path) -> None:
     catalog = ok(api, "GET", "/v3/auth/catalog", token)["catalog"]
     assert {e["region_id"] for e in identity_entry(catalog)["endpoints"]} == {"Zone9"}
     assert "Zone9" in [r["id"] for r in ok(api, "GET", "/v3/regions", token)["regions"]]
+
+
+def test_url_templates_are_filled_in_per_token(app: Flask, api: Api, admin: str) -> None:
+    service = ok(api, "POST", "/v3/services", admin, {"service": {"type": "volumev3"}})["service"]
+    for url in ("http://cinder/v3/$(project_id)s", "http://swift/AUTH_%(tenant_id)s", "http://n/"):
+        endpoint = {"service_id": service["id"], "interface": "public", "url": url}
+        ok(api, "POST", "/v3/endpoints", admin, {"endpoint": endpoint})
+    with app.test_request_context("/v3/auth/catalog"):
+        cached = token_catalog()
+        assert token_catalog() is cached  # no template filled in: the cached list itself
+        filled = token_catalog(project_id="p1", user_id="u1")
+        unscoped = token_catalog(user_id="u1")
+    urls = [e["url"] for e in next(s for s in filled if s["id"] == service["id"])["endpoints"]]
+    assert urls == ["http://cinder/v3/p1", "http://swift/AUTH_p1", "http://n/"]
+    # Without a project, the endpoints that need one are left out (Keystone does).
+    urls = [e["url"] for e in next(s for s in unscoped if s["id"] == service["id"])["endpoints"]]
+    assert urls == ["http://n/"]
+    raw = [e["url"] for e in next(s for s in cached if s["id"] == service["id"])["endpoints"]]
+    assert "http://cinder/v3/$(project_id)s" in raw  # the cached catalog is never changed
 
 
 # -- who may ----------------------------------------------------------------------------

@@ -12,11 +12,18 @@ from latchkey.web.requests import services
 # -- catalog ----------------------------------------------------------------------------
 
 
-def token_catalog() -> list[dict[str, Any]]:
+def token_catalog(
+    project_id: str | None = None, user_id: str | None = None
+) -> list[dict[str, Any]]:
     """The service catalog in Keystone's shape, always with an ``identity`` entry:
     built once per catalog view (refreshed every few seconds, not a query per
     token) and base URL, not once per validation; never modified once built.
-    Disabled services and endpoints are left out, as Keystone leaves them out."""
+    Disabled services and endpoints are left out, as Keystone leaves them out.
+
+    Keystone's URL templates (``$(project_id)s``, ``%(tenant_id)s``, ``$(user_id)s``)
+    are filled in for the token's project and user when the caller names them (and
+    an endpoint whose template needs what the token lacks is left out, as Keystone
+    does); a catalog without templates is the cached list itself."""
     identity_url = base_url() + "/v3"
     catalog = services().catalog
     view = catalog.view()
@@ -28,7 +35,43 @@ def token_catalog() -> list[dict[str, Any]]:
             view,
             _build_catalog(view.services, identity_url, catalog.region),
         )
-    return built[1]
+    if (project_id is None and user_id is None) or not _has_templates(built[1]):
+        return built[1]
+    return substitute(built[1], project_id, user_id)
+
+
+def _has_templates(catalog: list[dict[str, Any]]) -> bool:
+    return any("%(" in e["url"] or "$(" in e["url"] for s in catalog for e in s["endpoints"])
+
+
+def substitute(
+    catalog: list[dict[str, Any]], project_id: str | None, user_id: str | None
+) -> list[dict[str, Any]]:
+    """A copy of the catalog with its URL templates filled in (Keystone's
+    ``format_url``): an endpoint that needs a value the token does not carry, or
+    names one Latchkey does not know, is left out."""
+    values = {
+        key: value
+        for key, value in (
+            ("project_id", project_id),
+            ("tenant_id", project_id),
+            ("user_id", user_id),
+        )
+        if value is not None
+    }
+    out = []
+    for service in catalog:
+        endpoints = []
+        for endpoint in service["endpoints"]:
+            url = endpoint["url"]
+            if "%(" in url or "$(" in url:
+                try:
+                    url = url.replace("$(", "%(") % values
+                except (KeyError, TypeError, ValueError):
+                    continue
+            endpoints.append({**endpoint, "url": url})
+        out.append({**service, "endpoints": endpoints})
+    return out
 
 
 # identity URL -> (the catalog view it was built from, the catalog in Keystone's shape)
