@@ -373,7 +373,7 @@ def build_services(settings: Settings) -> Services:
         lockout_attempts=settings.lockout_failure_attempts,
         lockout_duration=timedelta(minutes=settings.lockout_duration_minutes),
     )
-    catalog = Catalog(session, enforcer, audit)
+    catalog = Catalog(session, enforcer, audit, region=settings.region)
     # Policy versions and the boundary are kept until the database says they changed
     # (PostgreSQL: NOTIFY on latchkey_policy; SQLite: any commit), not re-read every 2 s.
     policy_changes = ChangeGeneration(

@@ -49,6 +49,11 @@ class Settings:
         "", "Token issuer (`iss`): the public base URL of this service; empty means http://<bind>."
     )
     token_audience: str = _setting("latchkey", "Audience (`aud`) placed in issued tokens.")
+    region: str = _setting(
+        "RegionOne",
+        "Region of Latchkey's own identity endpoints in Keystone's catalog (`region_name` in a"
+        " clouds.yaml); made at bootstrap if missing.",
+    )
     token_ttl_seconds: int = _setting(3600, "Lifetime of issued tokens in seconds.")
     verified_token_cache_size: int = _setting(
         5000,

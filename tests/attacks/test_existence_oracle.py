@@ -33,7 +33,7 @@ from werkzeug.routing import Rule
 from werkzeug.test import TestResponse
 
 from latchkey.web.requests import PUBLIC_ENDPOINTS
-from tests.conftest import Api
+from tests.conftest import ADMIN_PASSWORD, Api
 
 PASSWORD = "oracle-password-1234"
 
@@ -61,6 +61,12 @@ READABLE_BY_EVERY_READER = {("identity.RoleView", "GET"), ("policy.ServiceView",
 READABLE_BY_EVERY_READER |= {  # Keystone's roles (issue 14)
     ("keystone.get_role", "GET"),
     ("keystone.list_implied_roles", "GET"),
+    ("identity.RoleView", "GET"),
+    ("policy.ServiceView", "GET"),
+    # The Keystone door's catalog (issue 14): regions, services, endpoints.
+    ("keystone.get_region", "GET"),
+    ("keystone.get_service", "GET"),
+    ("keystone.get_endpoint", "GET"),
 }
 
 SERVICE = {
@@ -103,6 +109,13 @@ BODIES: dict[tuple[str, str], Any] = {
         "user": {"original_password": PASSWORD, "password": PASSWORD + "-new"}
     },
     ("keystone.update_role", "PATCH"): {"role": {"description": "x"}},
+    # The Keystone door's catalog (issue 14).
+    ("keystone.put_region", "PUT"): {"region": {"description": "x"}},
+    ("keystone.update_region", "PATCH"): {"region": {"description": "x"}},
+    ("keystone.update_service", "PATCH"): {"service": {"description": "x"}},
+    ("keystone.update_endpoint", "PATCH"): {"endpoint": {"url": "http://x/"}},
+    ("keystone.update_endpoint_group", "PATCH"): {"endpoint_group": {"name": "x"}},
+    ("keystone.update_policy", "PATCH"): {"policy": {"type": "x"}},
 }
 NO_BODY = {"GET", "DELETE", "HEAD"}
 # PUT endpoints whose every input is in the path.
@@ -176,6 +189,37 @@ def world(app: Flask, api: Api, admin_token: str) -> World:
         for r in api.ok("GET", f"/v3/users/{stranger}/access_rules", stranger_token)["access_rules"]
     ]
     service = _ok(api, "POST", "/v1/services", admin, SERVICE)["id"]
+    keystone = {
+        "X-Auth-Token": api.client.post(
+            "/v3/auth/tokens",
+            json={
+                "auth": {
+                    "identity": {
+                        "methods": ["password"],
+                        "password": {
+                            "user": {
+                                "name": "admin",
+                                "domain": {"id": "default"},
+                                "password": ADMIN_PASSWORD,
+                            }
+                        },
+                    },
+                    "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
+                }
+            },
+        ).headers["X-Subject-Token"]
+    }
+    endpoint = {"service_id": service, "interface": "public", "url": "http://o/", "region": "r"}
+    endpoint_id = api.client.post(
+        "/v3/endpoints", json={"endpoint": endpoint}, headers=keystone
+    ).get_json()["endpoint"]["id"]
+    group_body = {"name": "g", "filters": {"service_id": service}}
+    endpoint_group_id = api.client.post(
+        "/v3/OS-EP-FILTER/endpoint_groups", json={"endpoint_group": group_body}, headers=keystone
+    ).get_json()["endpoint_group"]["id"]
+    blob_id = api.client.post(
+        "/v3/policies", json={"policy": {"blob": "{}", "type": "t"}}, headers=keystone
+    ).get_json()["policy"]["id"]
     _ok(api, "POST", "/v1/roles", admin, {"name": "custom"})
     secret = _ok(
         api, "POST", f"/v1/projects/{o1}/secrets", stranger_token, {"name": "db", "payload": "x"}
@@ -194,6 +238,10 @@ def world(app: Flask, api: Api, admin_token: str) -> World:
         "rule_id": rule_id,
         "tenant_secret_id": secret,
         "tag": "oracle-tag",
+        "region_id": "r",
+        "endpoint_id": endpoint_id,
+        "endpoint_group_id": endpoint_group_id,
+        "blob_id": blob_id,
     }
     existing = {
         kind: {
@@ -217,6 +265,8 @@ def _param(rule: Rule, name: str) -> str:
     """The kind of object a path parameter names, where the name alone is ambiguous."""
     if name == "scope_id":
         return "domain_id" if rule.rule.startswith("/v1/domains/") else "project_id"
+    if name == "group_id" and "/OS-EP-FILTER/" in rule.rule:
+        return "endpoint_group_id"
     if name == "actor_id":
         return "group_id" if "/groups/" in rule.rule else "user_id"
     if name == "secret_id":

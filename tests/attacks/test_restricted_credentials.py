@@ -274,11 +274,19 @@ MAY_PERFORM = {
     "identity:application_credential:list",  # its owner's own only
     "identity:domain:get",
     "identity:domain:list",
+    "identity:endpoint:get",  # the catalog (issue 14)
+    "identity:endpoint:list",
+    "identity:endpoint_group:get",
+    "identity:endpoint_group:list",
     "identity:group:get",
     "identity:group:list",
     "identity:group:list_members",
+    "identity:policy_blob:get",
+    "identity:policy_blob:list",
     "identity:project:get",
     "identity:project:list",
+    "identity:region:get",  # the catalog (issue 14)
+    "identity:region:list",
     "identity:revocation:list",
     "identity:role:get",
     "identity:role:list",

@@ -12,20 +12,10 @@ from latchkey.frontdoors.keystone import (
     groups,
     projects,
     roles,
+    services,
     tokens,
     users,
 )
 from latchkey.frontdoors.keystone.common import blp
 
-__all__ = [
-    "blp",
-    "application_credentials",
-    "assignments",
-    "catalog",
-    "domains",
-    "groups",
-    "projects",
-    "roles",
-    "tokens",
-    "users",
-]
+__all__ = ["blp", "application_credentials", "assignments", "catalog", "domains", "groups", "projects", "roles", "services", "tokens", "users"]
