@@ -533,6 +533,7 @@ def run_selection(
     workers: int = 2,
     fast_hashing: bool = False,
     concurrency: int = 1,
+    timeout: float = 3600,
     pg_admin_url: str = PG_ADMIN_URL,
     log: Log = _log,
 ) -> Summary:
@@ -556,7 +557,7 @@ def run_selection(
     workspace = work / "workspace"
     shutil.rmtree(workspace, ignore_errors=True)
     with server as (url, password):
-        return run_tempest(venv, workspace, url, password, regex, target, concurrency, log=log)
+        return run_tempest(venv, workspace, url, password, regex, target, concurrency, timeout, log)
 
 
 def _targets_from_env() -> list[str]:
