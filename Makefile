@@ -69,3 +69,12 @@ clean:
 bench: venv
 	bash bench/setup.sh
 	$(BIN)/python -m bench.run $(if $(filter 1,$(BENCH_QUICK)),--quick)
+
+## make tempest: Tempest 47's identity v3 tests (dynamic credentials, concurrency 1) against
+## a Latchkey started from this checkout and against Keystone 30 (the benchmark's peer), side
+## by side; writes docs/tempest/<target>.{md,json} and the table in docs/keystone.md.
+## TEMPEST_DATABASE=postgres: Latchkey on PostgreSQL. TEMPEST_PEER=none: Latchkey only (the
+## stored Keystone column is kept). TEMPEST_REGEX=...: another selection (not stored).
+.PHONY: tempest
+tempest: venv
+	LATCHKEY_PYTHON=$(CURDIR)/$(BIN)/python bash scripts/tempest.sh

@@ -113,13 +113,15 @@ def serve(home: Path, conf: Path, port: int, workers: int, log_file: Path) -> Pr
     return server
 
 
-def _seed(home: Path, workers: int, log_file: Path) -> dict[str, Any]:
+def initialize(home: Path, public_url: str) -> Path:
+    """A new Keystone in ``home`` (SQLite, keys, `admin` with ADMIN_PASSWORD, region
+    RegionOne, the identity endpoint at ``public_url``); its config file. Also used by
+    `make tempest` (tests/openstack/tempest_run.py)."""
     conf = write_conf(home, None)
     _manage(conf, "db_sync")
     user, group = getpass.getuser(), grp.getgrgid(os.getgid()).gr_name
     _manage(conf, "fernet_setup", "--keystone-user", user, "--keystone-group", group)
     _manage(conf, "credential_setup", "--keystone-user", user, "--keystone-group", group)
-    port = free_port()
     _manage(
         conf,
         "bootstrap",
@@ -128,8 +130,14 @@ def _seed(home: Path, workers: int, log_file: Path) -> dict[str, Any]:
         "--bootstrap-region-id",
         "RegionOne",
         "--bootstrap-public-url",
-        "http://127.0.0.1:5000/v3",
+        public_url,
     )
+    return conf
+
+
+def _seed(home: Path, workers: int, log_file: Path) -> dict[str, Any]:
+    conf = initialize(home, "http://127.0.0.1:5000/v3")
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     with serve(home, conf, port, workers, log_file):
         admin = admin_token(url)
