@@ -18,4 +18,16 @@ from latchkey.frontdoors.keystone import (
 )
 from latchkey.frontdoors.keystone.common import blp
 
-__all__ = ["blp", "application_credentials", "assignments", "catalog", "domains", "groups", "projects", "roles", "services", "tokens", "users"]
+__all__ = [
+    "application_credentials",
+    "assignments",
+    "blp",
+    "catalog",
+    "domains",
+    "groups",
+    "projects",
+    "roles",
+    "services",
+    "tokens",
+    "users",
+]
