@@ -31,6 +31,7 @@ from latchkey.identity.backends import IdentityBackend
 from latchkey.identity.backends.sql import SqlIdentity
 from latchkey.identity.bootstrap import Bootstrap
 from latchkey.identity.common import ServiceDeps
+from latchkey.identity.keystone_credentials import KeystoneCredentials
 from latchkey.identity.credentials import (
     ApplicationCredentials,
     PepperRing,
@@ -119,6 +120,7 @@ class Services:
     system_secrets: SystemSecrets
     peppers: PepperRing
     ldap: LdapDomains
+    keystone_credentials: KeystoneCredentials
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -454,6 +456,9 @@ def build_services(settings: Settings) -> Services:
         system_secrets=system,
         peppers=peppers,
         ldap=ldap,
+        keystone_credentials=KeystoneCredentials(
+            deps, system=system, roles=roles, tokens=tokens, ldap=ldap
+        ),
     )
 
 

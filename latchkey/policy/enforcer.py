@@ -142,6 +142,12 @@ RULES: dict[str, Rule] = {
     "identity:application_credential:get": Rule(PROJECT, ADMIN, self_allowed=True),
     "identity:application_credential:delete": Rule(PROJECT, ADMIN, self_allowed=True),
     "identity:application_credential:rotate": Rule(PROJECT, ADMIN, self_allowed=True),
+    # Keystone's credentials (EC2 keys among them): their owner's, and cloud admins'.
+    "identity:credential:create": Rule(CLOUD, ADMIN, self_allowed=True),
+    "identity:credential:list": Rule(CLOUD, ADMIN, self_allowed=True),
+    "identity:credential:get": Rule(CLOUD, ADMIN, self_allowed=True),
+    "identity:credential:update": Rule(CLOUD, ADMIN, self_allowed=True),
+    "identity:credential:delete": Rule(CLOUD, ADMIN, self_allowed=True),
     "identity:service:list": Rule(ANY, READER),
     "identity:service:get": Rule(ANY, READER),
     "identity:service:create": Rule(CLOUD, ADMIN),

@@ -5,6 +5,7 @@ the package registers them all.
 """
 
 from latchkey.frontdoors.keystone import application_credentials, catalog, tokens
+from latchkey.frontdoors.keystone import credentials, ec2  # issue 14: credentials
 from latchkey.frontdoors.keystone.common import blp
 
-__all__ = ["application_credentials", "blp", "catalog", "tokens"]
+__all__ = ["application_credentials", "blp", "catalog", "credentials", "ec2", "tokens"]

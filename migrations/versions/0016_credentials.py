@@ -1,0 +1,38 @@
+"""Keystone v3 credentials (EC2 keys among them), their blobs sealed
+
+Revision ID: e5f7a9b20016
+Revises: d4e6f8a10015
+Create Date: 2026-12-06 23:40:00.000000
+
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+# revision identifiers, used by Alembic.
+revision = 'e5f7a9b20016'
+down_revision = 'b2c4d6e8f013'
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table('keystone_credential',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('user_id', sa.String(length=64), nullable=False),
+    sa.Column('project_id', sa.String(length=64), nullable=True),
+    sa.Column('type', sa.String(length=255), nullable=False),
+    sa.Column('blob_sealed', sa.LargeBinary(), nullable=False),
+    sa.Column('extra', sa.JSON(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['project_id'], ['project.id'], name=op.f('fk_keystone_credential_project_id_project'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['user_id'], ['user_account.id'], name=op.f('fk_keystone_credential_user_id_user_account'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_keystone_credential'))
+    )
+    with op.batch_alter_table('keystone_credential', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_keystone_credential_project_id'), ['project_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_keystone_credential_user_id'), ['user_id'], unique=False)
+
+
+def downgrade():
+    op.drop_table('keystone_credential')
