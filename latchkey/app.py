@@ -31,7 +31,6 @@ from latchkey.identity.backends import IdentityBackend
 from latchkey.identity.backends.sql import SqlIdentity
 from latchkey.identity.bootstrap import Bootstrap
 from latchkey.identity.common import ServiceDeps
-from latchkey.identity.keystone_credentials import KeystoneCredentials
 from latchkey.identity.credentials import (
     ApplicationCredentials,
     PepperRing,
@@ -40,6 +39,7 @@ from latchkey.identity.credentials import (
 )
 from latchkey.identity.directory import Directory
 from latchkey.identity.keys import KeyRing
+from latchkey.identity.keystone_credentials import KeystoneCredentials
 from latchkey.identity.ldap_domains import LdapDomains
 from latchkey.identity.passwords import PasswordHasher
 from latchkey.identity.revocation_listener import CHANNEL as REVOCATION_CHANNEL

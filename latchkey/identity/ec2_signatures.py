@@ -65,7 +65,9 @@ def ec2_signature(secret: str, credentials: Mapping[str, Any], now: datetime) ->
     path = _text(credentials.get("path"), "path")
     version = params.get("SignatureVersion")
     if version is None:
-        authorization = str(headers.get("Authorization") or _lower(headers).get("authorization") or "")
+        authorization = str(
+            headers.get("Authorization") or _lower(headers).get("authorization") or ""
+        )
         if "X-Amz-Algorithm" in params or authorization.startswith(V4_ALGORITHM):
             return _v4(secret, params, headers, verb, path, credentials.get("body_hash"), now)
         raise SignatureRejected("no signature version")

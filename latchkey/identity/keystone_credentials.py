@@ -169,7 +169,7 @@ class KeystoneCredentials(IdentityServiceBase):
         ctx: CallContext,
         user_id: str,
         type_: str,
-        blob: str,
+        blob: Any,
         project_id: str | None,
     ) -> OpenCredential:
         self._enforce_owner(ctx, CREATE, user_id)

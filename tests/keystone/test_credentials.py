@@ -74,7 +74,7 @@ def world(app: Flask, api: Api, admin_token: str) -> World:
     )
 
 
-def ec2_blob(access: str = "AKIDEXAMPLE", secret: str = "s3cr3t-value") -> str:
+def ec2_blob(access: str, secret: str) -> str:
     return json.dumps({"access": access, "secret": secret})
 
 
@@ -134,17 +134,28 @@ def test_blob_is_sealed_at_rest_and_never_audited(world: World) -> None:
 def test_bad_input_is_400_in_keystone_shape(world: World) -> None:
     cases: list[dict[str, Any]] = [
         {"user_id": world.alice, "type": "ec2", "blob": "not json", "project_id": world.p1},
-        {"user_id": world.alice, "type": "ec2", "blob": ec2_blob()},  # no project
+        {
+            "user_id": world.alice,
+            "type": "ec2",
+            "blob": ec2_blob("AKIDEXAMPLE", "s3cr3t-value"),
+        },  # no project
         {"user_id": world.alice, "type": "ec2", "blob": '{"access": 1}', "project_id": world.p1},
         {"user_id": world.alice, "type": "", "blob": "x"},
         {"user_id": world.alice, "type": "cert", "blob": {"not": "a string"}},
         {"type": "cert", "blob": "x"},
     ]
     for case in cases:
-        keystone_error(world.call("POST", "/v3/credentials", world.admin, {"credential": case}), 400)
+        keystone_error(
+            world.call("POST", "/v3/credentials", world.admin, {"credential": case}), 400
+        )
     keystone_error(world.call("POST", "/v3/credentials", world.admin, {"credential": []}), 400)
     keystone_error(world.call("POST", "/v3/credentials", world.admin, [1]), 400)
-    body = {"user_id": world.alice, "type": "ec2", "blob": ec2_blob(), "project_id": world.p1}
+    body = {
+        "user_id": world.alice,
+        "type": "ec2",
+        "blob": ec2_blob("AKIDEXAMPLE", "s3cr3t-value"),
+        "project_id": world.p1,
+    }
     world.ok("POST", "/v3/credentials", world.admin, {"credential": body})
     keystone_error(world.call("POST", "/v3/credentials", world.admin, {"credential": body}), 409)
 
@@ -155,12 +166,16 @@ def test_users_manage_only_their_own(world: World) -> None:
     path = "/v3/credentials/" + alices["credential"]["id"]
     # Bob is an admin of alice's project, not a cloud admin: alice's are not his.
     theirs = {"user_id": world.alice, "type": "cert", "blob": "bob's forgery"}
-    keystone_error(world.call("POST", "/v3/credentials", world.bob_token, {"credential": theirs}), 403)
+    keystone_error(
+        world.call("POST", "/v3/credentials", world.bob_token, {"credential": theirs}), 403
+    )
     keystone_error(world.call("GET", path, world.bob_token), 404)
     keystone_error(world.call("PATCH", path, world.bob_token, {"credential": {"blob": "x"}}), 404)
     keystone_error(world.call("DELETE", path, world.bob_token), 404)
     assert world.ok("GET", "/v3/credentials", world.bob_token)["credentials"] == []
-    keystone_error(world.call("GET", f"/v3/credentials?user_id={world.alice}", world.bob_token), 403)
+    keystone_error(
+        world.call("GET", f"/v3/credentials?user_id={world.alice}", world.bob_token), 403
+    )
     listed = world.ok("GET", "/v3/credentials", world.alice_token)["credentials"]
     assert [c["id"] for c in listed] == [alices["credential"]["id"]]
     # A credential moves to no one else.
@@ -216,7 +231,9 @@ def test_ec2_credentials_of_a_user(world: World) -> None:
         k: created[k] for k in ("access", "secret", "user_id", "tenant_id")
     }
     # The same store as /v3/credentials.
-    same = world.ok("GET", "/v3/credentials/" + ec2_signatures_id(created["access"]), world.alice_token)
+    same = world.ok(
+        "GET", "/v3/credentials/" + ec2_signatures_id(created["access"]), world.alice_token
+    )
     assert json.loads(same["credential"]["blob"])["secret"] == created["secret"]
     keystone_error(world.call("GET", f"{base}/{created['access']}", world.bob_token), 403)
     keystone_error(world.call("DELETE", f"{base}/{created['access']}", world.bob_token), 403)
@@ -323,9 +340,7 @@ def _sign_v2(secret: str, access: str, host: str) -> dict[str, Any]:
         "Timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "Version": "2013-10-15",
     }
-    query = "&".join(
-        f"{k}={v}".replace(":", "%3A") for k, v in sorted(params.items())
-    )
+    query = "&".join(f"{k}={v}".replace(":", "%3A") for k, v in sorted(params.items()))
     to_sign = f"GET\n{host}\n/\n{query}"
     signature = base64.b64encode(
         hmac.new(secret.encode(), to_sign.encode(), hashlib.sha256).digest()

@@ -4,8 +4,13 @@ Each module registers its routes on the one blueprint of ``common``; importing
 the package registers them all.
 """
 
-from latchkey.frontdoors.keystone import application_credentials, catalog, tokens
-from latchkey.frontdoors.keystone import credentials, ec2  # issue 14: credentials
+from latchkey.frontdoors.keystone import (  # issue 14: credentials
+    application_credentials,
+    catalog,
+    credentials,
+    ec2,
+    tokens,
+)
 from latchkey.frontdoors.keystone.common import blp
 
 __all__ = ["application_credentials", "blp", "catalog", "credentials", "ec2", "tokens"]
