@@ -8,9 +8,11 @@ import hmac
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from flask import Flask
 from sqlalchemy import select
 
@@ -20,6 +22,14 @@ from latchkey.identity import ec2_signatures
 from latchkey.identity.models import KeystoneCredential
 from latchkey.web.requests import is_public
 from tests.conftest import Api, build_app, make_settings
+from tests.integration.test_openstack_clients import (  # noqa: F401 (fixtures)
+    Served,
+    latchkey,
+    openstack,
+    openstack_json,
+    openstack_venv,
+    password_env,
+)
 
 PASSWORD = "credential-password-1234"
 SUBJECT = "X-Subject-Token"
@@ -465,3 +475,65 @@ def test_ec2_doors_are_public_and_throttled(
     response = client.post("/v3/s3tokens", json={"credentials": bad})
     keystone_error(response, 429)
     assert response.headers["Retry-After"]
+
+
+# -- python-openstackclient ------------------------------------------------------------
+
+
+def test_openstack_credential_and_ec2_commands(
+    openstack_venv: Path, latchkey: Served, tmp_path: Path
+) -> None:
+    run = (openstack_venv, tmp_path, password_env(latchkey))
+    user = latchkey.admin_user_id
+    blob = ec2_blob("cli-access", "cli-secret")
+    # `credential create` looks its user up at /v3/users (another part of issue 14):
+    # with it, the CLI creates; without it, the same request goes over HTTP.
+    found = requests.get(
+        f"{latchkey.url}/v3/users/{user}",
+        headers={"X-Auth-Token": latchkey.admin_token},
+        timeout=30,
+    )
+    if found.status_code == 200:
+        created = openstack_json(
+            *run,
+            "credential",
+            "create",
+            "--type",
+            "ec2",
+            "--project",
+            latchkey.admin_project_id,
+            user,
+            blob,
+        )
+    else:
+        response = requests.post(
+            f"{latchkey.url}/v3/credentials",
+            json={
+                "credential": {
+                    "user_id": user,
+                    "project_id": latchkey.admin_project_id,
+                    "type": "ec2",
+                    "blob": blob,
+                }
+            },
+            headers={"X-Auth-Token": latchkey.admin_token},
+            timeout=30,
+        )
+        assert response.status_code == 201, response.text
+        created = response.json()["credential"]
+    assert created["id"] == hashlib.sha256(b"cli-access").hexdigest()
+    listed = openstack_json(*run, "credential", "list")
+    assert created["id"] in {row["ID"] for row in listed}
+    shown = openstack_json(*run, "credential", "show", created["id"])
+    assert json.loads(shown["blob"]) == json.loads(blob)
+    openstack(*run, "credential", "delete", created["id"])
+
+    ec2 = openstack_json(*run, "ec2", "credentials", "create")
+    assert ec2["access"] and ec2["secret"]
+    assert ec2["project_id"] == latchkey.admin_project_id
+    accesses = {row["Access"] for row in openstack_json(*run, "ec2", "credentials", "list")}
+    assert ec2["access"] in accesses
+    assert openstack_json(*run, "ec2", "credentials", "show", ec2["access"])["secret"]
+    openstack(*run, "ec2", "credentials", "delete", ec2["access"])
+    gone = openstack(*run, "ec2", "credentials", "show", ec2["access"], ok=False)
+    assert gone.returncode != 0
