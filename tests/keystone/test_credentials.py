@@ -481,7 +481,9 @@ def test_ec2_doors_are_public_and_throttled(
 
 
 def test_openstack_credential_and_ec2_commands(
-    openstack_venv: Path, latchkey: Served, tmp_path: Path
+    openstack_venv: Path,  # noqa: F811 (the fixture)
+    latchkey: Served,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     run = (openstack_venv, tmp_path, password_env(latchkey))
     user = latchkey.admin_user_id
