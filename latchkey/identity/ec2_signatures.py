@@ -82,8 +82,9 @@ def _v2(secret: str, params: Mapping[str, Any], verb: str, host: str, path: str)
     digests = {"HmacSHA256": hashlib.sha256, "HmacSHA1": hashlib.sha1}
     if method not in digests:
         raise SignatureRejected(f"signature method {method} is not supported")
-    signed = {k: v for k, v in params.items() if k != "Signature"}
-    to_sign = f"{verb.upper()}\n{host.lower()}\n{path}\n{canonical_query(signed)}"
+    # Signed with the method named (HmacSHA256 when none is, as Keystone's signer adds it).
+    signed = {k: v for k, v in params.items() if k != "Signature"} | {"SignatureMethod": method}
+    to_sign = f"{verb.upper()}\n{host}\n{path}\n{canonical_query(signed)}"
     return base64.b64encode(_hmac(secret.encode(), to_sign.encode(), digests[method])).decode()
 
 

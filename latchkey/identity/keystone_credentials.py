@@ -295,16 +295,21 @@ class KeystoneCredentials(IdentityServiceBase):
         found = self._ec2_credential(ctx, credentials.get("access"), "ec2tokens")
         secret = found.ec2().get("secret")
         now = utcnow()
+        host = credentials.get("host")
+        # As signed, else as AWS describes it (lower case), else without the port
+        # (some clients sign without it; Keystone tries again without it).
+        hosts = [host]
+        if isinstance(host, str):
+            for candidate in (host.lower(), host.rsplit(":", 1)[0], host.lower().rsplit(":", 1)[0]):
+                if candidate not in hosts:
+                    hosts.append(candidate)
+        good = False
         try:
-            expected = ec2_signatures.ec2_signature(str(secret), credentials, now)
-            good = ec2_signatures.matches(expected, credentials.get("signature"))
-            host = credentials.get("host")
-            if not good and isinstance(host, str) and ":" in host:
-                # Some clients sign without the port (Keystone tries again without it).
+            for candidate in hosts:
                 expected = ec2_signatures.ec2_signature(
-                    str(secret), {**credentials, "host": host.rsplit(":", 1)[0]}, now
+                    str(secret), {**credentials, "host": candidate}, now
                 )
-                good = ec2_signatures.matches(expected, credentials.get("signature"))
+                good = ec2_signatures.matches(expected, credentials.get("signature")) or good
         except ec2_signatures.SignatureRejected as exc:
             self._fail(ctx, "ec2tokens", str(exc), found.row)
         if not good:

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -539,3 +540,59 @@ def test_openstack_credential_and_ec2_commands(
     openstack(*run, "ec2", "credentials", "delete", ec2["access"])
     gone = openstack(*run, "ec2", "credentials", "show", ec2["access"], ok=False)
     assert gone.returncode != 0
+
+
+SIGNER = """
+import json, sys
+from keystoneclient.contrib.ec2.utils import Ec2Signer
+request = json.load(sys.stdin)
+secret = request.pop("secret")
+print(Ec2Signer(secret).generate(request))
+"""
+
+
+def test_ec2tokens_accepts_keystoneclients_own_signer(
+    openstack_venv: Path,  # noqa: F811 (the fixture)
+    world: World,
+) -> None:
+    """Signatures computed by keystoneclient's Ec2Signer (Keystone's EC2 utilities)."""
+    base = f"/v3/users/{world.alice}/credentials/OS-EC2"
+    ec2 = world.ok("POST", base, world.alice_token, {"tenant_id": world.p1})["credential"]
+    date = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    v4_headers = {
+        "Host": "Nova.Example:8773",
+        "X-Amz-Date": date,
+        "Authorization": f"AWS4-HMAC-SHA256 Credential={ec2['access']}/{date[:8]}/RegionOne/"
+        "ec2/aws4_request, SignedHeaders=host;x-amz-date, Signature=x",
+    }
+    v2_params = {
+        "AWSAccessKeyId": ec2["access"],
+        "Action": "DescribeInstances",
+        "SignatureVersion": "2",
+        "Timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    requests_to_sign = [
+        {"verb": "GET", "params": {"Action": "DescribeRegions"}, "headers": v4_headers},
+        {"verb": "GET", "params": v2_params, "headers": {}},
+    ]
+    for shape in requests_to_sign:
+        request = {
+            "access": ec2["access"],
+            "host": "Nova.Example:8773",
+            "path": "/services/Cloud/",
+            "body_hash": hashlib.sha256(b"").hexdigest(),
+            **shape,
+        }
+        signed = subprocess.run(
+            [str(openstack_venv / "bin" / "python"), "-c", SIGNER],
+            input=json.dumps({**request, "secret": ec2["secret"]}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+        response = world.api.client.post(
+            "/v3/ec2tokens", json={"credentials": {**request, "signature": signed}}
+        )
+        assert response.status_code == 200, response.get_json()
+        assert response.get_json()["token"]["user"]["id"] == world.alice
