@@ -298,11 +298,11 @@ class KeystoneCredentials(IdentityServiceBase):
         host = credentials.get("host")
         # As signed, else as AWS describes it (lower case), else without the port
         # (some clients sign without it; Keystone tries again without it).
-        hosts = [host]
+        hosts: list[Any] = [host]
         if isinstance(host, str):
-            for candidate in (host.lower(), host.rsplit(":", 1)[0], host.lower().rsplit(":", 1)[0]):
-                if candidate not in hosts:
-                    hosts.append(candidate)
+            for variant in (host.lower(), host.rsplit(":", 1)[0], host.lower().rsplit(":", 1)[0]):
+                if variant not in hosts:
+                    hosts.append(variant)
         good = False
         try:
             for candidate in hosts:
