@@ -144,13 +144,9 @@ class KeystoneCredentials(IdentityServiceBase):
     def _enforce_owner(self, ctx: CallContext, action: str, owner_id: str) -> User:
         """Oneself, or a cloud admin; enforced before revealing whether the owner exists.
         Restricted application credentials are refused every action here."""
-        auth = ctx.auth
-        if auth is not None and auth.restricted:
-            raise Forbidden(
-                f"a restricted application credential may not perform {action}",
-                code="application_credential_restricted",
-                extra={"action": action},
-            )
+        if ctx.auth is not None:
+            # Before the owner is looked up (RESTRICTED_NEVER: reads included).
+            self._enforcer.refuse_restricted(ctx.auth, action)
         owner = self._session.get(User, owner_id)
         target = Target(
             user_id=owner_id,

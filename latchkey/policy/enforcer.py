@@ -60,6 +60,8 @@ RESTRICTED_ONLY_ON_SELF = frozenset(
         "identity:token:revoke",
     }
 )
+# Reads that are refused too: an EC2 secret read is an unrestricted token (issue 14).
+RESTRICTED_NEVER = frozenset({"identity:credential:get", "identity:credential:list"})
 READER, ADMIN, SERVICE = "reader", "admin", "service"
 # What a target names for an object that does not exist (the domain of an unknown
 # user, say): no one's scope holds it, so only cloud callers get as far as the 404
@@ -96,6 +98,8 @@ def restricted_refuses(auth: AuthContext, action: str, target: Target | None = N
     """The rule for restricted application credentials (``auth.restricted``)."""
     if not auth.restricted:
         return False
+    if action in RESTRICTED_NEVER:
+        return True
     if action in RESTRICTED_ONLY_ON_SELF:
         return target is None or target.user_id != auth.user_id
     return changes_privileges(action)

@@ -45,6 +45,8 @@ PUBLIC = {
     ("keystone.issue_token", "POST"),
     ("keystone.versions", "GET"),
     ("keystone.version", "GET"),
+    ("keystone.ec2_tokens", "POST"),  # a signed request is its own authentication
+    ("keystone.s3_tokens", "POST"),
     ("oauth2.token", "POST"),
     ("oauth2.introspect", "POST"),
     ("oauth2.revoke", "POST"),
@@ -89,6 +91,8 @@ BODIES: dict[tuple[str, str], Any] = {
     },
     ("application_credentials.add_secret", "POST"): {},
     ("keystone.create_credential", "POST"): {"application_credential": {"name": "oracle"}},
+    ("keystone.update_credential_v3", "PATCH"): {"credential": {"blob": "x"}},
+    ("keystone.create_ec2_credential", "POST"): {"tenant_id": "{project_id}"},
 }
 NO_BODY = {"GET", "DELETE", "HEAD"}
 # PUT endpoints whose every input is in the path.
@@ -146,6 +150,10 @@ def world(app: Flask, api: Api, admin_token: str) -> World:
             {"name": "ci", "project_id": o1, "access_rules": [rule]},
         )
         credentials[owner] = created
+    ec2 = {  # Keystone's EC2 keys (their own path parameter, `access`)
+        owner: _ok(api, "POST", f"/v3/users/{owner}/credentials/OS-EC2", admin, {"tenant_id": o1})
+        for owner in (stranger, robot_id)
+    }
     (rule_id,) = [
         r["id"]
         for r in api.ok("GET", f"/v3/users/{stranger}/access_rules", stranger_token)["access_rules"]
@@ -175,6 +183,7 @@ def world(app: Flask, api: Api, admin_token: str) -> World:
             "user_id": owner,
             "credential_id": credentials[owner]["id"],
             "credential_secret_id": credentials[owner]["secret_id"],
+            "access": ec2[owner]["credential"]["access"],
         }
         for kind, owner in (("human", stranger), ("application", robot_id))
     }
