@@ -39,7 +39,7 @@ from latchkey.identity.credentials import (
 )
 from latchkey.identity.directory import Directory
 from latchkey.identity.keys import KeyRing
-from latchkey.identity.keystone_credentials import KeystoneCredentials
+from latchkey.identity.keystone_credentials import KeystoneCredentials, OAuth1Consumers
 from latchkey.identity.ldap_domains import LdapDomains
 from latchkey.identity.passwords import PasswordHasher
 from latchkey.identity.revocation_listener import CHANNEL as REVOCATION_CHANNEL
@@ -121,6 +121,7 @@ class Services:
     peppers: PepperRing
     ldap: LdapDomains
     keystone_credentials: KeystoneCredentials
+    oauth1_consumers: OAuth1Consumers
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -429,6 +430,9 @@ def build_services(settings: Settings) -> Services:
             f"unknown secret_store {settings.secret_store!r}; use local, vault or barbican"
         )
     instrument_store(secret_store)  # latency and errors per call (issue 15, point 6)
+    keystone_credentials = KeystoneCredentials(
+        deps, system=system, roles=roles, tokens=tokens, ldap=ldap
+    )
     return Services(
         settings=settings,
         enforcer=enforcer,
@@ -456,9 +460,8 @@ def build_services(settings: Settings) -> Services:
         system_secrets=system,
         peppers=peppers,
         ldap=ldap,
-        keystone_credentials=KeystoneCredentials(
-            deps, system=system, roles=roles, tokens=tokens, ldap=ldap
-        ),
+        keystone_credentials=keystone_credentials,
+        oauth1_consumers=OAuth1Consumers(deps, sealer=keystone_credentials.sealer),
     )
 
 

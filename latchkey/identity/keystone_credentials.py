@@ -38,7 +38,13 @@ from latchkey.identity import ec2_signatures
 from latchkey.identity.accounts import APPLICATION
 from latchkey.identity.common import IdentityServiceBase, ServiceDeps
 from latchkey.identity.ldap_domains import LdapDomains
-from latchkey.identity.models import Domain, KeystoneCredential, Project, User
+from latchkey.identity.models import (
+    Domain,
+    KeystoneCredential,
+    OAuth1Consumer,
+    Project,
+    User,
+)
 from latchkey.identity.roles import Roles
 from latchkey.identity.tokens import IssuedToken, Scope, Tokens
 from latchkey.policy.context import CallContext
@@ -430,4 +436,79 @@ def _ec2_blob(blob: str, project_id: str | None) -> dict[str, Any]:
         raise InvalidRequest("Invalid blob in credential")
     if project_id is None:
         raise InvalidRequest("Missing project_id in ec2 credential")
+    return value
+
+
+# -- OS-OAUTH1 consumers ------------------------------------------------------------------
+
+CONSUMER_CREATE = "identity:oauth1_consumer:create"
+CONSUMER_LIST = "identity:oauth1_consumer:list"
+CONSUMER_GET = "identity:oauth1_consumer:get"
+CONSUMER_UPDATE = "identity:oauth1_consumer:update"
+CONSUMER_DELETE = "identity:oauth1_consumer:delete"
+CONSUMER_CONTEXT = "oauth1-consumer:"  # the sealed secret is bound to the consumer's id
+
+
+@dataclass(frozen=True)
+class CreatedConsumer:
+    consumer: OAuth1Consumer
+    secret: str  # shown once, in the creation's answer
+
+
+class OAuth1Consumers(IdentityServiceBase):
+    """Keystone's OS-OAUTH1 consumers, managed by cloud admins."""
+
+    def __init__(self, deps: ServiceDeps, *, sealer: CredentialSealer) -> None:
+        super().__init__(deps)
+        self._sealer = sealer
+
+    def create(self, ctx: CallContext, description: str | None) -> CreatedConsumer:
+        self._enforce(ctx, CONSUMER_CREATE, Target())
+        secret = secrets.token_urlsafe(32)
+        consumer_id = secrets.token_hex(16)
+        consumer = OAuth1Consumer(
+            id=consumer_id,
+            description=_description(description),
+            secret_sealed=self._sealer.seal(secret, CONSUMER_CONTEXT + consumer_id),
+            created_at=utcnow(),
+        )
+        self._session.add(consumer)
+        self._record_change(ctx, CONSUMER_CREATE, AuditTarget("oauth1_consumer", consumer_id))
+        self._commit("consumer_exists", "a consumer with that id exists")
+        return CreatedConsumer(consumer, secret)
+
+    def list(self, ctx: CallContext) -> list[OAuth1Consumer]:
+        self._enforce(ctx, CONSUMER_LIST, Target())
+        return list(self._session.scalars(select(OAuth1Consumer).order_by(OAuth1Consumer.id)))
+
+    def get(self, ctx: CallContext, consumer_id: str) -> OAuth1Consumer:
+        self._enforce(ctx, CONSUMER_GET, Target())
+        return self._found(consumer_id)
+
+    def update(self, ctx: CallContext, consumer_id: str, description: Any) -> OAuth1Consumer:
+        self._enforce(ctx, CONSUMER_UPDATE, Target())
+        consumer = self._found(consumer_id)
+        consumer.description = _description(description)
+        self._record_change(ctx, CONSUMER_UPDATE, AuditTarget("oauth1_consumer", consumer_id))
+        self._session.commit()
+        return consumer
+
+    def delete(self, ctx: CallContext, consumer_id: str) -> None:
+        self._enforce(ctx, CONSUMER_DELETE, Target())
+        self._session.delete(self._found(consumer_id))
+        self._record_change(ctx, CONSUMER_DELETE, AuditTarget("oauth1_consumer", consumer_id))
+        self._session.commit()
+
+    def _found(self, consumer_id: str) -> OAuth1Consumer:
+        consumer = self._session.get(OAuth1Consumer, consumer_id)
+        if consumer is None:
+            raise NotFound(f"Could not find consumer: {consumer_id}.")
+        return consumer
+
+
+def _description(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequest("description must be a string")
+    if value is not None and len(value) > MAX_BLOB:
+        raise InvalidRequest("description is too long")
     return value

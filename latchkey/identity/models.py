@@ -220,3 +220,16 @@ class KeystoneCredential(Base):
     blob_sealed: Mapped[bytes] = mapped_column(LargeBinary)
     extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OAuth1Consumer(Base):
+    """Keystone's OS-OAUTH1 consumers: the secret is shown once, then kept sealed
+    (an OAuth 1.0a signature needs it back in clear to be checked)."""
+
+    __tablename__ = "oauth1_consumer"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    secret_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

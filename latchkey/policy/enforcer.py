@@ -152,6 +152,12 @@ RULES: dict[str, Rule] = {
     "identity:credential:get": Rule(CLOUD, ADMIN, self_allowed=True),
     "identity:credential:update": Rule(CLOUD, ADMIN, self_allowed=True),
     "identity:credential:delete": Rule(CLOUD, ADMIN, self_allowed=True),
+    # Keystone's OS-OAUTH1 consumers: the cloud's.
+    "identity:oauth1_consumer:create": Rule(CLOUD, ADMIN),
+    "identity:oauth1_consumer:list": Rule(CLOUD, READER),
+    "identity:oauth1_consumer:get": Rule(CLOUD, READER),
+    "identity:oauth1_consumer:update": Rule(CLOUD, ADMIN),
+    "identity:oauth1_consumer:delete": Rule(CLOUD, ADMIN),
     "identity:service:list": Rule(ANY, READER),
     "identity:service:get": Rule(ANY, READER),
     "identity:service:create": Rule(CLOUD, ADMIN),

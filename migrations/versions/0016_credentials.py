@@ -1,4 +1,4 @@
-"""Keystone v3 credentials (EC2 keys among them), their blobs sealed
+"""Keystone v3 credentials (EC2 keys among them), their blobs sealed; OAuth1 consumers
 
 Revision ID: e5f7a9b20016
 Revises: d4e6f8a10015
@@ -32,7 +32,16 @@ def upgrade():
     with op.batch_alter_table('keystone_credential', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_keystone_credential_project_id'), ['project_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_keystone_credential_user_id'), ['user_id'], unique=False)
+    op.create_table('oauth1_consumer',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('description', sa.Text(), nullable=True),
+    sa.Column('secret_sealed', sa.LargeBinary(), nullable=False),
+    sa.Column('extra', sa.JSON(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_oauth1_consumer'))
+    )
 
 
 def downgrade():
+    op.drop_table('oauth1_consumer')
     op.drop_table('keystone_credential')

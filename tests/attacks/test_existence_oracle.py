@@ -93,6 +93,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("keystone.create_credential", "POST"): {"application_credential": {"name": "oracle"}},
     ("keystone.update_credential_v3", "PATCH"): {"credential": {"blob": "x"}},
     ("keystone.create_ec2_credential", "POST"): {"tenant_id": "{project_id}"},
+    ("keystone.update_consumer", "PATCH"): {"consumer": {"description": "x"}},
 }
 NO_BODY = {"GET", "DELETE", "HEAD"}
 # PUT endpoints whose every input is in the path.
@@ -154,6 +155,7 @@ def world(app: Flask, api: Api, admin_token: str) -> World:
         owner: _ok(api, "POST", f"/v3/users/{owner}/credentials/OS-EC2", admin, {"tenant_id": o1})
         for owner in (stranger, robot_id)
     }
+    consumer = _ok(api, "POST", "/v3/OS-OAUTH1/consumers", admin, {"consumer": {}})["consumer"]
     (rule_id,) = [
         r["id"]
         for r in api.ok("GET", f"/v3/users/{stranger}/access_rules", stranger_token)["access_rules"]
@@ -176,6 +178,7 @@ def world(app: Flask, api: Api, admin_token: str) -> World:
         "version": "1",
         "rule_id": rule_id,
         "tenant_secret_id": secret,
+        "consumer_id": consumer["id"],
     }
     existing = {
         kind: {

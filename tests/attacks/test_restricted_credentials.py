@@ -277,6 +277,8 @@ MAY_PERFORM = {
     "identity:group:get",
     "identity:group:list",
     "identity:group:list_members",
+    "identity:oauth1_consumer:get",  # no secret in the answer
+    "identity:oauth1_consumer:list",
     "identity:project:get",
     "identity:project:list",
     "identity:revocation:list",

@@ -596,3 +596,37 @@ def test_ec2tokens_accepts_keystoneclients_own_signer(
         )
         assert response.status_code == 200, response.get_json()
         assert response.get_json()["token"]["user"]["id"] == world.alice
+
+
+# -- OS-OAUTH1 consumers ---------------------------------------------------------------
+
+
+def test_oauth1_consumers_crud_for_cloud_admins(world: World) -> None:
+    base = "/v3/OS-OAUTH1/consumers"
+    created = world.ok("POST", base, world.admin, {"consumer": {"description": "d1"}})
+    consumer = created["consumer"]
+    assert consumer["secret"] and consumer["description"] == "d1"
+    path = f"{base}/{consumer['id']}"
+    shown = world.ok("GET", path, world.admin)["consumer"]
+    assert {k: shown[k] for k in ("id", "description", "links")} == {
+        k: consumer[k] for k in ("id", "description", "links")
+    }
+    assert "secret" not in shown  # shown once
+    with world.app.app_context():
+        from latchkey.identity.models import OAuth1Consumer
+
+        row = db.session.get(OAuth1Consumer, consumer["id"])
+        assert row is not None and consumer["secret"].encode() not in row.secret_sealed
+    world.ok("PATCH", path, world.admin, {"consumer": {"description": "d2"}})
+    assert world.ok("GET", path, world.admin)["consumer"]["description"] == "d2"
+    second = world.ok("POST", base, world.admin, {"consumer": {}})["consumer"]
+    listed = {c["id"] for c in world.ok("GET", base, world.admin)["consumers"]}
+    assert {consumer["id"], second["id"]} <= listed
+    # Not a project admin's (bob administers p1), nor anyone's but the cloud's.
+    keystone_error(world.call("POST", base, world.bob_token, {"consumer": {}}), 403)
+    keystone_error(world.call("DELETE", path, world.bob_token), 403)
+    keystone_error(world.call("GET", base, world.alice_token), 403)
+    keystone_error(world.call("PATCH", path, world.admin, {"consumer": {"secret": "x"}}), 400)
+    keystone_error(world.call("PATCH", path, world.admin, {"consumer": {"description": 1}}), 400)
+    world.ok("DELETE", path, world.admin)
+    keystone_error(world.call("GET", path, world.admin), 404)

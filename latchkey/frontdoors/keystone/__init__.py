@@ -9,8 +9,9 @@ from latchkey.frontdoors.keystone import (  # issue 14: credentials
     catalog,
     credentials,
     ec2,
+    oauth1,
     tokens,
 )
 from latchkey.frontdoors.keystone.common import blp
 
-__all__ = ["application_credentials", "blp", "catalog", "credentials", "ec2", "tokens"]
+__all__ = ["application_credentials", "blp", "catalog", "credentials", "ec2", "oauth1", "tokens"]
