@@ -38,6 +38,7 @@ from latchkey.identity.credentials import (
     UsageRecorder,
 )
 from latchkey.identity.directory import Directory
+from latchkey.identity.domain_configs import DomainConfigs
 from latchkey.identity.keys import KeyRing
 from latchkey.identity.keystone_credentials import KeystoneCredentials, OAuth1Consumers
 from latchkey.identity.ldap_domains import LdapDomains
@@ -122,6 +123,7 @@ class Services:
     ldap: LdapDomains
     keystone_credentials: KeystoneCredentials
     oauth1_consumers: OAuth1Consumers
+    domain_configs: DomainConfigs
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -462,6 +464,7 @@ def build_services(settings: Settings) -> Services:
         ldap=ldap,
         keystone_credentials=keystone_credentials,
         oauth1_consumers=OAuth1Consumers(deps, sealer=keystone_credentials.sealer),
+        domain_configs=DomainConfigs(deps),
     )
 
 

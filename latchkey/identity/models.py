@@ -233,3 +233,16 @@ class OAuth1Consumer(Base):
     secret_sealed: Mapped[bytes] = mapped_column(LargeBinary)
     extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DomainConfig(Base):
+    """Keystone's domain-specific configuration (``identity`` and ``ldap`` groups), as
+    the API sets it: reported, not applied (docs/decisions.md)."""
+
+    __tablename__ = "domain_config"
+
+    domain_id: Mapped[str] = mapped_column(
+        ForeignKey("domain.id", ondelete="CASCADE"), primary_key=True
+    )
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

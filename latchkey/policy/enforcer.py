@@ -158,6 +158,12 @@ RULES: dict[str, Rule] = {
     "identity:oauth1_consumer:get": Rule(CLOUD, READER),
     "identity:oauth1_consumer:update": Rule(CLOUD, ADMIN),
     "identity:oauth1_consumer:delete": Rule(CLOUD, ADMIN),
+    # Keystone's domain configuration (kept and reported, not applied): the cloud's.
+    "identity:domain_config:create": Rule(CLOUD, ADMIN),
+    "identity:domain_config:get": Rule(CLOUD, READER),
+    "identity:domain_config:get_default": Rule(CLOUD, READER),
+    "identity:domain_config:update": Rule(CLOUD, ADMIN),
+    "identity:domain_config:delete": Rule(CLOUD, ADMIN),
     "identity:service:list": Rule(ANY, READER),
     "identity:service:get": Rule(ANY, READER),
     "identity:service:create": Rule(CLOUD, ADMIN),

@@ -1,4 +1,5 @@
-"""Keystone v3 credentials (EC2 keys among them), their blobs sealed; OAuth1 consumers
+"""Keystone v3 credentials (EC2 keys among them), their blobs sealed; OAuth1 consumers;
+domain configuration
 
 Revision ID: e5f7a9b20016
 Revises: d4e6f8a10015
@@ -40,8 +41,16 @@ def upgrade():
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_oauth1_consumer'))
     )
+    op.create_table('domain_config',
+    sa.Column('domain_id', sa.String(length=64), nullable=False),
+    sa.Column('config', sa.JSON(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['domain_id'], ['domain.id'], name=op.f('fk_domain_config_domain_id_domain'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('domain_id', name=op.f('pk_domain_config'))
+    )
 
 
 def downgrade():
+    op.drop_table('domain_config')
     op.drop_table('oauth1_consumer')
     op.drop_table('keystone_credential')

@@ -94,6 +94,8 @@ BODIES: dict[tuple[str, str], Any] = {
     ("keystone.update_credential_v3", "PATCH"): {"credential": {"blob": "x"}},
     ("keystone.create_ec2_credential", "POST"): {"tenant_id": "{project_id}"},
     ("keystone.update_consumer", "PATCH"): {"consumer": {"description": "x"}},
+    ("keystone.create_domain_config", "PUT"): {"config": {"identity": {"driver": "x"}}},
+    ("keystone.update_domain_config", "PATCH"): {"config": {"identity": {"driver": "x"}}},
 }
 NO_BODY = {"GET", "DELETE", "HEAD"}
 # PUT endpoints whose every input is in the path.
@@ -156,6 +158,8 @@ def world(app: Flask, api: Api, admin_token: str) -> World:
         for owner in (stranger, robot_id)
     }
     consumer = _ok(api, "POST", "/v3/OS-OAUTH1/consumers", admin, {"consumer": {}})["consumer"]
+    config = {"config": {"identity": {"driver": "ldap"}}}
+    api.ok("PUT", f"/v3/domains/{other}/config", admin, config, 201)
     (rule_id,) = [
         r["id"]
         for r in api.ok("GET", f"/v3/users/{stranger}/access_rules", stranger_token)["access_rules"]
@@ -179,6 +183,8 @@ def world(app: Flask, api: Api, admin_token: str) -> World:
         "rule_id": rule_id,
         "tenant_secret_id": secret,
         "consumer_id": consumer["id"],
+        "group": "identity",
+        "option": "driver",
     }
     existing = {
         kind: {

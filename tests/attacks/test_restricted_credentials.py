@@ -273,6 +273,7 @@ MAY_PERFORM = {
     "identity:application_credential:get",  # its owner's own only
     "identity:application_credential:list",  # its owner's own only
     "identity:domain:get",
+    "identity:domain_config:get",
     "identity:domain:list",
     "identity:group:get",
     "identity:group:list",

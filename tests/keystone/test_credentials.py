@@ -630,3 +630,69 @@ def test_oauth1_consumers_crud_for_cloud_admins(world: World) -> None:
     keystone_error(world.call("PATCH", path, world.admin, {"consumer": {"description": 1}}), 400)
     world.ok("DELETE", path, world.admin)
     keystone_error(world.call("GET", path, world.admin), 404)
+
+
+# -- domain configuration --------------------------------------------------------------
+
+CUSTOM_CONFIG = {
+    "identity": {"driver": "ldap"},
+    "ldap": {"url": "ldap://myldap.com:389/", "user_tree_dn": "ou=Users,dc=my_new_root,dc=org"},
+}
+
+
+def test_domain_configuration_as_tempest_does(world: World) -> None:
+    defaults = world.ok("GET", "/v3/domains/config/default", world.admin)["config"]
+    assert {"identity", "ldap"} <= set(defaults)
+    identity = world.ok("GET", "/v3/domains/config/identity/default", world.admin)["config"]
+    assert {"driver", "list_limit"} <= set(identity["identity"])
+    for option in world.ok("GET", "/v3/domains/config/ldap/default", world.admin)["config"]["ldap"]:
+        path = f"/v3/domains/config/ldap/{option}/default"
+        assert option in world.ok("GET", path, world.admin)["config"]
+
+    domain = world.ok("POST", "/v1/domains", world.admin, {"name": "configured"})["id"]
+    base = f"/v3/domains/{domain}/config"
+    keystone_error(world.call("GET", base, world.admin), 404)
+    response = world.call("PUT", base, world.admin, {"config": CUSTOM_CONFIG})
+    assert response.status_code == 201 and response.get_json()["config"] == CUSTOM_CONFIG
+    for group, options in CUSTOM_CONFIG.items():
+        assert world.ok("GET", f"{base}/{group}", world.admin)["config"] == {group: options}
+        for option, value in options.items():
+            shown = world.ok("GET", f"{base}/{group}/{option}", world.admin)["config"]
+            assert shown == {option: value}
+
+    new = {**CUSTOM_CONFIG, "ldap": {**CUSTOM_CONFIG["ldap"], "url": "ldap://other.example/"}}
+    assert world.ok("PATCH", base, world.admin, {"config": new})["config"] == new
+    assert world.ok("GET", base, world.admin)["config"] == new
+
+    group = {"identity": {"driver": "d2", "list_limit": 42}}
+    updated = world.ok("PATCH", f"{base}/identity", world.admin, {"config": group})["config"]
+    assert updated["identity"] == {"driver": "d2", "list_limit": 42}
+    body = {"config": {"driver": "d3"}}
+    updated = world.ok("PATCH", f"{base}/identity/driver", world.admin, body)["config"]
+    assert updated["identity"]["driver"] == "d3"
+    world.ok("DELETE", f"{base}/identity/driver", world.admin)
+    keystone_error(world.call("GET", f"{base}/identity/driver", world.admin), 404)
+    world.ok("DELETE", f"{base}/identity", world.admin)
+    keystone_error(world.call("GET", f"{base}/identity", world.admin), 404)
+    world.ok("DELETE", base, world.admin)
+    keystone_error(world.call("GET", base, world.admin), 404)
+
+
+def test_domain_configuration_refusals(world: World) -> None:
+    domain = world.ok("POST", "/v1/domains", world.admin, {"name": "configured"})["id"]
+    base = f"/v3/domains/{domain}/config"
+    for bad in (
+        {"nova": {"x": 1}},
+        {"ldap": {"password": "bind-secret"}},  # the secret store's, via the domain's ldap
+        {"ldap": {"no_such_option": "x"}},
+        {"identity": {"driver": ["x"]}},
+        {"identity": {}},
+        {},
+        "x",
+    ):
+        keystone_error(world.call("PUT", base, world.admin, {"config": bad}), 400)
+    keystone_error(world.call("PUT", base, world.bob_token, {"config": CUSTOM_CONFIG}), 403)
+    keystone_error(world.call("GET", "/v3/domains/config/default", world.alice_token), 403)
+    body = {"config": CUSTOM_CONFIG}
+    keystone_error(world.call("PUT", "/v3/domains/nope/config", world.admin, body), 404)
+    keystone_error(world.call("GET", "/v3/domains/config/nova/default", world.admin), 404)

@@ -8,10 +8,20 @@ from latchkey.frontdoors.keystone import (  # issue 14: credentials
     application_credentials,
     catalog,
     credentials,
+    domain_config,
     ec2,
     oauth1,
     tokens,
 )
 from latchkey.frontdoors.keystone.common import blp
 
-__all__ = ["application_credentials", "blp", "catalog", "credentials", "ec2", "oauth1", "tokens"]
+__all__ = [
+    "application_credentials",
+    "blp",
+    "catalog",
+    "credentials",
+    "domain_config",
+    "ec2",
+    "oauth1",
+    "tokens",
+]
