@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import threading
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ from latchkey.policy.enforcer import ADMIN, Target
 from latchkey.secrets.system import SystemSecrets
 
 EC2 = "ec2"
-DATA_KEY_NAME = "keystone-credential-key"
+DATA_KEY_PREFIX = "keystone-credential-key-"  # + 8 hex digits: a data key's name
 SEALED_PREFIX = b"kc1"
 EC2_METHOD = "ec2credential"
 MAX_BLOB = 65536
@@ -86,47 +87,73 @@ class OpenCredential:
 
 
 class CredentialSealer:
-    """AES-256-GCM under one data key from the secret store, read once and held."""
+    """AES-256-GCM under data keys from the secret store, read once and held.
+
+    Each sealed value names its key (``keystone-credential-key-<8 hex>``). The first
+    use makes one and commits it at once, before anything is sealed with it; two
+    workers doing so together make two keys, both kept and both readable. The oldest
+    registered key seals from then on.
+    """
 
     def __init__(self, system: SystemSecrets) -> None:
         self._system = system
-        self._key: bytes | None = None
+        self._keys: dict[str, bytes] = {}
+        self._current: str | None = None
         self._lock = threading.Lock()
 
-    def _data_key(self) -> bytes:
-        if self._key is not None:
-            return self._key
+    def _current_key(self) -> tuple[str, bytes]:
         with self._lock:
-            if self._key is None:
-                if self._system.has(DATA_KEY_NAME):
-                    self._key = self._system.get(DATA_KEY_NAME)
+            # Checked at each seal (writes only): a key whose registry row is gone (a
+            # restored database) must not seal what no one could open afterwards.
+            if self._current is None or not self._system.has(self._current):
+                entries = self._system.entries(DATA_KEY_PREFIX)
+                if entries:
+                    self._current = entries[0].name
                 else:
+                    name = DATA_KEY_PREFIX + secrets.token_hex(4)
                     key = AESGCM.generate_key(bit_length=256)
-                    self._system.put(DATA_KEY_NAME, key)  # commits with the credential
-                    self._key = key
-            return self._key
+                    self._system.put(name, key)
+                    self._system.session.commit()  # before anything is sealed with it
+                    self._keys[name] = key
+                    self._current = name
+            name = self._current
+        return name, self._key(name)
 
-    def seal(self, blob: str, credential_id: str) -> bytes:
+    def _key(self, name: str) -> bytes:
+        key = self._keys.get(name)
+        if key is None:
+            key = self._system.get(name)
+            with self._lock:
+                self._keys[name] = key
+        return key
+
+    def seal(self, value: str, context: str) -> bytes:
+        name, key = self._current_key()
+        suffix = name.removeprefix(DATA_KEY_PREFIX).encode()
         nonce = secrets.token_bytes(12)
-        sealed = AESGCM(self._data_key()).encrypt(nonce, blob.encode(), credential_id.encode())
-        return SEALED_PREFIX + nonce + sealed
+        sealed = AESGCM(key).encrypt(nonce, value.encode(), context.encode())
+        return SEALED_PREFIX + bytes([len(suffix)]) + suffix + nonce + sealed
 
-    def open(self, sealed: bytes, credential_id: str) -> str:
-        if not sealed.startswith(SEALED_PREFIX):
-            raise ServiceUnavailable("a credential's blob is in an unknown format")
-        body = sealed[len(SEALED_PREFIX) :]
+    def open(self, sealed: bytes, context: str) -> str:
+        if not sealed.startswith(SEALED_PREFIX) or len(sealed) < len(SEALED_PREFIX) + 14:
+            raise ServiceUnavailable(
+                "a sealed credential is in an unknown format", code="credential_blob_unreadable"
+            )
+        rest = sealed[len(SEALED_PREFIX) :]
+        suffix, body = rest[1 : 1 + rest[0]], rest[1 + rest[0] :]
+        if not re.fullmatch(rb"[0-9a-f]{8}", suffix):
+            raise ServiceUnavailable(
+                "a sealed credential names no data key", code="credential_blob_unreadable"
+            )
+        key = self._key(DATA_KEY_PREFIX + suffix.decode("ascii", "replace"))
         try:
-            plain = AESGCM(self._data_key()).decrypt(body[:12], body[12:], credential_id.encode())
+            plain = AESGCM(key).decrypt(body[:12], body[12:], context.encode())
         except InvalidTag as exc:
             raise ServiceUnavailable(
-                "a credential's blob does not open with the data key",
+                "a sealed credential does not open with its data key",
                 code="credential_blob_unreadable",
             ) from exc
         return plain.decode()
-
-    def forget(self) -> None:
-        with self._lock:
-            self._key = None
 
 
 class KeystoneCredentials(IdentityServiceBase):

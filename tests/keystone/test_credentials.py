@@ -19,7 +19,9 @@ from sqlalchemy import select
 
 from latchkey.audit import AuditEvent
 from latchkey.db import db
+from latchkey.errors import ServiceUnavailable
 from latchkey.identity import ec2_signatures
+from latchkey.identity.keystone_credentials import CredentialSealer
 from latchkey.identity.models import KeystoneCredential
 from latchkey.web.requests import is_public
 from tests.conftest import Api, build_app, make_settings
@@ -85,6 +87,10 @@ def world(app: Flask, api: Api, admin_token: str) -> World:
     )
 
 
+def services_of(app: Flask) -> Any:
+    return app.extensions["latchkey"]
+
+
 def ec2_blob(access: str, secret: str) -> str:
     return json.dumps({"access": access, "secret": secret})
 
@@ -140,6 +146,11 @@ def test_blob_is_sealed_at_rest_and_never_audited(world: World) -> None:
         events = db.session.scalars(select(AuditEvent)).all()
         assert all("very-secret-value" not in json.dumps(e.details or {}) for e in events)
         assert any(e.action == "identity:credential:create" for e in events)
+        # Another worker (a sealer of its own) opens it with the key the store keeps.
+        other = CredentialSealer(services_of(world.app).system_secrets)
+        assert other.open(row.blob_sealed, row.id) == blob
+        with pytest.raises(ServiceUnavailable):
+            other.open(row.blob_sealed, "another-credential-id")
 
 
 def test_bad_input_is_400_in_keystone_shape(world: World) -> None:
