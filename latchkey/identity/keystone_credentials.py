@@ -3,8 +3,9 @@
 A credential is a user's opaque ``blob`` of some ``type``; for ``ec2`` the blob is a
 JSON string with ``access`` and ``secret``, and the id is the sha256 hex of the
 access key, as Keystone computes it. The blob is a secret: sealed with AES-256-GCM
-under a data key kept in the configured secret store (``keystone-credential-key``,
-created at first use), bound to the credential's id, never logged or audited.
+under a data key kept in the configured secret store
+(``keystone-credential-key-<8 hex>``, created at first use), bound to the
+credential's id, never logged or audited.
 
 A user manages their own credentials, cloud admins everyone's
 (``identity:credential:*``). Restricted application credentials may not touch
