@@ -17,6 +17,7 @@ import hmac
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -153,6 +154,7 @@ def s3_signature(secret: str, token: str, now: datetime) -> str:
     except (binascii.Error, ValueError) as exc:
         raise SignatureRejected("the string to sign is not base64") from exc
     if not to_sign.startswith(b"AWS4"):
+        _check_s3_v2_time(to_sign, now)
         digest = _hmac(secret.encode(), to_sign, hashlib.sha1)
         return base64.b64encode(digest).decode()
     parts = to_sign.split(b"\n")
@@ -168,6 +170,27 @@ def s3_signature(secret: str, token: str, now: datetime) -> str:
         raise SignatureRejected("the credential scope is not text") from exc
     key = v4_signing_key(secret, date, region, service)
     return hmac.new(key, to_sign, hashlib.sha256).hexdigest()
+
+
+def _check_s3_v2_time(to_sign: bytes, now: datetime) -> None:
+    """S3's version 2 string to sign: verb, Content-MD5, Content-Type, then the Date
+    (or, presigned, the Expires epoch; or empty, with an ``x-amz-date`` header line)."""
+    lines = to_sign.decode("utf-8", "replace").split("\n")
+    if len(lines) < 5:
+        raise SignatureRejected("malformed signature version 2 string to sign")
+    date = lines[3].strip()
+    if date.isdigit():
+        if datetime.fromtimestamp(int(date), UTC) < now:
+            raise SignatureRejected("the signed request has expired")
+        return
+    if not date:
+        amz = [line.split(":", 1)[1] for line in lines[4:] if line.startswith("x-amz-date:")]
+        date = amz[0].strip() if amz else ""
+    try:
+        when = parsedate_to_datetime(date)
+    except (TypeError, ValueError):
+        when = _parse_v4_date(date)  # the ISO 8601 basic form some clients send
+    _check_fresh(when if when.tzinfo else when.replace(tzinfo=UTC), now)
 
 
 def matches(expected: str, given: Any) -> bool:

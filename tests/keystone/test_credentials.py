@@ -443,7 +443,8 @@ def test_s3tokens_v2_and_v4(world: World) -> None:
     base = f"/v3/users/{world.alice}/credentials/OS-EC2"
     ec2 = world.ok("POST", base, world.alice_token, {"tenant_id": world.p1})["credential"]
     secret = ec2["secret"]
-    v2 = b"GET\n\n\nTue, 27 Mar 2007 19:36:42 +0000\n/bucket/object"
+    stamp = datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    v2 = f"GET\n\n\n{stamp}\n/bucket/object".encode()
     v2_signature = base64.b64encode(hmac.new(secret.encode(), v2, hashlib.sha1).digest()).decode()
     date = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     v4 = f"AWS4-HMAC-SHA256\n{date}\n{date[:8]}/RegionOne/s3/aws4_request\n{'ab' * 32}".encode()
@@ -462,6 +463,19 @@ def test_s3tokens_v2_and_v4(world: World) -> None:
         assert response.get_json()["token"]["project"]["id"] == world.p1
         wrong = {**credentials, "signature": signature[:-2] + "AA"}
         keystone_error(world.api.client.post("/v3/s3tokens", json={"credentials": wrong}), 401)
+    # A V2 request signed long ago is not a token now (its Date, or its x-amz-date).
+    for old in (
+        b"GET\n\n\nTue, 27 Mar 2007 19:36:42 +0000\n/bucket/object",
+        b"GET\n\n\n\nx-amz-date:Tue, 27 Mar 2007 19:36:42 +0000\n/bucket/object",
+        b"GET\n\n\n1175024202\n/bucket/object",  # presigned, expired
+    ):
+        signature = base64.b64encode(hmac.new(secret.encode(), old, hashlib.sha1).digest())
+        replay = {
+            "access": ec2["access"],
+            "token": base64.urlsafe_b64encode(old).decode(),
+            "signature": signature.decode(),
+        }
+        keystone_error(world.api.client.post("/v3/s3tokens", json={"credentials": replay}), 401)
     not_base64 = {"access": ec2["access"], "token": "%%%", "signature": "x"}
     keystone_error(world.api.client.post("/v3/s3tokens", json={"credentials": not_base64}), 401)
 
