@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'e5f7a9b20016'
-down_revision = 'b2c4d6e8f013'
+down_revision = 'd4e6f8a10015'
 branch_labels = None
 depends_on = None
 
