@@ -38,7 +38,9 @@ from latchkey.identity.credentials import (
     UsageRecorder,
 )
 from latchkey.identity.directory import Directory
+from latchkey.identity.domain_configs import DomainConfigs
 from latchkey.identity.keys import KeyRing
+from latchkey.identity.keystone_credentials import KeystoneCredentials, OAuth1Consumers
 from latchkey.identity.ldap_domains import LdapDomains
 from latchkey.identity.passwords import PasswordHasher
 from latchkey.identity.revocation_listener import CHANNEL as REVOCATION_CHANNEL
@@ -119,6 +121,9 @@ class Services:
     system_secrets: SystemSecrets
     peppers: PepperRing
     ldap: LdapDomains
+    keystone_credentials: KeystoneCredentials
+    oauth1_consumers: OAuth1Consumers
+    domain_configs: DomainConfigs
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -427,6 +432,9 @@ def build_services(settings: Settings) -> Services:
             f"unknown secret_store {settings.secret_store!r}; use local, vault or barbican"
         )
     instrument_store(secret_store)  # latency and errors per call (issue 15, point 6)
+    keystone_credentials = KeystoneCredentials(
+        deps, system=system, roles=roles, tokens=tokens, ldap=ldap
+    )
     return Services(
         settings=settings,
         enforcer=enforcer,
@@ -454,6 +462,9 @@ def build_services(settings: Settings) -> Services:
         system_secrets=system,
         peppers=peppers,
         ldap=ldap,
+        keystone_credentials=keystone_credentials,
+        oauth1_consumers=OAuth1Consumers(deps, sealer=keystone_credentials.sealer),
+        domain_configs=DomainConfigs(deps),
     )
 
 

@@ -60,6 +60,8 @@ RESTRICTED_ONLY_ON_SELF = frozenset(
         "identity:token:revoke",
     }
 )
+# Reads that are refused too: an EC2 secret read is an unrestricted token (issue 14).
+RESTRICTED_NEVER = frozenset({"identity:credential:get", "identity:credential:list"})
 READER, ADMIN, SERVICE = "reader", "admin", "service"
 # What a target names for an object that does not exist (the domain of an unknown
 # user, say): no one's scope holds it, so only cloud callers get as far as the 404
@@ -96,6 +98,8 @@ def restricted_refuses(auth: AuthContext, action: str, target: Target | None = N
     """The rule for restricted application credentials (``auth.restricted``)."""
     if not auth.restricted:
         return False
+    if action in RESTRICTED_NEVER:
+        return True
     if action in RESTRICTED_ONLY_ON_SELF:
         return target is None or target.user_id != auth.user_id
     return changes_privileges(action)
@@ -143,6 +147,24 @@ RULES: dict[str, Rule] = {
     "identity:application_credential:get": Rule(PROJECT, ADMIN, self_allowed=True),
     "identity:application_credential:delete": Rule(PROJECT, ADMIN, self_allowed=True),
     "identity:application_credential:rotate": Rule(PROJECT, ADMIN, self_allowed=True),
+    # Keystone's credentials (EC2 keys among them): their owner's, and cloud admins'.
+    "identity:credential:create": Rule(CLOUD, ADMIN, self_allowed=True),
+    "identity:credential:list": Rule(CLOUD, ADMIN, self_allowed=True),
+    "identity:credential:get": Rule(CLOUD, ADMIN, self_allowed=True),
+    "identity:credential:update": Rule(CLOUD, ADMIN, self_allowed=True),
+    "identity:credential:delete": Rule(CLOUD, ADMIN, self_allowed=True),
+    # Keystone's OS-OAUTH1 consumers: the cloud's.
+    "identity:oauth1_consumer:create": Rule(CLOUD, ADMIN),
+    "identity:oauth1_consumer:list": Rule(CLOUD, READER),
+    "identity:oauth1_consumer:get": Rule(CLOUD, READER),
+    "identity:oauth1_consumer:update": Rule(CLOUD, ADMIN),
+    "identity:oauth1_consumer:delete": Rule(CLOUD, ADMIN),
+    # Keystone's domain configuration (kept and reported, not applied): the cloud's.
+    "identity:domain_config:create": Rule(CLOUD, ADMIN),
+    "identity:domain_config:get": Rule(CLOUD, READER),
+    "identity:domain_config:get_default": Rule(CLOUD, READER),
+    "identity:domain_config:update": Rule(CLOUD, ADMIN),
+    "identity:domain_config:delete": Rule(CLOUD, ADMIN),
     "identity:service:list": Rule(ANY, READER),
     "identity:service:get": Rule(ANY, READER),
     "identity:service:create": Rule(CLOUD, ADMIN),

@@ -82,6 +82,9 @@ PUBLIC_ENDPOINTS = frozenset(
         ("keystone.issue_token", "POST"),
         ("keystone.versions", "GET"),
         ("keystone.version", "GET"),
+        # A request signed with an EC2 key is its own authentication (swift's s3token).
+        ("keystone.ec2_tokens", "POST"),
+        ("keystone.s3_tokens", "POST"),
         # OAuth 2.0: the client authenticates with its credential, not a bearer token.
         ("oauth2.token", "POST"),
         ("oauth2.introspect", "POST"),

@@ -148,6 +148,13 @@ def _oauth_account() -> str | None:
     return _account_key("credential-id", unquote(client_id))
 
 
+def _ec2_account() -> str | None:
+    body = _json()
+    signed = body.get("credentials", body.get("ec2Credentials"))
+    access = _text(signed.get("access")) if isinstance(signed, dict) else None
+    return _account_key("ec2-access", access) if access else None
+
+
 def _password_change_account() -> str | None:
     user_id = _text((request.view_args or {}).get("user_id"))
     return _account_key("user-id", user_id) if user_id else None
@@ -161,6 +168,8 @@ DOORS: dict[str, Callable[[], str | None]] = {
     "oauth2.introspect": _oauth_account,
     "oauth2.revoke": _oauth_account,
     "identity.change_password": _password_change_account,
+    "keystone.ec2_tokens": _ec2_account,
+    "keystone.s3_tokens": _ec2_account,
 }
 
 

@@ -45,6 +45,8 @@ PUBLIC = {
     ("keystone.issue_token", "POST"),
     ("keystone.versions", "GET"),
     ("keystone.version", "GET"),
+    ("keystone.ec2_tokens", "POST"),  # a signed request is its own authentication
+    ("keystone.s3_tokens", "POST"),
     ("oauth2.token", "POST"),
     ("oauth2.introspect", "POST"),
     ("oauth2.revoke", "POST"),
@@ -116,6 +118,11 @@ BODIES: dict[tuple[str, str], Any] = {
     ("keystone.update_endpoint", "PATCH"): {"endpoint": {"url": "http://x/"}},
     ("keystone.update_endpoint_group", "PATCH"): {"endpoint_group": {"name": "x"}},
     ("keystone.update_policy", "PATCH"): {"policy": {"type": "x"}},
+    ("keystone.update_credential_v3", "PATCH"): {"credential": {"blob": "x"}},
+    ("keystone.create_ec2_credential", "POST"): {"tenant_id": "{project_id}"},
+    ("keystone.update_consumer", "PATCH"): {"consumer": {"description": "x"}},
+    ("keystone.create_domain_config", "PUT"): {"config": {"identity": {"driver": "x"}}},
+    ("keystone.update_domain_config", "PATCH"): {"config": {"identity": {"driver": "x"}}},
 }
 NO_BODY = {"GET", "DELETE", "HEAD"}
 # PUT endpoints whose every input is in the path.
@@ -184,6 +191,13 @@ def world(app: Flask, api: Api, admin_token: str) -> World:
             {"name": "ci", "project_id": o1, "access_rules": [rule]},
         )
         credentials[owner] = created
+    ec2 = {  # Keystone's EC2 keys (their own path parameter, `access`)
+        owner: _ok(api, "POST", f"/v3/users/{owner}/credentials/OS-EC2", admin, {"tenant_id": o1})
+        for owner in (stranger, robot_id)
+    }
+    consumer = _ok(api, "POST", "/v3/OS-OAUTH1/consumers", admin, {"consumer": {}})["consumer"]
+    config = {"config": {"identity": {"driver": "ldap"}}}
+    api.ok("PUT", f"/v3/domains/{other}/config", admin, config, 201)
     (rule_id,) = [
         r["id"]
         for r in api.ok("GET", f"/v3/users/{stranger}/access_rules", stranger_token)["access_rules"]
@@ -242,6 +256,9 @@ def world(app: Flask, api: Api, admin_token: str) -> World:
         "endpoint_id": endpoint_id,
         "endpoint_group_id": endpoint_group_id,
         "blob_id": blob_id,
+        "consumer_id": consumer["id"],
+        "group": "identity",
+        "option": "driver",
     }
     existing = {
         kind: {
@@ -249,6 +266,7 @@ def world(app: Flask, api: Api, admin_token: str) -> World:
             "user_id": owner,
             "credential_id": credentials[owner]["id"],
             "credential_secret_id": credentials[owner]["secret_id"],
+            "access": ec2[owner]["credential"]["access"],
         }
         for kind, owner in (("human", stranger), ("application", robot_id))
     }

@@ -273,6 +273,7 @@ MAY_PERFORM = {
     "identity:application_credential:get",  # its owner's own only
     "identity:application_credential:list",  # its owner's own only
     "identity:domain:get",
+    "identity:domain_config:get",
     "identity:domain:list",
     "identity:endpoint:get",  # the catalog (issue 14)
     "identity:endpoint:list",
@@ -283,6 +284,8 @@ MAY_PERFORM = {
     "identity:group:list_members",
     "identity:policy_blob:get",
     "identity:policy_blob:list",
+    "identity:oauth1_consumer:get",  # no secret in the answer
+    "identity:oauth1_consumer:list",
     "identity:project:get",
     "identity:project:list",
     "identity:region:get",  # the catalog (issue 14)
