@@ -6,7 +6,7 @@ refuses to delete one still in use); Tempest and clients rely on it (issue 14). 
 rules of today's credentials are copied in.
 
 Revision ID: f6a8b0c30017
-Revises: b2c4d6e8f013
+Revises: e5f7a9b20016
 Create Date: 2026-12-06 23:00:00.000000
 
 """
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'f6a8b0c30017'
-down_revision = 'b2c4d6e8f013'
+down_revision = 'e5f7a9b20016'
 branch_labels = None
 depends_on = None
 
