@@ -110,14 +110,15 @@ class Bootstrap:
             self._session.add(user)
             self._session.flush()
             created.append("user admin")
-        for scope, scope_id in (("project", project.id), ("domain", domain.id)):
+        # As `keystone-manage bootstrap`: admin on the admin project, on the default
+        # domain and on the system (Keystone's system scope: Latchkey's cloud scope).
+        for scope, scope_id in (("project", project.id), ("domain", domain.id), ("system", "all")):
             key = assignment_key(scope, scope_id, "user", user.id, roles["admin"].id)
             if self._session.scalar(select(RoleAssignment.id).where(RoleAssignment.key == key)):
                 continue
+            target = {"system": scope_id} if scope == "system" else {f"{scope}_id": scope_id}
             self._session.add(
-                RoleAssignment(
-                    key=key, role_id=roles["admin"].id, user_id=user.id, **{f"{scope}_id": scope_id}
-                )
+                RoleAssignment(key=key, role_id=roles["admin"].id, user_id=user.id, **target)
             )
             created.append(f"admin role on {scope} {scope_id}")
         if created:
