@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from latchkey.audit import CHANGE, AuditLog, AuditTarget
@@ -469,7 +470,10 @@ class Catalog:
             return
         if self._session.get(Region, self.region) is None:
             self._session.add(Region(id=self.region, description=""))
-            self._session.commit()
+            try:
+                self._session.commit()
+            except IntegrityError:  # another worker made it first
+                self._session.rollback()
         self._region_checked = True
 
     def _ensure_region(self, region_id: str) -> None:
