@@ -169,6 +169,11 @@ RULES: dict[str, Rule] = {
     "identity:token:revoke": Rule(CLOUD, ADMIN, self_allowed=True),
     "identity:revocation:list": Rule(CLOUD, READER, also_role=SERVICE),
     "audit:event:list": Rule(PROJECT, ADMIN),
+    # OS-TRUST: the trustor creates (only for itself) and deletes; trustor and trustee read.
+    "identity:trust:create": Rule(CLOUD, ADMIN, self_allowed=True),
+    "identity:trust:list": Rule(CLOUD, READER, self_allowed=True),
+    "identity:trust:get": Rule(CLOUD, READER, self_allowed=True),
+    "identity:trust:delete": Rule(CLOUD, ADMIN, self_allowed=True),
 }
 
 
@@ -235,6 +240,8 @@ class Enforcer:
         Called by ``enforce`` for targets in a project.
         """
         if self._tenant is None or auth.is_admin_project or action.startswith(TENANT_EXEMPT_PREFIX):
+            return
+        if auth.system_scoped:  # the operators, as from the admin project (issue 14)
             return
         refusal = self._tenant.refuses(auth, action, project_id, attributes)
         if refusal is not None:

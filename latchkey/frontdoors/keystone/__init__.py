@@ -5,6 +5,8 @@ the package registers them all.
 """
 
 from latchkey.frontdoors.keystone import application_credentials, catalog, tokens
+from latchkey.frontdoors.keystone import trusts
 from latchkey.frontdoors.keystone.common import blp
 
 __all__ = ["application_credentials", "blp", "catalog", "tokens"]
+__all__ += ["trusts"]
