@@ -133,9 +133,7 @@ class Authentication:
                 code="application_credential_rescope",
             )
         if claims.get("trust"):
-            raise Forbidden(
-                "a trust-scoped token cannot be rescoped", code="trust_token_rescope"
-            )
+            raise Forbidden("a trust-scoped token cannot be rescoped", code="trust_token_rescope")
         methods = [m for m in (claims.get("methods") or []) if m != "token"]
         if password is not None:
             user, domain = self._check_password(ctx, password[0], password[1])
@@ -154,9 +152,7 @@ class Authentication:
         methods.append("token")
         group_ids = list(user.directory_group_ids or [])
         if scope_ref and "trust" in scope_ref:
-            return self._trust_token(
-                ctx, user, scope_ref, methods, not_after=_expiry_of(claims)
-            )
+            return self._trust_token(ctx, user, scope_ref, methods, not_after=_expiry_of(claims))
         scope, roles = self._resolve_scope(ctx, user, scope_ref, group_ids)
         chain = claims.get("audit_chain_id") or claims["jti"]
         issued = self._tokens.issue(
@@ -212,9 +208,7 @@ class Authentication:
             },
             not_after=min(expiries) if expiries else None,
         )
-        self._record(
-            ctx, "success", trustee.id, scope, trust_id=trust.id, jti=issued.claims["jti"]
-        )
+        self._record(ctx, "success", trustee.id, scope, trust_id=trust.id, jti=issued.claims["jti"])
         self._session.commit()
         return issued
 
@@ -252,7 +246,9 @@ class Authentication:
                 RoleAssignment.group_id.in_(directory_groups),
             ),
         )
-        query = select(Domain).where(Domain.id.in_(domain_ids), Domain.enabled).order_by(Domain.name)
+        query = (
+            select(Domain).where(Domain.id.in_(domain_ids), Domain.enabled).order_by(Domain.name)
+        )
         return list(self._session.scalars(query))
 
     def has_system_role(self, ctx: CallContext) -> bool:
@@ -499,7 +495,7 @@ class Authentication:
             return Scope(), set()
         if "system" in scope_ref:
             if not (scope_ref["system"] or {}).get("all"):
-                raise InvalidRequest("the system scope is {\"all\": true}", code="scope_invalid")
+                raise InvalidRequest('the system scope is {"all": true}', code="scope_invalid")
             roles = self._system_role_names(user.id, group_ids)
             if not roles:
                 self._deny_scope(ctx, user, "no_roles_on_system")

@@ -18,6 +18,11 @@ from latchkey.policy.enforcer import Enforcer, Target
 
 T = TypeVar("T")
 _ADMIN_PROJECTS = select(Project.id).where(Project.is_admin_project).scalar_subquery()
+# A cloud operator's grant: on the admin project, or on the system (a system-scoped
+# token acts as the cloud, issue 14), so only cloud callers manage its holders.
+_OPERATORS_GRANT = or_(
+    RoleAssignment.project_id.in_(_ADMIN_PROJECTS), RoleAssignment.system.is_not(None)
+)
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
@@ -54,7 +59,7 @@ class IdentityServiceBase:
         user = self._session.get(User, user_id)
         directory_groups = list(user.directory_group_ids or []) if user else []
         query = select(RoleAssignment.id).where(
-            RoleAssignment.project_id.in_(_ADMIN_PROJECTS),
+            _OPERATORS_GRANT,
             or_(
                 RoleAssignment.user_id == user_id,
                 RoleAssignment.group_id.in_(groups),
@@ -65,7 +70,7 @@ class IdentityServiceBase:
 
     def _is_cloud_group(self, group_id: str) -> bool:
         query = select(RoleAssignment.id).where(
-            RoleAssignment.project_id.in_(_ADMIN_PROJECTS), RoleAssignment.group_id == group_id
+            _OPERATORS_GRANT, RoleAssignment.group_id == group_id
         )
         return self._session.scalar(query.limit(1)) is not None
 

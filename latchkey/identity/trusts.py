@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, or_, select, update
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, or_, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from latchkey.audit import AuditTarget
@@ -198,7 +198,9 @@ class Trusts(IdentityServiceBase):
         self._session.delete(trust)
         self._revocations.add(TRUST, trust.id)
         self._record_change(
-            ctx, "identity:trust:delete", AuditTarget("trust", trust.id, project_id=trust.project_id)
+            ctx,
+            "identity:trust:delete",
+            AuditTarget("trust", trust.id, project_id=trust.project_id),
         )
         self._session.commit()
 

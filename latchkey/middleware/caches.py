@@ -295,7 +295,10 @@ class RevocationCache:
         if trust:  # an OS-TRUST token: gone with its trust, its trustor or its trustee
             if ("trust", trust.get("id")) in events:
                 return True
-            subjects += [("user", trust.get("trustor_user_id")), ("user", trust.get("trustee_user_id"))]
+            subjects += [
+                ("user", trust.get("trustor_user_id")),
+                ("user", trust.get("trustee_user_id")),
+            ]
         for key in subjects:
             before = events.get(key)  # type: ignore[arg-type]
             if before is not None and before >= issued_us:

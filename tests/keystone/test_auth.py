@@ -20,9 +20,7 @@ SUBJECT = "X-Subject-Token"
 PASSWORD = "trust-me-not-42"
 
 
-def password_identity(
-    name: str, password: str, *, user_domain: str = "default"
-) -> dict[str, Any]:
+def password_identity(name: str, password: str, *, user_domain: str = "default") -> dict[str, Any]:
     return {
         "methods": ["password"],
         "password": {"user": {"name": name, "domain": {"id": user_domain}, "password": password}},
@@ -125,14 +123,15 @@ def test_default_project_scopes_an_unscoped_login(
 def test_user_by_id_and_by_domain_name(client: FlaskClient, api: Api) -> None:
     admin = api.admin_token()
     user = make_user(api, admin, "ida")
-    by_id = {"methods": ["password"], "password": {"user": {"id": user["id"], "password": PASSWORD}}}
+    by_id = {
+        "methods": ["password"],
+        "password": {"user": {"id": user["id"], "password": PASSWORD}},
+    }
     _, token = issue(client, auth_body(by_id))
     assert token["user"]["id"] == user["id"]
     by_name = {
         "methods": ["password"],
-        "password": {
-            "user": {"name": "ida", "domain": {"name": "Default"}, "password": PASSWORD}
-        },
+        "password": {"user": {"name": "ida", "domain": {"name": "Default"}, "password": PASSWORD}},
     }
     response = post_token(client, auth_body(by_name))
     assert response.status_code in (201, 401)  # the default domain's name is deployment's
@@ -164,7 +163,10 @@ def test_rescope_an_unscoped_token_keeps_its_expiry(client: FlaskClient, api: Ap
     assert token["project"]["id"] == two["id"]
     assert [r["name"] for r in token["roles"]] == ["reader"]
     # Nowhere the user holds no role.
-    response = post_token(client, auth_body(token_identity, {"project": {"name": "admin", "domain": {"id": "default"}}}))
+    response = post_token(
+        client,
+        auth_body(token_identity, {"project": {"name": "admin", "domain": {"id": "default"}}}),
+    )
     assert response.status_code == 401
     assert response.get_json()["error"]["code"] == 401
 
@@ -209,9 +211,7 @@ def test_bad_or_revoked_tokens_cannot_be_rescoped(client: FlaskClient, api: Api)
     assert response.status_code == 401
 
 
-def test_application_credential_tokens_cannot_be_rescoped(
-    client: FlaskClient, api: Api
-) -> None:
+def test_application_credential_tokens_cannot_be_rescoped(client: FlaskClient, api: Api) -> None:
     admin, body = admin_v3(client)
     user_id = body["user"]["id"]
     created = client.post(
@@ -369,3 +369,24 @@ def test_head_token(client: FlaskClient) -> None:
     assert ok.status_code == 200
     missing = client.head("/v3/auth/tokens", headers={"X-Auth-Token": admin, SUBJECT: "nope"})
     assert missing.status_code == 404
+
+
+def test_a_domain_admin_cannot_take_over_a_system_admin(
+    app: Flask, client: FlaskClient, api: Api
+) -> None:
+    """A system admin is a cloud operator: a domain admin of its domain may neither
+    reset its password nor disable it (the way to its system-scoped token)."""
+    admin = api.admin_token()
+    operator = make_user(api, admin, "root2")
+    grant_system(app, operator["id"], "admin")
+    keeper = make_user(api, admin, "keeper")
+    api.ok("PUT", f"/v1/domains/default/users/{keeper['id']}/roles/admin", admin)
+    domain_admin = api.login("keeper", PASSWORD, domain_scope="default")
+    path = f"/v1/users/{operator['id']}"
+    assert api.call("PATCH", path, domain_admin, {"password": "taken-over-1"}).status_code == 403
+    assert api.call("DELETE", path, domain_admin).status_code == 403
+    # A project admin holds no system role: no system-scoped token.
+    project = make_project(api, admin, "theirs")
+    grant(api, admin, project["id"], keeper["id"], "admin")
+    refused = post_token(client, auth_body(password_identity("keeper", PASSWORD), SYSTEM))
+    assert refused.status_code == 401

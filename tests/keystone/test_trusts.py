@@ -39,7 +39,9 @@ class World:
         for role in ("delegated", "kept"):
             grant(api, self.admin, self.project["id"], self.trustor["id"], role)
         scope = {"project": {"id": self.project["id"]}}
-        self.trustor_token, _ = issue(client, auth_body(password_identity("trustor", PASSWORD), scope))
+        self.trustor_token, _ = issue(
+            client, auth_body(password_identity("trustor", PASSWORD), scope)
+        )
         self.trustee_token, _ = issue(client, auth_body(password_identity("trustee", PASSWORD)))
         self.stranger_token, _ = issue(client, auth_body(password_identity("stranger", PASSWORD)))
 
@@ -205,7 +207,9 @@ def test_trust_creation_refusals(client: FlaskClient, api: Api) -> None:
         assert response.status_code == 400, (bad, response.get_json())
         assert response.get_json()["error"]["code"] == 400
     assert (
-        client.post(TRUSTS, json={"trust": "x"}, headers={"X-Auth-Token": w.trustor_token}).status_code
+        client.post(
+            TRUSTS, json={"trust": "x"}, headers={"X-Auth-Token": w.trustor_token}
+        ).status_code
         == 400
     )
     assert client.post(TRUSTS, json={"trust": {}}).status_code == 401

@@ -32,6 +32,7 @@ from latchkey.frontdoors.keystone.common import (
     role_refs,
 )
 from latchkey.identity.token_api import TokenRequest
+from latchkey.web.requests import call_context, services
 
 SUPPORTED_METHODS = ("password", "token", "application_credential")
 
@@ -45,7 +46,6 @@ POLICY_NAMES: dict[str, str] = {
     "identity:get_auth_system": "(any valid token: the caller's own)",
     "identity:get_auth_catalog": "(any valid token)",
 }
-from latchkey.web.requests import call_context, services
 
 # -- tokens -----------------------------------------------------------------------------
 
@@ -147,9 +147,7 @@ def _native_request(body: dict[str, Any]) -> dict[str, Any]:
     native_auth: dict[str, Any] = {}
     for method in dict.fromkeys(methods):
         if method == "password":
-            user = dict(
-                obj(obj(identity.get("password"), "password").get("user"), "password.user")
-            )
+            user = dict(obj(obj(identity.get("password"), "password").get("user"), "password.user"))
             password = user.pop("password", None)
             native_auth["password"] = {"user": user, "password": password}
         elif method == "token":
