@@ -6,15 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask
+from flask import Flask, jsonify, request
 from flask.testing import FlaskClient
-from werkzeug.test import TestResponse
+from werkzeug.test import Client, TestResponse
 
 from latchkey.db import db
 from latchkey.identity.models import Role, RoleAssignment, User
+from latchkey.middleware import LatchkeyMiddleware, authorize, current_identity
 from latchkey.middleware.wsgi import Identity
 from latchkey.policy.context import AuthContext
 from tests.conftest import ADMIN_PASSWORD, Api
+from tests.integration.test_middleware import PASSWORD as SERVICE_TESTS_PASSWORD
+from tests.integration.test_middleware import READ, Env, env, served  # noqa: F401
 
 SUBJECT = "X-Subject-Token"
 PASSWORD = "trust-me-not-42"
@@ -390,3 +393,99 @@ def test_a_domain_admin_cannot_take_over_a_system_admin(
     grant(api, admin, project["id"], keeper["id"], "admin")
     refused = post_token(client, auth_body(password_identity("keeper", PASSWORD), SYSTEM))
     assert refused.status_code == 401
+
+
+# -- a relying service's middleware ----------------------------------------------------------
+
+
+def relying_service() -> Flask:
+    app = Flask("relying")
+
+    @app.route("/whoami")
+    def whoami() -> Any:
+        identity = current_identity(request.environ)
+        assert identity is not None
+        resource = {"type": "objects:container", "id": "x", "attributes": {"env": "x"}}
+        return jsonify(
+            user_id=identity.user_id,
+            project_id=identity.project_id,
+            system=identity.system_scoped,
+            trust_id=identity.trust_id,
+            roles=sorted(identity.roles),
+            may_read=authorize(request.environ, READ, resource),
+        )
+
+    return app
+
+
+def middleware(e: Env) -> LatchkeyMiddleware:
+    return LatchkeyMiddleware(
+        relying_service(),
+        latchkey_url=e.served.url,
+        service_type="objects",
+        service_token=e.service_token,
+        clock=e.clock,
+    )
+
+
+def test_system_scoped_token_through_the_middleware(env: Env) -> None:  # noqa: F811
+    user = env.api.ok("POST", "/v1/users", env.admin, {"name": "op", "password": PASSWORD})
+    grant_system(env.served.app, user["id"], "reader")
+    client = env.served.app.test_client()
+    response = client.post(
+        "/v3/auth/tokens", json=auth_body(password_identity("op", PASSWORD), SYSTEM)
+    )
+    assert response.status_code == 201, response.get_json()
+    token = response.headers[SUBJECT]
+    answer = Client(middleware(env)).get("/whoami", headers={"X-Auth-Token": token})
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    body = answer.get_json()
+    assert body["system"] is True and body["project_id"] is None
+    assert body["user_id"] == user["id"] and body["roles"] == ["reader"]
+    assert body["trust_id"] is None
+
+
+def test_trust_token_through_the_middleware(env: Env) -> None:  # noqa: F811
+    """A trust's token reaches the service as the trust's; deleting the trust refuses it
+    at the next poll of the revocation feed (kind ``trust``)."""
+    client = env.served.app.test_client()
+    api = env.api
+    trustee = api.ok("POST", "/v1/users", env.admin, {"name": "tee", "password": PASSWORD})
+    trustor_token, _ = issue(
+        client,
+        auth_body(
+            password_identity("alice", SERVICE_TESTS_PASSWORD),
+            {"project": {"id": env.project_id}},
+        ),
+    )
+    created = client.post(
+        "/v3/OS-TRUST/trusts",
+        json={
+            "trust": {
+                "trustor_user_id": env.alice_id,
+                "trustee_user_id": trustee["id"],
+                "project_id": env.project_id,
+                "roles": [{"name": "member"}],
+                "impersonation": False,
+            }
+        },
+        headers={"X-Auth-Token": trustor_token},
+    )
+    assert created.status_code == 201, created.get_json()
+    trust_id = created.get_json()["trust"]["id"]
+    token, _ = issue(
+        client,
+        auth_body(password_identity("tee", PASSWORD), {"OS-TRUST:trust": {"id": trust_id}}),
+    )
+    service = Client(middleware(env))
+    answer = service.get("/whoami", headers={"X-Auth-Token": token})
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    body = answer.get_json()
+    assert body["trust_id"] == trust_id and body["project_id"] == env.project_id
+    assert body["user_id"] == trustee["id"] and body["system"] is False
+    deleted = client.delete(
+        f"/v3/OS-TRUST/trusts/{trust_id}", headers={"X-Auth-Token": trustor_token}
+    )
+    assert deleted.status_code == 204
+    env.clock.advance(6)
+    assert service.get("/whoami", headers={"X-Auth-Token": token}).status_code == 401
