@@ -93,8 +93,10 @@ def changes_privileges(action: str) -> bool:
 
 
 def restricted_refuses(auth: AuthContext, action: str, target: Target | None = None) -> bool:
-    """The rule for restricted application credentials (``auth.restricted``)."""
-    if not auth.restricted:
+    """The rule for restricted application credentials (``auth.restricted``), and for
+    tokens obtained through an OS-TRUST trust: delegated authority never changes what
+    anyone may do either (docs/decisions.md, issue 14)."""
+    if not auth.restricted and auth.trust_id is None:
         return False
     if action in RESTRICTED_ONLY_ON_SELF:
         return target is None or target.user_id != auth.user_id
@@ -260,6 +262,12 @@ class Enforcer:
         """403 ``application_credential_restricted`` when the rule refuses the action:
         part of ``enforce``; doors that must refuse before reading a body call it first."""
         if restricted_refuses(auth, action, target):
+            if not auth.restricted:  # a trust's token
+                raise Forbidden(
+                    f"a token obtained through a trust may not perform {action}",
+                    code="trust_restricted",
+                    extra={"action": action},
+                )
             raise Forbidden(
                 f"a restricted application credential may not perform {action}",
                 code="application_credential_restricted",

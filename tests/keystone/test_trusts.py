@@ -249,3 +249,25 @@ def test_deleting_the_trustor_removes_the_trust_and_its_tokens(
     assert client.get("/v3/auth/tokens", headers=headers).status_code == 404
     admin, _ = admin_v3(client)
     assert w.get(f"{TRUSTS}/{trust['id']}", admin).status_code == 404
+
+
+def test_a_trust_token_changes_nothing_in_latchkey(client: FlaskClient, api: Api) -> None:
+    """Delegated authority reads but never changes identities or privileges: no
+    application credential (it would outlive the trust), no project, no grant."""
+    w = World(client, api)
+    grant(api, w.admin, w.project["id"], w.trustor["id"], "admin")
+    trust = w.create(roles=[{"name": "admin"}]).get_json()["trust"]
+    token = w.trust_token(trust["id"]).headers[SUBJECT]
+    headers = {"X-Auth-Token": token}
+    credential = client.post(
+        f"/v3/users/{w.trustor['id']}/application_credentials",
+        json={"application_credential": {"name": "escape"}},
+        headers=headers,
+    )
+    assert credential.status_code == 403
+    assert (
+        api.call("POST", "/v1/users", token, {"name": "x", "password": PASSWORD}).status_code == 403
+    )
+    path = f"/v1/projects/{w.project['id']}/users/{w.trustee['id']}/roles/admin"
+    assert api.call("PUT", path, token).status_code == 403
+    assert api.call("GET", f"/v1/projects/{w.project['id']}", token).status_code == 200
