@@ -491,7 +491,7 @@ class Authentication:
         scope_ref: dict[str, Any] | None,
         group_ids: list[str],
     ) -> tuple[Scope, set[str]]:
-        if not scope_ref:
+        if not scope_ref or "unscoped" in scope_ref:
             return Scope(), set()
         if "system" in scope_ref:
             if not (scope_ref["system"] or {}).get("all"):

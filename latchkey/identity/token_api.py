@@ -88,6 +88,8 @@ class ScopeRef(Schema):
     system = fields.Nested(SystemRef)
     # An OS-TRUST trust the caller is the trustee of.
     trust = fields.Nested(TrustRef, data_key="OS-TRUST:trust")
+    # Keystone's "scope": "unscoped": no scope, not even the user's default project.
+    unscoped = fields.Boolean(validate=validate.Equal(True))
 
     @validates_schema
     def one_scope(self, data: dict[str, Any], **_: Any) -> None:

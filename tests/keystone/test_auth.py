@@ -121,6 +121,9 @@ def test_default_project_scopes_an_unscoped_login(
     assert token["project"]["id"] == project["id"]
     assert {r["name"] for r in token["roles"]} == {"member", "reader"}
     assert isinstance(token["catalog"], list)
+    # Asked explicitly, an unscoped token all the same.
+    _, token = issue(client, auth_body(password_identity("dora", PASSWORD), "unscoped"))
+    assert "project" not in token and "roles" not in token
 
 
 def test_user_by_id_and_by_domain_name(client: FlaskClient, api: Api) -> None:

@@ -161,7 +161,9 @@ def _native_request(body: dict[str, Any]) -> dict[str, Any]:
         raise AuthenticationFailed()
     native: dict[str, Any] = {"auth": native_auth}
     scope = auth.get("scope")
-    if scope is not None and scope != "unscoped":
+    if scope == "unscoped":
+        native["scope"] = {"unscoped": True}
+    elif scope is not None:
         native["scope"] = obj(scope, "auth.scope")
     try:
         loaded: dict[str, Any] = TokenRequest().load(native)
