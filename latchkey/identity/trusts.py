@@ -31,7 +31,7 @@ from latchkey.identity.models import ID, Project, Role, User
 from latchkey.identity.revocations import TRUST
 from latchkey.identity.roles import Roles
 from latchkey.policy.context import AuthContext, CallContext
-from latchkey.policy.enforcer import Target
+from latchkey.policy.enforcer import UNKNOWN, Target
 
 
 class Trust(Base):
@@ -188,12 +188,12 @@ class Trusts(IdentityServiceBase):
         return [t for t in self._session.scalars(query) if _alive(t, now)]
 
     def get(self, ctx: CallContext, trust_id: str) -> Trust:
-        trust = self._find(trust_id)
+        trust = self._find(ctx, "identity:trust:get", trust_id)
         self._enforce(ctx, "identity:trust:get", _participant_target(ctx.auth, trust))
         return trust
 
     def delete(self, ctx: CallContext, trust_id: str) -> None:
-        trust = self._find(trust_id, include_expired=True)
+        trust = self._find(ctx, "identity:trust:delete", trust_id, include_expired=True)
         self._enforce(ctx, "identity:trust:delete", Target(user_id=trust.trustor_user_id))
         self._session.delete(trust)
         self._revocations.add(TRUST, trust.id)
@@ -255,11 +255,24 @@ class Trusts(IdentityServiceBase):
 
     # -- helpers ------------------------------------------------------------------
 
-    def _find(self, trust_id: str, include_expired: bool = False) -> Trust:
+    def _find(
+        self, ctx: CallContext, action: str, trust_id: str, include_expired: bool = False
+    ) -> Trust:
+        """The trust, when the caller is its trustor, its trustee or may act on anyone's;
+        for everyone else a foreign trust is as missing as an unknown one (404): no
+        existence oracle."""
         trust = self._session.get(Trust, trust_id)
-        if trust is None or (not include_expired and not _alive(trust, utcnow())):
-            raise NotFound(f"Could not find trust: {trust_id}.", code="trust_not_found")
-        return trust
+        missing = trust is None or (not include_expired and not _alive(trust, utcnow()))
+        auth = ctx.auth
+        if not missing and auth is not None:
+            assert trust is not None
+            if auth.user_id in (trust.trustor_user_id, trust.trustee_user_id):
+                return trust
+            if self._enforcer.allowed(auth, action, Target(user_id=trust.trustor_user_id)):
+                return trust
+        if auth is None:
+            self._enforce(ctx, action, Target(user_id=UNKNOWN))
+        raise NotFound(f"Could not find trust: {trust_id}.", code="trust_not_found")
 
     def _enforcer_allows(self, auth: AuthContext | None, action: str) -> bool:
         return auth is not None and self._enforcer.allowed(auth, action, Target())

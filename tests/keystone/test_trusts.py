@@ -86,7 +86,12 @@ def test_trust_lifecycle(client: FlaskClient, api: Api) -> None:
     for token in (w.trustor_token, w.trustee_token, w.admin):
         shown = w.get(path, token)
         assert shown.status_code == 200 and shown.get_json()["trust"]["id"] == trust["id"]
-    assert w.get(path, w.stranger_token).status_code == 403
+    # Someone else's trust is as missing as an unknown one: no existence oracle.
+    assert w.get(path, w.stranger_token).status_code == 404
+    assert w.get(f"{TRUSTS}/no-such-trust", w.stranger_token).status_code == 404
+    stranger = {"X-Auth-Token": w.stranger_token}
+    assert client.delete(path, headers=stranger).status_code == 404
+    assert w.get(f"{path}/roles", w.stranger_token).status_code == 404
     roles = w.get(f"{path}/roles", w.trustor_token).get_json()["roles"]
     assert [r["id"] for r in roles] == [w.delegated["id"]]
     assert f"v3/roles/{w.delegated['id']}" in roles[0]["links"]["self"]
