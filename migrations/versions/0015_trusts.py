@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'd4e6f8a10015'
-down_revision = 'b2c4d6e8f013'
+down_revision = 'c3d5e7f90014'
 branch_labels = None
 depends_on = None
 
