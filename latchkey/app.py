@@ -54,6 +54,7 @@ from latchkey.identity.revocations import RevocationIndex, RevocationList
 from latchkey.identity.roles import Roles
 from latchkey.identity.sqlite_changes import SqliteChanges
 from latchkey.identity.tokens import Tokens
+from latchkey.identity.trusts import Trusts
 from latchkey.logs import configure_logging
 from latchkey.oauth import api as oauth_api
 from latchkey.ops import api as ops_api
@@ -377,6 +378,7 @@ def build_services(settings: Settings) -> Services:
         ldap,
         lockout_attempts=settings.lockout_failure_attempts,
         lockout_duration=timedelta(minutes=settings.lockout_duration_minutes),
+        trusts=Trusts(deps, directory=directory, roles=roles),  # OS-TRUST (issue 14)
     )
     catalog = Catalog(session, enforcer, audit, region=settings.region)
     # Policy versions and the boundary are kept until the database says they changed

@@ -1,4 +1,5 @@
-"""Authentication: who is this (password for now), and a token for the asked scope.
+"""Authentication: who is this (password, a token, an application credential), and a
+token for the asked scope (a project, a domain, the system, or an OS-TRUST trust).
 
 Every attempt, successful or not, is audited. A failed attempt always gets
 the same 401, whether the user is unknown, disabled, locked or the password
@@ -7,10 +8,10 @@ is wrong, and costs the same password-hash verification in each case.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, cast
 
-from sqlalchemy import Table, update
+from sqlalchemy import Table, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -21,9 +22,18 @@ from latchkey.identity.accounts import APPLICATION, Accounts
 from latchkey.identity.credentials import ApplicationCredentials, VerifiedCredential
 from latchkey.identity.directory import Directory
 from latchkey.identity.ldap_domains import LdapDomains
-from latchkey.identity.models import Domain, LoginLockout, Project, User
+from latchkey.identity.models import (
+    Domain,
+    GroupMembership,
+    LoginLockout,
+    Project,
+    Role,
+    RoleAssignment,
+    User,
+)
 from latchkey.identity.roles import Roles
-from latchkey.identity.tokens import IssuedToken, Scope, Tokens
+from latchkey.identity.tokens import IssuedToken, Scope, TokenInvalid, Tokens
+from latchkey.identity.trusts import TrustGrant, Trusts
 from latchkey.ops.metrics import count_issuance
 from latchkey.policy.context import CallContext
 
@@ -42,7 +52,9 @@ class Authentication:
         *,
         lockout_attempts: int,
         lockout_duration: timedelta,
+        trusts: Trusts | None = None,
     ) -> None:
+        self.trusts = trusts
         self._session = session
         self._directory = directory
         self._accounts = accounts
@@ -54,6 +66,30 @@ class Authentication:
         self._lockout_attempts = lockout_attempts
         self._lockout_duration = lockout_duration
 
+    def authenticate(
+        self, ctx: CallContext, methods: dict[str, Any], scope_ref: dict[str, Any] | None
+    ) -> IssuedToken:
+        """One token request, as TokenRequest loaded it (native and Keystone doors):
+        ``methods`` holds ``password``, ``token`` (both: the same user) or
+        ``application_credential`` (alone)."""
+        if "application_credential" in methods:
+            if len(methods) > 1:
+                raise AuthenticationFailed()
+            credential = dict(methods["application_credential"])
+            secret = credential.pop("secret")
+            return self.application_credential(ctx, credential, secret, scope_ref)
+        password = methods.get("password")
+        if "token" in methods:
+            return self.rescope(
+                ctx,
+                methods["token"]["id"],
+                scope_ref,
+                (password["user"], password["password"]) if password else None,
+            )
+        if password is None:
+            raise InvalidRequest("give an authentication method", code="method_missing")
+        return self.password(ctx, password["user"], password["password"], scope_ref)
+
     @count_issuance("password")
     def password(
         self,
@@ -64,11 +100,188 @@ class Authentication:
     ) -> IssuedToken:
         user, domain = self._check_password(ctx, user_ref, password)
         group_ids = self._ldap.group_ids(domain, user) if domain.identity_backend == "ldap" else []
-        scope, roles = self._resolve_scope(ctx, user, scope_ref, group_ids)
+        if not scope_ref and user.default_project_id:
+            scope, roles = self._default_project(user, group_ids)
+        elif scope_ref and "trust" in scope_ref:
+            return self._trust_token(ctx, user, scope_ref, ["password"])
+        else:
+            scope, roles = self._resolve_scope(ctx, user, scope_ref, group_ids)
         issued = self._tokens.issue(user, domain, scope, roles, ["password"])
         self._record(ctx, "success", user.id, scope, jti=issued.claims["jti"])
         self._session.commit()
         return issued
+
+    @count_issuance("token")
+    def rescope(
+        self,
+        ctx: CallContext,
+        subject_token: str,
+        scope_ref: dict[str, Any] | None,
+        password: tuple[dict[str, Any], str] | None = None,
+    ) -> IssuedToken:
+        """Keystone's ``token`` method: a new token for another scope, from a valid one
+        (with ``password``: both must name the same user). The new token expires no
+        later than the old one. A token from an application credential cannot be
+        rescoped (401); a trust-scoped one cannot be rescoped at all (403)."""
+        try:
+            claims = self._tokens.validate(subject_token)
+        except TokenInvalid as exc:
+            raise AuthenticationFailed() from exc
+        if claims.get("application_credential"):
+            raise AuthenticationFailed(
+                "a token from an application credential cannot be rescoped",
+                code="application_credential_rescope",
+            )
+        if claims.get("trust"):
+            raise Forbidden("a trust-scoped token cannot be rescoped", code="trust_token_rescope")
+        methods = [m for m in (claims.get("methods") or []) if m != "token"]
+        if password is not None:
+            user, domain = self._check_password(ctx, password[0], password[1])
+            if user.id != claims["sub"]:
+                self._fail(ctx, user, "password_token_user_mismatch")
+            if "password" not in methods:
+                methods.append("password")
+        else:
+            found = self._session.get(User, claims["sub"])
+            found_domain = self._session.get(Domain, found.domain_id) if found else None
+            if found is None or found_domain is None:
+                raise AuthenticationFailed()
+            user, domain = found, found_domain
+            if not user.enabled or not domain.enabled or user.kind == APPLICATION:
+                raise AuthenticationFailed()
+        methods.append("token")
+        group_ids = list(user.directory_group_ids or [])
+        if scope_ref and "trust" in scope_ref:
+            return self._trust_token(ctx, user, scope_ref, methods, not_after=_expiry_of(claims))
+        scope, roles = self._resolve_scope(ctx, user, scope_ref, group_ids)
+        chain = claims.get("audit_chain_id") or claims["jti"]
+        issued = self._tokens.issue(
+            user,
+            domain,
+            scope,
+            roles,
+            methods,
+            extra_claims={"audit_chain_id": chain},
+            not_after=_expiry_of(claims),
+        )
+        self._record(ctx, "success", user.id, scope, method="token", jti=issued.claims["jti"])
+        self._session.commit()
+        return issued
+
+    def _trust_token(
+        self,
+        ctx: CallContext,
+        trustee: User,
+        scope_ref: dict[str, Any],
+        methods: list[str],
+        not_after: datetime | None = None,
+    ) -> IssuedToken:
+        """A token scoped to an OS-TRUST trust, for its trustee (counts one use)."""
+        trust_id = str((scope_ref.get("trust") or {}).get("id") or "")
+        grant: TrustGrant | None = (
+            self.trusts.consume(trust_id, trustee.id) if self.trusts is not None else None
+        )
+        if grant is None:
+            self._deny_scope(ctx, trustee, "trust_unusable")
+        assert grant is not None
+        user_domain = self._session.get(Domain, grant.user.domain_id)
+        project_domain = self._session.get(Domain, grant.project.domain_id)
+        if user_domain is None or project_domain is None or not project_domain.enabled:
+            self._deny_scope(ctx, trustee, "trust_unusable")
+        assert user_domain is not None and project_domain is not None
+        trust = grant.trust
+        expiries = [e for e in (trust.expires_at, not_after) if e is not None]
+        scope = Scope(project=grant.project, project_domain=project_domain)
+        issued = self._tokens.issue(
+            grant.user,
+            user_domain,
+            scope,
+            grant.roles,
+            methods,
+            extra_claims={
+                "trust": {
+                    "id": trust.id,
+                    "trustor_user_id": trust.trustor_user_id,
+                    "trustee_user_id": trust.trustee_user_id,
+                    "impersonation": trust.impersonation,
+                }
+            },
+            not_after=min(expiries) if expiries else None,
+        )
+        self._record(ctx, "success", trustee.id, scope, trust_id=trust.id, jti=issued.claims["jti"])
+        self._session.commit()
+        return issued
+
+    def _default_project(self, user: User, group_ids: list[str]) -> tuple[Scope, set[str]]:
+        """Keystone: an unscoped login lands on the user's default project when the
+        user holds a role there; otherwise the token stays unscoped."""
+        usable = self._usable_project(self._session.get(Project, user.default_project_id))
+        if usable is None:
+            return Scope(), set()
+        project, project_domain = usable
+        roles = self._roles.effective_role_names(
+            user.id, project_id=project.id, directory_group_ids=group_ids
+        )
+        if not roles:
+            return Scope(), set()
+        return Scope(project=project, project_domain=project_domain), roles
+
+    # -- what a user may scope to (GET /v3/auth/domains, /v3/auth/system) ----------
+
+    def scopable_domains(self, ctx: CallContext) -> list[Domain]:
+        """The enabled domains on which the caller holds a role, directly or through a
+        group (inherited grants reach the projects below, not the domain itself)."""
+        auth = ctx.auth
+        if auth is None:
+            raise AuthenticationFailed()
+        user = self._session.get(User, auth.user_id)
+        directory_groups = list(user.directory_group_ids or []) if user else []
+        groups = select(GroupMembership.group_id).where(GroupMembership.user_id == auth.user_id)
+        domain_ids = select(RoleAssignment.domain_id).where(
+            RoleAssignment.domain_id.is_not(None),
+            RoleAssignment.inherited.is_not(True),
+            or_(
+                RoleAssignment.user_id == auth.user_id,
+                RoleAssignment.group_id.in_(groups),
+                RoleAssignment.group_id.in_(directory_groups),
+            ),
+        )
+        query = (
+            select(Domain).where(Domain.id.in_(domain_ids), Domain.enabled).order_by(Domain.name)
+        )
+        return list(self._session.scalars(query))
+
+    def has_system_role(self, ctx: CallContext) -> bool:
+        auth = ctx.auth
+        if auth is None:
+            raise AuthenticationFailed()
+        user = self._session.get(User, auth.user_id)
+        directory_groups = list(user.directory_group_ids or []) if user else []
+        return bool(self._system_role_names(auth.user_id, directory_groups))
+
+    def _system_role_names(self, user_id: str, group_ids: list[str]) -> set[str]:
+        """The roles a user holds on the system. The roles service's own
+        ``effective_system_role_names`` when it has one; until then this private
+        fallback: system grants to the user or its groups, plus what they imply."""
+        effective = getattr(self._roles, "effective_system_role_names", None)
+        if effective is not None:
+            return set(effective(user_id))
+        groups = select(GroupMembership.group_id).where(GroupMembership.user_id == user_id)
+        names = set(
+            self._session.scalars(
+                select(Role.name)
+                .join(RoleAssignment, RoleAssignment.role_id == Role.id)
+                .where(
+                    RoleAssignment.system == "all",
+                    or_(
+                        RoleAssignment.user_id == user_id,
+                        RoleAssignment.group_id.in_(groups),
+                        RoleAssignment.group_id.in_(group_ids),
+                    ),
+                )
+            )
+        )
+        return self._roles.expand_names(names) if names else set()
 
     @count_issuance("application_credential")
     def application_credential(
@@ -278,8 +491,17 @@ class Authentication:
         scope_ref: dict[str, Any] | None,
         group_ids: list[str],
     ) -> tuple[Scope, set[str]]:
-        if not scope_ref:
+        if not scope_ref or "unscoped" in scope_ref:
             return Scope(), set()
+        if "system" in scope_ref:
+            if not (scope_ref["system"] or {}).get("all"):
+                raise InvalidRequest('the system scope is {"all": true}', code="scope_invalid")
+            roles = self._system_role_names(user.id, group_ids)
+            if not roles:
+                self._deny_scope(ctx, user, "no_roles_on_system")
+            return Scope(system=True), roles
+        if "trust" in scope_ref:
+            raise InvalidRequest("a trust scope is asked alone", code="scope_invalid")
         if "project" in scope_ref:
             ref = scope_ref["project"]
             domain_ref = ref.get("domain") or {}
@@ -341,6 +563,8 @@ class Authentication:
         project_id = scope.project.id if scope.project else None
         domain_id = scope.domain.id if scope.domain else None
         method = details.pop("method", "password")
+        if scope.system:
+            details["system"] = "all"
         self._audit.add(
             type=AUTHENTICATION,
             action=f"identity:auth:{method}",
@@ -354,6 +578,10 @@ class Authentication:
 
 
 _LOCKOUT = cast(Table, LoginLockout.__table__)
+
+
+def _expiry_of(claims: dict[str, Any]) -> datetime:
+    return datetime.fromtimestamp(claims["exp"], UTC)
 
 
 def _lockout_source(ctx: CallContext) -> str:

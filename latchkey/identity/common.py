@@ -18,9 +18,11 @@ from latchkey.policy.enforcer import Enforcer, Target
 
 T = TypeVar("T")
 _ADMIN_PROJECTS = select(Project.id).where(Project.is_admin_project).scalar_subquery()
-# Where a grant makes its holder one of the cloud's operators: the admin project, or
-# the system (issue 14: system-scoped admins and readers act across every domain).
-_CLOUD_TARGET = or_(RoleAssignment.project_id.in_(_ADMIN_PROJECTS), RoleAssignment.system == "all")
+# A cloud operator's grant: on the admin project, or on the system (a system-scoped
+# token acts as the cloud, issue 14), so only cloud callers manage its holders.
+_OPERATORS_GRANT = or_(
+    RoleAssignment.project_id.in_(_ADMIN_PROJECTS), RoleAssignment.system.is_not(None)
+)
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
@@ -52,13 +54,12 @@ class IdentityServiceBase:
         self._enforcer.enforce(ctx.auth, action, target)
 
     def _is_cloud_operator(self, user_id: str) -> bool:
-        """Holds a role on the admin project or on the system (Keystone's system scope,
-        which Latchkey reads as cloud scope), directly or through a group."""
+        """Holds a role on the admin project, directly or through a group."""
         groups = select(GroupMembership.group_id).where(GroupMembership.user_id == user_id)
         user = self._session.get(User, user_id)
         directory_groups = list(user.directory_group_ids or []) if user else []
         query = select(RoleAssignment.id).where(
-            _CLOUD_TARGET,
+            _OPERATORS_GRANT,
             or_(
                 RoleAssignment.user_id == user_id,
                 RoleAssignment.group_id.in_(groups),
@@ -68,7 +69,9 @@ class IdentityServiceBase:
         return self._session.scalar(query.limit(1)) is not None
 
     def _is_cloud_group(self, group_id: str) -> bool:
-        query = select(RoleAssignment.id).where(_CLOUD_TARGET, RoleAssignment.group_id == group_id)
+        query = select(RoleAssignment.id).where(
+            _OPERATORS_GRANT, RoleAssignment.group_id == group_id
+        )
         return self._session.scalar(query.limit(1)) is not None
 
     def _record_change(

@@ -33,11 +33,12 @@ if TYPE_CHECKING:
 
 TOKEN, USER, PROJECT = "token", "user", "project"
 APPLICATION_CREDENTIAL = "application_credential"
+TRUST = "trust"  # an OS-TRUST trust deleted: every token it gave (issue 14)
 CREDENTIAL_SECRET = "application_credential_secret"
 # Every token issued before a time, whoever it names: `latchkey restore-fence` after a
 # restore from backup (issue 15, point 4; docs/operations.md). Its subject is "*".
 ALL, ALL_SUBJECT = "all", "*"
-REVOCATION_KINDS = (TOKEN, USER, PROJECT, APPLICATION_CREDENTIAL, CREDENTIAL_SECRET, ALL)
+REVOCATION_KINDS = (TOKEN, USER, PROJECT, APPLICATION_CREDENTIAL, CREDENTIAL_SECRET, ALL, TRUST)
 # A fence's id is this far past the newest restored event: relying services may hold a
 # feed cursor past the restored ids (events recorded after the backup, lost with the
 # database), and would never read events numbered below it.
@@ -58,7 +59,7 @@ class RevocationEvent(Base):
 
 
 # Kinds that revoke one thing outright, and kinds that revoke what was issued before a time.
-EXACT_KINDS = (TOKEN, APPLICATION_CREDENTIAL, CREDENTIAL_SECRET)
+EXACT_KINDS = (TOKEN, APPLICATION_CREDENTIAL, CREDENTIAL_SECRET, TRUST)
 BEFORE_KINDS = (USER, PROJECT, ALL)
 # An id below the cursor that has not been seen yet may still commit (PostgreSQL hands
 # out sequence values before commit): it is asked for again until this many seconds pass.
@@ -227,11 +228,16 @@ class RevocationIndex:
         for kind, key in ((APPLICATION_CREDENTIAL, "id"), (CREDENTIAL_SECRET, "secret_id")):
             if credential.get(key) and credential[key] in self._exact[kind]:
                 return True
-        subjects = (
+        subjects: tuple[tuple[str, str | None], ...] = (
             (USER, claims["sub"]),
             (PROJECT, (claims.get("project") or {}).get("id")),
             (ALL, ALL_SUBJECT),
         )
+        trust = claims.get("trust")
+        if trust:  # a trust's tokens: gone with the trust, its trustor or its trustee
+            if trust.get("id") in self._exact[TRUST]:
+                return True
+            subjects += ((USER, trust.get("trustor_user_id")), (USER, trust.get("trustee_user_id")))
         for kind, subject in subjects:
             found = self._before[kind].get(subject) if subject else None
             if found is not None and found[0] >= issued_at:

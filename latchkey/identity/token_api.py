@@ -9,6 +9,7 @@ from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from latchkey.errors import InvalidRequest
+from latchkey.identity.tokens import MAX_TOKEN_LENGTH
 from latchkey.web.blueprint import Blueprint
 from latchkey.web.requests import call_context, services
 
@@ -47,14 +48,23 @@ class ApplicationCredentialMethod(Schema):
     secret = fields.String(required=True, validate=validate.Length(min=1, max=512))
 
 
+class TokenMethod(Schema):
+    """Keystone's ``token`` method: a valid token, for a new one in another scope."""
+
+    id = fields.String(required=True, validate=validate.Length(min=1, max=MAX_TOKEN_LENGTH))
+
+
 class AuthMethods(Schema):
     password = fields.Nested(PasswordMethod)
     application_credential = fields.Nested(ApplicationCredentialMethod)
+    token = fields.Nested(TokenMethod)
 
     @validates_schema
-    def one_method(self, data: dict[str, Any], **_: Any) -> None:
-        if len(data) != 1:
-            raise ValidationError("give exactly one authentication method")
+    def methods_together(self, data: dict[str, Any], **_: Any) -> None:
+        if not data:
+            raise ValidationError("give an authentication method")
+        if "application_credential" in data and len(data) != 1:
+            raise ValidationError("an application credential authenticates alone")
 
 
 class ProjectRef(Schema):
@@ -63,14 +73,28 @@ class ProjectRef(Schema):
     domain = fields.Nested(DomainRef)
 
 
+class SystemRef(Schema):
+    all = fields.Boolean(required=True, validate=validate.Equal(True))
+
+
+class TrustRef(Schema):
+    id = fields.String(required=True, validate=ID)
+
+
 class ScopeRef(Schema):
     project = fields.Nested(ProjectRef)
     domain = fields.Nested(DomainRef)
+    # Keystone's system scope: {"system": {"all": true}}, the whole deployment.
+    system = fields.Nested(SystemRef)
+    # An OS-TRUST trust the caller is the trustee of.
+    trust = fields.Nested(TrustRef, data_key="OS-TRUST:trust")
+    # Keystone's "scope": "unscoped": no scope, not even the user's default project.
+    unscoped = fields.Boolean(validate=validate.Equal(True))
 
     @validates_schema
     def one_scope(self, data: dict[str, Any], **_: Any) -> None:
         if len(data) != 1:
-            raise ValidationError("scope to exactly one project or one domain")
+            raise ValidationError("scope to exactly one project, domain, system or trust")
 
 
 class TokenRequest(Schema):
@@ -85,6 +109,8 @@ class TokenOut(Schema):
     user = fields.Dict()
     project = fields.Dict()
     domain = fields.Dict()
+    system = fields.Dict()
+    trust = fields.Dict()
     roles = fields.List(fields.String())
     methods = fields.List(fields.String())
     application_credential = fields.Dict()
@@ -130,6 +156,8 @@ _CLAIMS = {
         "user": {"type": "object"},
         "project": {"type": "object"},
         "domain": {"type": "object"},
+        "system": {"type": "object"},
+        "trust": {"type": "object"},
         "roles": {"type": "array", "items": {"type": "string"}},
         "methods": {"type": "array", "items": {"type": "string"}},
     },
@@ -163,22 +191,8 @@ class TokensView(MethodView):
         },
     )
     def post(self, data: dict[str, Any]) -> Any:
-        method = data["auth"]
         ctx = call_context(authenticate=False)
-        authentication = services().authentication
-        if "application_credential" in method:
-            credential = dict(method["application_credential"])
-            secret = credential.pop("secret")
-            issued = authentication.application_credential(
-                ctx, credential, secret, data.get("scope")
-            )
-        else:
-            issued = authentication.password(
-                ctx,
-                method["password"]["user"],
-                method["password"]["password"],
-                data.get("scope"),
-            )
+        issued = services().authentication.authenticate(ctx, data["auth"], data.get("scope"))
         claims = issued.claims
         body = {
             "token": issued.token,
@@ -188,7 +202,7 @@ class TokensView(MethodView):
             "roles": claims["roles"],
             "methods": claims["methods"],
         }
-        for key in ("project", "domain", "application_credential"):
+        for key in ("project", "domain", "system", "trust", "application_credential"):
             if key in claims:
                 body[key] = claims[key]
         return body, 201, {"Cache-Control": "no-store", "Pragma": "no-cache"}

@@ -70,11 +70,12 @@ class IssuedToken:
 
 @dataclass(frozen=True)
 class Scope:
-    """What a token is scoped to: one project, one domain, or nothing."""
+    """What a token is scoped to: one project, one domain, the system, or nothing."""
 
     project: Project | None = None
     project_domain: Domain | None = None
     domain: Domain | None = None
+    system: bool = False  # Keystone's system scope: {"system": {"all": true}}
 
 
 class Tokens:
@@ -145,6 +146,8 @@ class Tokens:
                 claims["project"]["is_admin_project"] = True
         elif scope.domain is not None:
             claims["domain"] = {"id": scope.domain.id, "name": scope.domain.name}
+        elif scope.system:
+            claims["system"] = {"all": True}
         claims.update(extra_claims or {})
         key = self._keys.signing_key()
         header = {"alg": ALGORITHM, "typ": TOKEN_TYPE, "kid": key.kid}

@@ -291,6 +291,14 @@ class RevocationCache:
         if project_id:
             subjects.append(("project", project_id))
         subjects.append(("all", "*"))  # a restore-fence: everything issued before it
+        trust = claims.get("trust") or {}
+        if trust:  # an OS-TRUST token: gone with its trust, its trustor or its trustee
+            if ("trust", trust.get("id")) in events:
+                return True
+            subjects += [
+                ("user", trust.get("trustor_user_id")),
+                ("user", trust.get("trustee_user_id")),
+            ]
         for key in subjects:
             before = events.get(key)  # type: ignore[arg-type]
             if before is not None and before >= issued_us:

@@ -51,6 +51,9 @@ class Identity:
     application_credential_id: str | None
     claims: Mapping[str, Any] = field(repr=False, compare=False)
     token: str = field(repr=False, compare=False)
+    # Keystone's system scope ({"system": {"all": true}}): no project, the whole cloud.
+    system_scoped: bool = False
+    trust_id: str | None = None  # obtained through an OS-TRUST trust
 
     @property
     def jti(self) -> str:
@@ -71,6 +74,8 @@ class Identity:
             application_credential_id=credential.get("id"),
             claims=claims,
             token=token,
+            system_scoped=bool((claims.get("system") or {}).get("all")),
+            trust_id=(claims.get("trust") or {}).get("id"),
         )
 
 

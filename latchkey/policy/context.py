@@ -15,6 +15,9 @@ class AuthContext:
     project_id: str | None = None
     project_domain_id: str | None = None
     domain_id: str | None = None  # set for domain-scoped tokens
+    # Keystone's system scope ({"system": {"all": true}}): the whole deployment.
+    system_scoped: bool = False
+    trust_id: str | None = None  # a token obtained through an OS-TRUST trust
     is_admin_project: bool = False
     kind: str = "human"
     application_credential_id: str | None = None
@@ -36,6 +39,8 @@ class AuthContext:
             project_id=project.get("id"),
             project_domain_id=(project.get("domain") or {}).get("id"),
             domain_id=domain.get("id"),
+            system_scoped=bool((claims.get("system") or {}).get("all")),
+            trust_id=(claims.get("trust") or {}).get("id"),
             is_admin_project=bool(project.get("is_admin_project")),
             kind=user.get("kind", "human"),
             application_credential_id=credential.get("id"),
@@ -45,8 +50,9 @@ class AuthContext:
         )
 
     def is_cloud(self, role: str) -> bool:
-        """Holds ``role`` on the operators' admin project: acts across every domain."""
-        return self.is_admin_project and role in self.roles
+        """Holds ``role`` on the operators' admin project, or on the system (a
+        system-scoped token): acts across every domain (docs/decisions.md)."""
+        return (self.is_admin_project or self.system_scoped) and role in self.roles
 
 
 @dataclass(frozen=True)

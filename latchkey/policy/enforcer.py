@@ -95,8 +95,10 @@ def changes_privileges(action: str) -> bool:
 
 
 def restricted_refuses(auth: AuthContext, action: str, target: Target | None = None) -> bool:
-    """The rule for restricted application credentials (``auth.restricted``)."""
-    if not auth.restricted:
+    """The rule for restricted application credentials (``auth.restricted``), and for
+    tokens obtained through an OS-TRUST trust: delegated authority never changes what
+    anyone may do either (docs/decisions.md, issue 14)."""
+    if not auth.restricted and auth.trust_id is None:
         return False
     if action in RESTRICTED_NEVER:
         return True
@@ -215,6 +217,11 @@ RULES: dict[str, Rule] = {
     "identity:token:revoke": Rule(CLOUD, ADMIN, self_allowed=True),
     "identity:revocation:list": Rule(CLOUD, READER, also_role=SERVICE),
     "audit:event:list": Rule(PROJECT, ADMIN),
+    # OS-TRUST: the trustor creates (only for itself) and deletes; trustor and trustee read.
+    "identity:trust:create": Rule(CLOUD, ADMIN, self_allowed=True),
+    "identity:trust:list": Rule(CLOUD, READER, self_allowed=True),
+    "identity:trust:get": Rule(CLOUD, READER, self_allowed=True),
+    "identity:trust:delete": Rule(CLOUD, ADMIN, self_allowed=True),
 }
 
 
@@ -282,6 +289,8 @@ class Enforcer:
         """
         if self._tenant is None or auth.is_admin_project or action.startswith(TENANT_EXEMPT_PREFIX):
             return
+        if auth.system_scoped:  # the operators, as from the admin project (issue 14)
+            return
         refusal = self._tenant.refuses(auth, action, project_id, attributes)
         if refusal is not None:
             raise Forbidden(
@@ -299,6 +308,12 @@ class Enforcer:
         """403 ``application_credential_restricted`` when the rule refuses the action:
         part of ``enforce``; doors that must refuse before reading a body call it first."""
         if restricted_refuses(auth, action, target):
+            if not auth.restricted:  # a trust's token
+                raise Forbidden(
+                    f"a token obtained through a trust may not perform {action}",
+                    code="trust_restricted",
+                    extra={"action": action},
+                )
             raise Forbidden(
                 f"a restricted application credential may not perform {action}",
                 code="application_credential_restricted",

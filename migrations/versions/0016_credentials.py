@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'e5f7a9b20016'
-down_revision = 'c3d5e7f90014'  # TRIAL until 0015 lands
+down_revision = 'd4e6f8a10015'
 branch_labels = None
 depends_on = None
 

@@ -240,7 +240,17 @@ def world(app: Flask, api: Api, admin_token: str) -> World:
     )["id"]
     api.ok("PUT", f"/v1/projects/{o1}/policy", admin, {"rules": []}, 200)
     api.ok("PUT", f"/v1/domains/{other}/policy", admin, {"rules": []}, 200)
+    trust_body = {  # OS-TRUST (issue 14): the stranger's trust, to the robot
+        "trustor_user_id": stranger,
+        "trustee_user_id": robot_id,
+        "project_id": o1,
+        "roles": [{"name": "admin"}],
+        "impersonation": False,
+    }
+    trust = _ok(api, "POST", "/v3/OS-TRUST/trusts", stranger_token, {"trust": trust_body})
     common = {
+        "trust_id": trust["trust"]["id"],
+        "role_id": trust["trust"]["roles"][0]["id"],
         "domain_id": other,
         "project_id": o1,
         "group_id": group,

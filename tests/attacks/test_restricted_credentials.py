@@ -298,6 +298,8 @@ MAY_PERFORM = {
     "identity:service:list",
     "identity:token:revoke",  # its owner's own tokens only
     "identity:token:validate",
+    "identity:trust:get",  # reads (issue 14)
+    "identity:trust:list",
     "identity:user:get",
     "identity:user:list",
     "identity:user:list_projects",

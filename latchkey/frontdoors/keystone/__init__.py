@@ -18,6 +18,7 @@ from latchkey.frontdoors.keystone import (
     roles,
     services,
     tokens,
+    trusts,
     users,
 )
 from latchkey.frontdoors.keystone.common import blp
@@ -37,5 +38,6 @@ __all__ = [
     "roles",
     "services",
     "tokens",
+    "trusts",
     "users",
 ]

@@ -1,4 +1,6 @@
-"""Keystone v3 tokens: issue, validate, revoke; the projects and catalog of a token."""
+"""Keystone v3 tokens: issue (password, token, application credential; project, domain,
+system or trust scope), validate, revoke; the projects, domains, system and catalog a
+token may reach."""
 
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ from latchkey.frontdoors.keystone.common import (
     ACCESS_RULES_HEADER,
     NO_STORE,
     SUBJECT_TOKEN_HEADER,
-    SUPPORTED_METHODS,
     authenticated,
     base_url,
     blp,
@@ -33,12 +34,25 @@ from latchkey.frontdoors.keystone.common import (
 from latchkey.identity.token_api import TokenRequest
 from latchkey.web.requests import call_context, services
 
+SUPPORTED_METHODS = ("password", "token", "application_credential")
+
+# Keystone's policy names for these endpoints, by the Latchkey action that decides each.
+POLICY_NAMES: dict[str, str] = {
+    "identity:validate_token": "identity:token:validate",
+    "identity:check_token": "identity:token:validate",
+    "identity:revoke_token": "identity:token:revoke",
+    "identity:get_auth_projects": "identity:user:list_projects",
+    "identity:get_auth_domains": "(any valid token: the caller's own)",
+    "identity:get_auth_system": "(any valid token: the caller's own)",
+    "identity:get_auth_catalog": "(any valid token)",
+}
+
 # -- tokens -----------------------------------------------------------------------------
 
 
 def _token_body(claims: dict[str, Any], with_catalog: bool) -> dict[str, Any]:
     token = _token_core(claims)
-    if with_catalog and ("project" in claims or "domain" in claims):
+    if with_catalog and ("project" in claims or "domain" in claims or "system" in claims):
         return {**token, "catalog": token_catalog()}
     return token
 
@@ -74,15 +88,19 @@ def _build_token_core(claims: dict[str, Any]) -> dict[str, Any]:
             datetime.fromtimestamp(claims.get("iat_ms", claims["iat"] * 1000) / 1000, UTC)
         ),
         "methods": list(claims.get("methods") or []),
-        "audit_ids": [claims["jti"]],
+        # Keystone: a rescoped token's audit ids end with its chain's first token.
+        "audit_ids": [claims["jti"]]
+        + ([claims["audit_chain_id"]] if claims.get("audit_chain_id") else []),
         "user": {
             "id": user["id"],
             "name": user["name"],
             "domain": {"id": user["domain"]["id"], "name": user["domain"]["name"]},
             "password_expires_at": None,
         },
-        "roles": role_refs(list(claims.get("roles") or [])),
     }
+    if "project" in claims or "domain" in claims or "system" in claims:
+        # An unscoped token carries no roles (Keystone leaves the key out).
+        token["roles"] = role_refs(list(claims.get("roles") or []))
     if "project" in claims:
         project = claims["project"]
         token["project"] = {
@@ -93,6 +111,16 @@ def _build_token_core(claims: dict[str, Any]) -> dict[str, Any]:
         token["is_admin_project"] = bool(project.get("is_admin_project"))
     elif "domain" in claims:
         token["domain"] = {"id": claims["domain"]["id"], "name": claims["domain"]["name"]}
+    elif "system" in claims:
+        token["system"] = {"all": True}
+    trust = claims.get("trust")
+    if trust:
+        token["OS-TRUST:trust"] = {
+            "id": trust["id"],
+            "impersonation": bool(trust.get("impersonation")),
+            "trustor_user": {"id": trust.get("trustor_user_id")},
+            "trustee_user": {"id": trust.get("trustee_user_id")},
+        }
     credential = claims.get("application_credential")
     if credential:
         token["application_credential"] = {
@@ -114,28 +142,29 @@ def _native_request(body: dict[str, Any]) -> dict[str, Any]:
     methods = identity.get("methods")
     if not isinstance(methods, list) or not methods:
         raise InvalidRequest("auth.identity.methods must be a non-empty list")
-    if len(methods) != 1 or methods[0] not in SUPPORTED_METHODS:
-        raise AuthenticationFailed(
-            "Latchkey supports exactly one of: " + ", ".join(SUPPORTED_METHODS)
-        )
-    method = methods[0]
-    if method == "password":
-        user = dict(obj(obj(identity.get("password"), "password").get("user"), "password.user"))
-        password = user.pop("password", None)
-        native_auth: dict[str, Any] = {"password": {"user": user, "password": password}}
-    else:
-        native_auth = {
-            "application_credential": obj(
+    if any(m not in SUPPORTED_METHODS for m in methods):
+        raise AuthenticationFailed("Latchkey supports: " + ", ".join(SUPPORTED_METHODS))
+    native_auth: dict[str, Any] = {}
+    for method in dict.fromkeys(methods):
+        if method == "password":
+            user = dict(obj(obj(identity.get("password"), "password").get("user"), "password.user"))
+            password = user.pop("password", None)
+            native_auth["password"] = {"user": user, "password": password}
+        elif method == "token":
+            token = obj(identity.get("token"), "token")
+            native_auth["token"] = {"id": token.get("id")}
+        else:
+            native_auth["application_credential"] = obj(
                 identity.get("application_credential"), "application_credential"
             )
-        }
+    if "application_credential" in native_auth and len(native_auth) > 1:
+        raise AuthenticationFailed()
     native: dict[str, Any] = {"auth": native_auth}
     scope = auth.get("scope")
-    if scope is not None and scope != "unscoped":
-        scope = obj(scope, "auth.scope")
-        if "system" in scope or "OS-TRUST:trust" in scope:
-            raise InvalidRequest("Latchkey scopes tokens to a project or a domain only")
-        native["scope"] = scope
+    if scope == "unscoped":
+        native["scope"] = {"unscoped": True}
+    elif scope is not None:
+        native["scope"] = obj(scope, "auth.scope")
     try:
         loaded: dict[str, Any] = TokenRequest().load(native)
     except ValidationError as exc:
@@ -146,17 +175,8 @@ def _native_request(body: dict[str, Any]) -> dict[str, Any]:
 @blp.route("/v3/auth/tokens", methods=["POST"])
 def issue_token() -> Any:
     data = _native_request(json_body())
-    method = data["auth"]
     ctx = call_context(authenticate=False)
-    authentication = services().authentication
-    if "application_credential" in method:
-        credential = dict(method["application_credential"])
-        secret = credential.pop("secret")
-        issued = authentication.application_credential(ctx, credential, secret, data.get("scope"))
-    else:
-        issued = authentication.password(
-            ctx, method["password"]["user"], method["password"]["password"], data.get("scope")
-        )
+    issued = services().authentication.authenticate(ctx, data["auth"], data.get("scope"))
     body = {"token": _token_body(issued.claims, "nocatalog" not in request.args)}
     response = jsonify(body)
     response.status_code = 201
@@ -215,6 +235,40 @@ def auth_projects() -> Any:
                 for p in projects
             ],
             "links": {"self": f"{base}/v3/auth/projects", "previous": None, "next": None},
+        }
+    )
+
+
+@blp.route("/v3/auth/domains", methods=["GET"])
+def auth_domains() -> Any:
+    """The domains the caller may scope a token to."""
+    domains = services().authentication.scopable_domains(authenticated())
+    base = base_url()
+    return jsonify(
+        {
+            "domains": [
+                {
+                    "id": d.id,
+                    "name": d.name,
+                    "description": d.description,
+                    "enabled": d.enabled,
+                    "links": {"self": f"{base}/v3/domains/{d.id}"},
+                }
+                for d in domains
+            ],
+            "links": {"self": f"{base}/v3/auth/domains", "previous": None, "next": None},
+        }
+    )
+
+
+@blp.route("/v3/auth/system", methods=["GET"])
+def auth_system() -> Any:
+    """``[{"all": true}]`` when the caller holds a role on the system, else ``[]``."""
+    held = services().authentication.has_system_role(authenticated())
+    return jsonify(
+        {
+            "system": [{"all": True}] if held else [],
+            "links": {"self": f"{base_url()}/v3/auth/system", "previous": None, "next": None},
         }
     )
 
