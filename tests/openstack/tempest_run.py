@@ -380,7 +380,12 @@ def keystone_server(work: Path, log: Log = _log) -> Iterator[tuple[str, str]]:
 # -- tempest -----------------------------------------------------------------------------
 
 
-def tempest_conf(url: str, admin_password: str, workspace: Path) -> str:
+def tempest_conf(url: str, admin_password: str, workspace: Path, target: str = "") -> str:
+    # Latchkey enforces scope as Keystone does with [oslo_policy] enforce_scope and
+    # enforce_new_defaults: the cloud's admin is a system-scoped admin (or one on the admin
+    # project), never an admin of any project. Tempest is told so, as its docs ask for
+    # such a Keystone; the Keystone peer runs with its own defaults.
+    scoped = target.startswith("latchkey")
     return f"""\
 [DEFAULT]
 log_dir = {workspace}
@@ -394,6 +399,10 @@ admin_domain_name = Default
 use_dynamic_credentials = True
 default_credentials_domain_name = Default
 tempest_roles = member
+{"admin_system = all" if scoped else ""}
+
+[enforce_scope]
+keystone = {scoped}
 
 [identity]
 uri_v3 = {url}/v3
@@ -446,7 +455,7 @@ def run_tempest(
     workspace.mkdir(parents=True, exist_ok=True)
     conf = workspace / "etc" / "tempest.conf"
     conf.parent.mkdir(exist_ok=True)
-    conf.write_text(tempest_conf(url, admin_password, workspace))
+    conf.write_text(tempest_conf(url, admin_password, workspace, target))
     env = _tempest_env(venv, workspace)
     bin_ = venv / "bin"
 
