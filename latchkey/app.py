@@ -356,6 +356,7 @@ def build_services(settings: Settings) -> Services:
         audience=settings.token_audience,
         ttl=token_ttl,
         verified_cache_size=settings.verified_token_cache_size,
+        every_admin_is_cloud_admin=settings.keystone_every_admin_is_cloud_admin,
     )
     usage_recorder = UsageRecorder()
     credentials = ApplicationCredentials(

@@ -54,6 +54,12 @@ class Settings:
         "Region of Latchkey's own identity endpoints in Keystone's catalog (`region_name` in a"
         " clouds.yaml); made at bootstrap if missing.",
     )
+    keystone_every_admin_is_cloud_admin: bool = _setting(
+        False,
+        "Keystone's legacy default: a token scoped to ANY project whose user holds `admin` there"
+        " acts as the cloud's admin (Keystone without [resource] admin_project_name). Off:"
+        " only admins of the admin project or of the system do. For migrations only.",
+    )
     token_ttl_seconds: int = _setting(3600, "Lifetime of issued tokens in seconds.")
     verified_token_cache_size: int = _setting(
         5000,

@@ -90,7 +90,12 @@ class Tokens:
         audience: str,
         ttl: timedelta,
         verified_cache_size: int = 0,
+        every_admin_is_cloud_admin: bool = False,
     ) -> None:
+        # Keystone's own default (no `[resource] admin_project_name`, its bug 968696):
+        # the admin role on any project acts across the cloud. Off unless the operator
+        # asks for it (docs/keystone.md "Admin on any project").
+        self._every_admin_is_cloud_admin = every_admin_is_cloud_admin
         self._keys = keys
         self._verified = VerifiedClaims(verified_cache_size)
         self._revocations = revocations
@@ -142,7 +147,9 @@ class Tokens:
                 "name": scope.project.name,
                 "domain": {"id": scope.project_domain.id, "name": scope.project_domain.name},
             }
-            if scope.project.is_admin_project:
+            if scope.project.is_admin_project or (
+                self._every_admin_is_cloud_admin and "admin" in roles
+            ):
                 claims["project"]["is_admin_project"] = True
         elif scope.domain is not None:
             claims["domain"] = {"id": scope.domain.id, "name": scope.domain.name}

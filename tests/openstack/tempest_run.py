@@ -343,6 +343,11 @@ def latchkey_server(
                 "LATCHKEY_RATELIMIT_AUTH_PER_SOURCE": "100000 per minute",
             }
         )
+        if not scope_enforced():
+            # Tempest's admin tests act with the admin role on a project of their own, and
+            # Keystone (no admin project configured) lets such an admin act on the whole
+            # cloud; Latchkey does only when told to (docs/keystone.md).
+            env["LATCHKEY_KEYSTONE_EVERY_ADMIN_IS_CLOUD_ADMIN"] = "true"
         if fast_hashing:  # make test: cheap argon2 (every dynamic user gets a password)
             env["LATCHKEY_PASSWORD_HASH_TIME_COST"] = "1"
             env["LATCHKEY_PASSWORD_HASH_MEMORY_KIB"] = "1024"
@@ -380,12 +385,19 @@ def keystone_server(work: Path, log: Log = _log) -> Iterator[tuple[str, str]]:
 # -- tempest -----------------------------------------------------------------------------
 
 
+def scope_enforced() -> bool:
+    """TEMPEST_ADMIN=scoped: Latchkey's own default, where only admins of the system or
+    the admin project act on the cloud, and Tempest is told scope is enforced. The
+    default, TEMPEST_ADMIN=keystone, runs Latchkey as Keystone runs by default."""
+    return os.environ.get("TEMPEST_ADMIN", "keystone") == "scoped"
+
+
 def tempest_conf(url: str, admin_password: str, workspace: Path, target: str = "") -> str:
     # Latchkey enforces scope as Keystone does with [oslo_policy] enforce_scope and
     # enforce_new_defaults: the cloud's admin is a system-scoped admin (or one on the admin
     # project), never an admin of any project. Tempest is told so, as its docs ask for
     # such a Keystone; the Keystone peer runs with its own defaults.
-    scoped = target.startswith("latchkey")
+    scoped = target.startswith("latchkey") and scope_enforced()
     return f"""\
 [DEFAULT]
 log_dir = {workspace}
