@@ -32,7 +32,17 @@ from latchkey.web.problems import (
 )
 from latchkey.web.requests import call_context, services
 
-blp = Blueprint("keystone", __name__)
+
+class KeystoneBlueprint(Blueprint):
+    """Keystone answers a path with or without a trailing slash (Tempest's trust client
+    lists ``/v3/OS-TRUST/trusts/``); so does every /v3 route here."""
+
+    def add_url_rule(self, rule: str, *args: Any, **options: Any) -> None:
+        options.setdefault("strict_slashes", False)
+        super().add_url_rule(rule, *args, **options)
+
+
+blp = KeystoneBlueprint("keystone", __name__)
 
 VERSION_ID = "v3.14"
 VERSION_UPDATED = "2020-04-07T00:00:00Z"
