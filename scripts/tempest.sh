@@ -73,14 +73,22 @@ PY
   echo "$VENV"
 }
 
+need_latchkey_python() {
+  [ -x "$LATCHKEY_PYTHON" ] && return 0
+  log "no $LATCHKEY_PYTHON: run \`make venv\` (or \`make tempest\`), or set LATCHKEY_PYTHON"
+  exit 1
+}
+
 case "${1:-run}" in
   install)
     install
     ;;
   table)
+    need_latchkey_python
     cd "$ROOT" && exec "$LATCHKEY_PYTHON" -m tests.openstack.tempest_run table
     ;;
   run)
+    need_latchkey_python
     install >/dev/null
     if [ "${TEMPEST_DATABASE:-sqlite}" = postgres ]; then
       bash "$ROOT/scripts/ensure-services.sh" >&2
