@@ -59,7 +59,6 @@ def tempest_venv() -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.xfail(strict=False, reason="the /v3 endpoints are being built")  # until merged
 @pytest.mark.parametrize(
     "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )

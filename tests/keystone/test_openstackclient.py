@@ -35,10 +35,6 @@ from tests.integration.test_openstack_clients import (
     openstack_venv,  # noqa: F401 - the session fixture that installs the clients
 )
 
-# Until the /v3 endpoints of issue 14 are merged, every test here fails; the marks
-# go with the merge.
-until_merged = pytest.mark.xfail(strict=False, reason="the /v3 endpoints are being built")
-
 CLOUDS_YAML = """\
 clouds:
   latchkey:
@@ -122,7 +118,6 @@ def unique(prefix: str) -> str:
 # -- tokens --------------------------------------------------------------------------------
 
 
-@until_merged
 def test_token_issue(cli: Cli) -> None:
     token = cli.json("token", "issue")
     assert token["id"] and token["expires"]
@@ -133,7 +128,6 @@ def test_token_issue(cli: Cli) -> None:
 # -- projects, users, groups, domains ---------------------------------------------------------
 
 
-@until_merged
 def test_project_lifecycle(cli: Cli) -> None:
     name = unique("osc-project")
     created = cli.json("project", "create", name, "--domain", "default", "--description", "one")
@@ -151,7 +145,6 @@ def test_project_lifecycle(cli: Cli) -> None:
     assert cli.fails("project", "show", created["id"])
 
 
-@until_merged
 def test_user_lifecycle(cli: Cli) -> None:
     name = unique("osc-user")
     created = cli.json(
@@ -170,7 +163,6 @@ def test_user_lifecycle(cli: Cli) -> None:
     assert name not in cli.names("user", "list")
 
 
-@until_merged
 def test_group_membership(cli: Cli) -> None:
     group, user = unique("osc-group"), unique("osc-member")
     created = cli.json("group", "create", group, "--domain", "default", "--description", "g")
@@ -188,7 +180,6 @@ def test_group_membership(cli: Cli) -> None:
     cli("user", "delete", user)
 
 
-@until_merged
 def test_domain_lifecycle(cli: Cli) -> None:
     name = unique("osc-domain")
     created = cli.json("domain", "create", name, "--description", "one")
@@ -208,7 +199,6 @@ def test_domain_lifecycle(cli: Cli) -> None:
 # -- roles and assignments ----------------------------------------------------------------------
 
 
-@until_merged
 def test_roles_and_assignments(cli: Cli) -> None:
     role, project, user = unique("osc-role"), unique("osc-rproject"), unique("osc-ruser")
     created = cli.json("role", "create", role)
@@ -239,7 +229,6 @@ def test_roles_and_assignments(cli: Cli) -> None:
 # -- catalog: regions, services, endpoints -----------------------------------------------------
 
 
-@until_merged
 def test_region_lifecycle(cli: Cli) -> None:
     region = unique("OscRegion")
     created = cli.json("region", "create", region, "--description", "a region")
@@ -250,7 +239,6 @@ def test_region_lifecycle(cli: Cli) -> None:
     assert region not in cli.names("region", "list", column="Region")
 
 
-@until_merged
 def test_service_endpoint_and_catalog(cli: Cli) -> None:
     name, kind = unique("osc-service"), unique("osc-type")
     service = cli.json("service", "create", "--name", name, "--description", "d", kind)
@@ -275,7 +263,6 @@ def test_service_endpoint_and_catalog(cli: Cli) -> None:
 # -- application credentials, access rules, trusts, EC2 credentials ------------------------------
 
 
-@until_merged
 def test_application_credentials_and_access_rules(cli: Cli) -> None:
     name = unique("osc-appcred")
     rules = '[{"service": "compute", "method": "GET", "path": "/v2.1/servers"}]'
@@ -288,7 +275,6 @@ def test_application_credentials_and_access_rules(cli: Cli) -> None:
     assert name not in cli.names("application", "credential", "list")
 
 
-@until_merged
 def test_trust_lifecycle(cli: Cli) -> None:
     trustee = unique("osc-trustee")
     cli("user", "create", trustee, "--domain", "default", "--password", PASSWORD)
@@ -303,7 +289,6 @@ def test_trust_lifecycle(cli: Cli) -> None:
     cli("user", "delete", trustee)
 
 
-@until_merged
 def test_ec2_credentials(cli: Cli) -> None:
     created = cli.json("ec2", "credentials", "create")
     assert created["access"] and created["secret"]
