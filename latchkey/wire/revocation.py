@@ -35,7 +35,5 @@ def user_project_subjects(claims: Mapping[str, Any]) -> list[str]:
     if trust:
         users += [trust.get("trustor_user_id"), trust.get("trustee_user_id")]
     return [
-        user_project_subject(str(user), str(project_id))
-        for user in dict.fromkeys(users)
-        if user
+        user_project_subject(str(user), str(project_id)) for user in dict.fromkeys(users) if user
     ]

@@ -14,6 +14,7 @@ import base64
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -24,9 +25,14 @@ from latchkey.wire.revocation import user_project_subject
 from tests.conftest import ADMIN_PASSWORD
 from tests.integration.test_middleware import PASSWORD as MIDDLEWARE_PASSWORD
 from tests.integration.test_middleware import Env, env, served, status  # noqa: F401
-from tests.keystone.test_roles import PASSWORD, V3, v3  # noqa: F401
+from tests.keystone.test_roles import PASSWORD, V3
 
 TTL = timedelta(hours=1)
+
+
+@pytest.fixture
+def v3(client: FlaskClient, app: Flask) -> V3:
+    return V3(client, app)
 
 
 # -- helpers ----------------------------------------------------------------------------
