@@ -1,4 +1,4 @@
-"""Revocation events: by token, user or project (credentials later).
+"""Revocation events: by token, user, project, user on a project, credential, trust.
 
 An event revokes every token of its subject issued at or before
 ``issued_before``. Events carry an increasing id, the cursor relying
@@ -12,6 +12,11 @@ the next request, as before, without building a five-way ``OR`` per token
 nothing was committed since the last query, and the check then asks nothing at
 all: ``RevocationListener`` on PostgreSQL (LISTEN/NOTIFY on the events table),
 ``SqliteChanges`` on SQLite (``PRAGMA data_version``: any commit at all).
+
+``USER_PROJECT`` (issue 14) revokes one user's tokens scoped to one project, as
+Keystone's ``revoke_by_grant`` when a direct grant on that project is removed. Its
+subject is a digest of both ids (``latchkey.wire.revocation``); checking it costs
+one hash per user the token names, and only while such an event is alive.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from latchkey.db import Base, DbSession, UTCDateTime, on_commit, utcnow
 from latchkey.ops import metrics
+from latchkey.wire.revocation import USER_PROJECT, user_project_subject, user_project_subjects
 
 if TYPE_CHECKING:
     from latchkey.identity.revocation_listener import RevocationListener
@@ -38,7 +44,16 @@ CREDENTIAL_SECRET = "application_credential_secret"
 # Every token issued before a time, whoever it names: `latchkey restore-fence` after a
 # restore from backup (issue 15, point 4; docs/operations.md). Its subject is "*".
 ALL, ALL_SUBJECT = "all", "*"
-REVOCATION_KINDS = (TOKEN, USER, PROJECT, APPLICATION_CREDENTIAL, CREDENTIAL_SECRET, ALL, TRUST)
+REVOCATION_KINDS = (
+    TOKEN,
+    USER,
+    PROJECT,
+    APPLICATION_CREDENTIAL,
+    CREDENTIAL_SECRET,
+    ALL,
+    TRUST,
+    USER_PROJECT,
+)
 # A fence's id is this far past the newest restored event: relying services may hold a
 # feed cursor past the restored ids (events recorded after the backup, lost with the
 # database), and would never read events numbered below it.
@@ -60,7 +75,7 @@ class RevocationEvent(Base):
 
 # Kinds that revoke one thing outright, and kinds that revoke what was issued before a time.
 EXACT_KINDS = (TOKEN, APPLICATION_CREDENTIAL, CREDENTIAL_SECRET, TRUST)
-BEFORE_KINDS = (USER, PROJECT, ALL)
+BEFORE_KINDS = (USER, PROJECT, ALL, USER_PROJECT)
 # An id below the cursor that has not been seen yet may still commit (PostgreSQL hands
 # out sequence values before commit): it is asked for again until this many seconds pass.
 GAP_SECONDS = 60.0
@@ -242,6 +257,12 @@ class RevocationIndex:
             found = self._before[kind].get(subject) if subject else None
             if found is not None and found[0] >= issued_at:
                 return True
+        scoped = self._before[USER_PROJECT]
+        if scoped:  # no hashing while no such event is alive
+            for subject in user_project_subjects(claims):
+                found = scoped.get(subject)
+                if found is not None and found[0] >= issued_at:
+                    return True
         return False
 
 
@@ -273,6 +294,11 @@ class RevocationList:
         self._session.add(event)
         on_commit(self._session, "revocations", self._index.changed_here)
         return event
+
+    def add_user_project(self, user_id: str, project_id: str) -> RevocationEvent:
+        """Revoke the user's tokens scoped to the project (and those of trusts the
+        user gave or holds on it), issued until now."""
+        return self.add(USER_PROJECT, user_project_subject(user_id, project_id))
 
     def fence(self, issued_before: datetime) -> RevocationEvent:
         """Revoke every token issued at or before ``issued_before`` (a restore-fence),

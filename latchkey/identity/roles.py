@@ -330,9 +330,16 @@ class Roles(IdentityServiceBase):
         assignment = self._session.scalar(select(RoleAssignment).where(RoleAssignment.key == key))
         if assignment is None:
             raise NotFound("no such role assignment", code="role_assignment_not_found")
-        affected = [actor_id] if actor_type == USER_ACTOR else self._group_member_ids(actor_id)
-        for user_id in affected:
-            self._revocations.add(USER, user_id)  # live tokens may carry the role
+        if actor_type == USER_ACTOR and scope_type == PROJECT and not inherited:
+            # Only the user's tokens on this project can carry it (Keystone's
+            # revoke_by_grant); an application credential's or a trust's too.
+            self._revocations.add_user_project(actor_id, scope_id)
+        else:
+            # Wider or unclear reach (groups, domains, inheritance, the system): every
+            # token of each user it may touch (docs/decisions.md).
+            affected = [actor_id] if actor_type == USER_ACTOR else self._group_member_ids(actor_id)
+            for user_id in affected:
+                self._revocations.add(USER, user_id)  # live tokens may carry the role
         self._session.delete(assignment)
         self._record_change(
             ctx,

@@ -19,6 +19,7 @@ from joserfc.jwk import Key, import_key
 
 from latchkey.middleware._http import LatchkeyHttp, LatchkeyUnreachable
 from latchkey.wire.jws import ALGORITHM, TokenInvalid
+from latchkey.wire.revocation import USER_PROJECT, user_project_subjects
 
 if TYPE_CHECKING:
     from latchkey.middleware.wsgi import Identity
@@ -212,6 +213,7 @@ class RevocationCache:
         self._cursor = 0
         # (kind, subject) -> the latest issued_before, in microseconds since the epoch
         self._events: dict[tuple[str, str], int] = {}
+        self._user_projects = 0  # how many of them are user_project events
         self._polled_at: float | None = None  # last successful poll
         self._attempted_at: float | None = None
         self.polls = 0  # attempts, for tests and metrics
@@ -261,6 +263,8 @@ class RevocationCache:
                 for event in events:
                     key = (str(event["kind"]), str(event["subject"]))
                     before = _microseconds(str(event["issued_before"]))
+                    if key[0] == USER_PROJECT and key not in self._events:
+                        self._user_projects += 1
                     self._events[key] = max(before, self._events.get(key, before))
                     added += 1
             except (KeyError, TypeError, ValueError) as exc:
@@ -276,6 +280,8 @@ class RevocationCache:
             k for k, before in self._events.items() if before + self._max_lifetime_us < now_us
         ]:
             del self._events[key]
+            if key[0] == USER_PROJECT:
+                self._user_projects -= 1
 
     def is_revoked(self, claims: Mapping[str, Any]) -> bool:
         """The server's rule (``RevocationList.is_revoked``), on the events seen so far."""
@@ -299,6 +305,8 @@ class RevocationCache:
                 ("user", trust.get("trustor_user_id")),
                 ("user", trust.get("trustee_user_id")),
             ]
+        if self._user_projects:  # a user's tokens on one project (a grant removed)
+            subjects += [(USER_PROJECT, s) for s in user_project_subjects(claims)]
         for key in subjects:
             before = events.get(key)  # type: ignore[arg-type]
             if before is not None and before >= issued_us:
