@@ -42,7 +42,12 @@ PARENT_RULES = [
 
 
 def _when(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
+    """A time from either API: /v1 ends in Z; Keystone's application credentials carry
+    no zone, UTC meant (as Keystone writes them)."""
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _claims(token: str) -> dict[str, Any]:

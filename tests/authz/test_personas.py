@@ -113,7 +113,18 @@ MATRIX: dict[str, list[Row]] = {
         row("list-domains", "GET /v1/domains", cloud_admin=200),
         row("create-domain", "POST /v1/domains", {"name": "{persona}-domain"}, cloud_admin=201),
         # Keystone also lets a project-scoped token read its project's domain.
-        row("get-own-domain", "GET /v1/domains/default", cloud_admin=200, domain_admin=200),
+        # Anyone with a role on a project of the domain reads the domain itself, as in
+        # Keystone (issue 14: a project token reads its project's domain).
+        row(
+            "get-own-domain",
+            "GET /v1/domains/default",
+            cloud_admin=200,
+            domain_admin=200,
+            project_admin=200,
+            member=200,
+            reader=200,
+            other_member=200,
+        ),
         row("get-other-domain", "GET /v1/domains/{other}", cloud_admin=200),
         row(
             "update-own-domain", "PATCH /v1/domains/default", {"description": "x"}, cloud_admin=200
