@@ -60,6 +60,7 @@ class KeystoneWorld:
     def __init__(self, api: Api) -> None:
         self.api = api
         self._serial = itertools.count()
+        self._last_system_group: str | None = None
         self.admin = self.login("admin", project="admin", project_domain="default")
         self.ids: dict[str, str] = {}
         for role in ("admin", "member", "reader", "service"):
@@ -90,8 +91,15 @@ class KeystoneWorld:
 
     # -- calls -----------------------------------------------------------------------
 
-    def call(self, method: str, path: str, token: str | None, body: Any = None) -> TestResponse:
-        headers = {"X-Auth-Token": token} if token else {}
+    def call(
+        self,
+        method: str,
+        path: str,
+        token: str | None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> TestResponse:
+        headers = {**(headers or {}), **({"X-Auth-Token": token} if token else {})}
         return self.api.client.open(path, method=method, json=body, headers=headers)
 
     def ok(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
@@ -149,7 +157,15 @@ class KeystoneWorld:
         if kind == "system_group":
             group = self._post("/v3/groups", "group", {"name": name, "domain_id": d1})
             self.ok("PUT", f"/v3/system/groups/{group}/roles/{self.ids['reader_role']}")
+            self._last_system_group = group
             return group
+        if kind == "system_group_member":  # of the last fresh system group, or a new one
+            group = self._last_system_group or self.fresh("system_group")
+            user = self.user(name, d1)
+            self.ok("PUT", f"/v3/groups/{group}/users/{user}")
+            return user
+        if kind == "domain_role":
+            return self._post("/v3/roles", "role", {"name": name, "domain_id": d1})
         if kind == "role":
             return self._post("/v3/roles", "role", {"name": name})
         if kind == "implying_role":
@@ -166,6 +182,8 @@ class KeystoneWorld:
             return self._endpoint()
         if kind == "credential":
             return self._credential(self.ids["bystander"], name)
+        if kind == "bystander_token":
+            return self._bystander_token()
         if kind == "trust":
             return self._trust()
         raise AssertionError(f"no fresh {kind}")
@@ -229,9 +247,7 @@ class KeystoneWorld:
         application credential of the bystander."""
         bystander = self.ids["bystander"]
         self.ids["credential"] = self._credential(bystander, "blob")
-        self.tokens["bystander"] = self.login(
-            "bystander", user_domain=self.ids["d1"], project="p1", project_domain=self.ids["d1"]
-        )
+        self.tokens["bystander"] = self.ids["bystander_token"] = self._bystander_token()
         ec2 = self.ok(
             "POST",
             f"/v3/users/{bystander}/credentials/OS-EC2",
@@ -244,6 +260,10 @@ class KeystoneWorld:
         body = {"application_credential": {"name": "bystanders"}}
         created = self.ok("POST", path, body, token=self.tokens["bystander"])
         self.ids["bystander_credential"] = created["application_credential"]["id"]
+
+    def _bystander_token(self) -> str:
+        d1 = self.ids["d1"]
+        return self.login("bystander", user_domain=d1, project="p1", project_domain=d1)
 
     def _credential(self, user: str, blob: str) -> str:
         body = {"user_id": user, "type": "cert", "blob": blob}
