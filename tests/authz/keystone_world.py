@@ -164,6 +164,14 @@ class KeystoneWorld:
             user = self.user(name, d1)
             self.ok("PUT", f"/v3/groups/{group}/users/{user}")
             return user
+        if kind == "d1_inherited_member":
+            user = self.user(name, d1)
+            role = self.ids["member_role"]
+            self.ok(
+                "PUT",
+                f"/v3/OS-INHERIT/domains/{d1}/users/{user}/roles/{role}/inherited_to_projects",
+            )
+            return user
         if kind == "domain_role":
             return self._post("/v3/roles", "role", {"name": name, "domain_id": d1})
         if kind == "role":
