@@ -23,6 +23,10 @@ DOMAIN_ADMIN, DOMAIN_MEMBER, DOMAIN_READER = "domain_admin", "domain_member", "d
 PROJECT_ADMIN, PROJECT_MEMBER, PROJECT_READER = "project_admin", "project_member", "project_reader"
 RESTRICTED = "restricted_credential"  # project_admin's restricted application credential
 OTHER_PROJECT_ADMIN = "other_project_admin"  # admin on p2, p1's sibling in d1
+# Admin of domain `default`, which holds the admin project and the cloud admin: the
+# admin of another domain for every row about d1, and for the rows about `default` the
+# one who must not reach the cloud through it.
+DEFAULT_DOMAIN_ADMIN = "default_domain_admin"
 PERSONAS = (
     SYSTEM_ADMIN,
     SYSTEM_MEMBER,
@@ -35,6 +39,7 @@ PERSONAS = (
     PROJECT_MEMBER,
     PROJECT_READER,
     OTHER_PROJECT_ADMIN,
+    DEFAULT_DOMAIN_ADMIN,
 )
 ANONYMOUS = "anonymous"
 SYSTEM = {"system": {"all": True}}
@@ -50,6 +55,7 @@ GRANTS: dict[str, tuple[str, str]] = {
     PROJECT_MEMBER: ("p1", "member"),
     PROJECT_READER: ("p1", "reader"),
     OTHER_PROJECT_ADMIN: ("p2", "admin"),
+    DEFAULT_DOMAIN_ADMIN: ("default", "admin"),
 }
 
 
@@ -109,13 +115,12 @@ class KeystoneWorld:
         return response.get_json(silent=True)
 
     def login(self, name: str, *, scope: Any = None, **by_name: str) -> str:
-        identity = {
-            "methods": ["password"],
-            "password": {
-                "user": {"name": name, "domain": {"id": by_name.pop("user_domain", "default")}}
-            },
+        user = {
+            "name": name,
+            "domain": {"id": by_name.pop("user_domain", "default")},
+            "password": ADMIN_PASSWORD if name == "admin" else PASSWORD,
         }
-        identity["password"]["user"]["password"] = ADMIN_PASSWORD if name == "admin" else PASSWORD
+        identity = {"methods": ["password"], "password": {"user": user}}
         auth: dict[str, Any] = {"identity": identity}
         if "project" in by_name:
             domain = {"id": by_name["project_domain"]}
@@ -172,6 +177,16 @@ class KeystoneWorld:
                 f"/v3/OS-INHERIT/domains/{d1}/users/{user}/roles/{role}/inherited_to_projects",
             )
             return user
+        if kind in ("default_user", "cloud_admin"):
+            user = self.user(name, "default")
+            if kind == "cloud_admin":
+                self.grant(f"/v3/projects/{self.ids['admin_project']}", user, "admin")
+            return user
+        if kind == "cloud_admin_group":
+            group = self._post("/v3/groups", "group", {"name": name, "domain_id": "default"})
+            role = self.ids["admin_role"]
+            self.ok("PUT", f"/v3/projects/{self.ids['admin_project']}/groups/{group}/roles/{role}")
+            return group
         if kind == "domain_role":
             return self._post("/v3/roles", "role", {"name": name, "domain_id": d1})
         if kind == "role":
@@ -206,13 +221,13 @@ class KeystoneWorld:
         self.ok("PUT", f"{scope_path}/users/{user}/roles/{self.ids[f'{role}_role']}")
 
     def _persona(self, persona: str, scope: str, role: str) -> None:
-        domain = self.ids["d1"]
+        domain = "default" if scope == "default" else self.ids["d1"]
         name = persona.replace("_", "-")
         self.user_ids[persona] = user = self.user(name, domain)
         if scope == "system":
             self.grant("/v3/system", user, role)
             self.tokens[persona] = self.login(name, user_domain=domain, scope=SYSTEM)
-        elif scope == "d1":
+        elif scope in ("d1", "default"):
             self.grant(f"/v3/domains/{domain}", user, role)
             scoped = {"domain": {"id": domain}}
             self.tokens[persona] = self.login(name, user_domain=domain, scope=scoped)
