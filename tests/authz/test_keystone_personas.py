@@ -404,6 +404,11 @@ MATRIX: dict[str, list[Row]] = {
             "GET /v3/users/{bystander}/projects",
             allow=(*SYSTEM_READERS, *DOMAIN_READERS),
         ),
+        row(
+            "list-projects-of-user-of-other-domain",
+            "GET /v3/users/{stranger}/projects",
+            allow=SYSTEM_READERS,
+        ),
         # LATCHKEY: changing another's password with its original is the cloud admin's
         # (Keystone lets anyone who knows the original password, without a token).
         row(
@@ -466,6 +471,17 @@ MATRIX: dict[str, list[Row]] = {
             "list-group-members",
             "GET /v3/groups/{group}/users",
             allow=(*SYSTEM_READERS, *DOMAIN_READERS),
+        ),
+        row(
+            "list-group-members-of-other-domain",
+            "GET /v3/groups/{other_group}/users",
+            allow=SYSTEM_READERS,
+        ),
+        row(
+            "check-group-member-of-other-domain",
+            "HEAD /v3/groups/{other_group}/users/{stranger}",
+            allow=SYSTEM_READERS,
+            status=204,
         ),
         row(
             "check-group-member",
@@ -866,6 +882,11 @@ MATRIX: dict[str, list[Row]] = {
             allow=EVERYONE,
         ),
         row(
+            "list-own-trusts-as-trustor",
+            "GET /v3/OS-TRUST/trusts?trustor_user_id={self}",
+            allow=EVERYONE,
+        ),
+        row(
             "list-trusts-of-trustor",
             "GET /v3/OS-TRUST/trusts?trustor_user_id={bystander}",
             allow=SYSTEM_READERS,
@@ -1076,6 +1097,11 @@ MATRIX: dict[str, list[Row]] = {
         # LATCHKEY: the admin project is privileged for reads by id too (its domain
         # admin still finds it in `GET /v3/projects`); Keystone lets the domain read it.
         row("get-admin-project", "GET /v3/projects/{admin_project}", allow=SYSTEM_READERS),
+        row(
+            "list-admin-project-tags",
+            "GET /v3/projects/{admin_project}/tags",
+            allow=SYSTEM_READERS,
+        ),
         row(
             "update-admin-project",
             "PATCH /v3/projects/{admin_project}",
