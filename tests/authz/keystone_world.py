@@ -1,8 +1,9 @@
 """The world of ``test_keystone_personas.py``: Keystone's personas, built through /v3.
 
 Keystone's ``keystone/tests/protection/v3`` personas (system, domain and project
-admin/member/reader) plus two of Latchkey's: a restricted application credential
-of the project admin, and the admin of a second project of the same domain. Every
+admin/member/reader) plus three of Latchkey's: a restricted application credential
+of the project admin, the admin of a second project of the same domain, and the
+admin of domain ``default`` (which holds the admin project and the cloud admin). Every
 token is issued by ``POST /v3/auth/tokens`` and sent as ``X-Auth-Token``.
 """
 

@@ -2,8 +2,10 @@
 
 Keystone's ``keystone/tests/protection/v3`` is the model: system, domain and
 project admin/member/reader, and for Latchkey a restricted application
-credential of the project admin and the admin of p1's sibling project p2
-(personas and world: ``tests/authz/keystone_world.py``). Each ``Row`` names a
+credential of the project admin, the admin of p1's sibling project p2, and the
+admin of domain ``default`` (another domain's admin for every row about d1, and
+the one who must not reach the cloud through the admin project that ``default``
+holds) (personas and world: ``tests/authz/keystone_world.py``). Each ``Row`` names a
 call and the personas allowed; every other persona is refused with the row's
 ``refused`` status (403, or 404 where Latchkey hides that the object exists),
 and a call without a token is 401. Refusals are in Keystone's error shape.
@@ -11,7 +13,9 @@ and a call without a token is 401. Refusals are in Keystone's error shape.
 The expected table follows Keystone's default policies where Latchkey agrees.
 Where Latchkey deliberately differs (``latchkey/policy/enforcer.py`` RULES and
 the "Keystone: ..." entries of docs/decisions.md) the row says so in a
-``# LATCHKEY:`` comment. Latchkey's rules that apply everywhere:
+``# LATCHKEY:`` comment. Lists marked ``hides`` must also leave out another
+domain's (or user's) object for everyone but the callers who see everything.
+Latchkey's rules that apply everywhere:
 
 * the cloud is system scope (or the admin project): system personas are
   Latchkey's cloud readers and admins; ``system_member`` holds `member` and
