@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -27,6 +25,13 @@ from latchkey.policy.context import CallContext
 from latchkey.secrets.local import LocalSecretStore, without_production_warning
 from latchkey.secrets.master_key import KeyProtectorError, MasterKeyFile
 from latchkey.secrets.system import migrate_internal, pending_legacy
+from latchkey.serving import (
+    SERVERS,
+    _next_full_collection,  # noqa: F401 - tests/unit/test_worker_heap.py
+    collect_between_requests,
+    run_granian,
+    settle_worker_heap,
+)
 from latchkey.settings import Settings, SettingsError
 
 
@@ -126,21 +131,69 @@ def bootstrap(admin_password_file: str | None) -> None:
 @click.option("--bind", help="host:port (default: LATCHKEY_BIND)")
 @click.option("--workers", type=int, help="worker processes (default: LATCHKEY_WORKERS)")
 def serve(bind: str | None, workers: int | None) -> None:
-    """Run the production server (gunicorn)."""
-    from gunicorn.app.base import BaseApplication
-
+    """Run the production server (gunicorn, or granian: LATCHKEY_SERVER)."""
     try:
         settings = Settings.load()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
+    if settings.server not in SERVERS:
+        raise click.ClickException(
+            f"setting 'server' must be one of {', '.join(SERVERS)}, not {settings.server!r}"
+        )
     from latchkey.ops import metrics as fleet_metrics
 
+    bind = bind or settings.bind
+    workers = workers or settings.workers
     # Before any metric exists: every worker writes its figures to files here and
     # /metrics sums them (issue 15, point 6; docs/operators.md "Metrics").
     metrics_dir = fleet_metrics.use_multiprocess_dir()
+    _check_at_start(settings)
+    click.echo(f"Latchkey listening on http://{bind} ({workers} workers, {settings.server})")
+    if settings.server == "granian":
+        try:
+            run_granian(
+                settings,
+                bind,
+                workers,
+                on_shutdown=lambda: fleet_metrics.remove_multiprocess_dir(metrics_dir),
+            )
+        except SettingsError as exc:
+            raise click.ClickException(str(exc)) from exc
+        return
+    _run_gunicorn(settings, bind, workers, metrics_dir)
+
+
+def _check_at_start(settings: Settings) -> None:
+    from latchkey.app import create_app
+
+    with create_app(settings).app_context():
+        try:
+            # Checked at start: a broken boundary file is refused, the one in force stays.
+            current_app.extensions["latchkey"].boundaries.sync_at_start()
+            # Once, before the workers start: what the Foundation sealed with the master
+            # key file moves into the secret store (nothing to do on later starts).
+            _migrate_internal(only_if_pending=True)
+        except SQLAlchemyError as exc:
+            if not is_database_outage(exc):
+                raise
+            # Issue 15: serve anyway; /readyz answers 503 naming the database until it
+            # is reachable, and the workers connect when it is.
+            click.echo(
+                "the database is unreachable: serving anyway, /readyz answers 503 until it"
+                " is back; the boundary file and the sealed secrets are checked at the next"
+                " start",
+                err=True,
+            )
+
+
+def _run_gunicorn(settings: Settings, bind: str, workers: int, metrics_dir: Path) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    from latchkey.ops import metrics as fleet_metrics
+
     options = {
-        "bind": bind or settings.bind,
-        "workers": workers or settings.workers,
+        "bind": bind,
+        "workers": workers,
         "threads": settings.threads,
         "keepalive": 30,  # seconds; only gthread workers keep connections open
         "accesslog": None,
@@ -164,54 +217,13 @@ def serve(bind: str | None, workers: int | None) -> None:
 
             return create_app(settings)
 
-    from latchkey.app import create_app
-
-    with create_app(settings).app_context():
-        try:
-            # Checked at start: a broken boundary file is refused, the one in force stays.
-            current_app.extensions["latchkey"].boundaries.sync_at_start()
-            # Once, before the workers start: what the Foundation sealed with the master
-            # key file moves into the secret store (nothing to do on later starts).
-            _migrate_internal(only_if_pending=True)
-        except SQLAlchemyError as exc:
-            if not is_database_outage(exc):
-                raise
-            # Issue 15: serve anyway; /readyz answers 503 naming the database until it
-            # is reachable, and the workers connect when it is.
-            click.echo(
-                "the database is unreachable: serving anyway, /readyz answers 503 until it"
-                " is back; the boundary file and the sealed secrets are checked at the next"
-                " start",
-                err=True,
-            )
-    click.echo(f"Latchkey listening on http://{options['bind']} ({options['workers']} workers)")
     sys.argv = sys.argv[:1]  # gunicorn must not parse our own options
     LatchkeyServer().run()
 
 
-FULL_COLLECTION_SECONDS = 10.0
-_next_full_collection = [0.0]
-
-
-def _settle_worker_heap(_worker: Any) -> None:
-    """Once a worker has built the app: its objects (modules, schemas, compiled
-    programs, ~150,000 of them) go to the collector's permanent generation, and
-    full collections stop running by themselves, in the middle of a request (they
-    paused one for 40-170 ms under the batch benchmark: the p99). Young garbage
-    is still collected as usual; _collect_between_requests does the full ones."""
-    gc.collect()
-    gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, 1 << 30)
-    _next_full_collection[0] = time.monotonic() + FULL_COLLECTION_SECONDS
-
-
-def _collect_between_requests(_worker: Any, _req: Any, _environ: Any, _resp: Any) -> None:
-    """A full collection every FULL_COLLECTION_SECONDS, once a response is sent."""
-    now = time.monotonic()
-    if now >= _next_full_collection[0]:
-        gc.collect()
-        _next_full_collection[0] = now + FULL_COLLECTION_SECONDS
+# gunicorn's post_worker_init and post_request hooks (latchkey/serving.py).
+_settle_worker_heap = settle_worker_heap
+_collect_between_requests = collect_between_requests
 
 
 @main.command("restore-fence")

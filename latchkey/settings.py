@@ -36,11 +36,17 @@ class Settings:
         "", "SQLAlchemy URL of the database; empty means SQLite at <home>/latchkey.db."
     )
     bind: str = _setting("127.0.0.1:8080", "Address `latchkey serve` listens on (host:port).")
-    workers: int = _setting(2, "Number of gunicorn worker processes for `latchkey serve`.")
+    server: str = _setting(
+        "gunicorn",
+        "HTTP server `latchkey serve` runs: `gunicorn` (sync or gthread workers) or `granian`"
+        " (a Rust HTTP server, WSGI interface; install `latchkey[granian]`).",
+    )
+    workers: int = _setting(2, "Number of worker processes for `latchkey serve`.")
     threads: int = _setting(
         1,
-        "Threads per worker for `latchkey serve`; above 1, gunicorn's gthread workers, which keep"
-        " client connections alive between requests.",
+        "Threads per worker for `latchkey serve`; gunicorn: above 1, gthread workers, which keep"
+        " client connections alive between requests; granian: the threads that run the app"
+        " (its blocking threads; connections are kept alive whatever the number).",
     )
     admin_password: str = _setting(
         "", "Password `latchkey bootstrap` gives the `admin` user; empty means generate one."
