@@ -221,7 +221,8 @@ def _run_gunicorn(settings: Settings, bind: str, workers: int, metrics_dir: Path
     LatchkeyServer().run()
 
 
-# gunicorn's post_worker_init and post_request hooks (latchkey/serving.py).
+# gunicorn's post_worker_init and post_request hooks (latchkey/serving.py); gunicorn
+# checks their arity (1 and 4 arguments).
 _settle_worker_heap = settle_worker_heap
 _collect_between_requests = collect_between_requests
 

@@ -68,7 +68,9 @@ def settle_worker_heap(_worker: Any = None) -> None:
     _next_full_collection[0] = time.monotonic() + FULL_COLLECTION_SECONDS
 
 
-def collect_between_requests(*_ignored: Any) -> None:
+def collect_between_requests(
+    _worker: Any = None, _req: Any = None, _environ: Any = None, _resp: Any = None
+) -> None:
     """A full collection every FULL_COLLECTION_SECONDS, once a response is sent."""
     now = time.monotonic()
     if now >= _next_full_collection[0]:
