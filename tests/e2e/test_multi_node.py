@@ -110,8 +110,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 class Node:
     """`latchkey serve` in a session of its own: killed by its own process group only."""
 
-    def __init__(self, cluster: Cluster, name: str, workers: int = WORKERS) -> None:
-        self.cluster, self.name, self.workers = cluster, name, workers
+    def __init__(
+        self, cluster: Cluster, name: str, workers: int = WORKERS, server: str = "gunicorn"
+    ) -> None:
+        self.cluster, self.name, self.workers, self.server = cluster, name, workers, server
         self.port = free_port()
         self.log = cluster.home / f"{name}.log"
         self.popen: subprocess.Popen[bytes] | None = None
@@ -127,7 +129,7 @@ class Node:
                     "--workers",
                     str(self.workers),
                 ],
-                env=self.cluster.env,
+                env={**self.cluster.env, "LATCHKEY_SERVER": self.server},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -450,13 +452,17 @@ def test_two_nodes_revocation_rotation_node_kill_and_database_cut(cluster: Clust
         print(f"\nissue 15 figures: {json.dumps(figures)}")
 
 
+@pytest.mark.parametrize("server", ["gunicorn", "granian"])
 def test_serve_started_without_the_database_becomes_ready_when_it_comes(
-    cluster: Cluster,
+    cluster: Cluster, server: str
 ) -> None:
     """`latchkey serve` with the database unreachable starts, says so on /readyz (503,
-    naming the database), and becomes ready when the database is reachable."""
+    naming the database), and becomes ready when the database is reachable; under
+    either server (LATCHKEY_SERVER, issue 17)."""
+    if server == "granian":
+        pytest.importorskip("granian")
     cluster.forwarder.cut()
-    node = Node(cluster, "node-c", workers=1)
+    node = Node(cluster, f"node-c-{server}", workers=1, server=server)
     try:
         node.start()
         assert node.wait_answering(ready=False) == 503
