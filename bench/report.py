@@ -38,11 +38,35 @@ SCENARIOS = [
 ]
 
 
-def _find(
-    results: dict[str, Any], system: str, backend: str, scenario: str
-) -> dict[str, Any] | None:
+def _server_of(row: dict[str, Any]) -> str:
+    """The server a row was measured under (rows of runs before issue 17: gunicorn)."""
+    return str(row.get("server", "gunicorn"))
+
+
+def servers_of(results: dict[str, Any]) -> list[str]:
+    """The servers of a run, in its order (Keystone runs under gunicorn: not one of them)."""
+    listed = results.get("meta", {}).get("servers")
+    if listed:
+        return list(listed)
+    found: list[str] = []
     for row in results["online"]:
-        if (row["system"], row["backend"], row["scenario"]) == (system, backend, scenario):
+        if row["system"] != "keystone" and _server_of(row) not in found:
+            found.append(_server_of(row))
+    return found or ["gunicorn"]
+
+
+def _find(
+    results: dict[str, Any],
+    system: str,
+    backend: str,
+    scenario: str,
+    server: str | None = None,
+) -> dict[str, Any] | None:
+    """A row; ``server`` narrows Latchkey's and the ceilings' rows (never Keystone's)."""
+    for row in results["online"]:
+        if (row["system"], row["backend"], row["scenario"]) != (system, backend, scenario):
+            continue
+        if server is None or system == "keystone" or _server_of(row) == server:
             return dict(row)
     return None
 
@@ -66,50 +90,61 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:,.0f}×" if a / b >= 10 else f"{a / b:,.1f}×"
 
 
-def _latchkey_min(results: dict[str, Any], scenario: str) -> float | None:
+def _latchkey_min(
+    results: dict[str, Any], scenario: str, server: str | None = None
+) -> float | None:
     values = [
         r["rps"]
         for r in results["online"]
-        if r["system"] == "latchkey" and r["scenario"] == scenario and not r["errors"]
+        if r["system"] == "latchkey"
+        and r["scenario"] == scenario
+        and not r["errors"]
+        and (server is None or _server_of(r) == server)
     ]
     return min(values) if values else None
 
 
 def online_table(results: dict[str, Any]) -> list[str]:
+    """One row per scenario and server, the servers of a scenario next to each other."""
+    servers = servers_of(results)
     lines = [
-        "| Scenario | Latchkey SQLite req/s | p50 / p95 / p99 ms | Latchkey PostgreSQL req/s "
-        "| p50 / p95 / p99 ms | Keystone req/s (no cache) | Keystone req/s (memcached) "
-        "| Latchkey/Keystone (no cache / memcached) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| Scenario | Server | Latchkey SQLite req/s | p50 / p95 / p99 ms "
+        "| Latchkey PostgreSQL req/s | p50 / p95 / p99 ms | Keystone req/s (no cache) "
+        "| Keystone req/s (memcached) | Latchkey/Keystone (no cache / memcached) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    constant = _find(results, "ceiling", "-", "constant")
-    lines.append(
-        f"| Ceiling: constant WSGI endpoint, same gunicorn | {_rps(constant)} | {_lat(constant)} "
-        "| | | | | |"
-    )
-    flask = _find(results, "ceiling", "-", "constant_flask")
-    if flask:
-        lines.append(
-            f"| Ceiling: constant bare Flask endpoint, same gunicorn | {_rps(flask)} "
-            f"| {_lat(flask)} | | | | | |"
-        )
+    for scenario, title in (
+        ("constant", "Ceiling: constant WSGI endpoint, same server"),
+        ("constant_flask", "Ceiling: constant bare Flask endpoint, same server"),
+    ):
+        for server in servers:
+            row = _find(results, "ceiling", "-", scenario, server)
+            if row:
+                lines.append(f"| {title} | {server} | {_rps(row)} | {_lat(row)} | | | | | |")
     for scenario, title, peer in SCENARIOS:
-        sqlite = _find(results, "latchkey", "sqlite", scenario)
-        postgres = _find(results, "latchkey", "postgres", scenario)
-        if sqlite is None and postgres is None:
-            continue
         nocache = _find(results, "keystone", "nocache", peer) if peer else None
         cached = _find(results, "keystone", "memcached", peer) if peer else None
-        ours = _latchkey_min(results, scenario)
-        ratio = (
-            f"{_ratio(ours, nocache and nocache['rps'])} / {_ratio(ours, cached and cached['rps'])}"
-            if peer and (nocache or cached)
-            else ""
-        )
-        lines.append(
-            f"| {title} | {_rps(sqlite)} | {_lat(sqlite)} | {_rps(postgres)} | {_lat(postgres)} "
-            f"| {_rps(nocache) if peer else ''} | {_rps(cached) if peer else ''} | {ratio} |"
-        )
+        first = True
+        for server in servers:
+            sqlite = _find(results, "latchkey", "sqlite", scenario, server)
+            postgres = _find(results, "latchkey", "postgres", scenario, server)
+            if sqlite is None and postgres is None:
+                continue
+            ours = _latchkey_min(results, scenario, server)
+            ratio = (
+                f"{_ratio(ours, nocache['rps'] if nocache else None)} / "
+                f"{_ratio(ours, cached['rps'] if cached else None)}"
+                if peer and (nocache or cached)
+                else ""
+            )
+            peers = (
+                f"{_rps(nocache)} | {_rps(cached)}" if peer and first else " | "
+            )  # Keystone's figures once per scenario, its ratio on every server's row
+            lines.append(
+                f"| {title} | {server} | {_rps(sqlite)} | {_lat(sqlite)} | {_rps(postgres)} "
+                f"| {_lat(postgres)} | {peers} | {ratio} |"
+            )
+            first = False
     return lines
 
 
@@ -132,76 +167,16 @@ def offline_table(results: dict[str, Any]) -> list[str]:
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
+    servers = servers_of(results)
 
     def add(target: str, measured: str, met: bool | None) -> None:
         out.append({"target": target, "measured": measured, "met": met})
 
-    issue = _latchkey_min(results, "appcred_issue")
-    peer_rows = [
-        _find(results, "keystone", label, "appcred_issue") for label in ("nocache", "memcached")
-    ]
-    peer = max((r["rps"] for r in peer_rows if r), default=None)
-    if issue:
-        add(
-            "App-credential issuance ≥ 300/s",
-            f"{issue:,.0f}/s (lower of SQLite, PostgreSQL)",
-            issue >= 300,
-        )
-        if peer:
-            best_issue = max(
-                r["rps"]
-                for r in results["online"]
-                if r["system"] == "latchkey" and r["scenario"] == "appcred_issue"
-            )
-            add(
-                "App-credential issuance ≥ 100× Keystone",
-                f"{_ratio(issue, peer)} (worst backend vs Keystone's best, {peer:.1f}/s); "
-                f"best backend {_ratio(best_issue, peer)}",
-                issue >= 100 * peer,
-            )
-    validation = min(
-        [
-            v
-            for v in (_latchkey_min(results, "validate_v1"), _latchkey_min(results, "validate_v3"))
-            if v
-        ],
-        default=None,
-    )
-    cached = _find(results, "keystone", "memcached", "validate_v3")
-    constant = _find(results, "ceiling", "-", "constant")
-    best = max(
-        (
-            (r["rps"], r["backend"], r["scenario"])
-            for r in results["online"]
-            if r["system"] == "latchkey" and r["scenario"].startswith("validate")
-        ),
-        default=None,
-    )
-    best_text = f"; best {best[0]:,.0f}/s ({best[1]} {best[2]})" if best else ""
-    if validation and cached:
-        add(
-            "Online validation ≥ 20× Keystone with memcached",
-            f"{_ratio(validation, cached['rps'])} (worst {validation:,.0f} vs "
-            f"{cached['rps']:,.0f}/s{best_text}: {_ratio(best[0], cached['rps'])})"
-            if best
-            else _ratio(validation, cached["rps"]),
-            validation >= 20 * cached["rps"],
-        )
-    if validation and constant:
-        share = 100 * validation / constant["rps"]
-        best_share = f"; best {100 * best[0] / constant['rps']:.0f} %" if best else ""
-        flask = _find(results, "ceiling", "-", "constant_flask")
-        flask_share = (
-            f"; a bare Flask endpoint answering a constant: "
-            f"{100 * flask['rps'] / constant['rps']:.0f} %"
-            if flask
-            else ""
-        )
-        add(
-            "Online validation ≥ 50 % of the constant endpoint",
-            f"{share:.0f} % (worst row){best_share}{flask_share}",
-            share >= 50,
-        )
+    def tag(server: str) -> str:
+        return f" [{server}]" if len(servers) > 1 else ""
+
+    for server in servers:
+        _server_targets(results, server, tag(server), add)
     offline = results.get("offline") or {}
     if offline:
         cold = offline["middleware_cold"]["ops_per_s"]
@@ -217,27 +192,28 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         if row["scenario"] == "authorize_500rps":
             achieved = row["rps"]
             add(
-                f"`/v1/authorize` p99 ≤ 5 ms at 500 req/s ({row['backend']})",
+                f"`/v1/authorize` p99 ≤ 5 ms at 500 req/s ({row['backend']}){tag(_server_of(row))}",
                 f"p99 {row['p99_ms']:.1f} ms at {achieved:,.0f} req/s achieved",
                 row["p99_ms"] <= 5 and achieved >= 0.95 * 500 and not row["errors"],
             )
     for row in results["online"]:
         if row["scenario"] in ("worst_batch", "worst_batch1000"):
             add(
-                f"{row['scenario']} p99 within the 3 s batch budget ({row['backend']})",
+                f"{row['scenario']} p99 within the 3 s batch budget ({row['backend']})"
+                f"{tag(_server_of(row))}",
                 f"p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms",
                 row["p99_ms"] <= 3000 and not row["errors"],
             )
     for row in results["online"]:
         if row["scenario"] == "batch100":
             add(
-                f"Batch of 100 p99 ≤ 20 ms ({row['backend']})",
+                f"Batch of 100 p99 ≤ 20 ms ({row['backend']}){tag(_server_of(row))}",
                 f"p99 {row['p99_ms']:.1f} ms",
                 row["p99_ms"] <= 20 and not row["errors"],
             )
     for key, rss in (results.get("rss") or {}).items():
         if key.endswith(("_all_projects", "_all_projects_with_policy")):
-            backend, _, which = key.partition("_")
+            backend, _, which = key.partition("_")  # backend: sqlite, sqlite-granian, ...
             loaded = (
                 f"{rss['projects']} projects each with a 20-rule policy"
                 if which.endswith("with_policy")
@@ -249,6 +225,94 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 rss["max_mb"] <= 150,
             )
     return out
+
+
+def _server_targets(results: dict[str, Any], server: str, tag: str, add: Any) -> None:
+    """The issuance and validation targets of Latchkey under one server, against
+    Keystone and that same server's constant ceiling."""
+    issue = _latchkey_min(results, "appcred_issue", server)
+    peer_rows = [
+        _find(results, "keystone", label, "appcred_issue") for label in ("nocache", "memcached")
+    ]
+    peer = max((r["rps"] for r in peer_rows if r), default=None)
+    if issue:
+        add(
+            f"App-credential issuance ≥ 300/s{tag}",
+            f"{issue:,.0f}/s (lower of SQLite, PostgreSQL)",
+            issue >= 300,
+        )
+        if peer:
+            best_issue = max(
+                r["rps"]
+                for r in results["online"]
+                if r["system"] == "latchkey"
+                and r["scenario"] == "appcred_issue"
+                and _server_of(r) == server
+            )
+            add(
+                f"App-credential issuance ≥ 100× Keystone{tag}",
+                f"{_ratio(issue, peer)} (worst backend vs Keystone's best, {peer:.1f}/s); "
+                f"best backend {_ratio(best_issue, peer)}",
+                issue >= 100 * peer,
+            )
+    validation = min(
+        [
+            v
+            for v in (
+                _latchkey_min(results, "validate_v1", server),
+                _latchkey_min(results, "validate_v3", server),
+            )
+            if v
+        ],
+        default=None,
+    )
+    cached = _find(results, "keystone", "memcached", "validate_v3")
+    constant = _find(results, "ceiling", "-", "constant", server)
+    best = max(
+        (
+            (r["rps"], r["backend"], r["scenario"])
+            for r in results["online"]
+            if r["system"] == "latchkey"
+            and r["scenario"].startswith("validate")
+            and _server_of(r) == server
+        ),
+        default=None,
+    )
+    best_text = f"; best {best[0]:,.0f}/s ({best[1]} {best[2]})" if best else ""
+    if validation and cached:
+        add(
+            f"Online validation ≥ 20× Keystone with memcached{tag}",
+            f"{_ratio(validation, cached['rps'])} (worst {validation:,.0f} vs "
+            f"{cached['rps']:,.0f}/s{best_text}: {_ratio(best[0], cached['rps'])})"
+            if best
+            else _ratio(validation, cached["rps"]),
+            validation >= 20 * cached["rps"],
+        )
+    if validation and constant:
+        share = 100 * validation / constant["rps"]
+        best_share = f"; best {100 * best[0] / constant['rps']:.0f} %" if best else ""
+        flask = _find(results, "ceiling", "-", "constant_flask", server)
+        flask_share = (
+            f"; a bare Flask endpoint answering a constant: "
+            f"{100 * flask['rps'] / constant['rps']:.0f} %"
+            if flask
+            else ""
+        )
+        add(
+            f"Online validation ≥ 50 % of the constant endpoint (same server){tag}",
+            f"{share:.0f} % (worst row){best_share}{flask_share}",
+            share >= 50,
+        )
+
+
+SERVER_TEXT = {
+    "gunicorn": "gunicorn: sync workers",
+    "granian": "granian: WSGI, one app thread and one I/O thread per worker",
+}
+
+
+def _servers_text(results: dict[str, Any]) -> str:
+    return "; ".join(SERVER_TEXT.get(s, s) for s in servers_of(results))
 
 
 def write_report(results: dict[str, Any], path: Path) -> Path:
@@ -264,7 +328,8 @@ def write_report(results: dict[str, Any], path: Path) -> Path:
             if meta["dirty_paths"]
             else ""
         )
-        + f"; {meta['cpus']} CPUs, gunicorn {meta['workers']} sync workers, wrk in a separate "
+        + f"; {meta['cpus']} CPUs, {meta['workers']} workers under each server "
+        f"({_servers_text(results)}), wrk in a separate "
         f"process on the same machine; {meta['seconds_per_scenario']:.0f} s per scenario after a "
         f"warm-up; data set {meta['scale']}; load average {meta['loadavg_before']} before, "
         f"{meta.get('loadavg_after')} after{shared}.",
@@ -284,7 +349,7 @@ def write_report(results: dict[str, Any], path: Path) -> Path:
     rss = results.get("rss") or {}
     if rss:
         lines += [
-            "## Memory (RSS of each gunicorn worker)",
+            "## Memory (RSS of each worker; `-granian`: under granian)",
             "",
             "| When | MB per worker |",
             "|---|---|",

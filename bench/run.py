@@ -1,7 +1,8 @@
 """`make bench`: Latchkey (SQLite, PostgreSQL) and Keystone 30 side by side, with ceilings.
 
-    .venv/bin/python -m bench.run            # the full run (~12 minutes)
+    .venv/bin/python -m bench.run            # the full run, gunicorn and granian (~25 minutes)
     .venv/bin/python -m bench.run --quick    # a smoke run: SQLite only, a few s per scenario
+    .venv/bin/python -m bench.run --servers gunicorn   # one server only
 
 See bench/README.md for what each scenario does and how to read the table.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import json
 import os
 import platform
@@ -30,7 +32,16 @@ from bench import latchkey_side as lk
 from bench.loadgen import Load, Request, run_wrk, wrk_binary
 from bench.report import write_report
 from bench.seed import Scale
-from bench.servers import Process, children, free_port, gunicorn, rss_mb, wait_http, wait_tcp
+from bench.servers import (
+    SERVERS,
+    Process,
+    children,
+    free_port,
+    rss_mb,
+    wait_http,
+    wait_tcp,
+    wsgi_server,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -48,6 +59,7 @@ class Plan:
     warmup: float
     workers: int
     backends: list[str]
+    servers: list[str]
     keystone: bool
     openbao: bool
     scale: Scale
@@ -69,6 +81,8 @@ class Runner:
         self.plan = plan
         self.raw = raw
         self.results: dict[str, Any] = {"online": [], "offline": {}, "rss": {}, "profiles": {}}
+        # The server Latchkey or a ceiling runs under now (None: Keystone, always gunicorn).
+        self.serving: str | None = None
 
     def wanted(self, scenario: str) -> bool:
         return not self.plan.only or scenario in self.plan.only
@@ -85,7 +99,9 @@ class Runner:
         load: Load,
         server: Process | None = None,
     ) -> dict[str, Any]:
-        name = f"{system}-{backend}-{scenario}"
+        name = f"{system}-{backend}-{scenario}" + (
+            f"-{self.serving}" if self.serving not in (None, "gunicorn") else ""
+        )
         if not self.wanted(scenario):
             return {}
         warmup_errors = 0
@@ -103,6 +119,7 @@ class Runner:
             "system": system,
             "backend": backend,
             "scenario": scenario,
+            **({"server": self.serving} if self.serving else {}),
             **stats,
             "warmup_errors": warmup_errors,
         }
@@ -144,89 +161,98 @@ class Runner:
         profiler.stop()
         out = self.raw / f"{name}.pyspy.txt"
         if out.exists():
-            self.results["profiles"][scenario] = summarise(out)
+            key = scenario if self.serving in (None, "gunicorn") else f"{scenario} ({self.serving})"
+            self.results["profiles"][key] = summarise(out)
             log(f"profile of {scenario}: {out.relative_to(ROOT)}")
 
     # -- the constant ceiling -----------------------------------------------------------
 
     def constant(self) -> None:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        with gunicorn(
-            "constant",
-            VENV_BIN,
-            "bench.constant_app:app",
-            port,
-            self.plan.workers,
-            self.raw / "constant.log",
-            cwd=ROOT,
-        ) as server:
-            wait_http(url + "/", 30, server.popen)
-            self.measure(
-                "ceiling", "-", "constant", url, [Request("GET", "/")], self.plan.throughput()
-            )
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        with gunicorn(
-            "constant-flask",
-            VENV_BIN,
-            "bench.constant_app:flask",
-            port,
-            self.plan.workers,
-            self.raw / "constant-flask.log",
-            cwd=ROOT,
-        ) as server:
-            wait_http(url + "/", 30, server.popen)
-            self.measure(
-                "ceiling", "-", "constant_flask", url, [Request("GET", "/")], self.plan.throughput()
-            )
+        """Both ceilings under every server of the run."""
+        for server in self.plan.servers:
+            self.serving = server
+            for scenario, app in (
+                ("constant", "bench.constant_app:app"),
+                ("constant_flask", "bench.constant_app:flask"),
+            ):
+                if not self.wanted(scenario):
+                    continue
+                port = free_port()
+                url = f"http://127.0.0.1:{port}"
+                name = f"{scenario.replace('_', '-')}-{server}"
+                with wsgi_server(
+                    server,
+                    name,
+                    VENV_BIN,
+                    app,
+                    port,
+                    self.plan.workers,
+                    self.raw / f"{name}.log",
+                    cwd=ROOT,
+                ) as process:
+                    wait_http(url + "/", 30, process.popen)
+                    self.measure(
+                        "ceiling", "-", scenario, url, [Request("GET", "/")], self.plan.throughput()
+                    )
+        self.serving = None
 
     # -- Latchkey -------------------------------------------------------------------------
 
-    def latchkey(self, backend: str, slapd: Any) -> None:
+    def latchkey(self, backend: str, server: str, slapd: Any, offline_too: bool) -> None:
+        """Every online scenario on a fresh copy of the data, `latchkey serve` under
+        ``server``; the offline figures (no server involved) only if ``offline_too``."""
+        self.serving = server
+        try:
+            self._latchkey(backend, server, slapd, offline_too)
+        finally:
+            self.serving = None
+
+    def _latchkey(self, backend: str, server: str, slapd: Any, offline_too: bool) -> None:
         plan = self.plan
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        home = self.raw / f"home-{backend}"
+        suffix = "" if server == "gunicorn" else f"-{server}"
+        key = backend + suffix  # the RSS rows' key
+        home = self.raw / f"home-{backend}{suffix}"
         started = time.monotonic()
         manifest = lk.restore(backend, plan.scale, home, url, log)
         log(f"{backend}: database ready in {time.monotonic() - started:.0f} s")
-        offline = plan.offline_tokens if backend == "sqlite" else 0
+        offline = plan.offline_tokens if backend == "sqlite" and offline_too else 0
         tokens = lk.issue_tokens(backend, home, url, manifest, plan.tokens, offline)
         env = self._latchkey_env(backend, home, url)
-        with self._serve_latchkey(f"latchkey-{backend}", port, env) as server:
+        with self._serve_latchkey(f"latchkey-{key}", port, env) as process:
             time.sleep(2)  # a worker still booting is transiently ~40 MB larger
-            self.results["rss"][f"{backend}_start"] = self._worker_rss(server)
-            self._latchkey_scenarios(backend, url, server, manifest, tokens, slapd)
+            self.results["rss"][f"{key}_start"] = self._worker_rss(process)
+            self._latchkey_scenarios(backend, url, process, manifest, tokens, slapd)
             if self.wanted("rss"):
                 started = time.monotonic()
                 lk.warm_every_project(url, manifest, tokens, plan.workers)
-                self.results["rss"][f"{backend}_all_projects"] = {
-                    **self._worker_rss(server),
+                self.results["rss"][f"{key}_all_projects"] = {
+                    **self._worker_rss(process),
                     "warm_seconds": round(time.monotonic() - started, 1),
                     "projects": len(manifest["projects"]),
                 }
-                log(f"{backend}: worker RSS {self.results['rss'][f'{backend}_all_projects']}")
+                log(f"{key}: worker RSS {self.results['rss'][f'{key}_all_projects']}")
             if self.wanted("rss") and backend == "sqlite":
                 started = time.monotonic()
                 added = lk.policy_everywhere(url, tokens.admin, manifest, plan.workers)
                 lk.warm_every_project(url, manifest, tokens, plan.workers)
-                self.results["rss"][f"{backend}_all_projects_with_policy"] = {
-                    **self._worker_rss(server),
+                self.results["rss"][f"{key}_all_projects_with_policy"] = {
+                    **self._worker_rss(process),
                     "warm_seconds": round(time.monotonic() - started, 1),
                     "projects": len(manifest["projects"]),
                     "policies_added": added,
                 }
                 log(
-                    f"{backend}: RSS, every project with a policy: "
-                    f"{self.results['rss'][f'{backend}_all_projects_with_policy']}"
+                    f"{key}: RSS, every project with a policy: "
+                    f"{self.results['rss'][f'{key}_all_projects_with_policy']}"
                 )
             if offline and self.wanted("offline"):
                 self._offline(url, tokens)
         if backend == "sqlite" and plan.openbao and self.wanted("secret_read_openbao"):
             # A fresh copy of the seeded data (the memory step gave every project a
             # policy that says nothing about secrets); the same keys sign the tokens.
-            fresh = self.raw / "home-sqlite-openbao"
+            fresh = self.raw / f"home-sqlite-openbao{suffix}"
             lk.restore(backend, plan.scale, fresh, url, log)
             self._openbao(fresh, self._latchkey_env(backend, fresh, url), manifest, tokens)
 
@@ -237,6 +263,7 @@ class Runner:
             "LATCHKEY_ISSUER": url,
             "LATCHKEY_LOG_LEVEL": "WARNING",
             "LATCHKEY_WORKERS": str(self.plan.workers),
+            "LATCHKEY_SERVER": self.serving or "gunicorn",
         }
 
     def _serve_latchkey(self, name: str, port: int, env: dict[str, str]) -> Process:
@@ -302,13 +329,10 @@ class Runner:
         for (project, token), (scenario, checks) in zip(
             worst, (("worst_batch", 4), ("worst_batch1000", 1000)), strict=True
         ):
-            scenarios.append(
-                (
-                    scenario,
-                    lambda p=project, t=token, n=checks: lk.worst_batch(url, tokens.admin, p, t, n),
-                    plan.latency(),
-                )
+            build: Callable[[], list[Request]] = functools.partial(
+                lk.worst_batch, url, tokens.admin, project, token, checks
             )
+            scenarios.append((scenario, build, plan.latency()))
         built: dict[str, list[Request]] = {}
         for scenario, build, load in scenarios:
             background = scenario == "worst_batch" and self.wanted("healthz_under_worst")
@@ -354,7 +378,7 @@ class Runner:
                 worst,
                 Load(seconds, connections=max(1, self.plan.workers - 1)),
                 self.raw,
-                f"latchkey-{backend}-worst-background",
+                f"latchkey-{backend}-worst-background-{self.serving or 'gunicorn'}",
             ),
         )
         busy.start()
@@ -434,7 +458,10 @@ class Runner:
                 "LATCHKEY_VAULT_TOKEN": "root",
                 "LATCHKEY_ISSUER": env["LATCHKEY_ISSUER"],
             }
-            with self._serve_latchkey("latchkey-sqlite-openbao", port, vault_env) as server:
+            name = "latchkey-sqlite-openbao" + (
+                "" if self.serving in (None, "gunicorn") else f"-{self.serving}"
+            )
+            with self._serve_latchkey(name, port, vault_env) as server:
                 # The tokens name the first server's issuer; this one is told the same.
                 url = f"http://127.0.0.1:{port}"
                 projects = self._plain_projects(manifest, tokens, 1)
@@ -518,6 +545,12 @@ def parse(argv: list[str]) -> Plan:
     )
     parser.add_argument("--seconds", type=float, help="measured seconds per scenario")
     parser.add_argument("--backends", help="comma-separated: sqlite,postgres ('none': neither)")
+    parser.add_argument(
+        "--servers",
+        default=os.environ.get("BENCH_SERVERS", ",".join(SERVERS)),
+        help=f"comma-separated servers for Latchkey and the ceilings: {', '.join(SERVERS)}"
+        " (default: both, side by side)",
+    )
     parser.add_argument("--no-keystone", action="store_true")
     parser.add_argument("--small", action="store_true", help="a tenth of the data set (debugging)")
     parser.add_argument(
@@ -529,6 +562,10 @@ def parse(argv: list[str]) -> Plan:
     parser.add_argument("--keep", action="store_true", help="keep database copies and data files")
     args = parser.parse_args(argv)
     quick = args.quick
+    servers = [s for s in args.servers.split(",") if s]
+    unknown = [s for s in servers if s not in SERVERS]
+    if unknown or not servers:
+        parser.error(f"--servers: choose among {', '.join(SERVERS)} (got {args.servers!r})")
     scale = Scale(100, 1000, 500, 10) if args.small else Scale()
     return Plan(
         quick=quick,
@@ -540,6 +577,7 @@ def parse(argv: list[str]) -> Plan:
             for b in (args.backends or ("sqlite" if quick else "sqlite,postgres")).split(",")
             if b in ("sqlite", "postgres")
         ],
+        servers=servers,
         keystone=not (args.no_keystone or quick),
         openbao=not quick,
         scale=scale,
@@ -564,6 +602,7 @@ def main(argv: list[str] | None = None) -> None:
         "dirty_paths": len(_git("status", "--porcelain").splitlines()),
         "quick": plan.quick,
         "workers": plan.workers,
+        "servers": plan.servers,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "seconds_per_scenario": plan.seconds,
@@ -578,7 +617,8 @@ def main(argv: list[str] | None = None) -> None:
         runner.constant()
         slapd = _start_slapd()
         for backend in plan.backends:
-            runner.latchkey(backend, slapd)
+            for index, server in enumerate(plan.servers):
+                runner.latchkey(backend, server, slapd, offline_too=index == 0)
         if plan.keystone:
             runner.keystone()
     finally:

@@ -1,5 +1,6 @@
-"""Processes the bench starts and stops: gunicorn (Latchkey, Keystone, the constant
-endpoint), memcached, slapd, OpenBao. Each is stopped by its own pid."""
+"""Processes the bench starts and stops: gunicorn and granian (Latchkey, the constant
+endpoints; Keystone under gunicorn), memcached, slapd, OpenBao. Each is stopped by its
+own pid."""
 
 from __future__ import annotations
 
@@ -135,3 +136,62 @@ def gunicorn(
         env,
         cwd,
     )
+
+
+def granian(
+    name: str,
+    python_bin: Path,
+    app: str,
+    port: int,
+    workers: int,
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Process:
+    """granian's WSGI interface with the settings `latchkey serve` gives it under
+    LATCHKEY_SERVER=granian (latchkey/serving.py): one thread runs the app per worker
+    (LATCHKEY_THREADS=1), one Rust thread does the I/O, no access log."""
+    return Process(
+        name,
+        [
+            str(python_bin / "granian"),
+            "--interface",
+            "wsgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--blocking-threads",
+            "1",
+            "--runtime-threads",
+            "1",
+            "--no-ws",
+            "--log-level",
+            "warning",
+            app,
+        ],
+        log,
+        env,
+        cwd,
+    )
+
+
+# The servers a run can measure Latchkey and the ceilings under (`--servers`).
+SERVERS = {"gunicorn": gunicorn, "granian": granian}
+
+
+def wsgi_server(
+    server: str,
+    name: str,
+    python_bin: Path,
+    app: str,
+    port: int,
+    workers: int,
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Process:
+    """A WSGI app (``module:attribute``) under ``server``, one of SERVERS."""
+    return SERVERS[server](name, python_bin, app, port, workers, log, env, cwd)
