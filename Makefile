@@ -62,9 +62,10 @@ pytest: venv
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
 
-## make bench: Latchkey (SQLite, PostgreSQL) next to Keystone 30 and the ceilings; writes
-## bench/results/latest.{md,json} (see bench/README.md). BENCH_QUICK=1: a smoke run, SQLite
-## only, a few seconds per scenario. BENCH_PROFILE=scenario,...: record those with py-spy.
+## make bench: Latchkey (SQLite, PostgreSQL) next to Keystone 30 and the ceilings, under
+## gunicorn and granian side by side; writes bench/results/latest.{md,json} (see
+## bench/README.md). BENCH_QUICK=1: a smoke run, SQLite only, a few seconds per scenario.
+## BENCH_PROFILE=scenario,...: record those with py-spy. BENCH_SERVERS=gunicorn: one server.
 .PHONY: bench
 bench: venv
 	bash bench/setup.sh
