@@ -29,6 +29,7 @@ from latchkey.serving import (
     SERVERS,
     _next_full_collection,  # noqa: F401 - tests/unit/test_worker_heap.py
     collect_between_requests,
+    parse_bind,
     run_granian,
     settle_worker_heap,
 )
@@ -144,6 +145,11 @@ def serve(bind: str | None, workers: int | None) -> None:
 
     bind = bind or settings.bind
     workers = workers or settings.workers
+    if settings.server == "granian":
+        try:
+            parse_bind(bind)  # refused before the start-up checks, not after
+        except SettingsError as exc:
+            raise click.ClickException(str(exc)) from exc
     # Before any metric exists: every worker writes its figures to files here and
     # /metrics sums them (issue 15, point 6; docs/operators.md "Metrics").
     metrics_dir = fleet_metrics.use_multiprocess_dir()
