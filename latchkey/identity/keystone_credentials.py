@@ -50,7 +50,7 @@ from latchkey.identity.models import (
 from latchkey.identity.roles import Roles
 from latchkey.identity.tokens import IssuedToken, Scope, Tokens
 from latchkey.policy.context import CallContext
-from latchkey.policy.enforcer import ADMIN, Target
+from latchkey.policy.enforcer import Target
 from latchkey.secrets.system import SystemSecrets
 
 EC2 = "ec2"
@@ -236,7 +236,9 @@ class KeystoneCredentials(IdentityServiceBase):
         self, ctx: CallContext, user_id: str | None = None, type_: str | None = None
     ) -> list[OpenCredential]:
         auth = ctx.auth
-        every_user = auth is not None and auth.is_cloud(ADMIN) and not auth.restricted
+        # Whoever may list credentials with no owner named sees everyone's (the enforcer's
+        # rule: a cloud admin); anyone else sees their own, as Keystone filters them.
+        every_user = auth is not None and self._enforcer.allowed(auth, LIST, Target())
         if user_id is not None or not every_user:
             assert auth is not None
             # Anyone else sees their own credentials only (as Keystone filters them).
