@@ -151,8 +151,8 @@ def issue_tokens(
     """Tokens made in-process with the seeded keys (the served workers accept them)."""
     from latchkey.app import create_app
     from latchkey.db import db
-    from latchkey.identity.tokens import Scope
     from latchkey.policy.context import CallContext
+    from latchkey.tokens.service import Scope
 
     app = create_app(bench_settings(home, database_url(backend, home), issuer))
     with app.app_context():

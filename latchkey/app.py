@@ -19,48 +19,55 @@ from sqlalchemy.orm import Session
 
 import latchkey.migrations
 from latchkey.audit import AttackTrail, AuditLog, AuditReader
-from latchkey.changes import ChangeGeneration
-from latchkey.db import CONNECT_TIMEOUT_SECONDS, db
-from latchkey.errors import LatchkeyError
-from latchkey.frontdoors import keystone
-from latchkey.identity import api as identity_api
-from latchkey.identity import credential_api, token_api
-from latchkey.identity.accounts import Accounts
-from latchkey.identity.authentication import Authentication
-from latchkey.identity.backends import IdentityBackend
-from latchkey.identity.backends.sql import SqlIdentity
-from latchkey.identity.bootstrap import Bootstrap
-from latchkey.identity.common import ServiceDeps
-from latchkey.identity.credentials import (
-    ApplicationCredentials,
-    PepperRing,
-    SecretHasher,
-    UsageRecorder,
-)
-from latchkey.identity.directory import Directory
-from latchkey.identity.domain_configs import DomainConfigs
-from latchkey.identity.keys import KeyRing
-from latchkey.identity.keystone_credentials import KeystoneCredentials, OAuth1Consumers
-from latchkey.identity.ldap_domains import LdapDomains
-from latchkey.identity.passwords import PasswordHasher
-from latchkey.identity.revocation_listener import CHANNEL as REVOCATION_CHANNEL
-from latchkey.identity.revocation_listener import (
+from latchkey.changes.generation import ChangeGeneration
+from latchkey.changes.postgres import CHANNEL as REVOCATION_CHANNEL
+from latchkey.changes.postgres import (
     POLICY_CHANNEL,
     PRINCIPAL_CHANNEL,
     ChangeListener,
     RevocationListener,
 )
-from latchkey.identity.revocations import RevocationIndex, RevocationList
+from latchkey.changes.sqlite import SqliteChanges
+from latchkey.credentials.keystone import KeystoneCredentials, OAuth1Consumers
+from latchkey.credentials.service import (
+    ApplicationCredentials,
+    PepperRing,
+    SecretHasher,
+    UsageRecorder,
+)
+from latchkey.credentials.trusts import Trusts
+from latchkey.db import CONNECT_TIMEOUT_SECONDS, db
+from latchkey.errors import LatchkeyError
+from latchkey.frontdoors import keystone
+from latchkey.frontdoors.http import credentials as credential_api
+from latchkey.frontdoors.http import identity as identity_api
+from latchkey.frontdoors.http import policy as policy_api
+from latchkey.frontdoors.http import secrets as secrets_api
+from latchkey.frontdoors.http import tokens as token_api
+from latchkey.frontdoors.http.attack_audit import ATTACK_TRAIL
+from latchkey.frontdoors.http.fields import BoundedIntegerConverter
+from latchkey.frontdoors.http.flask_app import LatchkeyFlask
+from latchkey.frontdoors.http.headers import SecurityHeaders
+from latchkey.frontdoors.http.openapi import make_api
+from latchkey.frontdoors.http.problems import register_problem_handlers
+from latchkey.frontdoors.http.proxies import TrustedProxies
+from latchkey.frontdoors.http.requests import PROXIES_EXTENSION, register_request_hooks
+from latchkey.frontdoors.http.throttling import install_throttling
+from latchkey.frontdoors.oauth import api as oauth_api
+from latchkey.frontdoors.ops import api as ops_api
+from latchkey.health import Health
+from latchkey.identity.accounts import Accounts
+from latchkey.identity.backends import IdentityBackend
+from latchkey.identity.backends.ldap.domains import LdapDomains
+from latchkey.identity.backends.sql import SqlIdentity
+from latchkey.identity.bootstrap import Bootstrap
+from latchkey.identity.common import ServiceDeps
+from latchkey.identity.directory import Directory
+from latchkey.identity.domain_configs import DomainConfigs
+from latchkey.identity.passwords import PasswordHasher
 from latchkey.identity.roles import Roles
-from latchkey.identity.sqlite_changes import SqliteChanges
-from latchkey.identity.tokens import Tokens
-from latchkey.identity.trusts import Trusts
 from latchkey.logs import configure_logging
-from latchkey.oauth import api as oauth_api
-from latchkey.ops import api as ops_api
-from latchkey.ops.health import Health
-from latchkey.ops.metrics import instrument_store
-from latchkey.policy import api as policy_api
+from latchkey.metrics import instrument_store
 from latchkey.policy.catalog import Catalog
 from latchkey.policy.documents import PolicyLimits
 from latchkey.policy.domains import DomainPolicies
@@ -73,22 +80,16 @@ from latchkey.policy.service import (
     TenantPolicies,
 )
 from latchkey.policy.store import Boundaries
-from latchkey.secrets import api as secrets_api
-from latchkey.secrets.local import LocalSecretStore
-from latchkey.secrets.master_key import MasterKeyFile
+from latchkey.secrets.backends import SecretStore
+from latchkey.secrets.backends.local import LocalSecretStore
+from latchkey.secrets.backends.master_key import MasterKeyFile
 from latchkey.secrets.service import TenantSecrets
-from latchkey.secrets.store import SecretStore
 from latchkey.secrets.system import SystemSecrets
 from latchkey.settings import Settings, SettingsError
-from latchkey.web.attack_audit import ATTACK_TRAIL
-from latchkey.web.fields import BoundedIntegerConverter
-from latchkey.web.flask_app import LatchkeyFlask
-from latchkey.web.headers import SecurityHeaders
-from latchkey.web.openapi import make_api
-from latchkey.web.problems import register_problem_handlers
-from latchkey.web.proxies import TrustedProxies
-from latchkey.web.requests import PROXIES_EXTENSION, register_request_hooks
-from latchkey.web.throttling import install_throttling
+from latchkey.tokens.authentication import Authentication
+from latchkey.tokens.keys import KeyRing
+from latchkey.tokens.revocations import RevocationIndex, RevocationList
+from latchkey.tokens.service import Tokens
 
 MIGRATIONS_DIR = Path(latchkey.migrations.__file__).parent
 log = logging.getLogger(__name__)
@@ -472,7 +473,7 @@ def build_services(settings: Settings) -> Services:
 
 
 def _vault_store(settings: Settings) -> SecretStore:
-    from latchkey.secrets.vault import VaultSecretStore  # hvac: the optional `vault` extra
+    from latchkey.secrets.backends.vault import VaultSecretStore  # hvac: the optional `vault` extra
 
     try:
         return VaultSecretStore(
@@ -490,7 +491,9 @@ def _vault_store(settings: Settings) -> SecretStore:
 
 
 def _barbican_store(settings: Settings) -> SecretStore:
-    from latchkey.secrets.barbican import BarbicanSecretStore  # requests: the `barbican` extra
+    from latchkey.secrets.backends.barbican import (
+        BarbicanSecretStore,  # requests: the `barbican` extra
+    )
 
     try:
         return BarbicanSecretStore(

@@ -1,7 +1,7 @@
 """One exception hierarchy, each class carrying an HTTP status and a stable code.
 
 The HTTP layer renders every ``LatchkeyError`` as an RFC 9457
-``application/problem+json`` document (see ``latchkey.web.problems``).
+``application/problem+json`` document (see ``latchkey.frontdoors.http.problems``).
 Services raise these; they never build responses themselves.
 """
 

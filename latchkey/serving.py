@@ -1,7 +1,7 @@
 """What `latchkey serve` does per worker, under either server it runs (issue 17).
 
 ``LATCHKEY_SERVER=gunicorn`` (the default) wires these into gunicorn's hooks
-(latchkey/cli.py): ``post_worker_init`` settles the heap, ``post_request``
+(latchkey/frontdoors/cli/main.py): ``post_worker_init`` settles the heap, ``post_request``
 collects, ``child_exit`` and ``on_exit`` look after the metrics directory.
 
 ``LATCHKEY_SERVER=granian`` runs granian's WSGI interface (``run_granian``).

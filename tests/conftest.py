@@ -23,9 +23,9 @@ from werkzeug.test import TestResponse
 
 from latchkey.app import create_app
 from latchkey.db import db
+from latchkey.frontdoors.http.attack_audit import ATTACK_TRAIL
+from latchkey.frontdoors.http.throttling import reset_throttling
 from latchkey.settings import Settings
-from latchkey.web.attack_audit import ATTACK_TRAIL
-from latchkey.web.throttling import reset_throttling
 
 pytest_plugins = ["tests.ldap_fixtures"]  # the real slapd: `slapd`, `slapd_up`
 

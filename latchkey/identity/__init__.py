@@ -1,1 +1,1 @@
-"""Identity: domains, projects, users, groups, roles, authentication and tokens."""
+"""Identity: domains, projects, users, groups, roles and their assignments."""

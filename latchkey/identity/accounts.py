@@ -10,6 +10,7 @@ from latchkey.audit import AuditTarget
 from latchkey.db import utcnow
 from latchkey.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from latchkey.identity.backends import IdentityBackend
+from latchkey.identity.backends.ldap.domains import LdapDomains
 from latchkey.identity.common import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -18,20 +19,12 @@ from latchkey.identity.common import (
     ServiceDeps,
 )
 from latchkey.identity.directory import Directory
-from latchkey.identity.ldap_domains import LdapDomains
-from latchkey.identity.models import (
-    Domain,
-    Group,
-    GroupMembership,
-    LoginLockout,
-    Project,
-    RoleAssignment,
-    User,
-)
+from latchkey.identity.models import Domain, Group, GroupMembership, Project, RoleAssignment, User
 from latchkey.identity.passwords import PasswordHasher
-from latchkey.identity.revocations import USER
 from latchkey.policy.context import CallContext
 from latchkey.policy.enforcer import UNKNOWN, Target
+from latchkey.tokens.models import LoginLockout
+from latchkey.tokens.revocations import USER
 
 HUMAN, APPLICATION = "human", "application"
 

@@ -12,9 +12,8 @@ from typing import Any
 from sqlalchemy import select
 
 from latchkey.audit import CHANGE, AuditLog, AuditTarget
+from latchkey.credentials.service import PepperRing
 from latchkey.db import DbSession
-from latchkey.identity.credentials import PepperRing
-from latchkey.identity.keys import KeyRing
 from latchkey.identity.models import (
     Domain,
     Project,
@@ -27,6 +26,7 @@ from latchkey.identity.passwords import PasswordHasher
 from latchkey.identity.roles import assignment_key
 from latchkey.policy.catalog import Catalog
 from latchkey.policy.enforcer import RULES
+from latchkey.tokens.keys import KeyRing
 
 DEFAULT_DOMAIN_ID = "default"
 ADMIN_PROJECT, ADMIN_USER = "admin", "admin"

@@ -12,9 +12,9 @@ from latchkey.audit import CHANGE, AuditLog, AuditTarget
 from latchkey.db import DbSession
 from latchkey.errors import Conflict
 from latchkey.identity.models import GroupMembership, Project, RoleAssignment, User
-from latchkey.identity.revocations import RevocationList
 from latchkey.policy.context import CallContext
 from latchkey.policy.enforcer import Enforcer, Target
+from latchkey.tokens.revocations import RevocationList
 
 T = TypeVar("T")
 _ADMIN_PROJECTS = select(Project.id).where(Project.is_admin_project).scalar_subquery()

@@ -9,12 +9,12 @@ from sqlalchemy import and_, delete, func, not_, select
 from latchkey.audit import AuditTarget
 from latchkey.db import new_id
 from latchkey.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from latchkey.identity.backends.ldap.domains import LdapDomains
 from latchkey.identity.common import IdentityServiceBase, Page, ServiceDeps
-from latchkey.identity.ldap_domains import LdapDomains
 from latchkey.identity.models import Domain, Project, ProjectTag, User
-from latchkey.identity.revocations import PROJECT, USER
 from latchkey.policy.context import CallContext
 from latchkey.policy.enforcer import UNKNOWN, Target
+from latchkey.tokens.revocations import PROJECT, USER
 
 IDENTITY_BACKENDS = ("sql", "ldap")
 MAX_PROJECT_TAGS = 80  # Keystone's limit

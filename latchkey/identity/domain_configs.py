@@ -16,7 +16,7 @@ from typing import Any
 from latchkey.audit import AuditTarget
 from latchkey.db import utcnow
 from latchkey.errors import InvalidRequest, NotFound
-from latchkey.identity.backends.ldap import LdapConfig
+from latchkey.identity.backends.ldap.directory import LdapConfig
 from latchkey.identity.common import IdentityServiceBase
 from latchkey.identity.models import Domain, DomainConfig
 from latchkey.policy.context import CallContext

@@ -186,55 +186,6 @@ class ProjectTag(Base):
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
 
 
-class LoginLockout(Base):
-    """Consecutive failed password logins of one user from one source address, and the
-    lock they earned there (issue 13, class 6): a stranger's failures lock the stranger's
-    address out, never the user's own."""
-
-    __tablename__ = "login_lockout"
-
-    user_id: Mapped[str] = mapped_column(
-        ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True
-    )
-    source: Mapped[str] = mapped_column(String(64), primary_key=True)
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class KeystoneCredential(Base):
-    """Keystone's ``/v3/credentials`` (EC2 keys among them): the blob is a secret, kept
-    sealed (AES-256-GCM under a data key in the secret store), never in clear."""
-
-    __tablename__ = "keystone_credential"
-
-    # For type "ec2", the sha256 hex of the access key, as Keystone computes it.
-    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
-    user_id: Mapped[str] = mapped_column(
-        ForeignKey("user_account.id", ondelete="CASCADE"), index=True
-    )
-    project_id: Mapped[str | None] = mapped_column(
-        ForeignKey("project.id", ondelete="CASCADE"), nullable=True, index=True
-    )
-    type: Mapped[str] = mapped_column(String(255))
-    blob_sealed: Mapped[bytes] = mapped_column(LargeBinary)
-    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class OAuth1Consumer(Base):
-    """Keystone's OS-OAUTH1 consumers: the secret is shown once, then kept sealed
-    (an OAuth 1.0a signature needs it back in clear to be checked)."""
-
-    __tablename__ = "oauth1_consumer"
-
-    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
-    description: Mapped[str | None] = mapped_column(Text, nullable=True)
-    secret_sealed: Mapped[bytes] = mapped_column(LargeBinary)
-    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
 class DomainConfig(Base):
     """Keystone's domain-specific configuration (``identity`` and ``ldap`` groups), as
     the API sets it: reported, not applied (docs/decisions.md)."""

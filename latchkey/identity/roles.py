@@ -25,9 +25,9 @@ from latchkey.identity.models import (
     RoleImplication,
     User,
 )
-from latchkey.identity.revocations import USER
 from latchkey.policy.context import CallContext
 from latchkey.policy.enforcer import RULES, UNKNOWN, Target
+from latchkey.tokens.revocations import USER
 
 PROJECT, DOMAIN, SYSTEM = "project", "domain", "system"
 SYSTEM_ALL = "all"  # Keystone's only system target

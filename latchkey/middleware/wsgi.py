@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 from joserfc.jwk import Key
 
 from latchkey.errors import PROBLEM_BASE
-from latchkey.identity.access_rules import allows
 from latchkey.middleware._http import LatchkeyHttp
 from latchkey.middleware.caches import KeyCache, RevocationCache, VerifiedToken, VerifiedTokens
 from latchkey.middleware.decisions import DecisionCache, DecisionClient
+from latchkey.wire.access_rules import allows
 from latchkey.wire.jws import TokenInvalid, verify_jwt
 
 if TYPE_CHECKING:

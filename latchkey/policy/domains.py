@@ -20,10 +20,10 @@ from typing import Any
 from sqlalchemy import func, select
 
 from latchkey.audit import CHANGE, AuditLog, AuditTarget
-from latchkey.changes import ChangeGeneration, still_fresh
+from latchkey.changes.generation import ChangeGeneration, still_fresh
+from latchkey.credentials.models import ApplicationCredential
 from latchkey.db import DbSession, utcnow
 from latchkey.errors import NotFound
-from latchkey.identity.credentials import ApplicationCredential
 from latchkey.identity.models import Domain, Group, Project, Role, User
 from latchkey.policy.catalog import Catalog
 from latchkey.policy.context import CallContext
@@ -37,7 +37,7 @@ from latchkey.policy.documents import (
     to_json,
 )
 from latchkey.policy.enforcer import Enforcer, Target
-from latchkey.policy.store import DomainPolicy, DomainPolicyVersion
+from latchkey.policy.models import DomainPolicy, DomainPolicyVersion
 
 DOMAIN_RULE_PREFIX = "domain/"
 ACTIVE_CACHE_SECONDS = 2.0  # without a change signal, as for projects

@@ -16,15 +16,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import (
-    JSON,
-    Boolean,
     Engine,
-    Integer,
-    String,
     event,
     func,
     insert,
@@ -32,13 +27,13 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from latchkey.audit import CHANGE, AuditLog, AuditTarget
-from latchkey.changes import ChangeGeneration, still_fresh
-from latchkey.db import Base, DbSession, UTCDateTime, on_commit, utcnow
+from latchkey.changes.generation import ChangeGeneration, still_fresh
+from latchkey.credentials.models import ApplicationCredential
+from latchkey.db import DbSession, on_commit, utcnow
 from latchkey.errors import Forbidden, InvalidRequest, NotFound
-from latchkey.identity.credentials import ApplicationCredential
 from latchkey.identity.models import (
     Domain,
     Group,
@@ -48,8 +43,7 @@ from latchkey.identity.models import (
     RoleAssignment,
     User,
 )
-from latchkey.identity.tokens import Tokens
-from latchkey.ops.metrics import count_decisions
+from latchkey.metrics import count_decisions
 from latchkey.policy.catalog import Catalog
 from latchkey.policy.context import AuthContext, CallContext
 from latchkey.policy.documents import (
@@ -72,29 +66,14 @@ from latchkey.policy.engine import (
     deadline,
     principal_attributes,
 )
+from latchkey.policy.models import DecisionRecord, PolicyVersion, ProjectPolicy
 from latchkey.policy.plan import ALWAYS, NEVER, plan
-from latchkey.policy.store import Boundaries, PolicyVersion, ProjectPolicy
+from latchkey.policy.store import Boundaries
+from latchkey.tokens.service import Tokens
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 1000
 MAX_RECENT = 1000
-
-
-class DecisionRecord(Base):
-    """A sample of decisions, so a policy draft can be replayed against real traffic."""
-
-    __tablename__ = "decision_record"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    project_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
-    time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    principal: Mapped[dict[str, Any]] = mapped_column(JSON)
-    action: Mapped[str] = mapped_column(String(200))
-    # Without the attributes the catalog marks sensitive.
-    resource: Mapped[dict[str, Any]] = mapped_column(JSON)
-    allowed: Mapped[bool] = mapped_column(Boolean)
-    decided_by: Mapped[str] = mapped_column(String(16))
-    rule: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 Sample = tuple[str, dict[str, Any], "Decision"]  # action, resource, decision

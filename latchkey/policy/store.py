@@ -5,83 +5,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint, func, select
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from latchkey.changes import ChangeGeneration, still_fresh
-from latchkey.db import Base, UTCDateTime, utcnow
+from latchkey.changes.generation import ChangeGeneration, still_fresh
 from latchkey.policy.engine import DEFAULT_BOUNDARY, PolicyError, fingerprint, load_boundary
+from latchkey.policy.models import (
+    PolicyBoundary,
+)
 
 log = logging.getLogger(__name__)
 CACHE_SECONDS = 2.0
-
-
-class PolicyVersion(Base):
-    __tablename__ = "policy_version"
-    __table_args__ = (UniqueConstraint("project_id", "version"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    project_id: Mapped[str] = mapped_column(
-        ForeignKey("project.id", ondelete="CASCADE"), index=True
-    )
-    version: Mapped[int] = mapped_column(Integer)
-    document: Mapped[dict[str, Any]] = mapped_column(JSON)
-    author_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class ProjectPolicy(Base):
-    """Which version is active: a project without a row has no tenant policy."""
-
-    __tablename__ = "project_policy"
-
-    project_id: Mapped[str] = mapped_column(
-        ForeignKey("project.id", ondelete="CASCADE"), primary_key=True
-    )
-    active_version: Mapped[int] = mapped_column(Integer)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class DomainPolicyVersion(Base):
-    """A domain's rule document: its rules apply in every project of the domain."""
-
-    __tablename__ = "domain_policy_version"
-    __table_args__ = (UniqueConstraint("domain_id", "version"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    domain_id: Mapped[str] = mapped_column(ForeignKey("domain.id", ondelete="CASCADE"), index=True)
-    version: Mapped[int] = mapped_column(Integer)
-    document: Mapped[dict[str, Any]] = mapped_column(JSON)
-    author_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class DomainPolicy(Base):
-    """Which domain version is active: a domain without a row has no domain rules."""
-
-    __tablename__ = "domain_policy"
-
-    domain_id: Mapped[str] = mapped_column(
-        ForeignKey("domain.id", ondelete="CASCADE"), primary_key=True
-    )
-    active_version: Mapped[int] = mapped_column(Integer)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class PolicyBoundary(Base):
-    """Boundary texts as loaded; the newest row is in force in every process."""
-
-    __tablename__ = "policy_boundary"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    text: Mapped[str] = mapped_column(Text)
-    fingerprint: Mapped[str] = mapped_column(String(32))
-    source: Mapped[str] = mapped_column(String(1024))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Boundaries:

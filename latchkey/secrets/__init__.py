@@ -1,1 +1,1 @@
-"""Secret keeping. For now only Latchkey's own key material (see ``master_key``)."""
+"""Secrets: tenant secrets and Latchkey's own, kept in a SecretStore (backends/)."""

@@ -16,15 +16,13 @@ problems too: a uniqueness race is 409, anything else 503
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Mapped, mapped_column
 
 from latchkey.audit import CHANGE, DECISION, AuditLog, AuditTarget
-from latchkey.db import Base, DbSession, UTCDateTime, new_id, utcnow
+from latchkey.db import DbSession, utcnow
 from latchkey.errors import (
     Conflict,
     DatabaseUnavailable,
@@ -35,44 +33,13 @@ from latchkey.errors import (
 from latchkey.policy.context import CallContext
 from latchkey.policy.plan import CONDITIONAL, NEVER, to_sql
 from latchkey.policy.service import Decisions
-from latchkey.secrets.store import SecretStore
+from latchkey.secrets.backends import SecretStore
+from latchkey.secrets.models import TenantSecret, TenantSecretVersion
 
 log = logging.getLogger(__name__)
 
 RESOURCE_TYPE = "secrets:secret"
 MAX_PAYLOAD = 65_536
-
-
-class TenantSecret(Base):
-    __tablename__ = "tenant_secret"
-    __table_args__ = (UniqueConstraint("project_id", "name"),)
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
-    project_id: Mapped[str] = mapped_column(
-        ForeignKey("project.id", ondelete="CASCADE"), index=True
-    )
-    name: Mapped[str] = mapped_column(String(255))
-    description: Mapped[str] = mapped_column(Text, default="")
-    content_type: Mapped[str] = mapped_column(String(128), default="text/plain")
-    current_version: Mapped[int] = mapped_column(Integer, default=1)
-    store: Mapped[str] = mapped_column(String(32))
-    created_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class TenantSecretVersion(Base):
-    __tablename__ = "tenant_secret_version"
-    __table_args__ = (UniqueConstraint("secret_id", "version"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    secret_id: Mapped[str] = mapped_column(
-        ForeignKey("tenant_secret.id", ondelete="CASCADE"), index=True
-    )
-    version: Mapped[int] = mapped_column(Integer)
-    reference: Mapped[str] = mapped_column(String(512))  # the store's own id for it
-    created_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class TenantSecrets:

@@ -23,35 +23,21 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import Integer, String, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import select
 
-from latchkey.db import Base, DbSession, UTCDateTime, utcnow
+from latchkey.db import DbSession, utcnow
 from latchkey.errors import Conflict, NotFound, ServiceUnavailable
-from latchkey.secrets.master_key import KeyProtector
-from latchkey.secrets.store import SecretStore
+from latchkey.secrets.backends import SecretStore
+from latchkey.secrets.backends.master_key import KeyProtector
+from latchkey.secrets.models import SystemSecret, TenantSecret, TenantSecretVersion
 
 log = logging.getLogger(__name__)
 
 SYSTEM_NAMESPACE = "_latchkey"  # never a tenant project id (those are uuid4 hex)
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,63}$")  # safe in a Vault path and a Barbican name
 CONFLICT_RETRIES = 3
-
-
-class SystemSecret(Base):
-    """Where one of Latchkey's own secrets is: a reference, never the payload."""
-
-    __tablename__ = "system_secret"
-
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    version: Mapped[int] = mapped_column(Integer)
-    store: Mapped[str] = mapped_column(String(32))
-    reference: Mapped[str] = mapped_column(String(512))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class SystemSecretMissing(ServiceUnavailable):
@@ -141,8 +127,6 @@ class SystemSecrets:
 
         No policy decision here: the caller decides which secrets may be referenced.
         """
-        from latchkey.secrets.service import TenantSecret, TenantSecretVersion  # no cycle
-
         secret = self.session.get(TenantSecret, secret_id)
         if secret is None or secret.project_id != project_id:
             raise NotFound(f"no secret {secret_id!r} in that project", code="secret_not_found")

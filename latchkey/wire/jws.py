@@ -1,6 +1,6 @@
 """Latchkey's compact JWS: ES256 signatures made canonical, and their offline check.
 
-Shared by the service (``latchkey.identity.tokens``: issuance and validation), the
+Shared by the service (``latchkey.tokens.service``: issuance and validation), the
 ``latchkey token verify`` command and ``latchkey.middleware``, so it imports
 neither Flask nor SQLAlchemy.
 

@@ -4,7 +4,7 @@ On PostgreSQL, every statement that inserts revocation events notifies the
 `latchkey_revocation` channel; notifications are delivered when the inserting
 transaction commits, so an id handed out early and committed late notifies
 too. Workers listen there and query the events only when told something
-changed (latchkey/identity/revocation_listener.py). SQLite: nothing to do, the
+changed (latchkey/changes/postgres.py). SQLite: nothing to do, the
 workers query on every check.
 
 Revision ID: 7d2e4b8c1a90

@@ -3,7 +3,7 @@
 On PostgreSQL, every statement that inserts, updates or deletes which policy
 version a project or domain has in force, or adds a boundary, notifies the
 `latchkey_policy` channel (at commit). Workers keep active versions and the
-boundary until told (latchkey/changes.py), instead of re-reading them every
+boundary until told (latchkey/changes/generation.py), instead of re-reading them every
 2 s. SQLite: nothing to do, the workers watch PRAGMA data_version.
 
 Revision ID: 9a4c6e1f3d27

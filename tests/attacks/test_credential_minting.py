@@ -21,7 +21,7 @@ import pytest
 from flask import Flask
 from werkzeug.test import TestResponse
 
-from latchkey.identity.access_rules import path_covers, path_matches
+from latchkey.wire.access_rules import path_covers, path_matches
 from tests.conftest import Api
 
 PASSWORD = "minting-password-1234"

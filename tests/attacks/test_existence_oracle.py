@@ -8,7 +8,7 @@ parameter in turn replaced by a random one. Then:
 
 * without a token every non-public endpoint answers 401 ``token_missing`` (the
   Keystone door: its 401), whatever the ids; the public ones are listed here
-  (``PUBLIC``) and must match ``latchkey.web.requests.PUBLIC_ENDPOINTS``;
+  (``PUBLIC``) and must match ``latchkey.frontdoors.http.requests.PUBLIC_ENDPOINTS``;
 * a member of another project (``outsider``) gets the same status and code for
   the existing-but-foreign object as for one that does not exist, and never a
   success: the answer says nothing about what exists. The only exceptions are
@@ -32,7 +32,7 @@ from flask import Flask
 from werkzeug.routing import Rule
 from werkzeug.test import TestResponse
 
-from latchkey.web.requests import PUBLIC_ENDPOINTS
+from latchkey.frontdoors.http.requests import PUBLIC_ENDPOINTS
 from tests.conftest import ADMIN_PASSWORD, Api
 
 PASSWORD = "oracle-password-1234"

@@ -27,7 +27,7 @@ from flask import Flask
 from joserfc.jwk import ECKey
 
 from latchkey.identity.models import Domain, User
-from latchkey.identity.tokens import Scope, TokenInvalid
+from latchkey.tokens.service import Scope, TokenInvalid
 from latchkey.wire.jws import P256_HALF_ORDER, P256_ORDER, canonical_token, is_canonical, low_s
 from tests.conftest import Api
 from tests.integration import test_middleware as middleware_tests

@@ -21,9 +21,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from latchkey.identity.credentials import SecretHasher
+from latchkey.credentials.service import SecretHasher
+from latchkey.frontdoors.http.proxies import TrustedProxies
 from latchkey.identity.passwords import PasswordHasher
-from latchkey.web.proxies import TrustedProxies
 from tests.conftest import ADMIN_PASSWORD, Api, build_app, make_settings, reset_database
 
 PASSWORD = "alice-password-123"

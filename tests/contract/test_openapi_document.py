@@ -23,7 +23,7 @@ from flask import Flask
 from openapi_spec_validator import validate
 from werkzeug.serving import make_server
 
-from latchkey.web.requests import PUBLIC_ENDPOINTS
+from latchkey.frontdoors.http.requests import PUBLIC_ENDPOINTS
 from tests.conftest import (
     ADMIN_PASSWORD,
     build_app,

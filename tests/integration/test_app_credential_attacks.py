@@ -31,13 +31,9 @@ from pythonjsonlogger.json import JsonFormatter
 from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
+from latchkey.credentials.models import ApplicationCredential, CredentialSecret
+from latchkey.credentials.service import SECRET_PREFIX, ApplicationCredentials
 from latchkey.db import db
-from latchkey.identity.credentials import (
-    SECRET_PREFIX,
-    ApplicationCredential,
-    ApplicationCredentials,
-    CredentialSecret,
-)
 from tests.conftest import Api
 
 PASSWORD = "attack-password-1234"

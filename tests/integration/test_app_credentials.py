@@ -23,8 +23,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select, update
 from werkzeug.test import TestResponse
 
+from latchkey.credentials.models import ApplicationCredential, CredentialSecret
 from latchkey.db import db
-from latchkey.identity.credentials import ApplicationCredential, CredentialSecret
 from tests.conftest import Api
 
 PASSWORD = "person-password-1"

@@ -24,8 +24,8 @@ from click.testing import CliRunner
 from flask import Flask
 from sqlalchemy import create_engine, make_url, text
 
-from latchkey.cli import main
 from latchkey.db import db
+from latchkey.frontdoors.cli.main import main
 from tests.conftest import ADMIN_PASSWORD, PG_ADMIN_URL, Api, build_app, make_settings
 
 PASSWORD = "restore-password-1"

@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 from werkzeug.serving import make_server
 
 from latchkey.app import create_app
-from latchkey.cli import main
+from latchkey.frontdoors.cli.main import main
 from latchkey.settings import Settings
 
 PASSWORD = "bootstrap-password-1"

@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from latchkey.app import create_app
-from latchkey.cli import main
+from latchkey.frontdoors.cli.main import main
 from latchkey.settings import Settings
 
 PASSWORD = "bootstrap-password-1"

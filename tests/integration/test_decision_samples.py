@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from latchkey.db import db
 from latchkey.policy import service as policy_service
-from latchkey.policy.service import DecisionRecord
+from latchkey.policy.models import DecisionRecord
 from tests.authz.test_policy_personas import SERVICE
 from tests.conftest import Api
 

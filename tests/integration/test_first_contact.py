@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from latchkey.cli import main
+from latchkey.frontdoors.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_COMMANDS = (

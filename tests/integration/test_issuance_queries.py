@@ -131,8 +131,8 @@ def test_effective_roles_follow_implications_and_groups_at_once(
 def test_last_used_at_is_written_once_the_response_is_closed(
     app: Flask, api: Api, admin_token: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from latchkey.identity import credentials as credentials_module
-    from latchkey.identity.credentials import ApplicationCredential
+    from latchkey.credentials import service as credentials_module
+    from latchkey.credentials.models import ApplicationCredential
 
     web = project(api, admin_token, "web")
     alice = person(api, admin_token, "alice", web, "member")

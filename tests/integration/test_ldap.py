@@ -27,7 +27,7 @@ from flask import Flask
 from werkzeug.test import TestResponse
 
 from latchkey.db import db
-from latchkey.identity.ldap_domains import public_id
+from latchkey.identity.backends.ldap.domains import public_id
 from tests import ldap_server as seed
 from tests.conftest import Api, build_app, make_settings
 from tests.ldap_server import Slapd

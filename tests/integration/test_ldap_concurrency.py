@@ -18,7 +18,7 @@ from flask import Flask
 from sqlalchemy import event, func, select
 
 from latchkey.db import db
-from latchkey.identity.ldap_domains import public_id
+from latchkey.identity.backends.ldap.domains import public_id
 from latchkey.identity.models import Group, User
 from tests import ldap_server as seed
 from tests.conftest import Api

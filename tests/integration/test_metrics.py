@@ -23,9 +23,9 @@ from prometheus_client import REGISTRY
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from latchkey.identity.revocation_listener import ChangeListener
-from latchkey.ops import metrics
-from latchkey.secrets.store import SecretPayloadMissing, SecretStoreUnavailable
+from latchkey import metrics
+from latchkey.changes.postgres import ChangeListener
+from latchkey.secrets.backends import SecretPayloadMissing, SecretStoreUnavailable
 from tests.conftest import ADMIN_PASSWORD, Api, build_app, make_settings, password_auth
 
 TOKENS = "/v1/auth/tokens"

@@ -24,12 +24,12 @@ from flask import Flask
 from sqlalchemy import make_url
 
 from latchkey.app import engine_options
+from latchkey.changes import postgres as revocation_listener
+from latchkey.changes.postgres import CHANNEL, ChangeListener, RevocationListener
 from latchkey.db import db
-from latchkey.identity import revocation_listener
-from latchkey.identity.revocation_listener import CHANNEL, ChangeListener, RevocationListener
-from latchkey.identity.revocations import RevocationIndex, RevocationList
-from latchkey.ops.health import Health
+from latchkey.health import Health
 from latchkey.settings import Settings, SettingsError
+from latchkey.tokens.revocations import RevocationIndex, RevocationList
 from tests.conftest import Api, build_app, make_settings
 
 POSTGRES = pytest.mark.parametrize("app", ["postgres"], indirect=True)

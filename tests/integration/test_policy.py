@@ -20,7 +20,7 @@ import pytest
 from flask import Flask
 from oso import Oso
 
-from latchkey.cli import main
+from latchkey.frontdoors.cli.main import main
 from latchkey.policy import engine as engine_module
 from latchkey.policy.documents import MAX_RULES
 from latchkey.policy.engine import DEFAULT_BOUNDARY, PolicyError

@@ -1,5 +1,5 @@
 """Workers keep project and domain policy versions until the database says they
-changed (latchkey/changes.py; PostgreSQL: NOTIFY on latchkey_policy, migration
+changed (latchkey/changes/generation.py; PostgreSQL: NOTIFY on latchkey_policy, migration
 0011; SQLite: PRAGMA data_version), instead of re-reading them every 2 s.
 
 The time-to-live is set out of reach here, so only the signal can make worker B

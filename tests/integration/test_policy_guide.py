@@ -20,7 +20,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import Column, MetaData, String, Table, create_engine, insert, select
 
-from latchkey.cli import main
+from latchkey.frontdoors.cli.main import main
 from latchkey.policy.engine import DEFAULT_BOUNDARY, READ_VERBS, WRITE_VERBS
 from latchkey.policy.plan import to_sql
 from tests.conftest import Api

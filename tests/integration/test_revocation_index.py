@@ -1,4 +1,4 @@
-"""The per-process mirror of revocation events (latchkey/identity/revocations.py).
+"""The per-process mirror of revocation events (latchkey/tokens/revocations.py).
 
 Every check asks the database for events newer than its cursor, so an event
 committed by another worker counts at the next check; an id below the cursor
@@ -14,13 +14,13 @@ from typing import Any
 from flask import Flask
 
 from latchkey.db import db, utcnow
-from latchkey.identity.revocations import (
+from latchkey.tokens.models import RevocationEvent
+from latchkey.tokens.revocations import (
     ALL,
     FENCE_ID_GAP,
     PROJECT,
     TOKEN,
     USER,
-    RevocationEvent,
     RevocationIndex,
     RevocationList,
 )

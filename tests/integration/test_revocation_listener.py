@@ -1,5 +1,5 @@
 """Two workers on one PostgreSQL database, the second told of revocations by
-LISTEN/NOTIFY (latchkey/identity/revocation_listener.py).
+LISTEN/NOTIFY (latchkey/changes/postgres.py).
 
 Worker A is the suite's PostgreSQL app; worker B is a second app on the same
 database and home (its own services, so its own revocation mirror and
@@ -21,10 +21,10 @@ import pytest
 from flask import Flask
 from sqlalchemy import event, text
 
+from latchkey.changes import postgres as revocation_listener
+from latchkey.changes.postgres import RevocationListener
 from latchkey.db import db
-from latchkey.identity import revocation_listener
-from latchkey.identity.revocation_listener import RevocationListener
-from latchkey.identity.revocations import USER, RevocationList
+from latchkey.tokens.revocations import USER, RevocationList
 from tests.conftest import Api, build_app, make_settings
 
 POSTGRES = pytest.mark.parametrize("app", ["postgres"], indirect=True)

@@ -1,5 +1,5 @@
 """Two workers on one SQLite database file, the second told of commits by
-``PRAGMA data_version`` (latchkey/identity/sqlite_changes.py).
+``PRAGMA data_version`` (latchkey/changes/sqlite.py).
 
 Worker B (a second app on the same file and home: its own revocation mirror and
 change signal, as a second gunicorn worker would be) asks nothing about
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
+from latchkey.changes.sqlite import SqliteChanges
 from latchkey.db import db
-from latchkey.identity.sqlite_changes import SqliteChanges
 from tests.conftest import Api, build_app, make_settings
 from tests.integration.test_revocation_listener import (
     alice,

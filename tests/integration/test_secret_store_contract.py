@@ -4,7 +4,7 @@ The same tests run against the embedded store (``local``, in a SQLite
 application), a real OpenBao (``bao server -dev``, tests/openbao_server.py) and
 a real Barbican 23.0.0 (tests/barbican_server.py; installed into
 ``.venv-barbican`` by ``make services`` or by the fixture). The contract, as
-``latchkey/secrets/store.py`` states it: binary payloads up to Latchkey's
+``latchkey/secrets/backends/__init__.py`` states it: binary payloads up to Latchkey's
 maximum round-trip; versions are independent; ``delete`` removes every version
 and is idempotent; a payload that is not in the store is
 ``SecretPayloadMissing`` (404); one project never reads another's payload under
@@ -40,10 +40,11 @@ from werkzeug.serving import make_server
 
 from latchkey.db import db
 from latchkey.identity.models import Project
-from latchkey.secrets.barbican import BarbicanSecretStore
-from latchkey.secrets.service import MAX_PAYLOAD, TenantSecret, TenantSecretVersion
-from latchkey.secrets.store import SecretPayloadMissing, SecretStore, SecretStoreUnavailable
-from latchkey.secrets.vault import VaultSecretStore
+from latchkey.secrets.backends import SecretPayloadMissing, SecretStore, SecretStoreUnavailable
+from latchkey.secrets.backends.barbican import BarbicanSecretStore
+from latchkey.secrets.backends.vault import VaultSecretStore
+from latchkey.secrets.models import TenantSecret, TenantSecretVersion
+from latchkey.secrets.service import MAX_PAYLOAD
 from tests.barbican_server import PROJECT, BarbicanServer, KeystoneAuth
 from tests.conftest import Api, build_app, make_settings, reset_database
 from tests.openbao_server import OpenBao, free_port

@@ -26,12 +26,13 @@ from flask import Flask
 from sqlalchemy import func, select, update
 from werkzeug.test import TestResponse
 
-from latchkey.cli import main
 from latchkey.db import db
-from latchkey.secrets.local import LocalSecretBlob, LocalSecretStore
-from latchkey.secrets.master_key import MasterKeyFile
-from latchkey.secrets.service import MAX_PAYLOAD, TenantSecret, TenantSecretVersion
-from latchkey.secrets.store import SecretStoreUnavailable
+from latchkey.frontdoors.cli.main import main
+from latchkey.secrets.backends import SecretStoreUnavailable
+from latchkey.secrets.backends.local import LocalSecretStore
+from latchkey.secrets.backends.master_key import MasterKeyFile
+from latchkey.secrets.models import LocalSecretBlob, TenantSecret, TenantSecretVersion
+from latchkey.secrets.service import MAX_PAYLOAD
 from latchkey.secrets.system import SYSTEM_NAMESPACE
 from tests.conftest import ADMIN_PASSWORD, Api, build_app, make_settings
 

@@ -29,15 +29,17 @@ from click.testing import CliRunner, Result
 from flask import Flask
 from sqlalchemy import delete, select, text
 
-from latchkey.cli import main
+from latchkey.credentials.models import CredentialSecret
+from latchkey.credentials.service import PEPPER_PURPOSE
 from latchkey.db import db
-from latchkey.identity.credentials import PEPPER_PURPOSE, CredentialSecret
-from latchkey.identity.keys import PRIVATE_KEY_PREFIX, SigningKey
+from latchkey.frontdoors.cli.main import main
 from latchkey.identity.models import Domain
-from latchkey.secrets.local import LocalSecretBlob
-from latchkey.secrets.master_key import MasterKeyFile
-from latchkey.secrets.store import SecretStoreUnavailable
-from latchkey.secrets.system import SYSTEM_NAMESPACE, SystemSecret
+from latchkey.secrets.backends import SecretStoreUnavailable
+from latchkey.secrets.backends.master_key import MasterKeyFile
+from latchkey.secrets.models import LocalSecretBlob, SystemSecret
+from latchkey.secrets.system import SYSTEM_NAMESPACE
+from latchkey.tokens.keys import PRIVATE_KEY_PREFIX
+from latchkey.tokens.models import SigningKey
 from tests import ldap_server as seed
 from tests.conftest import ADMIN_PASSWORD, Api, build_app, make_settings, reset_database
 from tests.ldap_server import Slapd

@@ -31,13 +31,13 @@ from joserfc.jwt import JWTClaimsRegistry
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
-import latchkey.identity.revocations as revocations_module
-import latchkey.identity.tokens as tokens_module
+import latchkey.tokens.revocations as revocations_module
+import latchkey.tokens.service as tokens_module
 from latchkey.app import Services
 from latchkey.db import db
 from latchkey.errors import Conflict, NotFound
-from latchkey.identity.models import LoginLockout
-from latchkey.identity.tokens import TokenInvalid, verify_jwt
+from latchkey.tokens.models import LoginLockout
+from latchkey.tokens.service import TokenInvalid, verify_jwt
 from latchkey.wire.jws import canonical_token
 from tests.conftest import ADMIN_PASSWORD, Api, build_app, make_settings, password_auth
 

@@ -27,9 +27,9 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from latchkey.db import db
-from latchkey.secrets.service import TenantSecret, TenantSecretVersion
-from latchkey.secrets.store import SecretPayloadMissing, SecretStoreUnavailable
-from latchkey.secrets.vault import VaultSecretStore
+from latchkey.secrets.backends import SecretPayloadMissing, SecretStoreUnavailable
+from latchkey.secrets.backends.vault import VaultSecretStore
+from latchkey.secrets.models import TenantSecret, TenantSecretVersion
 from latchkey.settings import Settings
 from tests.conftest import (
     ADMIN_PASSWORD,

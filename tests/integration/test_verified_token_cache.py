@@ -1,4 +1,4 @@
-"""Each worker keeps tokens it verified twice (latchkey/identity/tokens.py).
+"""Each worker keeps tokens it verified twice (latchkey/tokens/service.py).
 
 The cache holds what depends on the token alone (signature, claims); revocation
 is checked on every call, expiry and the key's retirement end an entry.
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from latchkey.identity import tokens as tokens_module
-from latchkey.identity.tokens import TokenInvalid, VerifiedClaims
+from latchkey.tokens import service as tokens_module
+from latchkey.tokens.service import TokenInvalid, VerifiedClaims
 from latchkey.wire import jws as jws_module
 from tests.conftest import Api
 

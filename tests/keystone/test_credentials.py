@@ -18,12 +18,12 @@ from flask import Flask
 from sqlalchemy import select
 
 from latchkey.audit import AuditEvent
+from latchkey.credentials.keystone import CredentialSealer
+from latchkey.credentials.models import KeystoneCredential
 from latchkey.db import db
 from latchkey.errors import ServiceUnavailable
-from latchkey.identity import ec2_signatures
-from latchkey.identity.keystone_credentials import CredentialSealer
-from latchkey.identity.models import KeystoneCredential
-from latchkey.web.requests import is_public
+from latchkey.frontdoors.http.requests import is_public
+from latchkey.tokens import ec2 as ec2_signatures
 from tests.conftest import Api, build_app, make_settings
 from tests.integration.test_openstack_clients import (  # noqa: F401 (fixtures)
     Served,
@@ -638,7 +638,7 @@ def test_oauth1_consumers_crud_for_cloud_admins(world: World) -> None:
     }
     assert "secret" not in shown  # shown once
     with world.app.app_context():
-        from latchkey.identity.models import OAuth1Consumer
+        from latchkey.credentials.models import OAuth1Consumer
 
         row = db.session.get(OAuth1Consumer, consumer["id"])
         assert row is not None and consumer["secret"].encode() not in row.secret_sealed

@@ -19,8 +19,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from latchkey.db import db, utcnow
-from latchkey.identity.revocations import USER, USER_PROJECT, RevocationList
 from latchkey.middleware.caches import RevocationCache
+from latchkey.tokens.revocations import USER, USER_PROJECT, RevocationList
 from latchkey.wire.revocation import user_project_subject
 from tests.conftest import ADMIN_PASSWORD
 from tests.integration.test_middleware import PASSWORD as MIDDLEWARE_PASSWORD

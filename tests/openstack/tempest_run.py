@@ -273,7 +273,7 @@ def update_doc(table: str) -> bool:
 
 def _latchkey(env: dict[str, str], *args: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", "from latchkey.cli import main; main()", *args],
+        [sys.executable, "-c", "from latchkey.frontdoors.cli.main import main; main()", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -354,7 +354,12 @@ def latchkey_server(
         log(f"latchkey: {database}, db upgrade + bootstrap in {home}")
         _latchkey(env, "db", "upgrade")
         _latchkey(env, "bootstrap")
-        command = [sys.executable, "-c", "from latchkey.cli import main; main()", "serve"]
+        command = [
+            sys.executable,
+            "-c",
+            "from latchkey.frontdoors.cli.main import main; main()",
+            "serve",
+        ]
         server = stack.enter_context(Process("latchkey", command, work / "latchkey.log", env))
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/v3", 60, server.popen)

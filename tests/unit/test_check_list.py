@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from marshmallow import Schema, ValidationError, fields, validate
 
-from latchkey.policy.api import BatchIn, CheckIn
+from latchkey.frontdoors.http.policy import BatchIn, CheckIn
 
 
 class NestedBatchIn(Schema):

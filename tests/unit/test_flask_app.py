@@ -1,4 +1,4 @@
-"""LatchkeyFlask answers as plain Flask does, only faster (latchkey/web/flask_app.py)."""
+"""LatchkeyFlask answers as plain Flask does, only faster (frontdoors/http/flask_app.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from flask.json.provider import DefaultJSONProvider
 from hypothesis import given
 from hypothesis import strategies as st
 
-from latchkey.web.flask_app import LatchkeyFlask
+from latchkey.frontdoors.http.flask_app import LatchkeyFlask
 
 app = LatchkeyFlask("test")
 flask_provider = DefaultJSONProvider(app)

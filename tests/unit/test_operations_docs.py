@@ -10,8 +10,8 @@ from pathlib import Path
 
 from prometheus_client import Counter, Histogram
 
-from latchkey.ops import api as ops_api
-from latchkey.ops import metrics
+from latchkey import metrics
+from latchkey.frontdoors.ops import api as ops_api
 from latchkey.settings import Settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from latchkey.identity import sqlite_changes
-from latchkey.identity.sqlite_changes import SqliteChanges
+from latchkey.changes import sqlite as sqlite_changes
+from latchkey.changes.sqlite import SqliteChanges
 
 
 @pytest.fixture(autouse=True)

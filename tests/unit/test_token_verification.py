@@ -20,7 +20,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, OctKey, RSAKey
 from joserfc.jwt import JWTClaimsRegistry
 
-from latchkey.identity.tokens import TokenInvalid, verify_jwt
+from latchkey.tokens.service import TokenInvalid, verify_jwt
 from latchkey.wire.jws import P256_ORDER, canonical_token
 
 ISSUER = "https://latchkey.test"

@@ -1,5 +1,5 @@
 """`latchkey serve` hooks: a worker's start-up objects are frozen, full collections
-run between requests only (latchkey/cli.py)."""
+run between requests only (latchkey/frontdoors/cli/main.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from latchkey import cli
+from latchkey.frontdoors.cli import main as cli
 
 
 @pytest.fixture

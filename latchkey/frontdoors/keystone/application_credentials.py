@@ -8,10 +8,13 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
+from latchkey.credentials.models import ApplicationCredential, UserAccessRule
+from latchkey.credentials.service import access_rule_id
 from latchkey.errors import (
     InvalidRequest,
     NotFound,
 )
+from latchkey.frontdoors.http.requests import services
 from latchkey.frontdoors.keystone.common import (
     NO_STORE,
     authenticated,
@@ -21,9 +24,7 @@ from latchkey.frontdoors.keystone.common import (
     obj,
     role_refs,
 )
-from latchkey.identity.credentials import ApplicationCredential, UserAccessRule, access_rule_id
 from latchkey.policy.context import CallContext
-from latchkey.web.requests import services
 
 # -- application credentials and access rules ------------------------------------------
 

@@ -7,10 +7,10 @@ from typing import Any
 from flask import Response, jsonify, request
 
 from latchkey.errors import InvalidRequest, NotFound
+from latchkey.frontdoors.http.requests import services
 from latchkey.frontdoors.keystone.common import authenticated, base_url, blp
 from latchkey.frontdoors.keystone.roles import role_body, role_url
 from latchkey.identity.roles import DOMAIN, PROJECT, SYSTEM, SYSTEM_ALL, Assignment
-from latchkey.web.requests import services
 
 # Keystone's policy name of each endpoint -> the Latchkey action that authorizes it.
 POLICY_NAMES: dict[str, str] = {

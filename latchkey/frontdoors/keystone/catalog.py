@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from latchkey.frontdoors.http.requests import services
 from latchkey.frontdoors.keystone.common import base_url, stable_id
 from latchkey.policy.catalog import CatalogEntry
-from latchkey.web.requests import services
 
 # -- catalog ----------------------------------------------------------------------------
 

@@ -22,15 +22,15 @@ from latchkey.errors import (
     LatchkeyError,
     MalformedRequest,
 )
-from latchkey.policy.context import CallContext
-from latchkey.web.attack_audit import note_denial
-from latchkey.web.problems import (
+from latchkey.frontdoors.http.attack_audit import note_denial
+from latchkey.frontdoors.http.problems import (
     database_outage,
     handle_http_exception,
     handle_unexpected,
     retry_after_header,
 )
-from latchkey.web.requests import call_context, services
+from latchkey.frontdoors.http.requests import call_context, services
+from latchkey.policy.context import CallContext
 
 
 class KeystoneBlueprint(Blueprint):

@@ -6,7 +6,16 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
+from latchkey.credentials.keystone import (
+    CREATE,
+    DELETE,
+    GET,
+    LIST,
+    UPDATE,
+    OpenCredential,
+)
 from latchkey.errors import InvalidRequest
+from latchkey.frontdoors.http.requests import services
 from latchkey.frontdoors.keystone.common import (
     NO_STORE,
     authenticated,
@@ -15,15 +24,6 @@ from latchkey.frontdoors.keystone.common import (
     json_body,
     obj,
 )
-from latchkey.identity.keystone_credentials import (
-    CREATE,
-    DELETE,
-    GET,
-    LIST,
-    UPDATE,
-    OpenCredential,
-)
-from latchkey.web.requests import services
 
 # Keystone's policy name of each endpoint -> the Latchkey action that authorizes it.
 POLICY_NAMES: dict[str, str] = {

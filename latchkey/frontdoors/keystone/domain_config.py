@@ -6,9 +6,9 @@ from typing import Any
 
 from flask import Response, jsonify
 
+from latchkey.frontdoors.http.requests import services
 from latchkey.frontdoors.keystone.common import authenticated, blp, json_body
 from latchkey.identity.domain_configs import CREATE, DELETE, GET, GET_DEFAULT, UPDATE
-from latchkey.web.requests import services
 
 POLICY_NAMES: dict[str, str] = {
     "identity:create_domain_config": CREATE,

@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 from flask import Response, jsonify, request
 
 from latchkey.errors import Conflict, Forbidden, InvalidRequest, LatchkeyError
+from latchkey.frontdoors.http.requests import services
 from latchkey.frontdoors.keystone.common import authenticated, base_url, blp, json_body, obj
 from latchkey.identity.common import MAX_PAGE_SIZE, Page
 from latchkey.identity.models import Domain
-from latchkey.web.requests import services
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """Keystone's ``/v3/ec2tokens`` and ``/v3/s3tokens``: a token for a request signed
 with an EC2 key. Reached without a token (PUBLIC_ENDPOINTS), throttled like every
-door that checks a secret (latchkey/web/throttling.py)."""
+door that checks a secret (latchkey/frontdoors/http/throttling.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from flask import Response, jsonify, request
 
 from latchkey.errors import AuthenticationFailed
+from latchkey.frontdoors.http.requests import call_context, services
 from latchkey.frontdoors.keystone.common import (
     NO_STORE,
     SUBJECT_TOKEN_HEADER,
@@ -16,8 +17,7 @@ from latchkey.frontdoors.keystone.common import (
     json_body,
 )
 from latchkey.frontdoors.keystone.tokens import _token_body
-from latchkey.identity.tokens import IssuedToken
-from latchkey.web.requests import call_context, services
+from latchkey.tokens.service import IssuedToken
 
 # Keystone checks no policy on these: the signature is the authentication.
 POLICY_NAMES: dict[str, str] = {}

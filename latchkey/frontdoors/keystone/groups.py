@@ -7,6 +7,7 @@ from typing import Any
 from flask import Response, jsonify
 
 from latchkey.errors import InvalidRequest, NotFound
+from latchkey.frontdoors.http.requests import services
 from latchkey.frontdoors.keystone.common import authenticated, base_url, blp, json_body, obj
 from latchkey.frontdoors.keystone.domains import (
     LONG_NAME,
@@ -22,7 +23,6 @@ from latchkey.frontdoors.keystone.domains import (
     token_domain_id,
 )
 from latchkey.identity.models import Group
-from latchkey.web.requests import services
 
 POLICY_NAMES: dict[str, str] = {
     "identity:list_groups": "identity:group:list",

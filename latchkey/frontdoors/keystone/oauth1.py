@@ -7,7 +7,16 @@ from typing import Any
 
 from flask import Response, jsonify
 
+from latchkey.credentials.keystone import (
+    CONSUMER_CREATE,
+    CONSUMER_DELETE,
+    CONSUMER_GET,
+    CONSUMER_LIST,
+    CONSUMER_UPDATE,
+)
+from latchkey.credentials.models import OAuth1Consumer
 from latchkey.errors import InvalidRequest
+from latchkey.frontdoors.http.requests import services
 from latchkey.frontdoors.keystone.common import (
     NO_STORE,
     authenticated,
@@ -16,15 +25,6 @@ from latchkey.frontdoors.keystone.common import (
     json_body,
     obj,
 )
-from latchkey.identity.keystone_credentials import (
-    CONSUMER_CREATE,
-    CONSUMER_DELETE,
-    CONSUMER_GET,
-    CONSUMER_LIST,
-    CONSUMER_UPDATE,
-)
-from latchkey.identity.models import OAuth1Consumer
-from latchkey.web.requests import services
 
 POLICY_NAMES: dict[str, str] = {
     "identity:create_consumer": CONSUMER_CREATE,

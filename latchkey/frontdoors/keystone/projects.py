@@ -7,6 +7,7 @@ from typing import Any
 from flask import Response, jsonify, request
 
 from latchkey.errors import Forbidden, InvalidRequest, LatchkeyError, NotFound
+from latchkey.frontdoors.http.requests import services
 from latchkey.frontdoors.keystone.common import authenticated, base_url, blp, json_body, obj
 from latchkey.frontdoors.keystone.domains import (
     DOMAIN_REFUSALS,
@@ -30,7 +31,6 @@ from latchkey.frontdoors.keystone.domains import (
 )
 from latchkey.identity.models import Domain, Project
 from latchkey.policy.context import CallContext
-from latchkey.web.requests import services
 
 POLICY_NAMES: dict[str, str] = {
     "identity:list_projects": "identity:project:list",

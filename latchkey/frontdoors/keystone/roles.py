@@ -12,9 +12,9 @@ from typing import Any
 from flask import Response, jsonify, request
 
 from latchkey.errors import InvalidRequest
+from latchkey.frontdoors.http.requests import services
 from latchkey.frontdoors.keystone.common import authenticated, base_url, blp, json_body, obj
 from latchkey.identity.models import Role
-from latchkey.web.requests import services
 
 # Keystone's policy name of each endpoint -> the Latchkey action that authorizes it.
 POLICY_NAMES: dict[str, str] = {

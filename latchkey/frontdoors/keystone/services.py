@@ -15,18 +15,11 @@ from typing import Any
 from flask import Response, jsonify, request
 
 from latchkey.errors import InvalidRequest, NotFound
+from latchkey.frontdoors.http.requests import services
 from latchkey.frontdoors.keystone.catalog import identity_endpoints
 from latchkey.frontdoors.keystone.common import authenticated, base_url, blp, json_body
-from latchkey.policy.catalog import (
-    INTERFACES,
-    MAX_EXTRA_BYTES,
-    Endpoint,
-    EndpointGroup,
-    PolicyBlob,
-    Region,
-    Service,
-)
-from latchkey.web.requests import services
+from latchkey.policy.catalog import INTERFACES, MAX_EXTRA_BYTES
+from latchkey.policy.models import Endpoint, EndpointGroup, PolicyBlob, Region, Service
 
 # Keystone's policy name of each endpoint -> the Latchkey action that authorizes it.
 POLICY_NAMES: dict[str, str] = {

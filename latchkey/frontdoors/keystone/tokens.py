@@ -17,6 +17,8 @@ from latchkey.errors import (
     InvalidRequest,
     NotFound,
 )
+from latchkey.frontdoors.http.requests import call_context, services
+from latchkey.frontdoors.http.tokens import TokenRequest
 from latchkey.frontdoors.keystone.application_credentials import access_rule_body
 from latchkey.frontdoors.keystone.catalog import token_catalog
 from latchkey.frontdoors.keystone.common import (
@@ -31,8 +33,6 @@ from latchkey.frontdoors.keystone.common import (
     obj,
     role_refs,
 )
-from latchkey.identity.token_api import TokenRequest
-from latchkey.web.requests import call_context, services
 
 SUPPORTED_METHODS = ("password", "token", "application_credential")
 

@@ -1,4 +1,4 @@
-"""Keystone's OS-TRUST extension: trusts and their roles (latchkey/identity/trusts.py)."""
+"""Keystone's OS-TRUST extension: trusts and their roles (latchkey/credentials/trusts.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
+from latchkey.credentials.models import Trust
+from latchkey.credentials.trusts import POLICY_NAMES as TRUST_POLICY_NAMES
+from latchkey.credentials.trusts import Trusts
 from latchkey.errors import NotFound
+from latchkey.frontdoors.http.requests import services
 from latchkey.frontdoors.keystone.common import (
     authenticated,
     base_url,
@@ -16,9 +20,6 @@ from latchkey.frontdoors.keystone.common import (
     obj,
 )
 from latchkey.identity.models import Role
-from latchkey.identity.trusts import POLICY_NAMES as TRUST_POLICY_NAMES
-from latchkey.identity.trusts import Trust, Trusts
-from latchkey.web.requests import services
 
 POLICY_NAMES: dict[str, str] = dict(TRUST_POLICY_NAMES)
 PREFIX = "/v3/OS-TRUST/trusts"

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Response, jsonify
 
 from latchkey.errors import AuthenticationFailed, Forbidden, InvalidRequest
+from latchkey.frontdoors.http.requests import services
 from latchkey.frontdoors.keystone.common import authenticated, base_url, blp, json_body, obj
 from latchkey.frontdoors.keystone.domains import (
     LONG_NAME,
@@ -27,7 +28,6 @@ from latchkey.frontdoors.keystone.domains import (
 from latchkey.frontdoors.keystone.groups import group_body
 from latchkey.frontdoors.keystone.projects import project_bodies
 from latchkey.identity.models import User
-from latchkey.web.requests import services
 
 POLICY_NAMES: dict[str, str] = {
     "identity:list_users": "identity:user:list",

@@ -1,0 +1,2 @@
+"""Credentials: application credentials and their secrets, access rules, trusts,
+Keystone credentials."""

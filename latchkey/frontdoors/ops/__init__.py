@@ -1,0 +1,1 @@
+"""Operations over HTTP: health, readiness, metrics, the audit trail's API."""

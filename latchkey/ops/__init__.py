@@ -1,1 +1,0 @@
-"""Operations: health, readiness, metrics, the audit trail's API."""

@@ -1,0 +1,1 @@
+"""Tokens: authentication methods, the signing key ring, issuance and validation, revocation."""
