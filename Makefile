@@ -42,7 +42,8 @@ run: serve-venv
 	@echo
 	$(BIN)/latchkey serve
 
-## make test: install, make sure PostgreSQL runs, lint, type-check, run the suite.
+## make test: install, make sure PostgreSQL runs, lint (and the import contracts of
+## pyproject.toml), type-check, run the suite.
 test: venv services lint typecheck pytest
 
 services:
@@ -52,6 +53,7 @@ services:
 lint: venv
 	$(BIN)/ruff check latchkey tests
 	$(BIN)/ruff format --check latchkey tests
+	$(BIN)/lint-imports
 
 typecheck: venv
 	$(BIN)/mypy
@@ -60,7 +62,7 @@ pytest: venv
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 
 ## make bench: Latchkey (SQLite, PostgreSQL) next to Keystone 30 and the ceilings, under
 ## gunicorn and granian side by side; writes bench/results/latest.{md,json} (see
