@@ -17,7 +17,7 @@ from sqlalchemy import event
 
 from latchkey.db import db
 from latchkey.policy import domains as domain_policies
-from latchkey.policy import service as project_policies
+from latchkey.policy import versions as project_policies
 from tests.conftest import Api
 from tests.integration.test_principal_cache import (
     TEAM_POLICY,
