@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 
 from latchkey.audit import CHANGE, AuditLog, AuditTarget
-from latchkey.changes.generation import ChangeGeneration, still_fresh
+from latchkey.changes.generation import ChangeGeneration
 from latchkey.credentials.models import ApplicationCredential
-from latchkey.db import DbSession, utcnow
+from latchkey.db import DbSession
 from latchkey.errors import NotFound
 from latchkey.identity.models import GroupMembership, Project, Role, RoleAssignment, User
 from latchkey.policy.catalog import Catalog
@@ -27,10 +26,7 @@ from latchkey.policy.documents import (
 from latchkey.policy.domains import DomainPolicies
 from latchkey.policy.enforcer import Enforcer, Target
 from latchkey.policy.engine import PolicyEngine
-from latchkey.policy.models import PolicyVersion, ProjectPolicy
-from latchkey.policy.store import Boundaries
-
-ACTIVE_CACHE_SECONDS = 2.0
+from latchkey.policy.store import Boundaries, PolicyVersions, StoredVersion
 
 
 class TenantPolicies:
@@ -55,21 +51,19 @@ class TenantPolicies:
         # project id -> ((project version, domain version), boundary fingerprint, engine)
         self._engines: dict[str, tuple[tuple[int | None, int | None], str, PolicyEngine]] = {}
         self._project_domains: dict[str, str | None] = {}
-        # project id -> (read at, generation read in, active version)
-        self._active: dict[str, tuple[float, int | None, int | None]] = {}
-        # Moves when project_policy rows change (another worker's activation).
-        self._changes = changes or ChangeGeneration(None)
+        # The active version is re-read when tenant_policy rows change (another
+        # worker's activation moves ``changes``).
+        self._versions = PolicyVersions(session, "project", changes)
         self._lock = threading.Lock()
 
     # -- documents ------------------------------------------------------------------
 
     def get(self, ctx: CallContext, project_id: str) -> tuple[int | None, dict[str, Any]]:
         self._enforce(ctx, "policy:policy:get", project_id)
-        active = self._session.get(ProjectPolicy, project_id)
-        if active is None:
+        version = self._versions.active_version(project_id)
+        if version is None:
             return None, {"rules": []}
-        row = self._version_row(project_id, active.active_version)
-        return active.active_version, row.document
+        return version, self._versions.get(project_id, version).document
 
     def validate(self, ctx: CallContext, project_id: str, document: Any) -> PolicyDocument:
         self._enforce(ctx, "policy:policy:validate", project_id)
@@ -78,78 +72,38 @@ class TenantPolicies:
     def put(self, ctx: CallContext, project_id: str, document: Any) -> int:
         self._enforce(ctx, "policy:policy:update", project_id)
         parsed = self._parse(project_id, document)
-        latest = (
-            self._session.scalar(
-                select(func.max(PolicyVersion.version)).where(
-                    PolicyVersion.project_id == project_id
-                )
-            )
-            or 0
-        )
-        version = latest + 1
-        self._session.add(
-            PolicyVersion(
-                project_id=project_id,
-                version=version,
-                document=to_json(parsed),
-                author_id=ctx.actor_id,
-            )
-        )
-        self._activate_row(project_id, version)
+        version = self._versions.add(project_id, to_json(parsed), ctx.actor_id)
         self._record(
             ctx, "policy:policy:update", project_id, version=version, rules=len(parsed.rules)
         )
         self._session.commit()
-        self._active.pop(project_id, None)  # after the commit: no decision caches the old
+        self._versions.forget(project_id)  # after the commit: no decision caches the old
         self._build(project_id, version, parsed)  # off the decision path: now, once
         return version
 
-    def versions(self, ctx: CallContext, project_id: str) -> list[PolicyVersion]:
+    def versions(self, ctx: CallContext, project_id: str) -> list[StoredVersion]:
         self._enforce(ctx, "policy:policy:get", project_id)
-        return list(
-            self._session.scalars(
-                select(PolicyVersion)
-                .where(PolicyVersion.project_id == project_id)
-                .order_by(PolicyVersion.version)
-            )
-        )
+        return self._versions.list(project_id)
 
     def active_version(self, project_id: str) -> int | None:
-        row = self._session.get(ProjectPolicy, project_id)
-        return row.active_version if row else None
+        return self._versions.active_version(project_id)
 
     def activate(self, ctx: CallContext, project_id: str, version: int) -> None:
+        """Make a saved version the active one (rolling back, or forward again)."""
         self._enforce(ctx, "policy:policy:update", project_id)
-        row = self._version_row(project_id, version)
+        stored = self._versions.get(project_id, version)
         # The catalog may have changed since: an old version must still validate.
-        parsed = self._parse(project_id, row.document)
-        self._activate_row(project_id, version)
+        parsed = self._parse(project_id, stored.document)
+        self._versions.activate(project_id, version)
         self._record(ctx, "policy:policy:activate", project_id, version=version)
         self._session.commit()
-        self._active.pop(project_id, None)  # after the commit: no decision caches the old
+        self._versions.forget(project_id)  # after the commit: no decision caches the old
         self._build(project_id, version, parsed)
 
     def _parse(self, project_id: str, document: Any) -> PolicyDocument:
         return parse_or_refuse(
             document, self._catalog.view(), self._checks(project_id), self._limits
         )
-
-    def _version_row(self, project_id: str, version: int) -> PolicyVersion:
-        row = self._session.scalar(
-            select(PolicyVersion).where(
-                PolicyVersion.project_id == project_id, PolicyVersion.version == version
-            )
-        )
-        if row is None:
-            raise NotFound(f"no policy version {version}", code="policy_version_not_found")
-        return row
-
-    def _activate_row(self, project_id: str, version: int) -> None:
-        active = self._session.get(ProjectPolicy, project_id)
-        if active is None:
-            self._session.add(ProjectPolicy(project_id=project_id, active_version=version))
-        else:
-            active.active_version, active.updated_at = version, utcnow()
 
     def _enforce(self, ctx: CallContext, action: str, project_id: str) -> None:
         project = self._session.get(Project, project_id)
@@ -226,7 +180,7 @@ class TenantPolicies:
 
     def engine(self, project_id: str | None) -> PolicyEngine:
         """The engine in force for a project: cached per (versions, boundary)."""
-        version = self._cached_active(project_id) if project_id else None
+        version = self._versions.cached_active(project_id) if project_id else None
         domain_version, _ = self._domains.active_rules(self.domain_of(project_id))
         _, boundary_fp = self._boundaries.current()
         key = project_id or ""
@@ -239,8 +193,7 @@ class TenantPolicies:
             return cached[2]
         document = None
         if version is not None and project_id:
-            row = self._version_row(project_id, version)
-            document = self._parse_stored(row.document)
+            document = self._parse_stored(self._versions.get(project_id, version).document)
         return self._build(key, version, document)
 
     def with_domain_rules(
@@ -289,17 +242,3 @@ class TenantPolicies:
             # Swapped by reference: a decision holds one engine, old or new, throughout.
             self._engines[key] = ((version, domain_version), boundary_fp, engine)
         return engine
-
-    def _cached_active(self, project_id: str) -> int | None:
-        """The active version, re-read once the change signal says policies changed
-        (without a signal: every ACTIVE_CACHE_SECONDS)."""
-        generation = self._changes.current()
-        cached = self._active.get(project_id)
-        if cached is not None and still_fresh(
-            cached[0], cached[1], generation, ACTIVE_CACHE_SECONDS
-        ):
-            return cached[2]
-        read_at = time.monotonic()  # before the read: a change after it moves the generation
-        version = self.active_version(project_id)
-        self._active[project_id] = (read_at, generation, version)
-        return version
