@@ -69,17 +69,13 @@ from latchkey.identity.roles import Roles
 from latchkey.logs import configure_logging
 from latchkey.metrics import instrument_store
 from latchkey.policy.catalog import Catalog
+from latchkey.policy.decisions import DecisionLimits, Decisions, PrincipalCache
 from latchkey.policy.documents import PolicyLimits
 from latchkey.policy.domains import DomainPolicies
 from latchkey.policy.enforcer import Enforcer
-from latchkey.policy.service import (
-    DecisionLimits,
-    DecisionRecorder,
-    Decisions,
-    PrincipalCache,
-    TenantPolicies,
-)
+from latchkey.policy.recorder import DecisionRecorder
 from latchkey.policy.store import Boundaries
+from latchkey.policy.versions import TenantPolicies
 from latchkey.secrets.backends import SecretStore
 from latchkey.secrets.backends.local import LocalSecretStore
 from latchkey.secrets.backends.master_key import MasterKeyFile

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from latchkey.audit import CHANGE, AuditLog, AuditTarget
-from latchkey.changes.generation import ChangeGeneration, still_fresh
+from latchkey.changes.generation import ChangeGeneration
 from latchkey.credentials.models import ApplicationCredential
-from latchkey.db import DbSession, utcnow
+from latchkey.db import DbSession
 from latchkey.errors import NotFound
 from latchkey.identity.models import Domain, Group, Project, Role, User
 from latchkey.policy.catalog import Catalog
@@ -37,10 +36,9 @@ from latchkey.policy.documents import (
     to_json,
 )
 from latchkey.policy.enforcer import Enforcer, Target
-from latchkey.policy.models import DomainPolicy, DomainPolicyVersion
+from latchkey.policy.store import PolicyVersions, StoredVersion
 
 DOMAIN_RULE_PREFIX = "domain/"
-ACTIVE_CACHE_SECONDS = 2.0  # without a change signal, as for projects
 
 
 class DomainPolicies:
@@ -58,9 +56,10 @@ class DomainPolicies:
         self._enforcer = enforcer
         self._audit = audit
         self._catalog = catalog
-        # domain id -> (checked at, generation, active version, rules as merged into projects)
-        self._active: dict[str, tuple[float, int | None, int | None, tuple[Rule, ...]]] = {}
-        self._changes = changes or ChangeGeneration(None)  # domain_policy rows changed
+        # The active version is re-read when tenant_policy rows change (``changes``).
+        self._versions = PolicyVersions(session, "domain", changes)
+        # domain id -> (version, its rules as merged into projects)
+        self._rules: dict[str, tuple[int | None, tuple[Rule, ...]]] = {}
         self._lock = threading.Lock()
 
     # -- documents ------------------------------------------------------------------
@@ -70,7 +69,7 @@ class DomainPolicies:
         version = self.active_version(domain_id)
         if version is None:
             return None, {"rules": []}
-        return version, self._version_row(domain_id, version).document
+        return version, self._versions.get(domain_id, version).document
 
     def validate(self, ctx: CallContext, domain_id: str, document: Any) -> PolicyDocument:
         self._enforce(ctx, "policy:domain_policy:validate", domain_id)
@@ -79,45 +78,25 @@ class DomainPolicies:
     def put(self, ctx: CallContext, domain_id: str, document: Any) -> int:
         self._enforce(ctx, "policy:domain_policy:update", domain_id)
         parsed = self._parse(domain_id, document)
-        latest = self._session.scalar(
-            select(func.max(DomainPolicyVersion.version)).where(
-                DomainPolicyVersion.domain_id == domain_id
-            )
-        )
-        version = (latest or 0) + 1
-        self._session.add(
-            DomainPolicyVersion(
-                domain_id=domain_id,
-                version=version,
-                document=to_json(parsed),
-                author_id=ctx.actor_id,
-            )
-        )
-        self._activate_row(domain_id, version)
+        version = self._versions.add(domain_id, to_json(parsed), ctx.actor_id)
         self._record(ctx, "policy:domain_policy:update", domain_id, version=version)
         self._session.commit()
         self.forget(domain_id)
         return version
 
-    def versions(self, ctx: CallContext, domain_id: str) -> list[DomainPolicyVersion]:
+    def versions(self, ctx: CallContext, domain_id: str) -> list[StoredVersion]:
         self._enforce(ctx, "policy:domain_policy:get", domain_id)
-        return list(
-            self._session.scalars(
-                select(DomainPolicyVersion)
-                .where(DomainPolicyVersion.domain_id == domain_id)
-                .order_by(DomainPolicyVersion.version)
-            )
-        )
+        return self._versions.list(domain_id)
 
     def active_version(self, domain_id: str) -> int | None:
-        row = self._session.get(DomainPolicy, domain_id)
-        return row.active_version if row else None
+        return self._versions.active_version(domain_id)
 
     def activate(self, ctx: CallContext, domain_id: str, version: int) -> None:
+        """Make a saved version the active one (rolling back, or forward again)."""
         self._enforce(ctx, "policy:domain_policy:update", domain_id)
-        row = self._version_row(domain_id, version)
-        self._parse(domain_id, row.document)  # an old version must still validate
-        self._activate_row(domain_id, version)
+        stored = self._versions.get(domain_id, version)
+        self._parse(domain_id, stored.document)  # an old version must still validate
+        self._versions.activate(domain_id, version)
         self._record(ctx, "policy:domain_policy:activate", domain_id, version=version)
         self._session.commit()
         self.forget(domain_id)
@@ -125,32 +104,28 @@ class DomainPolicies:
     # -- what projects see ----------------------------------------------------------
 
     def active_rules(self, domain_id: str | None) -> tuple[int | None, tuple[Rule, ...]]:
-        """(version, rules renamed ``domain/<id>``) in force for a domain; cached briefly."""
+        """(version, rules renamed ``domain/<id>``) in force for a domain: the active
+        version as the store caches it, its rules kept while it stays active."""
         if not domain_id:
             return None, ()
-        generation = self._changes.current()
-        cached = self._active.get(domain_id)
-        if cached is not None and still_fresh(
-            cached[0], cached[1], generation, ACTIVE_CACHE_SECONDS
-        ):
-            return cached[2], cached[3]
-        now = time.monotonic()
-        version = self.active_version(domain_id)
+        version = self._versions.cached_active(domain_id)
+        cached = self._rules.get(domain_id)
+        if cached is not None and cached[0] == version:
+            return cached
         rules: tuple[Rule, ...] = ()
-        if cached is not None and cached[2] == version:
-            rules = cached[3]
-        elif version is not None:
-            stored = from_stored(self._version_row(domain_id, version).document)
+        if version is not None:
+            stored = from_stored(self._versions.get(domain_id, version).document)
             rules = tuple(
                 dataclasses.replace(rule, id=DOMAIN_RULE_PREFIX + rule.id) for rule in stored.rules
             )
         with self._lock:
-            self._active[domain_id] = (now, generation, version, rules)
+            self._rules[domain_id] = (version, rules)
         return version, rules
 
     def forget(self, domain_id: str) -> None:
+        self._versions.forget(domain_id)
         with self._lock:
-            self._active.pop(domain_id, None)
+            self._rules.pop(domain_id, None)
 
     # -- helpers --------------------------------------------------------------------
 
@@ -183,23 +158,6 @@ class DomainPolicies:
             return session.scalar(select(Role.id).where(Role.name == name)) is not None
 
         return PrincipalChecks(user_in_domain, group_in_domain, credential_in_domain, role_exists)
-
-    def _version_row(self, domain_id: str, version: int) -> DomainPolicyVersion:
-        row = self._session.scalar(
-            select(DomainPolicyVersion).where(
-                DomainPolicyVersion.domain_id == domain_id, DomainPolicyVersion.version == version
-            )
-        )
-        if row is None:
-            raise NotFound(f"no policy version {version}", code="policy_version_not_found")
-        return row
-
-    def _activate_row(self, domain_id: str, version: int) -> None:
-        active = self._session.get(DomainPolicy, domain_id)
-        if active is None:
-            self._session.add(DomainPolicy(domain_id=domain_id, active_version=version))
-        else:
-            active.active_version, active.updated_at = version, utcnow()
 
     def _enforce(self, ctx: CallContext, action: str, domain_id: str) -> None:
         domain = self._session.get(Domain, domain_id)

@@ -49,8 +49,9 @@ CLOUD, DOMAIN, PROJECT, ANY = "cloud", "domain", "project", "any"
 READ_VERBS = frozenset({"get", "list", "validate"})
 READ_VERB_PREFIX = "list_"
 # Not reads, yet changing nothing: a relying service (often a restricted
-# credential holding `service`) asks decisions on its users' behalf.
-RESTRICTED_MAY = frozenset({"policy:decision:on_behalf"})
+# credential holding `service`) asks decisions on its users' behalf, or asks
+# OAuth introspection about tokens that are not its own.
+RESTRICTED_MAY = frozenset({"policy:decision:on_behalf", "identity:token:introspect"})
 # Only about the credential's own user: reading its own credentials, revoking one
 # of its own tokens (logging out). Anyone else's: refused.
 RESTRICTED_ONLY_ON_SELF = frozenset(
@@ -216,6 +217,9 @@ RULES: dict[str, Rule] = {
     "identity:token:validate": Rule(CLOUD, READER, self_allowed=True, also_role=SERVICE),
     "identity:token:revoke": Rule(CLOUD, ADMIN, self_allowed=True),
     "identity:revocation:list": Rule(CLOUD, READER, also_role=SERVICE),
+    # OAuth introspection (RFC 7662) of a token issued to another client: relying
+    # services only. A client's own tokens need no action (authlib's check_client).
+    "identity:token:introspect": Rule(ANY, SERVICE),
     "audit:event:list": Rule(PROJECT, ADMIN),
     # OS-TRUST: the trustor creates (only for itself) and deletes; trustor and trustee read.
     "identity:trust:create": Rule(CLOUD, ADMIN, self_allowed=True),

@@ -88,7 +88,7 @@ class Deadline:
 
 
 # The deadline of the decision this thread (or task) is making: set by the decision
-# layer (latchkey/policy/service.py), read in the rule loops below, which Polar may
+# layer (latchkey/policy/decisions.py), read in the rule loops below, which Polar may
 # call back into (the host runs the query in the caller's thread).
 _DEADLINE: ContextVar[Deadline | None] = ContextVar("latchkey_decision_deadline", default=None)
 

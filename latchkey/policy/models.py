@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     ForeignKey,
     Integer,
     String,
@@ -143,56 +144,46 @@ class DecisionRecord(Base):
     rule: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
+class Policy(Base):
+    """A project's or a domain's rule document: which of its versions is active.
+
+    A project or domain without a row has no rules of its own. Exactly one of
+    ``project_id`` and ``domain_id`` is set: two foreign keys rather than a kind and
+    an id, so deleting the project or domain still deletes its policy and versions.
+    """
+
+    __tablename__ = "tenant_policy"
+    __table_args__ = (
+        CheckConstraint("(project_id IS NULL) <> (domain_id IS NULL)", name="one_scope"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str | None] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), unique=True, nullable=True
+    )
+    domain_id: Mapped[str | None] = mapped_column(
+        ForeignKey("domain.id", ondelete="CASCADE"), unique=True, nullable=True
+    )
+    active_version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class PolicyVersion(Base):
-    __tablename__ = "policy_version"
-    __table_args__ = (UniqueConstraint("project_id", "version"),)
+    """One version of a project's or a domain's rule document, as validated when saved."""
+
+    __tablename__ = "tenant_policy_version"
+    __table_args__ = (UniqueConstraint("policy_id", "version"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    project_id: Mapped[str] = mapped_column(
-        ForeignKey("project.id", ondelete="CASCADE"), index=True
+    policy_id: Mapped[int] = mapped_column(
+        ForeignKey("tenant_policy.id", ondelete="CASCADE"), index=True
     )
     version: Mapped[int] = mapped_column(Integer)
     document: Mapped[dict[str, Any]] = mapped_column(JSON)
     author_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-
-class ProjectPolicy(Base):
-    """Which version is active: a project without a row has no tenant policy."""
-
-    __tablename__ = "project_policy"
-
-    project_id: Mapped[str] = mapped_column(
-        ForeignKey("project.id", ondelete="CASCADE"), primary_key=True
-    )
-    active_version: Mapped[int] = mapped_column(Integer)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class DomainPolicyVersion(Base):
-    """A domain's rule document: its rules apply in every project of the domain."""
-
-    __tablename__ = "domain_policy_version"
-    __table_args__ = (UniqueConstraint("domain_id", "version"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    domain_id: Mapped[str] = mapped_column(ForeignKey("domain.id", ondelete="CASCADE"), index=True)
-    version: Mapped[int] = mapped_column(Integer)
-    document: Mapped[dict[str, Any]] = mapped_column(JSON)
-    author_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class DomainPolicy(Base):
-    """Which domain version is active: a domain without a row has no domain rules."""
-
-    __tablename__ = "domain_policy"
-
-    domain_id: Mapped[str] = mapped_column(
-        ForeignKey("domain.id", ondelete="CASCADE"), primary_key=True
-    )
-    active_version: Mapped[int] = mapped_column(Integer)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    policy: Mapped[Policy] = relationship()
 
 
 class PolicyBoundary(Base):

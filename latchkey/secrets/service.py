@@ -31,8 +31,8 @@ from latchkey.errors import (
     NotFound,
 )
 from latchkey.policy.context import CallContext
+from latchkey.policy.decisions import Decisions
 from latchkey.policy.plan import CONDITIONAL, NEVER, to_sql
-from latchkey.policy.service import Decisions
 from latchkey.secrets.backends import SecretStore
 from latchkey.secrets.models import TenantSecret, TenantSecretVersion
 

@@ -296,6 +296,7 @@ MAY_PERFORM = {
     "identity:role_assignment:list",
     "identity:service:get",
     "identity:service:list",
+    "identity:token:introspect",  # reads another client's token, changes nothing
     "identity:token:revoke",  # its owner's own tokens only
     "identity:token:validate",
     "identity:trust:get",  # reads (issue 14)

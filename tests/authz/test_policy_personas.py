@@ -4,7 +4,7 @@ The decision API (``POST /v1/authorize``, ``/batch``, ``/actions``) is asked,
 for every persona, about ``objects:container`` resources of project p1 whose
 ``env`` is ``staging`` or ``prod`` (and about resources of another project).
 A decision is allowed only if the token's own limits, the operator boundary
-and the tenant policy all allow it (``latchkey/policy/service.py``).
+and the tenant policy all allow it (``latchkey/policy/decisions.py``).
 
 Personas (all tokens scoped to their project):
 

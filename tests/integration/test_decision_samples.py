@@ -1,5 +1,5 @@
 """Sampled decisions of the decision API are buffered in the worker and written after
-a response has been sent (latchkey/policy/service.py DecisionRecorder).
+a response has been sent (latchkey/policy/recorder.py DecisionRecorder).
 
 - nothing is written before the answer, and simulate still sees the samples at once;
 - closing a response (what the WSGI server does once it has sent it) writes them,
@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from latchkey.db import db
-from latchkey.policy import service as policy_service
+from latchkey.policy import recorder as policy_recorder
 from latchkey.policy.models import DecisionRecord
 from tests.authz.test_policy_personas import SERVICE
 from tests.conftest import Api
@@ -68,13 +68,13 @@ def test_samples_are_written_after_the_response(
 ) -> None:
     project, token = setup_member(api, admin_token)
     before = stored(app)
-    monkeypatch.setattr(policy_service, "FLUSH_SECONDS", 3600.0)
+    monkeypatch.setattr(policy_recorder, "FLUSH_SECONDS", 3600.0)
     first = api.call("POST", "/v1/authorize", token, check(project, "staging"))
     assert first.status_code == 200
     first.close()
     assert stored(app) == before  # not due yet: kept in the worker
 
-    monkeypatch.setattr(policy_service, "FLUSH_SECONDS", 0.0)
+    monkeypatch.setattr(policy_recorder, "FLUSH_SECONDS", 0.0)
     batch = {"checks": [check(project, "prod"), check(project, "dev")]}
     second = api.call("POST", "/v1/authorize/batch", token, batch)
     assert second.status_code == 200
@@ -96,7 +96,7 @@ def test_simulate_sees_samples_still_in_the_buffer(
     app: Flask, api: Api, admin_token: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project, token = setup_member(api, admin_token)
-    monkeypatch.setattr(policy_service, "FLUSH_SECONDS", 3600.0)
+    monkeypatch.setattr(policy_recorder, "FLUSH_SECONDS", 3600.0)
     api.ok("POST", "/v1/authorize", token, check(project, "staging"), 200)
     denying = {
         "rules": [

@@ -24,7 +24,7 @@ from latchkey.frontdoors.cli.main import main
 from latchkey.policy import engine as engine_module
 from latchkey.policy.documents import MAX_RULES
 from latchkey.policy.engine import DEFAULT_BOUNDARY, PolicyError
-from latchkey.policy.service import ACTIVE_CACHE_SECONDS
+from latchkey.policy.store import ACTIVE_CACHE_SECONDS
 from tests.conftest import Api
 
 PASSWORD = "policy-password-1234"

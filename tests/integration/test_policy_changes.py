@@ -16,8 +16,7 @@ from flask import Flask
 from sqlalchemy import event
 
 from latchkey.db import db
-from latchkey.policy import domains as domain_policies
-from latchkey.policy import service as project_policies
+from latchkey.policy import store as policy_store
 from tests.conftest import Api
 from tests.integration.test_principal_cache import (
     TEAM_POLICY,
@@ -45,8 +44,8 @@ DENY_ALL = {
 
 @pytest.fixture(autouse=True)
 def no_time_to_live(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(project_policies, "ACTIVE_CACHE_SECONDS", 3600.0)
-    monkeypatch.setattr(domain_policies, "ACTIVE_CACHE_SECONDS", 3600.0)
+    # One store keeps the active versions of projects and domains alike.
+    monkeypatch.setattr(policy_store, "ACTIVE_CACHE_SECONDS", 3600.0)
 
 
 @pytest.fixture
@@ -56,7 +55,7 @@ def policy_reads(worker_b: Flask) -> Iterator[list[str]]:  # noqa: F811
         engine = db.engine
 
     def spy(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "FROM project_policy" in statement or "FROM domain_policy" in statement:
+        if "FROM tenant_policy" in statement:  # active versions and versions alike
             reads.append(statement)
 
     event.listen(engine, "before_cursor_execute", spy)

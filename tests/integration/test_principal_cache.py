@@ -1,5 +1,5 @@
 """Decisions keep users (name, kind, attributes, groups) until the database says
-users or memberships changed (latchkey/policy/service.py PrincipalCache).
+users or memberships changed (latchkey/policy/decisions.py PrincipalCache).
 
 - a worker's own change counts at its very next decision, on both backends (it
   does not wait for PostgreSQL's notification, which comes just after the commit);

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from flask import Response, jsonify
 from flask.views import MethodView
@@ -11,7 +10,9 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from latchkey.frontdoors.http.blueprint import Blueprint
 from latchkey.frontdoors.http.requests import call_context, services
-from latchkey.policy.models import DomainPolicyVersion, PolicyVersion
+from latchkey.policy.context import CallContext
+from latchkey.policy.documents import PolicyDocument
+from latchkey.policy.store import StoredVersion
 
 blp = Blueprint("policy", __name__, url_prefix="/v1", description="Catalog, policy, decisions")
 ID = validate.Length(min=1, max=64)
@@ -261,110 +262,125 @@ class ServiceView(MethodView):
 # -- tenant policy ------------------------------------------------------------------
 
 
+class VersionedPolicies(Protocol):
+    """What the two URL families (a project's policy, a domain's) are served from:
+    ``TenantPolicies`` and ``DomainPolicies``, over one version store."""
+
+    def get(self, ctx: CallContext, scope_id: str) -> tuple[int | None, dict[str, Any]]: ...
+
+    def validate(self, ctx: CallContext, scope_id: str, document: Any) -> PolicyDocument: ...
+
+    def put(self, ctx: CallContext, scope_id: str, document: Any) -> int: ...
+
+    def versions(self, ctx: CallContext, scope_id: str) -> list[StoredVersion]: ...
+
+    def active_version(self, scope_id: str) -> int | None: ...
+
+    def activate(self, ctx: CallContext, scope_id: str, version: int) -> None: ...
+
+
+def _active_policy(policies: VersionedPolicies, ctx: CallContext, scope_id: str) -> Any:
+    version, document = policies.get(ctx, scope_id)
+    return {"version": version, "rules": document["rules"]}
+
+
+def _put_policy(policies: VersionedPolicies, scope_id: str, data: dict[str, Any]) -> Any:
+    ctx = call_context()
+    policies.put(ctx, scope_id, data)
+    return _active_policy(policies, ctx, scope_id)
+
+
+def _validate_policy(policies: VersionedPolicies, scope_id: str, data: dict[str, Any]) -> Any:
+    parsed = policies.validate(call_context(), scope_id, data)
+    return {"valid": True, "rules": len(parsed.rules)}
+
+
+def _version_list(policies: VersionedPolicies, scope_id: str) -> Any:
+    stored = policies.versions(call_context(), scope_id)
+    active = policies.active_version(scope_id)
+    return {
+        "versions": [
+            {
+                "version": v.version,
+                "author_id": v.author_id,
+                "created_at": v.created_at,
+                "active": v.version == active,
+                "rules": len(v.document.get("rules", [])),
+            }
+            for v in stored
+        ]
+    }
+
+
+def _activate_policy(policies: VersionedPolicies, scope_id: str, version: int) -> Any:
+    ctx = call_context()
+    policies.activate(ctx, scope_id, version)
+    return _active_policy(policies, ctx, scope_id)
+
+
 @blp.route("/projects/<project_id>/policy")
 class PolicyView(MethodView):
     @blp.response(200, PolicyOut)
     def get(self, project_id: str) -> dict[str, Any]:
-        version, document = services().policies.get(call_context(), project_id)
-        return {"version": version, "rules": document["rules"]}
+        return _active_policy(services().policies, call_context(), project_id)
 
     @blp.arguments(PolicyDocumentIn)
     @blp.response(200, PolicyOut)
     def put(self, data: dict[str, Any], project_id: str) -> dict[str, Any]:
-        policies = services().policies
-        ctx = call_context()
-        policies.put(ctx, project_id, data)
-        version, document = policies.get(ctx, project_id)
-        return {"version": version, "rules": document["rules"]}
+        return _put_policy(services().policies, project_id, data)
 
 
 @blp.route("/projects/<project_id>/policy/validate", methods=["POST"])
 @blp.arguments(PolicyDocumentIn)
 @blp.response(200, ValidationOut)
 def validate_policy(data: dict[str, Any], project_id: str) -> dict[str, Any]:
-    parsed = services().policies.validate(call_context(), project_id, data)
-    return {"valid": True, "rules": len(parsed.rules)}
+    return _validate_policy(services().policies, project_id, data)
 
 
 @blp.route("/projects/<project_id>/policy/versions", methods=["GET"])
 @blp.response(200, VersionList)
 def policy_versions(project_id: str) -> dict[str, Any]:
-    policies = services().policies
-    rows = policies.versions(call_context(), project_id)
-    active = policies.active_version(project_id)
-    return _version_list(rows, active)
+    return _version_list(services().policies, project_id)
 
 
 @blp.route("/projects/<project_id>/policy/versions/<int:version>/activate", methods=["POST"])
 @blp.response(200, PolicyOut)
 def activate_policy(project_id: str, version: int) -> dict[str, Any]:
-    policies = services().policies
-    ctx = call_context()
-    policies.activate(ctx, project_id, version)
-    active, document = policies.get(ctx, project_id)
-    return {"version": active, "rules": document["rules"]}
+    return _activate_policy(services().policies, project_id, version)
 
 
 # -- domain-wide rules -------------------------------------------------------------
-
-
-def _version_list(rows: Sequence[PolicyVersion | DomainPolicyVersion], active: int | None) -> Any:
-    return {
-        "versions": [
-            {
-                "version": r.version,
-                "author_id": r.author_id,
-                "created_at": r.created_at,
-                "active": r.version == active,
-                "rules": len(r.document.get("rules", [])),
-            }
-            for r in rows
-        ]
-    }
 
 
 @blp.route("/domains/<domain_id>/policy")
 class DomainPolicyView(MethodView):
     @blp.response(200, PolicyOut)
     def get(self, domain_id: str) -> dict[str, Any]:
-        version, document = services().domain_policies.get(call_context(), domain_id)
-        return {"version": version, "rules": document["rules"]}
+        return _active_policy(services().domain_policies, call_context(), domain_id)
 
     @blp.arguments(PolicyDocumentIn)
     @blp.response(200, PolicyOut)
     def put(self, data: dict[str, Any], domain_id: str) -> dict[str, Any]:
-        policies = services().domain_policies
-        ctx = call_context()
-        policies.put(ctx, domain_id, data)
-        version, document = policies.get(ctx, domain_id)
-        return {"version": version, "rules": document["rules"]}
+        return _put_policy(services().domain_policies, domain_id, data)
 
 
 @blp.route("/domains/<domain_id>/policy/validate", methods=["POST"])
 @blp.arguments(PolicyDocumentIn)
 @blp.response(200, ValidationOut)
 def validate_domain_policy(data: dict[str, Any], domain_id: str) -> dict[str, Any]:
-    parsed = services().domain_policies.validate(call_context(), domain_id, data)
-    return {"valid": True, "rules": len(parsed.rules)}
+    return _validate_policy(services().domain_policies, domain_id, data)
 
 
 @blp.route("/domains/<domain_id>/policy/versions", methods=["GET"])
 @blp.response(200, VersionList)
 def domain_policy_versions(domain_id: str) -> dict[str, Any]:
-    policies = services().domain_policies
-    rows = policies.versions(call_context(), domain_id)
-    active = policies.active_version(domain_id)
-    return _version_list(rows, active)
+    return _version_list(services().domain_policies, domain_id)
 
 
 @blp.route("/domains/<domain_id>/policy/versions/<int:version>/activate", methods=["POST"])
 @blp.response(200, PolicyOut)
 def activate_domain_policy(domain_id: str, version: int) -> dict[str, Any]:
-    policies = services().domain_policies
-    ctx = call_context()
-    policies.activate(ctx, domain_id, version)
-    active, document = policies.get(ctx, domain_id)
-    return {"version": active, "rules": document["rules"]}
+    return _activate_policy(services().domain_policies, domain_id, version)
 
 
 # -- decisions ----------------------------------------------------------------------

@@ -29,10 +29,13 @@ from flask import request as flask_request
 from latchkey.credentials.service import VerifiedCredential
 from latchkey.errors import AuthenticationFailed, Forbidden
 from latchkey.frontdoors.http.requests import call_context, services
-from latchkey.policy.enforcer import SERVICE
+from latchkey.policy.context import AuthContext
+from latchkey.policy.enforcer import Target
 from latchkey.tokens.keys import ALGORITHM
 from latchkey.tokens.service import TOKEN_TYPE, IssuedToken, TokenInvalid, sign
 
+# Introspecting a token issued to another client (docs/api.md, docs/oauth.md).
+INTROSPECT_OTHERS = "identity:token:introspect"
 TOKEN_PATH = "/oauth2/token"
 INTROSPECTION_PATH = "/oauth2/introspect"
 REVOCATION_PATH = "/oauth2/revoke"
@@ -97,13 +100,37 @@ class CredentialClient(ClientMixin):
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type in GRANT_TYPES
 
-    def holds_service_role(self) -> bool:
-        """Does this credential's token carry ``service`` (credential roles the owner
-        still holds on a live project)?"""
+    def may_introspect_others(self) -> bool:
+        """May this client introspect tokens not issued to it? The enforcer decides, for
+        the caller a token from this credential would be now (the credential's roles
+        its owner still holds on its live project)."""
         verified = self.verified
-        if verified is None or SERVICE not in verified.credential.roles:
+        if verified is None:
             return False
-        return SERVICE in services().authentication.current_roles(verified)
+        app_services = services()
+        return app_services.enforcer.allowed(
+            _as_caller(verified, app_services.authentication.current_roles(verified)),
+            INTROSPECT_OTHERS,
+            Target(),
+        )
+
+
+def _as_caller(verified: VerifiedCredential, roles: set[str]) -> AuthContext:
+    """The credential as the enforcer sees a caller: no token is issued, so no token id."""
+    credential, owner = verified.credential, verified.owner
+    return AuthContext(
+        user_id=owner.id,
+        user_domain_id=owner.domain_id,
+        token_id="",
+        roles=frozenset(roles),
+        project_id=credential.project_id,
+        project_domain_id=verified.project.domain_id if verified.project else None,
+        is_admin_project=bool(verified.project and verified.project.is_admin_project),
+        kind=owner.kind,
+        application_credential_id=credential.id,
+        restricted=not credential.unrestricted,
+        access_rules=tuple(credential.access_rules or ()),
+    )
 
 
 @dataclass
@@ -185,7 +212,7 @@ class LatchkeyIntrospection(IntrospectionEndpoint):
     def check_permission(
         self, token: ValidatedToken, client: CredentialClient, request: Any
     ) -> bool:
-        return token.check_client(client) or client.holds_service_role()
+        return token.check_client(client) or client.may_introspect_others()
 
     def introspect_token(self, token: ValidatedToken) -> dict[str, Any]:
         claims = token.claims

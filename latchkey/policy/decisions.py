@@ -1,4 +1,4 @@
-"""Tenant policy versions and decisions.
+"""Decisions: the decision API, simulation, and the tenant layer of Latchkey's own actions.
 
 Allowed if and only if:
   the token's own limits allow it (an application credential's access rules must
@@ -11,50 +11,21 @@ from __future__ import annotations
 
 import itertools
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import (
-    Engine,
-    event,
-    func,
-    insert,
-    or_,
-    select,
-)
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from latchkey.audit import CHANGE, AuditLog, AuditTarget
-from latchkey.changes.generation import ChangeGeneration, still_fresh
-from latchkey.credentials.models import ApplicationCredential
-from latchkey.db import DbSession, on_commit, utcnow
-from latchkey.errors import Forbidden, InvalidRequest, NotFound
-from latchkey.identity.models import (
-    Domain,
-    Group,
-    GroupMembership,
-    Project,
-    Role,
-    RoleAssignment,
-    User,
-)
+from latchkey.db import DbSession, on_commit
+from latchkey.errors import Forbidden, InvalidRequest
+from latchkey.identity.models import Domain, Group, GroupMembership, User
 from latchkey.metrics import count_decisions
 from latchkey.policy.catalog import Catalog
 from latchkey.policy.context import AuthContext, CallContext
-from latchkey.policy.documents import (
-    PolicyDocument,
-    PolicyLimits,
-    PrincipalChecks,
-    from_stored,
-    parse_or_refuse,
-    to_json,
-)
-from latchkey.policy.domains import DomainPolicies
 from latchkey.policy.enforcer import Enforcer, Target, TenantRefusal
 from latchkey.policy.engine import (
     ActionRef,
@@ -64,146 +35,14 @@ from latchkey.policy.engine import (
     Principal,
     ResourceRef,
     deadline,
-    principal_attributes,
 )
-from latchkey.policy.models import DecisionRecord, PolicyVersion, ProjectPolicy
 from latchkey.policy.plan import ALWAYS, NEVER, plan
-from latchkey.policy.store import Boundaries
+from latchkey.policy.recorder import DecisionRecorder, Sample
+from latchkey.policy.versions import TenantPolicies
 from latchkey.tokens.service import Tokens
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 1000
-MAX_RECENT = 1000
-
-
-Sample = tuple[str, dict[str, Any], "Decision"]  # action, resource, decision
-FLUSH_SECONDS = 1.0  # a worker writes its buffered samples at most this often …
-FLUSH_ROWS = 500  # … or once this many are waiting
-MAX_PENDING = 10_000  # samples past this are dropped (the database is not keeping up)
-
-
-class DecisionRecorder:
-    """A sampled share of decisions, kept for policy simulation.
-
-    Samples from the decision API (/v1/authorize, /batch, /actions) are buffered
-    in the process and written together, after a response has been sent
-    (``flush_due`` / ``flush``, wired in app.py): a commit per sampled request was
-    the slowest part of the tail at 500 requests/s, and with two SQLite workers a
-    batch's commit often waited on the other's write lock. They are samples, so
-    up to ``FLUSH_SECONDS`` of them may be lost if a worker dies; ``recent``
-    writes this process's buffer first. A batch or /actions call is sampled as one
-    request (``maybe_record_one``). Decisions on Latchkey's own operations
-    stay in the operation's transaction (they count only if it commits).
-    """
-
-    def __init__(self, session: DbSession, catalog: Catalog, percent: int) -> None:
-        self._session = session
-        self._catalog = catalog
-        self._share = max(0, min(percent, 100)) / 100
-        self._random = random.Random()  # noqa: S311 - sampling, not security
-        self._pending: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._last_flush = time.monotonic()
-
-    def maybe_record(
-        self,
-        principal: Principal,
-        action: str,
-        resource: dict[str, Any],
-        decision: Decision,
-        *,
-        buffered: bool = False,
-    ) -> None:
-        if self._share <= 0 or self._random.random() >= self._share:
-            return
-        row = self._row(principal, action, resource, decision)
-        if not buffered:
-            self._session.add(DecisionRecord(**row))
-            return
-        with self._lock:
-            if len(self._pending) < MAX_PENDING:
-                self._pending.append(row)
-
-    def maybe_record_one(self, principal: Principal, decided: list[Sample]) -> None:
-        """A batch (or /actions) is sampled as one request: at the same rate, one of
-        its decisions at random. Ten of every hundred checks of every batch were
-        thousands of rows a second, and the write-ahead log's checkpoints then held
-        up answers for 100 ms."""
-        if decided:
-            action, resource, decision = self._random.choice(decided)
-            self.maybe_record(principal, action, resource, decision, buffered=True)
-
-    def _row(
-        self, principal: Principal, action: str, resource: dict[str, Any], decision: Decision
-    ) -> dict[str, Any]:
-        hidden = self._catalog.view().sensitive(resource["type"])
-        attributes = {
-            k: v for k, v in (resource.get("attributes") or {}).items() if k not in hidden
-        }
-        return {
-            "project_id": resource.get("project_id"),
-            "time": utcnow(),
-            "action": action,
-            "principal": {
-                "id": principal.id,
-                "name": principal.name,
-                "kind": principal.kind,
-                "domain_id": principal.domain_id,
-                "project_id": principal.project_id,
-                "roles": list(principal.roles),
-                "groups": list(principal.groups),
-                "application_credential_id": principal.application_credential_id,
-                "domain_scoped": principal.domain_scoped,
-                "attributes": principal_attributes(principal),
-            },
-            "resource": {
-                "type": resource["type"],
-                "id": resource.get("id"),
-                "project_id": resource.get("project_id"),
-                "attributes": attributes,
-            },
-            "allowed": decision.allowed,
-            "decided_by": decision.decided_by,
-            "rule": decision.rule,
-        }
-
-    def flush_due(self) -> bool:
-        return bool(self._pending) and (
-            len(self._pending) >= FLUSH_ROWS or time.monotonic() - self._last_flush >= FLUSH_SECONDS
-        )
-
-    def flush(self, engine: Engine) -> None:
-        """Write the buffered samples in one statement and transaction (on its own
-        connection: it runs after the response, outside the request's session)."""
-        with self._lock:
-            rows, self._pending = self._pending, []
-            self._last_flush = time.monotonic()
-        if not rows:
-            return
-        try:
-            with engine.begin() as connection:
-                connection.execute(insert(DecisionRecord), rows)
-        except SQLAlchemyError as exc:  # samples only: never an error for anyone
-            log.warning("%d decision samples not recorded: %s", len(rows), type(exc).__name__)
-
-    def recent(self, project_id: str, limit: int) -> list[DecisionRecord]:
-        bind = self._session.get_bind()
-        self.flush(bind if isinstance(bind, Engine) else bind.engine)
-        query = (
-            select(DecisionRecord)
-            .where(DecisionRecord.project_id == project_id)
-            .order_by(DecisionRecord.id.desc())
-            .limit(min(limit, MAX_RECENT))
-        )
-        return list(self._session.scalars(query))
-
-    def commit(self) -> None:
-        if self._session.new:  # only when this request's decisions were sampled
-            self._session.commit()
-
-
-ACTIVE_CACHE_SECONDS = 2.0
-
 
 BUDGET_CODE = "decision_budget_exceeded"
 
@@ -249,278 +88,6 @@ def over_budget(explain: bool) -> Decision:
         {"budget": "the decision's time budget was spent"} if explain else None,
         BUDGET_CODE,
     )
-
-
-class TenantPolicies:
-    def __init__(
-        self,
-        session: DbSession,
-        enforcer: Enforcer,
-        audit: AuditLog,
-        catalog: Catalog,
-        boundaries: Boundaries,
-        domains: DomainPolicies,
-        changes: ChangeGeneration | None = None,
-        limits: PolicyLimits | None = None,
-    ) -> None:
-        self._limits = limits or PolicyLimits()
-        self._session = session
-        self._enforcer = enforcer
-        self._audit = audit
-        self._catalog = catalog
-        self._boundaries = boundaries
-        self._domains = domains
-        # project id -> ((project version, domain version), boundary fingerprint, engine)
-        self._engines: dict[str, tuple[tuple[int | None, int | None], str, PolicyEngine]] = {}
-        self._project_domains: dict[str, str | None] = {}
-        # project id -> (read at, generation read in, active version)
-        self._active: dict[str, tuple[float, int | None, int | None]] = {}
-        # Moves when project_policy rows change (another worker's activation).
-        self._changes = changes or ChangeGeneration(None)
-        self._lock = threading.Lock()
-
-    # -- documents ------------------------------------------------------------------
-
-    def get(self, ctx: CallContext, project_id: str) -> tuple[int | None, dict[str, Any]]:
-        self._enforce(ctx, "policy:policy:get", project_id)
-        active = self._session.get(ProjectPolicy, project_id)
-        if active is None:
-            return None, {"rules": []}
-        row = self._version_row(project_id, active.active_version)
-        return active.active_version, row.document
-
-    def validate(self, ctx: CallContext, project_id: str, document: Any) -> PolicyDocument:
-        self._enforce(ctx, "policy:policy:validate", project_id)
-        return self._parse(project_id, document)
-
-    def put(self, ctx: CallContext, project_id: str, document: Any) -> int:
-        self._enforce(ctx, "policy:policy:update", project_id)
-        parsed = self._parse(project_id, document)
-        latest = (
-            self._session.scalar(
-                select(func.max(PolicyVersion.version)).where(
-                    PolicyVersion.project_id == project_id
-                )
-            )
-            or 0
-        )
-        version = latest + 1
-        self._session.add(
-            PolicyVersion(
-                project_id=project_id,
-                version=version,
-                document=to_json(parsed),
-                author_id=ctx.actor_id,
-            )
-        )
-        self._activate_row(project_id, version)
-        self._record(
-            ctx, "policy:policy:update", project_id, version=version, rules=len(parsed.rules)
-        )
-        self._session.commit()
-        self._active.pop(project_id, None)  # after the commit: no decision caches the old
-        self._build(project_id, version, parsed)  # off the decision path: now, once
-        return version
-
-    def versions(self, ctx: CallContext, project_id: str) -> list[PolicyVersion]:
-        self._enforce(ctx, "policy:policy:get", project_id)
-        return list(
-            self._session.scalars(
-                select(PolicyVersion)
-                .where(PolicyVersion.project_id == project_id)
-                .order_by(PolicyVersion.version)
-            )
-        )
-
-    def active_version(self, project_id: str) -> int | None:
-        row = self._session.get(ProjectPolicy, project_id)
-        return row.active_version if row else None
-
-    def activate(self, ctx: CallContext, project_id: str, version: int) -> None:
-        self._enforce(ctx, "policy:policy:update", project_id)
-        row = self._version_row(project_id, version)
-        # The catalog may have changed since: an old version must still validate.
-        parsed = self._parse(project_id, row.document)
-        self._activate_row(project_id, version)
-        self._record(ctx, "policy:policy:activate", project_id, version=version)
-        self._session.commit()
-        self._active.pop(project_id, None)  # after the commit: no decision caches the old
-        self._build(project_id, version, parsed)
-
-    def _parse(self, project_id: str, document: Any) -> PolicyDocument:
-        return parse_or_refuse(
-            document, self._catalog.view(), self._checks(project_id), self._limits
-        )
-
-    def _version_row(self, project_id: str, version: int) -> PolicyVersion:
-        row = self._session.scalar(
-            select(PolicyVersion).where(
-                PolicyVersion.project_id == project_id, PolicyVersion.version == version
-            )
-        )
-        if row is None:
-            raise NotFound(f"no policy version {version}", code="policy_version_not_found")
-        return row
-
-    def _activate_row(self, project_id: str, version: int) -> None:
-        active = self._session.get(ProjectPolicy, project_id)
-        if active is None:
-            self._session.add(ProjectPolicy(project_id=project_id, active_version=version))
-        else:
-            active.active_version, active.updated_at = version, utcnow()
-
-    def _enforce(self, ctx: CallContext, action: str, project_id: str) -> None:
-        project = self._session.get(Project, project_id)
-        target = Target(
-            domain_id=project.domain_id if project else None,
-            project_id=project_id,
-            privileged=bool(project and project.is_admin_project),
-        )
-        self._enforcer.enforce(ctx.auth, action, target)
-        if project is None:
-            raise NotFound(f"no project {project_id!r}", code="project_not_found")
-
-    def _record(self, ctx: CallContext, action: str, project_id: str, **details: Any) -> None:
-        self._audit.add(
-            type=CHANGE,
-            action=action,
-            outcome="success",
-            actor_id=ctx.actor_id,
-            target=AuditTarget("policy", project_id, project_id=project_id),
-            request_id=ctx.request_id,
-            source_ip=ctx.source_ip,
-            details=details,
-        )
-
-    def user_in_project(self, project_id: str, user_id: str) -> bool:
-        """Holds a role on the project (directly or through a group), or is owned by it."""
-        return self._checks(project_id).user_in_project(user_id)
-
-    def _checks(self, project_id: str) -> PrincipalChecks:
-        session = self._session
-
-        def user_in_project(user_id: str) -> bool:
-            groups = select(GroupMembership.group_id).where(GroupMembership.user_id == user_id)
-            assigned = select(RoleAssignment.id).where(
-                RoleAssignment.project_id == project_id,
-                or_(RoleAssignment.user_id == user_id, RoleAssignment.group_id.in_(groups)),
-            )
-            owned = select(User.id).where(User.id == user_id, User.owner_project_id == project_id)
-            return (
-                session.scalar(assigned.limit(1)) is not None or session.scalar(owned) is not None
-            )
-
-        def group_in_project(group_id: str) -> bool:
-            return (
-                session.scalar(
-                    select(RoleAssignment.id)
-                    .where(
-                        RoleAssignment.project_id == project_id, RoleAssignment.group_id == group_id
-                    )
-                    .limit(1)
-                )
-                is not None
-            )
-
-        def credential_in_project(credential_id: str) -> bool:
-            return (
-                session.scalar(
-                    select(ApplicationCredential.id).where(
-                        ApplicationCredential.id == credential_id,
-                        ApplicationCredential.project_id == project_id,
-                    )
-                )
-                is not None
-            )
-
-        def role_exists(name: str) -> bool:
-            return session.scalar(select(Role.id).where(Role.name == name)) is not None
-
-        return PrincipalChecks(
-            user_in_project, group_in_project, credential_in_project, role_exists
-        )
-
-    # -- engines --------------------------------------------------------------------
-
-    def engine(self, project_id: str | None) -> PolicyEngine:
-        """The engine in force for a project: cached per (versions, boundary)."""
-        version = self._cached_active(project_id) if project_id else None
-        domain_version, _ = self._domains.active_rules(self.domain_of(project_id))
-        _, boundary_fp = self._boundaries.current()
-        key = project_id or ""
-        cached = self._engines.get(key)
-        if (
-            cached is not None
-            and cached[0] == (version, domain_version)
-            and (cached[1] == boundary_fp)
-        ):
-            return cached[2]
-        document = None
-        if version is not None and project_id:
-            row = self._version_row(project_id, version)
-            document = self._parse_stored(row.document)
-        return self._build(key, version, document)
-
-    def with_domain_rules(
-        self, project_id: str | None, document: PolicyDocument | None
-    ) -> tuple[int | None, PolicyDocument | None]:
-        """The project's document with its domain's rules ahead of its own.
-
-        Only-deny domain rules leave a project without a document of its own
-        "without a policy": they take away, the boundary still decides the rest.
-        """
-        domain_version, domain_rules = self._domains.active_rules(self.domain_of(project_id))
-        if not domain_rules:
-            return domain_version, document
-        own = document.rules if document is not None else ()
-        if document is None and all(rule.effect == "deny" for rule in domain_rules):
-            return domain_version, PolicyDocument(domain_rules, denies_only=True)
-        return domain_version, PolicyDocument(domain_rules + own)
-
-    def domain_of(self, project_id: str | None) -> str | None:
-        if not project_id:
-            return None
-        if project_id not in self._project_domains:  # a project never changes domain
-            domain_id = self._session.scalar(
-                select(Project.domain_id).where(Project.id == project_id)
-            )
-            if domain_id is None:
-                return None  # unknown (yet): not cached
-            self._project_domains[project_id] = domain_id
-        return self._project_domains[project_id]
-
-    def _parse_stored(self, stored: dict[str, Any]) -> PolicyDocument:
-        # Validated when saved; not re-checked against today's catalog or principals
-        # (a rule about something that is gone simply never matches).
-        return from_stored(stored)
-
-    def boundary_text(self) -> str:
-        return self._boundaries.current()[0]
-
-    def _build(
-        self, key: str, version: int | None, document: PolicyDocument | None
-    ) -> PolicyEngine:
-        text, boundary_fp = self._boundaries.current()
-        domain_version, merged = self.with_domain_rules(key or None, document)
-        engine = PolicyEngine(text, merged)
-        with self._lock:
-            # Swapped by reference: a decision holds one engine, old or new, throughout.
-            self._engines[key] = ((version, domain_version), boundary_fp, engine)
-        return engine
-
-    def _cached_active(self, project_id: str) -> int | None:
-        """The active version, re-read once the change signal says policies changed
-        (without a signal: every ACTIVE_CACHE_SECONDS)."""
-        generation = self._changes.current()
-        cached = self._active.get(project_id)
-        if cached is not None and still_fresh(
-            cached[0], cached[1], generation, ACTIVE_CACHE_SECONDS
-        ):
-            return cached[2]
-        read_at = time.monotonic()  # before the read: a change after it moves the generation
-        version = self.active_version(project_id)
-        self._active[project_id] = (read_at, generation, version)
-        return version
 
 
 @dataclass
