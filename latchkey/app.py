@@ -57,7 +57,7 @@ from latchkey.frontdoors.oauth import api as oauth_api
 from latchkey.frontdoors.ops import api as ops_api
 from latchkey.health import Health
 from latchkey.identity.accounts import Accounts
-from latchkey.identity.backends import IdentityBackend
+from latchkey.identity.backends import IdentityBackends
 from latchkey.identity.backends.ldap.domains import LdapDomains
 from latchkey.identity.backends.sql import SqlIdentity
 from latchkey.identity.bootstrap import Bootstrap
@@ -332,7 +332,7 @@ def build_services(settings: Settings) -> Services:
         recheck=timedelta(seconds=settings.ldap_recheck_seconds),
         outage_grace=timedelta(seconds=settings.ldap_outage_grace_seconds),
     )
-    backends: dict[str, IdentityBackend] = {"sql": SqlIdentity(hasher), "ldap": ldap}
+    backends = IdentityBackends(SqlIdentity(session, hasher), ldap)
     keys = KeyRing(
         lambda: Session(db.engine),
         system,
@@ -341,8 +341,8 @@ def build_services(settings: Settings) -> Services:
     )
     peppers = PepperRing(system, settings.key_refresh_seconds)
     deps = ServiceDeps(session, enforcer, audit, revocations)
-    directory = Directory(deps, ldap=ldap)
-    accounts = Accounts(deps, directory=directory, hasher=hasher, backends=backends, ldap=ldap)
+    directory = Directory(deps, backends=backends)
+    accounts = Accounts(deps, directory=directory, hasher=hasher, backends=backends)
     roles = Roles(deps, directory=directory, accounts=accounts)
     tokens = Tokens(
         keys,
@@ -363,7 +363,7 @@ def build_services(settings: Settings) -> Services:
         roles=roles,
         hasher=SecretHasher(peppers),
         usage=usage_recorder,
-        ldap=ldap,
+        backends=backends,
     )
     authentication = Authentication(
         session,
@@ -373,7 +373,7 @@ def build_services(settings: Settings) -> Services:
         tokens,
         audit,
         credentials,
-        ldap,
+        backends,
         lockout_attempts=settings.lockout_failure_attempts,
         lockout_duration=timedelta(minutes=settings.lockout_duration_minutes),
         trusts=Trusts(deps, directory=directory, roles=roles),  # OS-TRUST (issue 14)
@@ -433,7 +433,7 @@ def build_services(settings: Settings) -> Services:
         )
     instrument_store(secret_store)  # latency and errors per call (issue 15, point 6)
     keystone_credentials = KeystoneCredentials(
-        deps, system=system, roles=roles, tokens=tokens, ldap=ldap
+        deps, system=system, roles=roles, tokens=tokens, backends=backends
     )
     return Services(
         settings=settings,

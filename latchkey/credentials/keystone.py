@@ -38,7 +38,7 @@ from latchkey.errors import (
     ServiceUnavailable,
 )
 from latchkey.identity.accounts import APPLICATION
-from latchkey.identity.backends.ldap.domains import LdapDomains
+from latchkey.identity.backends import IdentityBackends
 from latchkey.identity.common import IdentityServiceBase, ServiceDeps
 from latchkey.identity.models import Domain, Project, User
 from latchkey.identity.roles import Roles
@@ -160,13 +160,13 @@ class KeystoneCredentials(IdentityServiceBase):
         system: SystemSecrets,
         roles: Roles,
         tokens: Tokens,
-        ldap: LdapDomains,
+        backends: IdentityBackends,
     ) -> None:
         super().__init__(deps)
         self.sealer = CredentialSealer(system)
         self._roles = roles
         self._tokens = tokens
-        self._ldap = ldap
+        self._backends = backends
 
     # -- policy ----------------------------------------------------------------------
 
@@ -383,12 +383,10 @@ class KeystoneCredentials(IdentityServiceBase):
             or user.kind == APPLICATION
         ):
             self._fail(ctx, door, "user_or_project_unavailable", row)
-        group_ids: list[str] = []
-        if domain.identity_backend == "ldap":
-            state = self._ldap.recheck(domain, user)
-            if not (state.exists and state.enabled):
-                self._fail(ctx, door, "user_unavailable", row)
-            group_ids = state.group_ids
+        state = self._backends.of(domain).recheck(domain, user)
+        if not (state.exists and state.enabled):
+            self._fail(ctx, door, "user_unavailable", row)
+        group_ids = state.group_ids
         roles = self._roles.effective_role_names(
             user.id, project_id=project.id, directory_group_ids=group_ids
         )

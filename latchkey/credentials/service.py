@@ -51,7 +51,7 @@ from latchkey.errors import (
     ServiceUnavailable,
 )
 from latchkey.identity.accounts import APPLICATION, Accounts
-from latchkey.identity.backends.ldap.domains import LdapDomains
+from latchkey.identity.backends import IdentityBackends
 from latchkey.identity.common import IdentityServiceBase, ServiceDeps
 from latchkey.identity.directory import Directory
 from latchkey.identity.models import Domain, Project, User
@@ -463,10 +463,10 @@ class ApplicationCredentials(IdentityServiceBase):
         roles: Roles,
         hasher: SecretHasher,
         usage: UsageRecorder,
-        ldap: LdapDomains,
+        backends: IdentityBackends,
     ) -> None:
         super().__init__(deps)
-        self._ldap = ldap
+        self._backends = backends
         self._directory = directory
         self._accounts = accounts
         self._roles = roles
@@ -703,23 +703,20 @@ class ApplicationCredentials(IdentityServiceBase):
             self._fail(ctx, credential, "credential_expired")
         if owner is None or domain is None:
             self._fail(ctx, credential, "owner_disabled")
-        group_ids: list[str] = []
-        if domain.identity_backend == "ldap":
-            # The directory changes behind our back: ask it again (cached, with a grace
-            # period during outages) whether this human still exists and is enabled.
-            was_enabled = owner.enabled
-            state = self._ldap.recheck(domain, owner)
-            if not state.exists or not state.enabled:
-                if was_enabled or not state.from_cache:
-                    self._revocations.add(USER, owner.id)
-                self._fail(
-                    ctx,
-                    credential,
-                    "owner_gone_from_directory"
-                    if not state.exists
-                    else "owner_disabled_in_directory",
-                )
-            group_ids = state.group_ids
+        # A directory changes behind our back: the backend is asked again (an ldap one
+        # caches, with a grace period during outages) whether this human still exists
+        # and is enabled; sql always vouches, its row is checked below.
+        was_enabled = owner.enabled
+        state = self._backends.of(domain).recheck(domain, owner)
+        if not state.exists or not state.enabled:
+            if was_enabled or not state.from_cache:
+                self._revocations.add(USER, owner.id)
+            self._fail(
+                ctx,
+                credential,
+                "owner_gone_from_directory" if not state.exists else "owner_disabled_in_directory",
+            )
+        group_ids = state.group_ids
         if not owner.enabled or not domain.enabled:
             self._fail(ctx, credential, "owner_disabled")
         if credential.allowed_cidrs and not _address_in(ctx.source_ip, credential.allowed_cidrs):
@@ -836,9 +833,9 @@ class ApplicationCredentials(IdentityServiceBase):
     def _directory_groups(self, owner: User) -> list[str]:
         """An LDAP human's directory groups grant roles here too (as at credential use)."""
         domain = self._session.get(Domain, owner.domain_id)
-        if domain is None or domain.identity_backend != "ldap":
+        if domain is None:
             return []
-        state = self._ldap.recheck(domain, owner)
+        state = self._backends.of(domain).recheck(domain, owner)
         return state.group_ids if state.exists and state.enabled else []
 
     def _enforced_owner(

@@ -9,15 +9,8 @@ from sqlalchemy import delete, select
 from latchkey.audit import AuditTarget
 from latchkey.db import utcnow
 from latchkey.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from latchkey.identity.backends import IdentityBackend
-from latchkey.identity.backends.ldap.domains import LdapDomains
-from latchkey.identity.common import (
-    DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
-    IdentityServiceBase,
-    Page,
-    ServiceDeps,
-)
+from latchkey.identity.backends import IdentityBackend, IdentityBackends
+from latchkey.identity.common import IdentityServiceBase, Page, ServiceDeps, page_size
 from latchkey.identity.directory import Directory
 from latchkey.identity.models import Domain, Group, GroupMembership, Project, RoleAssignment, User
 from latchkey.identity.passwords import PasswordHasher
@@ -36,17 +29,15 @@ class Accounts(IdentityServiceBase):
         *,
         directory: Directory,
         hasher: PasswordHasher,
-        backends: dict[str, IdentityBackend],
-        ldap: LdapDomains,
+        backends: IdentityBackends,
     ) -> None:
         super().__init__(deps)
         self._directory = directory
         self._hasher = hasher
         self._backends = backends
-        self._ldap = ldap
 
     def backend_for(self, domain: Domain) -> IdentityBackend:
-        return self._backends[domain.identity_backend]
+        return self._backends.of(domain)
 
     def _writable_domain(self, domain_id: str) -> Domain:
         domain = self._directory.get_domain_record(domain_id)
@@ -68,11 +59,7 @@ class Accounts(IdentityServiceBase):
     def find_user(self, domain_id: str, name: str) -> User | None:
         """By name in a domain; in an ldap domain the directory answers (503 when down)."""
         domain = self._session.get(Domain, domain_id)
-        if domain is not None and domain.identity_backend == "ldap":
-            return self._ldap.find_user(domain, name)
-        return self._session.scalar(
-            select(User).where(User.domain_id == domain_id, User.name == name)
-        )
+        return self.backend_for(domain).find_user(domain, name) if domain else None
 
     def _check_default_project(self, data: dict[str, Any]) -> None:
         """Keystone's default project: any existing project (checked after enforcement,
@@ -201,25 +188,19 @@ class Accounts(IdentityServiceBase):
             domain_id = ctx.auth.domain_id
         self._enforce(ctx, "identity:user:list", Target(domain_id=domain_id))
         domain = self._session.get(Domain, domain_id) if domain_id else None
-        if domain is not None and domain.identity_backend == "ldap":
-            users, next_marker = self._ldap.list_users(
-                domain,
-                name=name,
-                marker=marker,
-                limit=min(limit or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+        if domain_id and domain is None:
+            return Page([], None)
+        size = page_size(limit)
+        if domain is None:  # no domain named: the rows of every domain, shadow rows too
+            users, next_marker = self._backends.sql.list_users(
+                None, name=name, kind=kind, enabled=enabled, marker=marker, limit=size
             )
-            self._session.commit()  # the refreshed shadow rows
-            return Page(users, next_marker)
-        query = select(User)
-        if domain_id:
-            query = query.where(User.domain_id == domain_id)
-        if name:
-            query = query.where(User.name == name)
-        if kind:
-            query = query.where(User.kind == kind)
-        if enabled is not None:
-            query = query.where(User.enabled == enabled)
-        return self._page(query, User.id, marker, limit)
+        else:
+            users, next_marker = self.backend_for(domain).list_users(
+                domain, name=name, kind=kind, enabled=enabled, marker=marker, limit=size
+            )
+        self._session.commit()  # shadow rows the backend refreshed
+        return Page(users, next_marker)
 
     def update_user(self, ctx: CallContext, user_id: str, data: dict[str, Any]) -> User:
         user = self._enforced_user(ctx, "identity:user:update", user_id)
@@ -373,21 +354,19 @@ class Accounts(IdentityServiceBase):
             domain_id = ctx.auth.domain_id
         self._enforce(ctx, "identity:group:list", Target(domain_id=domain_id))
         domain = self._session.get(Domain, domain_id) if domain_id else None
-        if domain is not None and domain.identity_backend == "ldap":
-            groups, next_marker = self._ldap.list_groups(
-                domain,
-                name=name,
-                marker=marker,
-                limit=min(limit or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+        if domain_id and domain is None:
+            return Page([], None)
+        size = page_size(limit)
+        if domain is None:  # no domain named: the groups of every domain
+            groups, next_marker = self._backends.sql.list_groups(
+                None, name=name, marker=marker, limit=size
             )
-            self._session.commit()
-            return Page(groups, next_marker)
-        query = select(Group)
-        if domain_id:
-            query = query.where(Group.domain_id == domain_id)
-        if name:
-            query = query.where(Group.name == name)
-        return self._page(query, Group.id, marker, limit)
+        else:
+            groups, next_marker = self.backend_for(domain).list_groups(
+                domain, name=name, marker=marker, limit=size
+            )
+        self._session.commit()  # shadow rows the backend refreshed
+        return Page(groups, next_marker)
 
     def update_group(self, ctx: CallContext, group_id: str, data: dict[str, Any]) -> Group:
         group = self._enforced_group(ctx, "identity:group:update", group_id)

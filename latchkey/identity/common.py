@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from latchkey.audit import CHANGE, AuditLog, AuditTarget
 from latchkey.db import DbSession
 from latchkey.errors import Conflict
+from latchkey.identity.backends.sql import page_of
 from latchkey.identity.models import GroupMembership, Project, RoleAssignment, User
 from latchkey.policy.context import CallContext
 from latchkey.policy.enforcer import Enforcer, Target
@@ -99,10 +100,9 @@ class IdentityServiceBase:
     def _page(
         self, query: Select[Any], id_column: Any, marker: str | None, limit: int | None
     ) -> Page[Any]:
-        size = min(limit or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        if marker:
-            query = query.where(id_column > marker)
-        rows = list(self._session.scalars(query.order_by(id_column).limit(size + 1)))
-        more = len(rows) > size
-        rows = rows[:size]
-        return Page(rows, str(rows[-1].id) if more and rows else None)
+        rows, next_marker = page_of(self._session, query, id_column, marker, page_size(limit))
+        return Page(rows, next_marker)
+
+
+def page_size(limit: int | None) -> int:
+    return min(limit or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)

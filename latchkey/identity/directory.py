@@ -9,23 +9,22 @@ from sqlalchemy import and_, delete, func, not_, select
 from latchkey.audit import AuditTarget
 from latchkey.db import new_id
 from latchkey.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from latchkey.identity.backends.ldap.domains import LdapDomains
+from latchkey.identity.backends import IdentityBackends
 from latchkey.identity.common import IdentityServiceBase, Page, ServiceDeps
 from latchkey.identity.models import Domain, Project, ProjectTag, User
 from latchkey.policy.context import CallContext
 from latchkey.policy.enforcer import UNKNOWN, Target
 from latchkey.tokens.revocations import PROJECT, USER
 
-IDENTITY_BACKENDS = ("sql", "ldap")
 MAX_PROJECT_TAGS = 80  # Keystone's limit
 MAX_TAG_LENGTH = 255
 MAX_PROJECT_DEPTH = 32  # bounds every walk up the hierarchy
 
 
 class Directory(IdentityServiceBase):
-    def __init__(self, deps: ServiceDeps, *, ldap: LdapDomains) -> None:
+    def __init__(self, deps: ServiceDeps, *, backends: IdentityBackends) -> None:
         super().__init__(deps)
-        self._ldap = ldap
+        self._backends = backends
 
     # -- domains ----------------------------------------------------------------
 
@@ -44,28 +43,18 @@ class Directory(IdentityServiceBase):
 
     def create_domain(self, ctx: CallContext, data: dict[str, Any]) -> Domain:
         self._enforce(ctx, "identity:domain:create", Target())
-        backend = data.get("identity_backend", "sql")
-        if backend not in IDENTITY_BACKENDS:
+        backend_name = data.get("identity_backend", "sql")
+        backend = self._backends.named(backend_name)
+        if backend is None:
             raise InvalidRequest(
-                f"identity_backend {backend!r} is not available", code="unsupported_backend"
+                f"identity_backend {backend_name!r} is not available", code="unsupported_backend"
             )
         if self._session.scalar(select(Domain.id).where(Domain.name == data["name"])):
             raise Conflict(f"a domain named {data['name']!r} exists", code="domain_name_taken")
         data = dict(data)
         options = data.pop("ldap", None)
         domain = Domain(id=new_id(), **data)
-        if backend == "ldap":
-            if not options:
-                raise InvalidRequest(
-                    "an ldap domain needs its `ldap` options", code="ldap_invalid_config"
-                )
-            domain.ldap_config, domain.ldap_password_sealed = self._ldap.prepare(
-                domain.id, domain.name, options, None
-            )
-        elif options is not None:
-            raise InvalidRequest(
-                "`ldap` options belong to ldap domains", code="ldap_invalid_config"
-            )
+        backend.configure(domain, options)
         self._session.add(domain)
         self._session.flush()
         self._record_change(
@@ -111,17 +100,9 @@ class Directory(IdentityServiceBase):
         data = dict(data)
         options = data.pop("ldap", None)
         if options is not None:
-            if domain.identity_backend != "ldap":
-                raise InvalidRequest(
-                    "`ldap` options belong to ldap domains", code="ldap_invalid_config"
-                )
-            # Options given replace the stored ones key by key; the password stays unless
-            # a new one is given. The result is tested before it is saved.
-            merged = {**(domain.ldap_config or {}), **options}
-            domain.ldap_config, domain.ldap_password_sealed = self._ldap.prepare(
-                domain.id, data.get("name", domain.name), merged, domain.ldap_password_sealed
+            self._backends.of(domain).reconfigure(
+                domain, options, name=data.get("name", domain.name)
             )
-            self._ldap.forget(domain.id)
             data["ldap"] = "changed"
         for key, value in data.items():
             if key != "ldap":
@@ -156,7 +137,7 @@ class Directory(IdentityServiceBase):
             ctx, "identity:domain:delete", AuditTarget("domain", domain_id, domain_id=domain_id)
         )
         self._commit("domain_in_use", "the domain is still referenced")
-        self._ldap.discard(domain_id)
+        self._backends.of(domain).discard(domain_id)
 
     def _revoke_domain_users(self, domain_id: str) -> None:
         for user_id in self._session.scalars(select(User.id).where(User.domain_id == domain_id)):

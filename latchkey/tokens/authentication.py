@@ -21,7 +21,7 @@ from latchkey.credentials.trusts import TrustGrant, Trusts
 from latchkey.db import DbSession, utcnow
 from latchkey.errors import AuthenticationFailed, Forbidden, InvalidRequest
 from latchkey.identity.accounts import APPLICATION, Accounts
-from latchkey.identity.backends.ldap.domains import LdapDomains
+from latchkey.identity.backends import IdentityBackends
 from latchkey.identity.directory import Directory
 from latchkey.identity.models import Domain, GroupMembership, Project, Role, RoleAssignment, User
 from latchkey.identity.roles import Roles
@@ -41,7 +41,7 @@ class Authentication:
         tokens: Tokens,
         audit: AuditLog,
         credentials: ApplicationCredentials,
-        ldap: LdapDomains,
+        backends: IdentityBackends,
         *,
         lockout_attempts: int,
         lockout_duration: timedelta,
@@ -54,7 +54,7 @@ class Authentication:
         self._roles = roles
         self._tokens = tokens
         self._credentials = credentials
-        self._ldap = ldap
+        self._backends = backends
         self._audit = audit
         self._lockout_attempts = lockout_attempts
         self._lockout_duration = lockout_duration
@@ -92,7 +92,7 @@ class Authentication:
         scope_ref: dict[str, Any] | None,
     ) -> IssuedToken:
         user, domain = self._check_password(ctx, user_ref, password)
-        group_ids = self._ldap.group_ids(domain, user) if domain.identity_backend == "ldap" else []
+        group_ids = self._backends.of(domain).group_ids(domain, user)
         if not scope_ref and user.default_project_id:
             scope, roles = self._default_project(user, group_ids)
         elif scope_ref and "trust" in scope_ref:
@@ -386,7 +386,7 @@ class Authentication:
     ) -> tuple[User, Domain]:
         user, domain = self._find_user(user_ref)
         if user is None or domain is None:
-            self._accounts.backend_for(_SQL_DOMAIN).verify_password(_NOBODY, password)
+            self._backends.sql.verify_password(_NOBODY, password)
             self._fail(ctx, None, "unknown_user", user_ref)
         assert user is not None and domain is not None
         now = utcnow()
@@ -397,7 +397,7 @@ class Authentication:
         locked = (
             lockout is not None and lockout.locked_until is not None and lockout.locked_until > now
         )
-        verified = self._accounts.backend_for(domain).verify_password(user, password)
+        verified = self._backends.of(domain).verify_password(user, password)
         if locked:
             self._fail(ctx, user, "locked")
         if not verified:
@@ -583,6 +583,5 @@ def _lockout_source(ctx: CallContext) -> str:
     return (ctx.source_ip or "unknown")[:64]
 
 
-# Stand-ins for the unknown-user path: verifying against them costs a real hash check.
-_SQL_DOMAIN = Domain(id="", name="", identity_backend="sql")
+# A stand-in for the unknown-user path: verifying against it costs a real hash check.
 _NOBODY = User(id="", name="", domain_id="", password_hash=None)

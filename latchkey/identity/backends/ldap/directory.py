@@ -467,6 +467,36 @@ class LdapDirectory:
         )
         return self._group(entries[0]) if len(entries) == 1 else None
 
+    def get_group(self, ldap_id: str) -> LdapGroup | None:
+        if not ldap_id or "\x00" in ldap_id:
+            return None
+        entries = self._search(
+            self.config.groups_base,
+            self._group_filter(self.config.group_id_attribute, ldap_id),
+            self._group_attributes(),
+        )
+        return self._group(entries[0]) if len(entries) == 1 else None
+
+    def members_of(self, group: LdapGroup) -> list[LdapUser]:
+        """The group's members that are users of this directory (others are skipped)."""
+        attribute = self.config.group_member_attribute
+        entries = self._search(group.dn, self._group_filter(), [attribute], scope=ldap3.BASE)
+        values = (entries[0].get("attributes") or {}).get(attribute) if entries else None
+        if isinstance(values, str):
+            values = [values]
+        members = []
+        for value in values or []:
+            if self.config.group_members_are_ids:
+                user = self.get_user(value)
+            else:
+                found = self._search(
+                    value, self._user_filter(), self._user_attributes(), scope=ldap3.BASE
+                )
+                user = self._user(found[0]) if len(found) == 1 else None
+            if user is not None:
+                members.append(user)
+        return members
+
     def iter_groups(self) -> Iterator[LdapGroup]:
         for entry in self._paged(
             self.config.groups_base, self._group_filter(), self._group_attributes()

@@ -26,7 +26,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
@@ -42,6 +41,7 @@ from latchkey.errors import (
     NotFound,
     ServiceUnavailable,
 )
+from latchkey.identity.backends import OwnerState
 from latchkey.identity.backends.ldap.directory import (
     LdapConfig,
     LdapDirectory,
@@ -78,16 +78,6 @@ SECRET_REF = re.compile(r"^([0-9a-f]{32})/([0-9a-f]{32})$")  # <project id>/<sec
 @functools.lru_cache(maxsize=65536)  # paging sorts whole listings by it, page after page
 def public_id(domain_id: str, kind: str, ldap_id: str) -> str:
     return uuid.uuid5(LDAP_ID_NAMESPACE, f"{domain_id}:{kind}:{ldap_id}").hex
-
-
-@dataclass(frozen=True)
-class OwnerState:
-    """What the directory (or the last known state, during an outage) says of a user."""
-
-    exists: bool
-    enabled: bool
-    group_ids: list[str]
-    from_cache: bool
 
 
 class LdapDomains:
@@ -171,6 +161,24 @@ class LdapDomains:
         if isinstance(given, str):
             password_ref = self._store_password(domain_id, value) if value else None
         return config.public(), password_ref
+
+    def configure(self, domain: Domain, options: dict[str, Any] | None) -> None:
+        if not options:
+            raise InvalidRequest(
+                "an ldap domain needs its `ldap` options", code="ldap_invalid_config"
+            )
+        domain.ldap_config, domain.ldap_password_sealed = self.prepare(
+            domain.id, domain.name, options, None
+        )
+
+    def reconfigure(self, domain: Domain, options: dict[str, Any], *, name: str) -> None:
+        # Options given replace the stored ones key by key; the password stays unless
+        # a new one is given. The result is tested before it is saved.
+        merged = {**(domain.ldap_config or {}), **options}
+        domain.ldap_config, domain.ldap_password_sealed = self.prepare(
+            domain.id, name, merged, domain.ldap_password_sealed
+        )
+        self.forget(domain.id)
 
     def _store_password(self, domain_id: str, value: str) -> bytes:
         entry = self._system.put(PASSWORD_PREFIX + domain_id, value.encode())
@@ -320,6 +328,19 @@ class LdapDomains:
         self._dns[user.id] = found.dn
         return user
 
+    def get_user(self, domain: Domain, user_id: str) -> User | None:
+        """The shadow row, refreshed from the directory (None once the entry is gone)."""
+        row = self._session.get(User, user_id)
+        if row is None or row.domain_id != domain.id or not row.external_id:
+            return None
+        ldap_id = row.external_id
+        found = self._call(domain, "get_user", lambda d: d.get_user(ldap_id))
+        if found is None:
+            return None
+        user = self._sync_user(domain, found)
+        self._dns[user.id] = found.dn
+        return user
+
     def verify_password(self, user: User, password: str) -> bool:
         domain = self._session.get(Domain, user.domain_id)
         if domain is None or not user.external_id:
@@ -380,9 +401,17 @@ class LdapDomains:
             raise _unavailable(domain) from exc
 
     def list_users(
-        self, domain: Domain, *, name: str | None, marker: str | None, limit: int
+        self,
+        domain: Domain,
+        *,
+        name: str | None,
+        kind: str | None,
+        enabled: bool | None,
+        marker: str | None,
+        limit: int,
     ) -> tuple[list[User], str | None]:
-        """Every user, by paged searches; shadow rows refreshed for the page returned."""
+        """Every user, by paged searches; shadow rows refreshed for the page returned.
+        ``kind`` and ``enabled`` are not applied: a directory lists its people as they are."""
         if name:
             user = self.find_user(domain, name)
             return ([user] if user else []), None
@@ -399,8 +428,8 @@ class LdapDomains:
         self, domain: Domain, *, name: str | None, marker: str | None, limit: int
     ) -> tuple[list[Group], str | None]:
         if name:
-            group = self._call(domain, "find_group", lambda d: d.find_group(name))
-            return (self._sync_groups(domain, [group]) if group else []), None
+            group = self.find_group(domain, name)
+            return ([group] if group else []), None
         entries = self._listing(domain, "group", lambda d: list(d.iter_groups()))
         return self._page(
             entries,
@@ -409,6 +438,31 @@ class LdapDomains:
             lambda e: public_id(domain.id, "group", e.ldap_id),
             lambda page: self._sync_groups(domain, page),
         )
+
+    def get_group(self, domain: Domain, group_id: str) -> Group | None:
+        row = self._session.get(Group, group_id)
+        if row is None or row.domain_id != domain.id or not row.external_id:
+            return None
+        ldap_id = row.external_id
+        found = self._call(domain, "get_group", lambda d: d.get_group(ldap_id))
+        return self._sync_groups(domain, [found])[0] if found else None
+
+    def find_group(self, domain: Domain, name: str) -> Group | None:
+        found = self._call(domain, "find_group", lambda d: d.find_group(name))
+        return self._sync_groups(domain, [found])[0] if found else None
+
+    def groups_of(self, domain: Domain, user: User) -> list[Group]:
+        ids = self.group_ids(domain, user)
+        query = select(Group).where(Group.id.in_(ids)).order_by(Group.name)
+        return list(self._session.scalars(query))
+
+    def members_of(self, domain: Domain, group: Group) -> list[User]:
+        ldap_id = group.external_id or ""
+        entry = self._call(domain, "get_group", lambda d: d.get_group(ldap_id))
+        if entry is None:
+            return []
+        members = self._call(domain, "members_of", lambda d: d.members_of(entry))
+        return sorted(self._sync_users(domain, members), key=lambda user: user.name)
 
     def _listing(
         self, domain: Domain, kind: str, scan: Callable[[LdapDirectory], list[Any]]
