@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -87,7 +86,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(keystone.blp)
     services = app.extensions["latchkey"] = build_services(settings, database)
     _write_after_responses(
-        app, lambda: database.engine, [services.decision_recorder, services.usage_recorder]
+        app, database.engine, [services.decision_recorder, services.usage_recorder]
     )
     _defend(app, settings, database)
     _load_own_secrets(app)
@@ -131,19 +130,15 @@ class AfterResponseWriter(Protocol):
     def flush(self, engine: Engine) -> None: ...
 
 
-def _write_after_responses(
-    app: Flask, engine_of: Callable[[], Engine], writers: list[AfterResponseWriter]
-) -> None:
+def _write_after_responses(app: Flask, engine: Engine, writers: list[AfterResponseWriter]) -> None:
     """Writes that need not delay an answer — decision samples (DecisionRecorder),
     last_used_at (UsageRecorder) — happen once the response has been sent: the
     WSGI server closes the response after writing it, and Flask then calls these."""
 
     @app.after_request
     def _schedule(response: Response) -> Response:
-        due = [writer for writer in writers if writer.flush_due()]
-        if due:
-            engine = engine_of()
-            for writer in due:
+        for writer in writers:
+            if writer.flush_due():
                 response.call_on_close(functools.partial(writer.flush, engine))
         return response
 

@@ -6,6 +6,7 @@ the same services from the same Database they hand in.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -104,7 +105,7 @@ class Services:
     database: Database
 
 
-def open_database(settings: Settings, scopefunc: Any = None) -> Database:
+def open_database(settings: Settings, scopefunc: Callable[[], Any] | None = None) -> Database:
     """Latchkey's Database for ``settings``; ``scopefunc``: see ``Database``."""
     url, options = _sqlite_defaults(
         make_url(settings.effective_database_url), engine_options(settings), settings.home_path
