@@ -43,7 +43,7 @@ def test_the_middleware_loads_no_flask_sqlalchemy_or_oso(tmp_path: Path) -> None
 def test_building_an_app_leaves_a_hosts_engines_and_sessions_alone(tmp_path: Path) -> None:
     seen = run(
         f"""
-        import os
+        import os, sys
         os.environ["LATCHKEY_HOME"] = {str(tmp_path / "home")!r}
         from sqlalchemy import create_engine, event, text
         from sqlalchemy.orm import Session
@@ -64,8 +64,8 @@ def test_building_an_app_leaves_a_hosts_engines_and_sessions_alone(tmp_path: Pat
             ]
             session.info["latchkey_on_commit"] = {{"k": lambda: print("ran a Latchkey hook")}}
             session.commit()
-        print(journal, foreign_keys, hooks)
+        print(journal, foreign_keys, hooks, "flask_sqlalchemy" in sys.modules)
         """,
         tmp_path,
     )
-    assert seen == "delete 0 [False, False, 0, 0]"
+    assert seen == "delete 0 [False, False, 0, 0] False"
