@@ -150,7 +150,6 @@ def issue_tokens(
 ) -> Tokens:
     """Tokens made in-process with the seeded keys (the served workers accept them)."""
     from latchkey.app import create_app
-    from latchkey.db import db
     from latchkey.policy.context import CallContext
     from latchkey.tokens.service import Scope
 
@@ -187,8 +186,8 @@ def issue_tokens(
                     ["password"],
                 ).token
             )
-        db.session.remove()
-        db.engine.dispose()
+        services.database.remove()
+        services.database.dispose()
     return Tokens(admin, issued, minted, by_project)
 
 

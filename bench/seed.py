@@ -24,12 +24,11 @@ from typing import Any
 from flask import Flask
 from flask_migrate import upgrade
 from latchkey.app import create_app
-from latchkey.db import db
 from latchkey.identity.models import User
 from latchkey.identity.passwords import PasswordHasher
 from latchkey.policy.context import AuthContext, CallContext
 from latchkey.settings import Settings
-from sqlalchemy import event, update
+from sqlalchemy import event, func, update
 
 ADMIN_PASSWORD = "bench-admin-password"
 SEED_PASSWORD = "bench-user-password"
@@ -205,14 +204,15 @@ def tenant_policy(members: list[str], credential_ids: list[str]) -> dict[str, An
 
 def _fast_sqlite(app: Flask) -> None:
     """Seeding only: no fsync per commit (the served workers keep the defaults)."""
-    if db.engine.dialect.name != "sqlite":
+    engine = app.extensions["latchkey"].database.engine
+    if engine.dialect.name != "sqlite":
         return
 
-    @event.listens_for(db.engine, "connect")
+    @event.listens_for(engine, "connect")
     def _pragmas(connection: Any, _record: Any) -> None:
         connection.execute("PRAGMA synchronous=OFF")
 
-    db.engine.dispose()
+    engine.dispose()
 
 
 def _ctx(user_id: str, project_id: str | None, roles: set[str], admin: bool = False) -> CallContext:
@@ -276,12 +276,12 @@ def seed(settings: Settings, scale: Scale, log: Any = print) -> dict[str, Any]:
             settings.password_min_length,
         )
         shared_hash = hasher.hash(SEED_PASSWORD)
-        db.session.execute(
+        services.database.session.execute(
             update(User)
             .where(User.id.in_([u["id"] for u in users]))
-            .values(password_hash=shared_hash, password_changed_at=db.func.now())
+            .values(password_hash=shared_hash, password_changed_at=func.now())
         )
-        db.session.commit()
+        services.database.session.commit()
 
         credentials: list[dict[str, str]] = []
         for user in users[: scale.credentials]:
@@ -328,7 +328,7 @@ def seed(settings: Settings, scale: Scale, log: Any = print) -> dict[str, Any]:
             assert len(document["rules"]) == scale.rules
             services.policies.put(admin, project, document)
         log(f"  {len(policy_projects)} tenant policies ({time.monotonic() - started:.0f} s)")
-        db.session.remove()
+        services.database.remove()
     return {
         "scale": scale.key(),
         "seconds": round(time.monotonic() - started, 1),

@@ -1,7 +1,8 @@
-"""The database handle: Flask-SQLAlchemy over SQLAlchemy 2 typed models.
+"""The database: plain SQLAlchemy 2 typed models, Latchkey's engine and sessions.
 
-Models subclass ``Base`` (plain SQLAlchemy), so modules that only need the
-schema do not depend on Flask; ``db`` binds them to the application.
+Models subclass ``Base``. ``Database`` is Latchkey's own engine and session factory;
+every listener below is attached to that engine, its pool and its sessions only, so a
+process that imports Latchkey keeps its own engines and sessions as they were.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import DateTime, Engine, MetaData, Pool, TypeDecorator, event
+from sqlalchemy import URL, DateTime, Engine, MetaData, TypeDecorator, create_engine, event
 from sqlalchemy.engine import Dialect, ExceptionContext
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.orm import DeclarativeBase, Session, scoped_session
+from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,8 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-# expire_on_commit=False: views serialise objects after the service committed,
-# without a lazy reload touching the session from the HTTP layer.
-db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
-
-# The request-scoped session services are given (Flask-SQLAlchemy's scoped_session).
+# The scoped session services are given (Database.session): one session per scope,
+# an application context when the HTTP front door runs them.
 DbSession = scoped_session[Any]
 
 
@@ -75,7 +72,6 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-@event.listens_for(Engine, "connect")
 def _sqlite_foreign_keys(dbapi_connection: Any, connection_record: Any) -> None:
     """Per-connection SQLite settings.
 
@@ -94,7 +90,6 @@ def _sqlite_foreign_keys(dbapi_connection: Any, connection_record: Any) -> None:
         cursor.close()
 
 
-@event.listens_for(Pool, "checkout")
 def _ping_postgresql(dbapi_connection: Any, connection_record: Any, proxy: Any) -> None:
     """PostgreSQL's check that a pooled connection still works, in one round trip.
 
@@ -222,7 +217,6 @@ class DatabaseState:
 DATABASE = DatabaseState()
 
 
-@event.listens_for(Engine, "do_connect")
 def _connect_or_fail_fast(dialect: Dialect, _record: Any, cargs: Any, cparams: Any) -> Any:
     if dialect.name != "postgresql":
         return None  # SQLite: the dialect connects as usual
@@ -239,14 +233,12 @@ def _connect_or_fail_fast(dialect: Dialect, _record: Any, cargs: Any, cparams: A
         raise
 
 
-@event.listens_for(Engine, "handle_error")
 def _note_outage(context: ExceptionContext) -> None:
     """Any statement or connection failing for want of the database marks the outage."""
     if context.is_disconnect or _is_connection_error(context.original_exception):
         DATABASE.failed(context.original_exception)
 
 
-@event.listens_for(Pool, "checkout")
 def _note_reached(dbapi_connection: Any, connection_record: Any, proxy: Any) -> None:
     """A connection checked out (after _ping_postgresql found it alive): the database is up."""
     DATABASE.reached()
@@ -262,12 +254,56 @@ def on_commit(session: Any, key: str, callback: Callable[[], None]) -> None:
     session.info.setdefault(_ON_COMMIT, {})[key] = callback
 
 
-@event.listens_for(Session, "after_commit")
 def _run_on_commit(session: Session) -> None:
     for callback in session.info.pop(_ON_COMMIT, {}).values():
         callback()
 
 
-@event.listens_for(Session, "after_rollback")
 def _forget_on_commit(session: Session) -> None:
     session.info.pop(_ON_COMMIT, None)
+
+
+class Database:
+    """Latchkey's engine and its scoped session.
+
+    ``scopefunc`` names the scope a session lives in (Flask's side passes the current
+    application context, as Flask-SQLAlchemy did); without one, a session per thread.
+    ``metadata`` and ``engine`` are what Flask-Migrate's Alembic environment reads.
+    """
+
+    metadata = Base.metadata
+
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        scopefunc: Callable[[], Any] | None = None,
+        **engine_options: Any,
+    ) -> None:
+        self.engine: Engine = create_engine(url, **engine_options)
+        _listen_to_engine(self.engine)
+        # expire_on_commit=False: views serialise objects after the service committed,
+        # without a lazy reload touching the session from the HTTP layer.
+        self.session_factory = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self.session: DbSession = scoped_session(self.session_factory, scopefunc)
+        # sessionmaker made a Session subclass of its own: these reach no other session.
+        event.listen(self.session_factory, "after_commit", _run_on_commit)
+        event.listen(self.session_factory, "after_rollback", _forget_on_commit)
+
+    def remove(self) -> None:
+        """Close the current scope's session (the end of a request or command)."""
+        self.session.remove()
+
+    def dispose(self) -> None:
+        """Close the pool's connections (before a fork, at the end of a test)."""
+        self.engine.dispose()
+
+
+def _listen_to_engine(engine: Engine) -> None:
+    # An Engine target puts pool events on its pool (kept by dispose()'s new pool)
+    # and dialect events on its own dialect.
+    event.listen(engine, "connect", _sqlite_foreign_keys)
+    event.listen(engine, "checkout", _ping_postgresql)
+    event.listen(engine, "checkout", _note_reached)  # after the ping found it alive
+    event.listen(engine, "do_connect", _connect_or_fail_fast)
+    event.listen(engine, "handle_error", _note_outage)

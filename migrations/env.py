@@ -16,6 +16,7 @@ logger = logging.getLogger('alembic.env')
 
 
 def get_engine():
+    # The Database create_app handed to Migrate(app, database): Latchkey's own engine.
     return current_app.extensions['migrate'].db.engine
 
 
@@ -41,8 +42,7 @@ target_db = current_app.extensions['migrate'].db
 
 
 def get_metadata():
-    if hasattr(target_db, 'metadatas'):
-        return target_db.metadatas[None]
+    # latchkey.db.Database: one engine, one MetaData (Base.metadata).
     return target_db.metadata
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, text
 from werkzeug.test import TestResponse
 
 from latchkey.app import create_app
-from latchkey.db import db
+from latchkey.db import Database
 from latchkey.frontdoors.http.attack_audit import ATTACK_TRAIL
 from latchkey.frontdoors.http.throttling import reset_throttling
 from latchkey.settings import Settings
@@ -70,6 +70,12 @@ def make_settings(home: Path, database_url: str, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings.from_mapping(values)
+
+
+def database_of(app: Flask) -> Database:
+    """The app's Database: its engine, and the session of the current app context."""
+    database: Database = app.extensions["latchkey"].database
+    return database
 
 
 def build_app(settings: Settings) -> Flask:
@@ -121,6 +127,7 @@ def _app_for(
 
 
 def reset_database(app: Flask) -> None:
+    db = database_of(app)
     with app.app_context():
         db.session.remove()
         # The previous test's buffered decision samples, written now, then emptied.
@@ -148,7 +155,7 @@ def app(
     reset_database(application)
     yield application
     with application.app_context():
-        db.session.remove()
+        database_of(application).session.remove()
 
 
 @pytest.fixture

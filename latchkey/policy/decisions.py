@@ -207,15 +207,21 @@ class PrincipalCache:
     on PostgreSQL). Without a signal nothing is kept. Bounded: the oldest first.
     """
 
-    def __init__(self, signal: ChangeSignal | None, size: int = PRINCIPALS_KEPT) -> None:
+    def __init__(
+        self,
+        signal: ChangeSignal | None,
+        sessions: DbSession | None = None,
+        size: int = PRINCIPALS_KEPT,
+    ) -> None:
         self._signal = signal
         self._size = size
         self._entries: dict[str, StoredPrincipal] = {}
         self._lock = threading.Lock()
-        if signal is not None:
+        if signal is not None and sessions is not None:
             # This worker's own changes count at once, not when the database's
-            # notification arrives (PostgreSQL sends it just after the commit).
-            event.listen(Session, "after_flush", self._note_own_changes)
+            # notification arrives (PostgreSQL sends it just after the commit). Latchkey's
+            # own sessions only: a host process's sessions are not ours to watch.
+            event.listen(sessions, "after_flush", self._note_own_changes)
 
     def _note_own_changes(self, session: Session, _context: Any) -> None:
         changed = itertools.chain(session.new, session.dirty, session.deleted)

@@ -18,8 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event
 
-from latchkey.db import db
-from tests.conftest import ADMIN_PASSWORD, Api
+from tests.conftest import ADMIN_PASSWORD, Api, database_of
 from tests.integration.test_bad_input import assert_problem
 
 PASSWORD = "a-long-enough-password"
@@ -197,7 +196,7 @@ def broken_user_insert(app: Flask) -> Iterator[None]:
         return statement, params
 
     with app.app_context():
-        engine = db.engine
+        engine = database_of(app).engine
     event.listen(engine, "before_cursor_execute", break_it, retval=True)
     yield
     event.remove(engine, "before_cursor_execute", break_it)

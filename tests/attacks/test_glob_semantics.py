@@ -38,13 +38,12 @@ from sqlalchemy import (
     select,
 )
 
-from latchkey.db import db
 from latchkey.policy.documents import Condition, Rule
 from latchkey.policy.engine import Principal, ResourceRef, rule_matches
 from latchkey.policy.globs import GlobError, compile_glob, glob_match, glob_sql
 from latchkey.policy.globs import check as glob_problem
 from latchkey.policy.plan import ALWAYS, NEVER, plan, to_sql
-from tests.conftest import Api
+from tests.conftest import Api, database_of
 
 # -- the language, as docs/policy.md states it ------------------------------------------
 
@@ -406,7 +405,7 @@ def tenant(app: Flask, api: Api, admin_token: str) -> Iterator[tuple[Api, str, s
         api.ok("PUT", f"/v1/projects/{project}/users/{user['id']}/roles/{role}", admin_token)
         tokens[name] = api.login(name, PASSWORD, project="globs")
     with app.app_context():
-        engine = db.engine
+        engine = database_of(app).engine
     # Requests must not run inside this app context: Flask would share its `g` with them.
     PROBE.create_all(engine)
     try:

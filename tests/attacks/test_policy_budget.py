@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from latchkey.db import db
 from latchkey.policy.documents import MAX_COST
 from tests.attacks.worst_policy import (
     LAST_RULE,
@@ -28,7 +27,7 @@ from tests.attacks.worst_policy import (
     worst_check,
     worst_document,
 )
-from tests.conftest import Api, build_app, make_settings, reset_database
+from tests.conftest import Api, build_app, database_of, make_settings, reset_database
 from tests.integration.test_policy import (
     READ,
     SERVICE,
@@ -424,7 +423,7 @@ def fresh(app: Flask) -> Iterator[Env]:
     reset_database(app)
     yield set_up(app, Api(app.test_client()))
     with app.app_context():
-        db.session.remove()
+        database_of(app).session.remove()
 
 
 @pytest.fixture

@@ -8,10 +8,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask import Flask
 
-from latchkey.db import Base, db
+from latchkey.db import Base
+from tests.conftest import database_of
 
 
 def test_migrated_schema_matches_the_models(app: Flask) -> None:
-    with app.app_context(), db.engine.connect() as conn:
+    with app.app_context(), database_of(app).engine.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert differences == []

@@ -33,8 +33,7 @@ from werkzeug.test import TestResponse
 
 from latchkey.credentials.models import ApplicationCredential, CredentialSecret
 from latchkey.credentials.service import SECRET_PREFIX, ApplicationCredentials
-from latchkey.db import db
-from tests.conftest import Api
+from tests.conftest import Api, database_of
 
 PASSWORD = "attack-password-1234"
 URLSAFE = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"  # base64url order
@@ -148,9 +147,11 @@ def _neighbour(char: str, step: int = 1) -> str:
 
 def _set_expiry(app: Flask, model: Any, row_id: str, when: datetime) -> None:
     with app.app_context():
-        db.session.execute(update(model).where(model.id == row_id).values(expires_at=when))
-        db.session.commit()
-        db.session.remove()
+        database_of(app).session.execute(
+            update(model).where(model.id == row_id).values(expires_at=when)
+        )
+        database_of(app).session.commit()
+        database_of(app).session.remove()
 
 
 # -- secrets that are not the secret -----------------------------------------------------
@@ -302,10 +303,10 @@ def test_padded_and_truncated_secrets(
 def test_the_stored_hash_is_not_a_secret(world: World, cred: dict[str, Any]) -> None:
     """Pass-the-hash: what a database copy holds does not authenticate."""
     with world.app.app_context():
-        stored = db.session.scalar(
+        stored = database_of(world.app).session.scalar(
             select(CredentialSecret.secret_hash).where(CredentialSecret.id == cred["secret_id"])
         )
-        db.session.remove()
+        database_of(world.app).session.remove()
     assert stored
     for label, variant in (
         ("stored", stored),
@@ -618,8 +619,8 @@ def test_no_secret_in_logs_audit_errors_or_database(
     assert not leaked(json.dumps(events))
     assert not leaked(rows)
     with world.app.app_context():
-        stored = db.session.scalars(select(CredentialSecret.secret_hash)).all()
-        db.session.remove()
+        stored = database_of(world.app).session.scalars(select(CredentialSecret.secret_hash)).all()
+        database_of(world.app).session.remove()
     assert len(stored) == 3
     for value in stored:
         assert re.fullmatch(r"[A-Za-z0-9_.-]+\$[0-9a-f]{64}", value), value
@@ -633,10 +634,10 @@ def _broken_record_use(self: ApplicationCredentials, verified: Any) -> None:
 def _database_dump(app: Flask) -> str:
     """Every row of every table, as text."""
     with app.app_context():
-        with db.engine.connect() as conn:
+        with database_of(app).engine.connect() as conn:
             dump = [
                 repr(list(conn.execute(table.select()).all()))
-                for table in db.metadata.sorted_tables
+                for table in database_of(app).metadata.sorted_tables
             ]
-        db.session.remove()
+        database_of(app).session.remove()
     return "\n".join(dump)

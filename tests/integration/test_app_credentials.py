@@ -24,8 +24,7 @@ from sqlalchemy import func, select, update
 from werkzeug.test import TestResponse
 
 from latchkey.credentials.models import ApplicationCredential, CredentialSecret
-from latchkey.db import db
-from tests.conftest import Api
+from tests.conftest import Api, database_of
 
 PASSWORD = "person-password-1"
 
@@ -140,16 +139,16 @@ def login_fails(api: Api, credential: dict[str, Any], secret: str | None = None)
 def db_rows(app: Flask, model: type[Any], **where: Any) -> list[Any]:
     with app.app_context():
         query = select(model).filter_by(**where)
-        rows = list(db.session.scalars(query))
-        db.session.remove()
+        rows = list(database_of(app).session.scalars(query))
+        database_of(app).session.remove()
         return rows
 
 
 def db_set(app: Flask, model: type[Any], row_id: str, **values: Any) -> None:
     with app.app_context():
-        db.session.execute(update(model).where(model.id == row_id).values(**values))
-        db.session.commit()
-        db.session.remove()
+        database_of(app).session.execute(update(model).where(model.id == row_id).values(**values))
+        database_of(app).session.commit()
+        database_of(app).session.remove()
 
 
 @pytest.fixture
@@ -941,12 +940,12 @@ def test_concurrent_secret_additions(
     )
     assert outcomes == [(201, None), (201, None)]
     with app.app_context():
-        count = db.session.scalar(
+        count = database_of(app).session.scalar(
             select(func.count())
             .select_from(CredentialSecret)
             .where(CredentialSecret.credential_id == cred["id"])
         )
-        db.session.remove()
+        database_of(app).session.remove()
     assert count == 3
     assert len(api.ok("GET", creds_path(alice.id, cred["id"]), alice.token)["secrets"]) == 3
 

@@ -24,9 +24,8 @@ from click.testing import CliRunner
 from flask import Flask
 from sqlalchemy import create_engine, make_url, text
 
-from latchkey.db import db
 from latchkey.frontdoors.cli.main import main
-from tests.conftest import ADMIN_PASSWORD, PG_ADMIN_URL, Api, build_app, make_settings
+from tests.conftest import ADMIN_PASSWORD, PG_ADMIN_URL, Api, build_app, database_of, make_settings
 
 PASSWORD = "restore-password-1"
 
@@ -201,8 +200,8 @@ def test_restore_then_fence_keeps_credentials_and_refuses_every_older_token(
         assert validity(new, new_admin, fresh) == 404
     finally:
         with restored.app_context():
-            db.session.remove()
-            db.engine.dispose()
+            database_of(restored).session.remove()
+            database_of(restored).engine.dispose()
 
 
 def test_restore_fence_refuses_a_time_without_offset_or_in_the_future(tmp_path: Path) -> None:

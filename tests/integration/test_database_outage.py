@@ -22,8 +22,8 @@ import pytest
 from flask import Flask
 from sqlalchemy import make_url
 
-from latchkey.db import DATABASE, db
-from tests.conftest import Api, build_app, make_settings, password_auth, reset_database
+from latchkey.db import DATABASE
+from tests.conftest import Api, build_app, database_of, make_settings, password_auth, reset_database
 from tests.forwarder import TcpForwarder
 
 PASSWORD = "outage-password-1234"
@@ -45,8 +45,8 @@ def outage_app(postgres_database: str, forwarder: TcpForwarder, tmp_path: Path) 
     yield app
     forwarder.restore()  # a test that failed mid-outage still closes its connections
     with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+        database_of(app).session.remove()
+        database_of(app).engine.dispose()
 
 
 def _basic(client_id: str, secret: str) -> dict[str, str]:

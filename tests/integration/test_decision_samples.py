@@ -17,11 +17,10 @@ from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from latchkey.db import db
 from latchkey.policy import recorder as policy_recorder
 from latchkey.policy.models import DecisionRecord
 from tests.authz.test_policy_personas import SERVICE
-from tests.conftest import Api
+from tests.conftest import Api, database_of
 
 PASSWORD = "persona-password-1234"
 SENSITIVE_SERVICE = {
@@ -60,7 +59,9 @@ def check(project: str, env: str) -> dict[str, Any]:
 
 def stored(app: Flask) -> int:
     with app.app_context():
-        return int(db.session.scalar(select(func.count()).select_from(DecisionRecord)) or 0)
+        return int(
+            database_of(app).session.scalar(select(func.count()).select_from(DecisionRecord)) or 0
+        )
 
 
 def test_samples_are_written_after_the_response(
@@ -83,9 +84,11 @@ def test_samples_are_written_after_the_response(
     assert stored(app) == before + 2  # a batch is one sampled request: one of its checks
 
     with app.app_context():
-        rows = db.session.scalars(
-            select(DecisionRecord).order_by(DecisionRecord.id.desc()).limit(2)
-        ).all()
+        rows = (
+            database_of(app)
+            .session.scalars(select(DecisionRecord).order_by(DecisionRecord.id.desc()).limit(2))
+            .all()
+        )
     ids = [r.resource["id"] for r in rows]
     assert ids[1] == "c-staging" and ids[0] in ("c-prod", "c-dev")
     for row in rows:

@@ -19,9 +19,8 @@ import pytest
 from flask import Flask
 from sqlalchemy import event
 
-from latchkey.db import db
 from latchkey.identity.models import RoleImplication
-from tests.conftest import Api
+from tests.conftest import Api, database_of
 from tests.integration.test_app_credentials import (
     claims_of,
     create_credential,
@@ -46,7 +45,7 @@ class Statements:
 def statements(app: Flask) -> Iterator[Statements]:
     seen = Statements()
     with app.app_context():
-        engine = db.engine
+        engine = database_of(app).engine
 
     def executed(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         seen.executed.append(" ".join(statement.split())[:100])
@@ -113,11 +112,11 @@ def test_effective_roles_follow_implications_and_groups_at_once(
     # A cycle written behind the API's back (the API refuses them) does not hang a login.
     with app.app_context():
         ids = {r["name"]: r["id"] for r in api.ok("GET", "/v1/roles", admin_token)["roles"]}
-        db.session.add(
+        database_of(app).session.add(
             RoleImplication(prior_role_id=ids["builder"], implied_role_id=ids["deployer"])
         )
-        db.session.commit()
-        db.session.remove()
+        database_of(app).session.commit()
+        database_of(app).session.remove()
     response = credential_login(api, credential["secret"], credential_id=credential["id"])
     assert response.status_code == 201, response.get_json()
     assert claims_of(response.get_json()["token"])["roles"] == [
@@ -141,7 +140,7 @@ def test_last_used_at_is_written_once_the_response_is_closed(
 
     def last_used() -> Any:
         with app.app_context():
-            row = db.session.get(ApplicationCredential, credential["id"])
+            row = database_of(app).session.get(ApplicationCredential, credential["id"])
             return row.last_used_at if row else None
 
     response = credential_login(api, credential["secret"], credential_id=credential["id"])

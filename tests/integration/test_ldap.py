@@ -26,10 +26,9 @@ import pytest
 from flask import Flask
 from werkzeug.test import TestResponse
 
-from latchkey.db import db
 from latchkey.identity.backends.ldap.domains import public_id
 from tests import ldap_server as seed
-from tests.conftest import Api, build_app, make_settings
+from tests.conftest import Api, build_app, database_of, make_settings
 from tests.ldap_server import Slapd
 
 # Names that would match somebody if placed in a filter unescaped.
@@ -264,8 +263,8 @@ def tuned(app: Flask) -> Iterator[Callable[..., Api]]:
     yield make
     for other in built:
         with other.app_context():
-            db.session.remove()
-            db.engine.dispose()
+            database_of(other).session.remove()
+            database_of(other).engine.dispose()
 
 
 @pytest.fixture

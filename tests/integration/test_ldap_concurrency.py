@@ -17,11 +17,10 @@ import pytest
 from flask import Flask
 from sqlalchemy import event, func, select
 
-from latchkey.db import db
 from latchkey.identity.backends.ldap.domains import public_id
 from latchkey.identity.models import Group, User
 from tests import ldap_server as seed
-from tests.conftest import Api
+from tests.conftest import Api, database_of
 from tests.integration.test_ldap import create_domain, example_options, login
 from tests.ldap_server import SeedUser, Slapd
 
@@ -58,7 +57,7 @@ class InsertRace:
 def race(app: Flask) -> Iterator[Any]:
     hooked: list[InsertRace] = []
     with app.app_context():
-        engine = db.engine
+        engine = database_of(app).engine
 
     def make(table: str) -> InsertRace:
         hook = InsertRace(table)
@@ -91,10 +90,10 @@ def logins_at_once(app: Flask, domain_id: str, people: list[SeedUser]) -> list[t
 
 def shadow_rows(app: Flask, model: Any, domain_id: str, name: str) -> int:
     with app.app_context():
-        count = db.session.scalar(
+        count = database_of(app).session.scalar(
             select(func.count()).select_from(model).filter_by(domain_id=domain_id, name=name)
         )
-        db.session.remove()
+        database_of(app).session.remove()
     return int(count or 0)
 
 
@@ -134,6 +133,6 @@ def test_two_first_logins_racing_for_their_group_at_once(
     developers = public_id(domain["id"], "group", seed.DEVELOPERS.cn)
     with app.app_context():
         for person in (seed.ALICE, seed.DAVE):
-            user = db.session.get(User, public_id(domain["id"], "user", person.uid))
+            user = database_of(app).session.get(User, public_id(domain["id"], "user", person.uid))
             assert user is not None and user.directory_group_ids == [developers]
-        db.session.remove()
+        database_of(app).session.remove()

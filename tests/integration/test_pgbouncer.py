@@ -23,14 +23,13 @@ import pytest
 from flask import Flask
 from sqlalchemy import make_url
 
-from latchkey.app import engine_options
 from latchkey.changes import postgres as revocation_listener
 from latchkey.changes.postgres import CHANNEL, ChangeListener, RevocationListener
-from latchkey.db import db
 from latchkey.health import Health
 from latchkey.settings import Settings, SettingsError
 from latchkey.tokens.revocations import RevocationIndex, RevocationList
-from tests.conftest import Api, build_app, make_settings
+from latchkey.wiring import engine_options
+from tests.conftest import Api, build_app, database_of, make_settings
 
 POSTGRES = pytest.mark.parametrize("app", ["postgres"], indirect=True)
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
@@ -123,10 +122,10 @@ def test_behind_transaction_pooling_the_listener_polls_and_says_so(
     services = app.extensions["latchkey"]
     try:
         with app.app_context(), caplog.at_level(logging.INFO, revocation_listener.__name__):
-            revocations = RevocationList(db.session, timedelta(hours=1), index)
+            revocations = RevocationList(database_of(app).session, timedelta(hours=1), index)
             assert not revocations.is_revoked(claims)
             assert settle(listener, revocations, claims) == "polling"
-            db.session.rollback()
+            database_of(app).session.rollback()
 
             # Another worker revokes the token: this one refuses it at its next check.
             response = api.call(
@@ -136,9 +135,11 @@ def test_behind_transaction_pooling_the_listener_polls_and_says_so(
             assert revocations.is_revoked(claims)
             for _ in range(5):
                 assert revocations.is_revoked(claims)
-            db.session.rollback()
+            database_of(app).session.rollback()
 
-            health = Health(db.session, services.ldap, services.secret_store, listener)
+            health = Health(
+                database_of(app).session, services.ldap, services.secret_store, listener
+            )
             ready, report = health.readiness()
             assert ready  # slower, not wrong: the node stays in the load balancer
             signal = report["checks"]["change_signal"]
@@ -167,10 +168,10 @@ def test_session_pooling_and_a_direct_connection_are_trusted(
     index = RevocationIndex(RevocationListener(via_pooler, CHANNEL, listener))
     try:
         with app.app_context(), caplog.at_level(logging.WARNING, revocation_listener.__name__):
-            revocations = RevocationList(db.session, timedelta(hours=1), index)
+            revocations = RevocationList(database_of(app).session, timedelta(hours=1), index)
             claims = claims_of(admin_token)
             assert settle(listener, revocations, claims) == "notify"
-            db.session.rollback()
+            database_of(app).session.rollback()
         assert "PgBouncer" not in caplog.text
     finally:
         listener.close()
@@ -204,7 +205,7 @@ def test_pool_settings_are_checked_and_reach_postgresql_only() -> None:
 def test_a_node_opens_at_most_its_pool(postgres_database: str, tmp_path: Path) -> None:
     node = build_app(make_settings(tmp_path, postgres_database, db_pool_size=2, db_max_overflow=1))
     with node.app_context():
-        pool: Any = db.engine.pool
+        pool: Any = database_of(node).engine.pool
         assert (pool.size(), pool._max_overflow) == (2, 1)
-        db.session.remove()
-        db.engine.dispose()
+        database_of(node).session.remove()
+        database_of(node).engine.dispose()

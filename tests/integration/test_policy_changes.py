@@ -15,9 +15,8 @@ import pytest
 from flask import Flask
 from sqlalchemy import event
 
-from latchkey.db import db
 from latchkey.policy import store as policy_store
-from tests.conftest import Api
+from tests.conftest import Api, database_of
 from tests.integration.test_principal_cache import (
     TEAM_POLICY,
     eventually,
@@ -52,7 +51,7 @@ def no_time_to_live(monkeypatch: pytest.MonkeyPatch) -> None:
 def policy_reads(worker_b: Flask) -> Iterator[list[str]]:  # noqa: F811
     reads: list[str] = []
     with worker_b.app_context():
-        engine = db.engine
+        engine = database_of(worker_b).engine
 
     def spy(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if "FROM tenant_policy" in statement:  # active versions and versions alike

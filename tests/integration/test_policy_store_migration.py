@@ -14,8 +14,7 @@ import pytest
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, text
 
-from latchkey.db import db
-from tests.conftest import ADMIN_PASSWORD, PG_ADMIN_URL, Api, build_app, make_settings
+from tests.conftest import ADMIN_PASSWORD, PG_ADMIN_URL, Api, build_app, database_of, make_settings
 
 BEFORE = "f6a8b0c30017"
 AUTHOR = "someone-who-left"
@@ -52,17 +51,17 @@ def test_policy_versions_saved_before_the_merge_stay_readable(
     api = Api(app.test_client())
     with app.app_context():
         app.extensions["latchkey"].bootstrap.run(ADMIN_PASSWORD)
-        db.session.remove()
+        database_of(app).session.remove()
     admin = api.admin_token()
     project = api.ok("POST", "/v1/projects", admin, {"name": "web"})["id"]
 
     with app.app_context():
-        db.session.remove()
+        database_of(app).session.remove()
         downgrade(revision=BEFORE)
         # As the code of f6a8b0c30017 left them: project version 2 saved, 1 active
         # again; domain version 2 active.
         as_json = "CAST(:d AS JSON)" if database_url.startswith("postgresql") else ":d"
-        with db.engine.begin() as conn:
+        with database_of(app).engine.begin() as conn:
             for scope, versions, column, scope_id, active in (
                 ("project_policy", "policy_version", "project_id", project, 1),
                 ("domain_policy", "domain_policy_version", "domain_id", "default", 2),
@@ -89,7 +88,7 @@ def test_policy_versions_saved_before_the_merge_stay_readable(
                     {"s": scope_id, "v": active},
                 )
         upgrade()
-        db.engine.dispose()
+        database_of(app).engine.dispose()
 
     def check(path: str, active: int) -> None:
         assert api.ok("GET", path, admin) == {"version": active, **rules(*"ab"[:active])}
@@ -110,9 +109,9 @@ def test_policy_versions_saved_before_the_merge_stay_readable(
 
     # And back: the rows in the two pairs of tables again.
     with app.app_context():
-        db.session.remove()
+        database_of(app).session.remove()
         downgrade(revision=BEFORE)
-        with db.engine.connect() as conn:
+        with database_of(app).engine.connect() as conn:
             projects = conn.execute(
                 text("SELECT version FROM policy_version WHERE project_id = :p ORDER BY version"),
                 {"p": project},
@@ -123,5 +122,5 @@ def test_policy_versions_saved_before_the_merge_stay_readable(
             assert sorted(tuple(row) for row in domains) == [(1, AUTHOR), (2, AUTHOR)]
             assert conn.execute(text("SELECT active_version FROM domain_policy")).scalar() == 1
         upgrade()
-        db.session.remove()
-        db.engine.dispose()
+        database_of(app).session.remove()
+        database_of(app).engine.dispose()

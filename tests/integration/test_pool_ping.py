@@ -10,8 +10,7 @@ from flask import Flask
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.pool import NullPool
 
-from latchkey.db import db
-from tests.conftest import Api
+from tests.conftest import Api, database_of
 
 POSTGRES = pytest.mark.parametrize("app", ["postgres"], indirect=True)
 
@@ -30,7 +29,7 @@ def test_connections_the_server_dropped_are_replaced_unnoticed(
     for _ in range(3):
         api.ok("GET", "/v1/projects", admin_token)
     with app.app_context():
-        engine = db.engine
+        engine = database_of(app).engine
     # Every pooled connection is killed, from a connection outside the app's pool.
     with create_engine(engine.url, poolclass=NullPool).connect() as killer:
         assert killer.scalar(KILL_POOLED)
@@ -52,7 +51,7 @@ def test_connections_the_server_dropped_are_replaced_unnoticed(
 @POSTGRES
 def test_a_checkout_costs_one_round_trip_and_no_transaction(app: Flask) -> None:
     with app.app_context():
-        engine = db.engine
+        engine = database_of(app).engine
     statements: list[str] = []
 
     def note(conn: object, cursor: object, statement: str, *args: object) -> None:

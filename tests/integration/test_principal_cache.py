@@ -19,9 +19,8 @@ import pytest
 from flask import Flask
 from sqlalchemy import event
 
-from latchkey.db import db
 from tests.authz.test_policy_personas import SERVICE
-from tests.conftest import Api, build_app, make_settings
+from tests.conftest import Api, build_app, database_of, make_settings
 
 PASSWORD = "persona-password-1234"
 TEAM_SERVICE = {
@@ -92,8 +91,8 @@ def worker_b(app: Flask) -> Iterator[Flask]:
     b = build_app(make_settings(Path(settings.home), settings.effective_database_url))
     yield b
     with b.app_context():
-        db.session.remove()
-        db.engine.dispose()
+        database_of(b).session.remove()
+        database_of(b).engine.dispose()
 
 
 def test_another_workers_change_counts_once_told(
@@ -104,7 +103,7 @@ def test_another_workers_change_counts_once_told(
     assert may_read(b, token, project, "blue")
     user_reads: list[str] = []
     with worker_b.app_context():
-        engine = db.engine
+        engine = database_of(worker_b).engine
 
     def spy(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if statement.lstrip().upper().startswith("SELECT") and "FROM user_account" in statement:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask
+from flask import Flask, current_app
 
-from latchkey.db import db, utcnow
+from latchkey.db import utcnow
 from latchkey.tokens.models import RevocationEvent
 from latchkey.tokens.revocations import (
     ALL,
@@ -24,6 +24,7 @@ from latchkey.tokens.revocations import (
     RevocationIndex,
     RevocationList,
 )
+from tests.conftest import database_of
 
 TTL = timedelta(hours=1)
 
@@ -40,14 +41,18 @@ def event(kind: str, subject: str, event_id: int | None = None) -> RevocationEve
     )
     if event_id is not None:
         row.id = event_id
-    db.session.add(row)
-    db.session.commit()
+    session = database_of(current_app).session
+    session.add(row)
+    session.commit()
     return row
 
 
 def test_another_workers_event_counts_at_the_next_check(app: Flask) -> None:
     with app.app_context():
-        mine, theirs = RevocationList(db.session, TTL), RevocationList(db.session, TTL)
+        mine, theirs = (
+            RevocationList(database_of(app).session, TTL),
+            RevocationList(database_of(app).session, TTL),
+        )
         assert not mine.is_revoked(claims()) and not theirs.is_revoked(claims())
         theirs.add(USER, "u1")
         theirs.commit()
@@ -59,7 +64,7 @@ def test_another_workers_event_counts_at_the_next_check(app: Flask) -> None:
 
 def test_each_kind(app: Flask) -> None:
     with app.app_context():
-        revocations = RevocationList(db.session, TTL)
+        revocations = RevocationList(database_of(app).session, TTL)
         for kind, subject in ((TOKEN, "t9"), (PROJECT, "p9")):
             event(kind, subject)
         assert revocations.is_revoked(claims(jti="t9"))
@@ -73,7 +78,7 @@ def test_each_kind(app: Flask) -> None:
 def test_an_id_below_the_cursor_that_commits_late_is_seen(app: Flask) -> None:
     with app.app_context():
         index = RevocationIndex()
-        revocations = RevocationList(db.session, TTL, index)
+        revocations = RevocationList(database_of(app).session, TTL, index)
         first = event(TOKEN, "early").id
         assert revocations.is_revoked(claims(jti="early"))
         # Id first+1 was handed out but committed after id first+2.
@@ -87,12 +92,12 @@ def test_an_id_below_the_cursor_that_commits_late_is_seen(app: Flask) -> None:
 def test_an_emptied_table_is_noticed(app: Flask) -> None:
     with app.app_context():
         index = RevocationIndex()
-        revocations = RevocationList(db.session, TTL, index)
+        revocations = RevocationList(database_of(app).session, TTL, index)
         for n in range(3):
             event(TOKEN, f"old-{n}")
         assert revocations.is_revoked(claims(jti="old-2"))
-        db.session.query(RevocationEvent).delete()
-        db.session.commit()
+        database_of(app).session.query(RevocationEvent).delete()
+        database_of(app).session.commit()
         index.reset()  # what tests/conftest.py does; a running process checks max(id) each minute
         event(TOKEN, "new")
         assert revocations.is_revoked(claims(jti="new"))
@@ -102,7 +107,7 @@ def test_an_emptied_table_is_noticed(app: Flask) -> None:
 def test_the_feed_holds_back_at_a_young_hole(app: Flask) -> None:
     """A relying service whose cursor passed an id still committing would never see it."""
     with app.app_context():
-        revocations = RevocationList(db.session, TTL)
+        revocations = RevocationList(database_of(app).session, TTL)
         first = event(TOKEN, "a").id
         event(TOKEN, "c", first + 2)  # first + 1 was handed out, not yet committed
         assert [e.id for e in revocations.since(first - 1, 100)] == [first]
@@ -113,11 +118,11 @@ def test_the_feed_holds_back_at_a_young_hole(app: Flask) -> None:
 
 def test_an_old_hole_is_skipped(app: Flask) -> None:
     with app.app_context():
-        revocations = RevocationList(db.session, TTL)
+        revocations = RevocationList(database_of(app).session, TTL)
         first = event(TOKEN, "a").id
         late = event(TOKEN, "c", first + 2)
         late.created_at = utcnow() - timedelta(seconds=30)  # the hole is a rolled-back id
-        db.session.commit()
+        database_of(app).session.commit()
         assert [e.id for e in revocations.since(first, 100)] == [first + 2]
 
 
@@ -125,11 +130,11 @@ def test_a_fence_revokes_everything_issued_before_it_and_jumps_the_ids(app: Flas
     """`latchkey restore-fence` (issue 15, point 4): whoever the token names."""
     with app.app_context():
         index = RevocationIndex()
-        revocations = RevocationList(db.session, TTL, index)
+        revocations = RevocationList(database_of(app).session, TTL, index)
         newest = event(TOKEN, "a").id
         assert not revocations.is_revoked(claims(jti="x", sub="anyone", project="any"))
         fence = revocations.fence(utcnow())
-        db.session.commit()
+        database_of(app).session.commit()
         assert (fence.kind, fence.subject) == (ALL, "*")
         # Past every id handed out (PostgreSQL: the sequence's next value), by the gap.
         assert newest + FENCE_ID_GAP <= fence.id <= newest + 1 + FENCE_ID_GAP
@@ -142,6 +147,6 @@ def test_a_fence_revokes_everything_issued_before_it_and_jumps_the_ids(app: Flas
         # then served; a cursor at the fence gets what follows at once.
         assert [e.id for e in revocations.since(newest, 100)] == []
         fence.created_at = utcnow() - timedelta(seconds=30)
-        db.session.commit()
+        database_of(app).session.commit()
         assert [e.kind for e in revocations.since(newest, 100)] == [ALL, TOKEN]
         assert [e.kind for e in revocations.since(fence.id, 100)] == [TOKEN]

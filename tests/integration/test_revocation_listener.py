@@ -23,9 +23,8 @@ from sqlalchemy import event, text
 
 from latchkey.changes import postgres as revocation_listener
 from latchkey.changes.postgres import RevocationListener
-from latchkey.db import db
 from latchkey.tokens.revocations import USER, RevocationList
-from tests.conftest import Api, build_app, make_settings
+from tests.conftest import Api, build_app, database_of, make_settings
 
 POSTGRES = pytest.mark.parametrize("app", ["postgres"], indirect=True)
 
@@ -39,8 +38,8 @@ def worker_b(app: Flask, postgres_database: str) -> Iterator[Flask]:
     yield b
     listener(b).close()
     with b.app_context():
-        db.session.remove()
-        db.engine.dispose()
+        database_of(b).session.remove()
+        database_of(b).engine.dispose()
 
 
 @pytest.fixture
@@ -48,7 +47,7 @@ def revocation_selects(worker_b: Flask) -> list[str]:
     """Statements worker B sends that read the revocation events."""
     seen: list[str] = []
     with worker_b.app_context():
-        engine = db.engine
+        engine = database_of(worker_b).engine
 
     def spy(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if "revocation_event" in statement and statement.lstrip().upper().startswith("SELECT"):
@@ -139,8 +138,10 @@ def test_a_killed_listener_falls_back_to_a_query_and_comes_back(
     warm(worker_b, admin_token, token)
     killed = listener(worker_b).backend_pid
     with app.app_context():
-        assert db.session.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": killed})
-        db.session.commit()
+        assert database_of(app).session.scalar(
+            text("SELECT pg_terminate_backend(:pid)"), {"pid": killed}
+        )
+        database_of(app).session.commit()
     time.sleep(0.2)  # the server has closed it
 
     revoke(api, admin_token, token)
@@ -171,9 +172,9 @@ def test_a_rolled_back_revocation_breaks_nothing(
     user, token = alice(api, admin_token)
     warm(worker_b, admin_token, token)
     with app.app_context():
-        RevocationList(db.session, timedelta(hours=1)).add(USER, user["id"])
-        db.session.flush()  # the id is taken, the trigger has run
-        db.session.rollback()
+        RevocationList(database_of(app).session, timedelta(hours=1)).add(USER, user["id"])
+        database_of(app).session.flush()  # the id is taken, the trigger has run
+        database_of(app).session.rollback()
     assert status_in(worker_b, admin_token, token) == 200
     assert listener(worker_b).listening
     api.ok("PATCH", f"/v1/users/{user['id']}", admin_token, {"enabled": False})
@@ -195,15 +196,15 @@ def test_one_connection_listens_for_every_cache(
     warm(worker_b, admin_token, token)
     services = worker_b.extensions["latchkey"]
     with worker_b.app_context():
-        db.session.scalar(text("SELECT 1"))
-        listeners = db.session.scalar(
+        database_of(worker_b).session.scalar(text("SELECT 1"))
+        listeners = database_of(worker_b).session.scalar(
             text(
                 "SELECT count(*) FROM pg_stat_activity"
                 " WHERE application_name = 'latchkey-revocation-listener' AND pid = :pid"
             ),
             {"pid": listener(worker_b).backend_pid},
         )
-        db.session.commit()
+        database_of(worker_b).session.commit()
     assert listeners == 1
     principal_signal = services.decisions._principals._signal
     assert isinstance(principal_signal, RevocationListener)

@@ -16,8 +16,7 @@ import pytest
 from flask import Flask
 
 from latchkey.changes.sqlite import SqliteChanges
-from latchkey.db import db
-from tests.conftest import Api, build_app, make_settings
+from tests.conftest import Api, build_app, database_of, make_settings
 from tests.integration.test_revocation_listener import (
     alice,
     revocation_selects,  # noqa: F401 fixture
@@ -37,8 +36,8 @@ def worker_b(app: Flask) -> Iterator[Flask]:
     assert isinstance(signal, SqliteChanges)
     signal.close()
     with b.app_context():
-        db.session.remove()
-        db.engine.dispose()
+        database_of(b).session.remove()
+        database_of(b).engine.dispose()
 
 
 @SQLITE

@@ -33,12 +33,11 @@ from typing import Any
 
 import pytest
 import requests
-from flask import Flask
+from flask import Flask, current_app
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from werkzeug.serving import make_server
 
-from latchkey.db import db
 from latchkey.identity.models import Project
 from latchkey.secrets.backends import SecretPayloadMissing, SecretStore, SecretStoreUnavailable
 from latchkey.secrets.backends.barbican import BarbicanSecretStore
@@ -46,7 +45,7 @@ from latchkey.secrets.backends.vault import VaultSecretStore
 from latchkey.secrets.models import TenantSecret, TenantSecretVersion
 from latchkey.secrets.service import MAX_PAYLOAD
 from tests.barbican_server import PROJECT, BarbicanServer, KeystoneAuth
-from tests.conftest import Api, build_app, make_settings, reset_database
+from tests.conftest import Api, build_app, database_of, make_settings, reset_database
 from tests.openbao_server import OpenBao, free_port
 
 pytest_plugins = ["tests.openbao_server", "tests.barbican_server"]
@@ -78,10 +77,11 @@ class Harness:
 
 
 def declare_rows(project_id: str, secret_id: str) -> None:
-    if db.session.get(Project, project_id) is None:
-        db.session.add(Project(id=project_id, name=project_id, domain_id="default"))
-    db.session.add(TenantSecret(id=secret_id, project_id=project_id, name=secret_id, store="local"))
-    db.session.commit()
+    session = database_of(current_app).session
+    if session.get(Project, project_id) is None:
+        session.add(Project(id=project_id, name=project_id, domain_id="default"))
+    session.add(TenantSecret(id=secret_id, project_id=project_id, name=secret_id, store="local"))
+    session.commit()
 
 
 def barbican_store(url: str, timeout: float = 5) -> BarbicanSecretStore:
@@ -96,10 +96,10 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
             yield Harness(
                 app.extensions["latchkey"].secret_store,
                 declare=declare_rows,
-                settle=db.session.commit,
+                settle=database_of(app).session.commit,
                 absent=lambda p, s, n: "local:999999999",
             )
-            db.session.remove()
+            database_of(app).session.remove()
     elif request.param == "vault":
         bao: OpenBao = request.getfixturevalue("openbao")
         yield Harness(
@@ -393,7 +393,7 @@ def barbican_app(shared_barbican_app: Flask) -> Iterator[Flask]:
     reset_database(shared_barbican_app)
     yield shared_barbican_app
     with shared_barbican_app.app_context():
-        db.session.remove()
+        database_of(shared_barbican_app).session.remove()
 
 
 def secrets_path(project_id: str, *rest: str) -> str:
@@ -410,8 +410,10 @@ def project_admin(api: Api, name: str) -> tuple[str, str]:
 
 def count(app: Flask, model: Any, **where: Any) -> int:
     with app.app_context():
-        value = db.session.scalar(select(func.count()).select_from(model).filter_by(**where))
-        db.session.remove()
+        value = database_of(app).session.scalar(
+            select(func.count()).select_from(model).filter_by(**where)
+        )
+        database_of(app).session.remove()
         return int(value or 0)
 
 
@@ -455,11 +457,11 @@ def test_tenant_secrets_through_barbican(barbican_app: Flask, barbican: Barbican
     with barbican_app.app_context():
         refs = [
             v.reference
-            for v in db.session.scalars(
+            for v in database_of(barbican_app).session.scalars(
                 select(TenantSecretVersion).filter_by(secret_id=sid).order_by("version")
             )
         ]
-        db.session.remove()
+        database_of(barbican_app).session.remove()
     stored = in_barbican(barbican, pid, sid)
     assert sorted(refs) == sorted(f"barbican:{s['secret_ref'].rsplit('/', 1)[-1]}" for s in stored)
     assert all(len(s["consumers"]) == 1 for s in stored)
@@ -581,7 +583,7 @@ def test_a_failed_commit_takes_the_payload_back_out_of_the_store(
     sid = api.ok("POST", secrets_path(pid), token, {"name": "kept", "payload": "v1"})["id"]
     real = app.extensions["latchkey"].secret_store
     fault = CommitFault(real)
-    real_commit = db.session.commit
+    real_commit = database_of(app).session.commit
 
     def commit() -> None:
         if fault.armed:
@@ -590,7 +592,7 @@ def test_a_failed_commit_takes_the_payload_back_out_of_the_store(
         real_commit()
 
     swap_store(app, fault)
-    monkeypatch.setattr(db.session, "commit", commit)
+    monkeypatch.setattr(database_of(app).session, "commit", commit)
     api.client.allow_5xx = True  # type: ignore[attr-defined]
     try:
         create = api.call("POST", secrets_path(pid), token, {"name": "doomed", "payload": "lost-1"})
@@ -609,7 +611,7 @@ def test_a_failed_commit_takes_the_payload_back_out_of_the_store(
         for project_id, secret_id, version, reference in fault.written:
             with pytest.raises(SecretPayloadMissing):
                 real.get(project_id, secret_id, version, reference)
-        db.session.remove()
+        database_of(app).session.remove()
     assert count(app, TenantSecret, name="doomed") == 0
     assert count(app, TenantSecretVersion, secret_id=sid) == 1
     # And the secret carries on: the next version and the same name work.

@@ -26,7 +26,6 @@ from flask import Flask
 from sqlalchemy import func, select, update
 from werkzeug.test import TestResponse
 
-from latchkey.db import db
 from latchkey.frontdoors.cli.main import main
 from latchkey.secrets.backends import SecretStoreUnavailable
 from latchkey.secrets.backends.local import LocalSecretStore
@@ -34,7 +33,7 @@ from latchkey.secrets.backends.master_key import MasterKeyFile
 from latchkey.secrets.models import LocalSecretBlob, TenantSecret, TenantSecretVersion
 from latchkey.secrets.service import MAX_PAYLOAD
 from latchkey.secrets.system import SYSTEM_NAMESPACE
-from tests.conftest import ADMIN_PASSWORD, Api, build_app, make_settings
+from tests.conftest import ADMIN_PASSWORD, Api, build_app, database_of, make_settings
 
 PASSWORD = "secrets-password-1234"
 PROBLEM_MEMBERS = {"type", "title", "status", "detail", "code"}
@@ -301,16 +300,18 @@ def blobs(app: Flask, *, system: bool = False, **where: Any) -> list[LocalSecret
             .filter_by(**where)
             .order_by(LocalSecretBlob.id)
         )
-        rows = list(db.session.scalars(query))
-        db.session.expunge_all()
-        db.session.remove()
+        rows = list(database_of(app).session.scalars(query))
+        database_of(app).session.expunge_all()
+        database_of(app).session.remove()
         return rows
 
 
 def count(app: Flask, model: Any, **where: Any) -> int:
     with app.app_context():
-        value = db.session.scalar(select(func.count()).select_from(model).filter_by(**where))
-        db.session.remove()
+        value = database_of(app).session.scalar(
+            select(func.count()).select_from(model).filter_by(**where)
+        )
+        database_of(app).session.remove()
         return int(value or 0)
 
 
@@ -504,14 +505,19 @@ def test_no_payload_in_clear_text_at_rest(app: Flask, api: Api, project: tuple[s
     assert len({bytes(b.nonce) for b in stored}) == 3
     with app.app_context():
         values = [
-            json.dumps([list(map(str, row)) for row in db.session.execute(select(table)).all()])
-            for table in db.metadata.sorted_tables
+            json.dumps(
+                [
+                    list(map(str, row))
+                    for row in database_of(app).session.execute(select(table)).all()
+                ]
+            )
+            for table in database_of(app).metadata.sorted_tables
         ]
-        db.session.remove()
+        database_of(app).session.remove()
     assert not any(marker in value for value in values)
     # On SQLite the whole home (database, journal, key file) holds no clear text either.
     home = app.extensions["latchkey"].settings.home_path
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+    if database_of(app).engine.dialect.name == "sqlite":
         scanned = [path for path in home.rglob("*") if path.is_file()]
         assert any(path.suffix == ".db" for path in scanned)
         for path in scanned:
@@ -523,11 +529,11 @@ def test_no_payload_in_clear_text_at_rest(app: Flask, api: Api, project: tuple[s
 
 def swap(app: Flask, blob_id: int, **values: Any) -> None:
     with app.app_context():
-        db.session.execute(
+        database_of(app).session.execute(
             update(LocalSecretBlob).where(LocalSecretBlob.id == blob_id).values(**values)
         )
-        db.session.commit()
-        db.session.remove()
+        database_of(app).session.commit()
+        database_of(app).session.remove()
 
 
 def crypto(blob: LocalSecretBlob) -> dict[str, bytes]:
@@ -566,7 +572,7 @@ def test_moved_or_tampered_blobs_do_not_decrypt(
             store = app.extensions["latchkey"].secret_store
             with pytest.raises(SecretStoreUnavailable):
                 store.get(project_id, secret_id, version, "unused")
-            db.session.remove()
+            database_of(app).session.remove()
 
     def readable() -> None:
         for sid, version, expected, project_id in [
@@ -601,7 +607,7 @@ def test_moved_or_tampered_blobs_do_not_decrypt(
     with app.app_context():
         with pytest.raises(SecretStoreUnavailable):
             app.extensions["latchkey"].secret_store.get(pid, charlie["id"], 1, "unused")
-        db.session.remove()
+        database_of(app).session.remove()
     swap(app, c1.id, project_id=other)
     # The row relabelled to another version.
     swap(app, a1.id, version=9)
@@ -639,7 +645,7 @@ def own_app(home: Path) -> Flask:
     app = build_app(make_settings(home, f"sqlite:///{home / 'latchkey.db'}"))
     with app.app_context():
         app.extensions["latchkey"].bootstrap.run(ADMIN_PASSWORD)
-        db.session.remove()
+        database_of(app).session.remove()
     return app
 
 
@@ -676,7 +682,7 @@ def test_master_key_rotation_and_rewrap_through_the_cli(tmp_path: Path) -> None:
     own = len(blobs(app, system=True))  # Latchkey's own secrets, sealed before the rotation
     with app.app_context():
         assert app.extensions["latchkey"].secret_store.stale_count() == 3 + own
-        db.session.remove()
+        database_of(app).session.remove()
     expected = [
         (first["id"], 1, "first-1"),
         (first["id"], 2, "first-2"),
@@ -699,7 +705,7 @@ def test_master_key_rotation_and_rewrap_through_the_cli(tmp_path: Path) -> None:
     assert set(sealed_versions(app, home).values()) == {"2"}
     with app.app_context():
         assert app.extensions["latchkey"].secret_store.stale_count() == 0
-        db.session.remove()
+        database_of(app).session.remove()
     # Servers running during the rewrap still read them (the new key is read from the file).
     all_readable(api, admin)
     all_readable(running, admin)
@@ -718,7 +724,7 @@ def test_master_key_rotation_in_process(sqlite_app: Flask) -> None:
         before = store._master.current_version
         after = store.rotate_master()
         assert int(after) == int(before) + 1
-        db.session.remove()
+        database_of(sqlite_app).session.remove()
     new = api.ok("POST", secrets_path(pid), admin, {"name": "new", "payload": "new-payload"})
     versions = sealed_versions(sqlite_app, home)
     assert versions[(new["id"], 1)] == after and versions[(old["id"], 1)] == before
@@ -727,7 +733,7 @@ def test_master_key_rotation_in_process(sqlite_app: Flask) -> None:
         assert store.stale_count() == 1 + own
         assert store.rewrap() == 1 + own
         assert store.stale_count() == 0
-        db.session.remove()
+        database_of(sqlite_app).session.remove()
     assert set(sealed_versions(sqlite_app, home).values()) == {after}
     for secret, payload in [(old, "old-payload"), (new, "new-payload")]:
         assert (

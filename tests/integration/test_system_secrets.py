@@ -31,7 +31,6 @@ from sqlalchemy import delete, select, text
 
 from latchkey.credentials.models import CredentialSecret
 from latchkey.credentials.service import PEPPER_PURPOSE
-from latchkey.db import db
 from latchkey.frontdoors.cli.main import main
 from latchkey.identity.models import Domain
 from latchkey.secrets.backends import SecretStoreUnavailable
@@ -41,7 +40,14 @@ from latchkey.secrets.system import SYSTEM_NAMESPACE
 from latchkey.tokens.keys import PRIVATE_KEY_PREFIX
 from latchkey.tokens.models import SigningKey
 from tests import ldap_server as seed
-from tests.conftest import ADMIN_PASSWORD, Api, build_app, make_settings, reset_database
+from tests.conftest import (
+    ADMIN_PASSWORD,
+    Api,
+    build_app,
+    database_of,
+    make_settings,
+    reset_database,
+)
 from tests.ldap_server import Slapd
 
 BAO = Path(sys.executable).parent / "bao"
@@ -193,14 +199,14 @@ def database_dump(app: Flask) -> list[bytes]:
     """Every value of every row of every table, as bytes."""
     values: list[bytes] = []
     with app.app_context():
-        for table in db.metadata.sorted_tables:
-            for row in db.session.execute(select(table)):
+        for table in database_of(app).metadata.sorted_tables:
+            for row in database_of(app).session.execute(select(table)):
                 for value in row:
                     if isinstance(value, bytes | memoryview):
                         values.append(bytes(value))
                     elif value is not None:
                         values.append(str(value).encode())
-        db.session.remove()
+        database_of(app).session.remove()
     return values
 
 
@@ -212,8 +218,8 @@ def assert_not_in_database(app: Flask, needles: list[bytes]) -> None:
 
 def registry(app: Flask) -> dict[str, SystemSecret]:
     with app.app_context():
-        rows = {r.name: r for r in db.session.scalars(select(SystemSecret))}
-        db.session.remove()
+        rows = {r.name: r for r in database_of(app).session.scalars(select(SystemSecret))}
+        database_of(app).session.remove()
     return rows
 
 
@@ -232,15 +238,15 @@ def test_own_secrets_are_in_the_local_store_not_the_database(
     assert_not_in_database(app, [*own_material(app), seed.READER_PASSWORD.encode()])
     names = registry(app)
     with app.app_context():
-        keys = list(db.session.scalars(select(SigningKey)))
-        domain = db.session.get(Domain, seeded["domain"]["id"])
+        keys = list(database_of(app).session.scalars(select(SigningKey)))
+        domain = database_of(app).session.get(Domain, seeded["domain"]["id"])
         assert domain is not None
         assert domain.ldap_password_sealed == (f"system:ldap-bind-password-{domain.id}#1".encode())
-        blobs = db.session.scalars(
+        blobs = database_of(app).session.scalars(
             select(LocalSecretBlob).where(LocalSecretBlob.project_id == SYSTEM_NAMESPACE)
         )
         assert {b.secret_id for b in blobs} == set(names)
-        db.session.remove()
+        database_of(app).session.remove()
     assert all(k.sealed_private_key is None for k in keys)
     assert {PRIVATE_KEY_PREFIX + k.kid for k in keys if k.state != "retired"} <= set(names)
     assert any(n.startswith("credential-pepper-") for n in names)
@@ -259,7 +265,7 @@ def make_it_the_old_way(app: Flask, credential_secret: str) -> str:
     services = app.extensions["latchkey"]
     master = MasterKeyFile(Path(services.settings.home) / "master.key")
     with app.app_context():
-        session = db.session
+        session = database_of(app).session
         for key in session.scalars(select(SigningKey).where(SigningKey.state != "retired")):
             pem = services.system_secrets.get(PRIVATE_KEY_PREFIX + key.kid)
             key.sealed_private_key = master.seal(pem, f"latchkey:signing-key:{key.kid}")
@@ -336,10 +342,13 @@ def test_migration_from_the_master_key_file_local_store(
     login = password_login(new_api, "alice", seed.ALICE.password, seeded["domain"]["id"])
     assert login.status_code == 201, login.get_json()
     with migrated.app_context():
-        assert all(k.sealed_private_key is None for k in db.session.scalars(select(SigningKey)))
-        domain = db.session.get(Domain, seeded["domain"]["id"])
+        assert all(
+            k.sealed_private_key is None
+            for k in database_of(migrated).session.scalars(select(SigningKey))
+        )
+        domain = database_of(migrated).session.get(Domain, seeded["domain"]["id"])
         assert domain is not None and (domain.ldap_password_sealed or b"").startswith(b"system:")
-        db.session.remove()
+        database_of(migrated).session.remove()
     # New secrets hash under a random pepper version, not the master key's.
     current, _ = migrated.extensions["latchkey"].peppers.current()
     assert (
@@ -348,8 +357,8 @@ def test_migration_from_the_master_key_file_local_store(
     assert_not_in_database(migrated, [*own_material(migrated), seed.READER_PASSWORD.encode()])
     for other in (fresh, migrated):
         with other.app_context():
-            db.session.remove()
-            db.engine.dispose()
+            database_of(other).session.remove()
+            database_of(other).engine.dispose()
 
 
 def test_migration_into_vault_then_the_master_key_file_can_go(
@@ -414,18 +423,20 @@ def test_vault_down_after_start(tmp_path: Path, bao: DevBao, slapd_up: Slapd) ->
 
     settings = first.extensions["latchkey"].settings
     with first.app_context():
-        before = [(k.kid, k.state) for k in db.session.scalars(select(SigningKey))]
-        db.session.remove()
+        before = [(k.kid, k.state) for k in database_of(first).session.scalars(select(SigningKey))]
+        database_of(first).session.remove()
     result = run_cli(settings, "keys", "rotate")
     assert result.exit_code == 1
     assert "secret_store_unavailable" in result.output and "nothing changed" in result.output
     with first.app_context():
         with pytest.raises(SecretStoreUnavailable):
             first.extensions["latchkey"].keys.rotate()
-        after = [(k.kid, k.state) for k in db.session.scalars(select(SigningKey))]
+        after = [(k.kid, k.state) for k in database_of(first).session.scalars(select(SigningKey))]
         assert after == before
-        assert db.session.scalar(text("SELECT count(*) FROM system_secret")) == len(registry(first))
-        db.session.remove()
+        assert database_of(first).session.scalar(text("SELECT count(*) FROM system_secret")) == len(
+            registry(first)
+        )
+        database_of(first).session.remove()
     assert valid(api, api.admin_token(), seeded["admin"])
 
 
@@ -436,7 +447,7 @@ def test_another_worker_rotates(tmp_path: Path, bao: DevBao) -> None:
     second = vault_app(home, bao.addr)
     with second.app_context():
         second.extensions["latchkey"].keys.rotate()
-        db.session.remove()
+        database_of(second).session.remove()
     rotated = Api(second.test_client()).admin_token()
     bao.stop()
     api = Api(first.test_client())
@@ -446,7 +457,7 @@ def test_another_worker_rotates(tmp_path: Path, bao: DevBao) -> None:
         keys.reload()
         # The staged key was read ahead at start: promoted, it signs with the store down.
         assert keys.signing_key().kid == _header_kid(rotated)
-        db.session.remove()
+        database_of(first).session.remove()
 
 
 def _header_kid(token: str) -> str:
@@ -481,10 +492,10 @@ def test_bind_password_from_a_secret_of_the_admin_project(
     assert domain["ldap_password_set"] is True
     assert password_login(api, "alice", seed.ALICE.password, domain["id"]).status_code == 201
     with app.app_context():
-        stored = db.session.get(Domain, domain["id"])
+        stored = database_of(app).session.get(Domain, domain["id"])
         assert stored is not None
         assert stored.ldap_password_sealed == f"secret:{project_id}/{secret['id']}".encode()
-        db.session.remove()
+        database_of(app).session.remove()
 
     other = api.ok("POST", "/v1/projects", admin, {"name": "tenant"})
     admin_id = _claims(admin)["sub"]
@@ -526,6 +537,8 @@ def test_deleting_a_domain_removes_its_stored_bind_password(
     api.ok("DELETE", f"/v1/domains/{domain_id}", admin)
     assert name not in registry(app)
     with app.app_context():
-        blobs = db.session.scalars(select(LocalSecretBlob).where(LocalSecretBlob.secret_id == name))
+        blobs = database_of(app).session.scalars(
+            select(LocalSecretBlob).where(LocalSecretBlob.secret_id == name)
+        )
         assert list(blobs) == []
-        db.session.remove()
+        database_of(app).session.remove()

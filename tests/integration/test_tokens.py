@@ -33,13 +33,12 @@ from werkzeug.test import TestResponse
 
 import latchkey.tokens.revocations as revocations_module
 import latchkey.tokens.service as tokens_module
-from latchkey.app import Services
-from latchkey.db import db
 from latchkey.errors import Conflict, NotFound
 from latchkey.tokens.models import LoginLockout
 from latchkey.tokens.service import TokenInvalid, verify_jwt
 from latchkey.wire.jws import canonical_token
-from tests.conftest import ADMIN_PASSWORD, Api, build_app, make_settings, password_auth
+from latchkey.wiring import Services
+from tests.conftest import ADMIN_PASSWORD, Api, build_app, database_of, make_settings, password_auth
 
 ALICE_PASSWORD = "alice-password-1"
 
@@ -267,7 +266,7 @@ def test_issued_token_expires_with_short_ttl(tmp_path: Path) -> None:
     )
     with app.app_context():
         services(app).bootstrap.run(ADMIN_PASSWORD)
-        db.session.remove()
+        database_of(app).session.remove()
     api = Api(app.test_client())
     token = api.admin_token()
     claims = assert_valid(api, token, token)
@@ -276,8 +275,8 @@ def test_issued_token_expires_with_short_ttl(tmp_path: Path) -> None:
     later = api.admin_token()
     assert_rejected(api, later, token)
     with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+        database_of(app).session.remove()
+        database_of(app).engine.dispose()
 
 
 # -- 3. revocation ------------------------------------------------------------------------
@@ -769,13 +768,15 @@ def test_lockout_after_repeated_failures(app: Flask, api: Api, admin_token: str)
     # The lock ends after lockout_duration (moved into the past here).
     # (Locks are per (user, source address): tests/attacks/test_throttling.py.)
     with app.app_context():
-        record = db.session.scalars(
-            select(LoginLockout).where(LoginLockout.user_id == user["id"])
-        ).one()
+        record = (
+            database_of(app)
+            .session.scalars(select(LoginLockout).where(LoginLockout.user_id == user["id"]))
+            .one()
+        )
         assert record.locked_until is not None
         record.locked_until = datetime.now(UTC) - timedelta(seconds=1)
-        db.session.commit()
-        db.session.remove()
+        database_of(app).session.commit()
+        database_of(app).session.remove()
     assert_valid(api, admin_token, api.login("alice", ALICE_PASSWORD))
 
     # Locked again; an administrator's password reset unlocks at once.

@@ -26,7 +26,6 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
-from latchkey.db import db
 from latchkey.secrets.backends import SecretPayloadMissing, SecretStoreUnavailable
 from latchkey.secrets.backends.vault import VaultSecretStore
 from latchkey.secrets.models import TenantSecret, TenantSecretVersion
@@ -35,6 +34,7 @@ from tests.conftest import (
     ADMIN_PASSWORD,
     Api,
     build_app,
+    database_of,
     make_settings,
     password_auth,
     reset_database,
@@ -79,7 +79,7 @@ def app(shared_vault_app: Flask) -> Iterator[Flask]:
     reset_database(shared_vault_app)
     yield shared_vault_app
     with shared_vault_app.app_context():
-        db.session.remove()
+        database_of(shared_vault_app).session.remove()
 
 
 def secrets_path(project_id: str, *rest: str) -> str:
@@ -96,8 +96,10 @@ def project_admin(api: Api, name: str) -> tuple[str, str]:
 
 def count(app: Flask, model: Any, **where: Any) -> int:
     with app.app_context():
-        value = db.session.scalar(select(func.count()).select_from(model).filter_by(**where))
-        db.session.remove()
+        value = database_of(app).session.scalar(
+            select(func.count()).select_from(model).filter_by(**where)
+        )
+        database_of(app).session.remove()
         return int(value or 0)
 
 
@@ -228,10 +230,10 @@ def test_tenant_secrets_through_vault(app: Flask, openbao: OpenBao) -> None:
     sid = created["id"]
     assert created["current_version"] == 1
     with app.app_context():
-        row = db.session.scalar(select(TenantSecret).filter_by(id=sid))
+        row = database_of(app).session.scalar(select(TenantSecret).filter_by(id=sid))
         assert row is not None and row.store == "vault"
-        refs = [v.reference for v in db.session.scalars(select(TenantSecretVersion))]
-        db.session.remove()
+        refs = [v.reference for v in database_of(app).session.scalars(select(TenantSecretVersion))]
+        database_of(app).session.remove()
     assert refs == [f"vault:secret/latchkey/{pid}/{sid}#1"]
     payload = api.call("GET", secrets_path(pid, sid, "payload"), token)
     assert payload.status_code == 200 and payload.get_json()["payload"] == "kube-v1"

@@ -8,14 +8,14 @@ from typing import Any
 
 from flask import Flask, jsonify, request
 from flask.testing import FlaskClient
+from sqlalchemy import select
 from werkzeug.test import Client, TestResponse
 
-from latchkey.db import db
 from latchkey.identity.models import Role, RoleAssignment, User
 from latchkey.middleware import LatchkeyMiddleware, authorize, current_identity
 from latchkey.middleware.wsgi import Identity
 from latchkey.policy.context import AuthContext
-from tests.conftest import ADMIN_PASSWORD, Api
+from tests.conftest import ADMIN_PASSWORD, Api, database_of
 from tests.integration.test_middleware import PASSWORD as SERVICE_TESTS_PASSWORD
 from tests.integration.test_middleware import READ, Env, env, served  # noqa: F401
 
@@ -76,8 +76,8 @@ def grant(api: Api, token: str, project_id: str, user_id: str, role: str) -> Non
 def grant_system(app: Flask, user_id: str, role_name: str) -> None:
     """A system grant straight in the table (PUT /v3/system/... is another part's)."""
     with app.app_context():
-        role = db.session.scalars(db.select(Role).where(Role.name == role_name)).one()
-        db.session.add(
+        role = database_of(app).session.scalars(select(Role).where(Role.name == role_name)).one()
+        database_of(app).session.add(
             RoleAssignment(
                 key=f"user:{user_id}:system:all:{role.id}",
                 role_id=role.id,
@@ -85,8 +85,8 @@ def grant_system(app: Flask, user_id: str, role_name: str) -> None:
                 system="all",
             )
         )
-        db.session.commit()
-        db.session.remove()
+        database_of(app).session.commit()
+        database_of(app).session.remove()
 
 
 SYSTEM = {"system": {"all": True}}
@@ -110,9 +110,9 @@ def test_default_project_scopes_an_unscoped_login(
     project = make_project(api, admin, "home")
     user = make_user(api, admin, "dora")
     with app.app_context():
-        db.session.get(User, user["id"]).default_project_id = project["id"]  # type: ignore[union-attr]
-        db.session.commit()
-        db.session.remove()
+        database_of(app).session.get(User, user["id"]).default_project_id = project["id"]  # type: ignore[union-attr]
+        database_of(app).session.commit()
+        database_of(app).session.remove()
     # No role there yet: an unscoped token.
     _, token = issue(client, auth_body(password_identity("dora", PASSWORD)))
     assert "project" not in token

@@ -19,9 +19,8 @@ from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, text
 from werkzeug.test import TestResponse
 
-from latchkey.db import db
 from latchkey.frontdoors.keystone.catalog import token_catalog
-from tests.conftest import ADMIN_PASSWORD, PG_ADMIN_URL, Api, build_app, make_settings
+from tests.conftest import ADMIN_PASSWORD, PG_ADMIN_URL, Api, build_app, database_of, make_settings
 from tests.integration.test_openstack_clients import (
     Served,
     openstack,
@@ -392,7 +391,7 @@ def test_the_region_is_a_setting(tmp_path: Path) -> None:
     app = build_app(make_settings(tmp_path, f"sqlite:///{tmp_path / 'r.db'}", region="Zone9"))
     with app.app_context():
         app.extensions["latchkey"].bootstrap.run(ADMIN_PASSWORD)
-        db.session.remove()
+        database_of(app).session.remove()
     api = Api(app.test_client())
     token = v3_token(api)
     catalog = ok(api, "GET", "/v3/auth/catalog", token)["catalog"]
@@ -601,7 +600,7 @@ def test_the_migration_moves_json_endpoints_into_rows(tmp_path: Path, migration_
             '[{"interface": "public", "url": "http://o/v1", "region": "r1"},'
             ' {"interface": "admin", "url": "http://o/admin"}]'
         )
-        with db.engine.begin() as conn:
+        with database_of(app).engine.begin() as conn:
             conn.execute(
                 text(
                     "INSERT INTO catalog_service (id, type, name, description, endpoints, actions,"  # noqa: S608 (a constant)
@@ -613,7 +612,7 @@ def test_the_migration_moves_json_endpoints_into_rows(tmp_path: Path, migration_
                 {"e": endpoints},
             )
         upgrade(revision="c3d5e7f90014")
-        with db.engine.connect() as conn:
+        with database_of(app).engine.connect() as conn:
             rows = conn.execute(
                 text(
                     "SELECT service_id, interface, url, region_id, position"
@@ -630,15 +629,15 @@ def test_the_migration_moves_json_endpoints_into_rows(tmp_path: Path, migration_
         assert builtin == {"s1": False, "s2": True}
         # And back: the JSON as it was.
         downgrade(revision="b2c4d6e8f013")
-        with db.engine.connect() as conn:
+        with database_of(app).engine.connect() as conn:
             stored = conn.execute(
                 text("SELECT endpoints FROM catalog_service WHERE id = 's1'")
             ).scalar()
         stored = stored if isinstance(stored, str) else json.dumps(stored)
         assert '"region": "r1"' in stored and "http://o/admin" in stored
         upgrade()
-        db.session.remove()
-        db.engine.dispose()
+        database_of(app).session.remove()
+        database_of(app).engine.dispose()
 
 
 # -- python-openstackclient with region_name ---------------------------------------------

@@ -20,11 +20,10 @@ from sqlalchemy import select
 from latchkey.audit import AuditEvent
 from latchkey.credentials.keystone import CredentialSealer
 from latchkey.credentials.models import KeystoneCredential
-from latchkey.db import db
 from latchkey.errors import ServiceUnavailable
 from latchkey.frontdoors.http.requests import is_public
 from latchkey.tokens import ec2 as ec2_signatures
-from tests.conftest import Api, build_app, make_settings
+from tests.conftest import Api, build_app, database_of, make_settings
 from tests.integration.test_openstack_clients import (  # noqa: F401 (fixtures)
     Served,
     latchkey,
@@ -140,10 +139,10 @@ def test_blob_is_sealed_at_rest_and_never_audited(world: World) -> None:
     body["credential"]["blob"] = blob
     world.ok("POST", "/v3/credentials", world.alice_token, body)
     with world.app.app_context():
-        row = db.session.scalars(select(KeystoneCredential)).one()
+        row = database_of(world.app).session.scalars(select(KeystoneCredential)).one()
         assert b"very-secret-value" not in row.blob_sealed
         assert row.blob_sealed.startswith(b"kc1")
-        events = db.session.scalars(select(AuditEvent)).all()
+        events = database_of(world.app).session.scalars(select(AuditEvent)).all()
         assert all("very-secret-value" not in json.dumps(e.details or {}) for e in events)
         assert any(e.action == "identity:credential:create" for e in events)
         # Another worker (a sealer of its own) opens it with the key the store keeps.
@@ -430,11 +429,16 @@ def test_ec2tokens_refuses_bad_signatures(world: World) -> None:
     response = world.api.client.post("/v3/ec2tokens", json={"credentials": good})
     keystone_error(response, 401)
     with world.app.app_context():
-        failures = db.session.scalars(
-            select(AuditEvent).where(
-                AuditEvent.action == "identity:auth:ec2credential", AuditEvent.outcome == "failure"
+        failures = (
+            database_of(world.app)
+            .session.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.action == "identity:auth:ec2credential",
+                    AuditEvent.outcome == "failure",
+                )
             )
-        ).all()
+            .all()
+        )
         assert len(failures) == len(bad_cases) + 1  # + the user without roles
         assert all(ec2["secret"] not in json.dumps(e.details or {}) for e in failures)
 
@@ -640,7 +644,7 @@ def test_oauth1_consumers_crud_for_cloud_admins(world: World) -> None:
     with world.app.app_context():
         from latchkey.credentials.models import OAuth1Consumer
 
-        row = db.session.get(OAuth1Consumer, consumer["id"])
+        row = database_of(world.app).session.get(OAuth1Consumer, consumer["id"])
         assert row is not None and consumer["secret"].encode() not in row.secret_sealed
     world.ok("PATCH", path, world.admin, {"consumer": {"description": "d2"}})
     assert world.ok("GET", path, world.admin)["consumer"]["description"] == "d2"

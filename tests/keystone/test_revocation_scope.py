@@ -18,11 +18,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from latchkey.db import db, utcnow
+from latchkey.db import utcnow
 from latchkey.middleware.caches import RevocationCache
 from latchkey.tokens.revocations import USER, USER_PROJECT, RevocationList
 from latchkey.wire.revocation import user_project_subject
-from tests.conftest import ADMIN_PASSWORD
+from tests.conftest import ADMIN_PASSWORD, database_of
 from tests.integration.test_middleware import PASSWORD as MIDDLEWARE_PASSWORD
 from tests.integration.test_middleware import Env, env, served, status  # noqa: F401
 from tests.keystone.test_roles import PASSWORD, V3
@@ -244,7 +244,10 @@ def claims(
 
 def test_another_workers_user_project_event_counts_at_the_next_check(app: Flask) -> None:
     with app.app_context():
-        mine, theirs = RevocationList(db.session, TTL), RevocationList(db.session, TTL)
+        mine, theirs = (
+            RevocationList(database_of(app).session, TTL),
+            RevocationList(database_of(app).session, TTL),
+        )
         assert not mine.is_revoked(claims())
         theirs.add_user_project("u1", "p1")
         theirs.commit()
@@ -260,7 +263,7 @@ def test_another_workers_user_project_event_counts_at_the_next_check(app: Flask)
             trust = {"id": "tr", "trustor_user_id": "x", "trustee_user_id": "y", side: "u1"}
             assert mine.is_revoked(claims("someone", "p1", trust=trust))
             assert not mine.is_revoked(claims("someone", "p2", trust=trust))
-        db.session.remove()
+        database_of(app).session.remove()
 
 
 def test_the_subject_fits_the_column_whatever_the_ids() -> None:

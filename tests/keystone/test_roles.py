@@ -11,9 +11,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from latchkey.db import db
 from latchkey.identity.models import Project
-from tests.conftest import ADMIN_PASSWORD
+from tests.conftest import ADMIN_PASSWORD, database_of
 from tests.integration.test_openstack_clients import (  # noqa: F401 (the fixtures)
     Served,
     latchkey,
@@ -132,10 +131,10 @@ class V3:
         project_id = str(self.native("/projects", {"name": name, "domain_id": domain_id})["id"])
         if parent_id:
             with self.app.app_context():
-                row = db.session.get(Project, project_id)
+                row = database_of(self.app).session.get(Project, project_id)
                 assert row is not None
                 row.parent_id = parent_id
-                db.session.commit()
+                database_of(self.app).session.commit()
         return project_id
 
     def user(self, name: str, domain_id: str = "default") -> str:

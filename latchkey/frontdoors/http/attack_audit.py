@@ -16,7 +16,6 @@ import logging
 from flask import current_app, g, request
 
 from latchkey.audit import AUTHENTICATION, AUTHORIZATION, AttackTrail, token_fingerprint
-from latchkey.db import db
 from latchkey.errors import Forbidden
 
 ATTACK_TRAIL = "latchkey_attack_trail"
@@ -26,6 +25,12 @@ log = logging.getLogger(__name__)
 def _trail() -> AttackTrail | None:
     trail: AttackTrail | None = current_app.extensions.get(ATTACK_TRAIL)
     return trail
+
+
+def _end_request_transaction() -> None:
+    from latchkey.frontdoors.http.requests import services
+
+    services().database.session.rollback()
 
 
 def _source() -> str:
@@ -49,7 +54,7 @@ def note_denial(error: Forbidden) -> None:
     actor = auth.user_id if auth is not None else None
     action = str(error.extra.get("action") or "")
     source = _source()
-    db.session.rollback()
+    _end_request_transaction()
     trail.record(
         (AUTHORIZATION, source, actor or "-", action or error.code),
         type=AUTHORIZATION,
@@ -80,7 +85,7 @@ def note_invalid_token(token: str) -> None:
     if trail is None:
         return
     source = _source()
-    db.session.rollback()
+    _end_request_transaction()
     trail.record(
         (AUTHENTICATION, source, "invalid_token"),
         type=AUTHENTICATION,

@@ -19,7 +19,7 @@ from latchkey.tokens.service import TokenInvalid
 from latchkey.wire import access_rules
 
 if TYPE_CHECKING:
-    from latchkey.app import Services
+    from latchkey.wiring import Services
 
 access_log = logging.getLogger("latchkey.access")
 IDENTITY_SERVICE = "identity"  # Latchkey's own service type in access rules
