@@ -24,9 +24,9 @@ from latchkey.frontdoors.cli.support import (
 
 def _project_id(ref: str, domain_id: str) -> str:
     directory = current_app.extensions["latchkey"].directory
-    project = directory.find_project(
+    project = directory.lookup_project(
         project_id=ref, name=None, domain_id=None
-    ) or directory.find_project(project_id=None, name=ref, domain_id=domain_id)
+    ) or directory.lookup_project(project_id=None, name=ref, domain_id=domain_id)
     if project is None:
         raise click.ClickException(f"no project {ref!r} in domain {domain_id!r}")
     return str(project.id)

@@ -16,7 +16,7 @@ from latchkey.errors import Conflict, Forbidden, InvalidRequest, LatchkeyError
 from latchkey.frontdoors.http.requests import services
 from latchkey.frontdoors.keystone.common import authenticated, base_url, blp, json_body, obj
 from latchkey.identity.common import MAX_PAGE_SIZE, Page
-from latchkey.identity.models import Domain
+from latchkey.identity.records import DomainRecord
 
 T = TypeVar("T")
 
@@ -172,7 +172,7 @@ DOMAIN_REFUSALS = ("domain_enabled", "domain_protected")
 DOMAIN_FIELDS = {"id", "name", "description", "enabled", "tags", "options", "links"}
 
 
-def domain_body(domain: Domain) -> dict[str, Any]:
+def domain_body(domain: DomainRecord) -> dict[str, Any]:
     extra = dict(domain.extra or {})
     tags = extra.pop("tags", [])
     return {

@@ -22,7 +22,7 @@ from latchkey.frontdoors.keystone.domains import (
     text_field,
     token_domain_id,
 )
-from latchkey.identity.models import Group
+from latchkey.identity.records import GroupRecord
 
 POLICY_NAMES: dict[str, str] = {
     "identity:list_groups": "identity:group:list",
@@ -39,7 +39,7 @@ POLICY_NAMES: dict[str, str] = {
 GROUP_FIELDS = {"id", "name", "domain_id", "description", "links"}
 
 
-def group_body(group: Group) -> dict[str, Any]:
+def group_body(group: GroupRecord) -> dict[str, Any]:
     return {
         **(group.extra or {}),
         "id": group.id,

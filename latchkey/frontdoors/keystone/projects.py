@@ -29,7 +29,7 @@ from latchkey.frontdoors.keystone.domains import (
     text_field,
     token_domain_id,
 )
-from latchkey.identity.models import Domain, Project
+from latchkey.identity.records import DomainRecord, ProjectRecord
 from latchkey.policy.context import CallContext
 
 POLICY_NAMES: dict[str, str] = {
@@ -60,7 +60,7 @@ PROJECT_FIELDS = {
 }
 
 
-def project_body(project: Project, tags: list[str] | None = None) -> dict[str, Any]:
+def project_body(project: ProjectRecord, tags: list[str] | None = None) -> dict[str, Any]:
     if tags is None:
         tags = services().directory.tags_of([project.id])[project.id]
     return {
@@ -79,7 +79,7 @@ def project_body(project: Project, tags: list[str] | None = None) -> dict[str, A
     }
 
 
-def domain_as_project(domain: Domain) -> dict[str, Any]:
+def domain_as_project(domain: DomainRecord) -> dict[str, Any]:
     """A domain seen through /v3/projects, as Keystone shows one (`is_domain: true`)."""
     extra = {k: v for k, v in (domain.extra or {}).items() if k != "tags"}
     return {
@@ -101,8 +101,8 @@ def _is_a_domain(project_id: str) -> bool:
     """No project has this id, a domain does: Keystone's domain acting as a project."""
     directory = services().directory
     return (
-        directory.find_project(project_id=project_id, name=None, domain_id=None) is None
-        and directory.find_domain(domain_id=project_id, name=None) is not None
+        directory.lookup_project(project_id=project_id, name=None, domain_id=None) is None
+        and directory.lookup_domain(domain_id=project_id, name=None) is not None
     )
 
 
@@ -117,7 +117,7 @@ def _domain_data(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     return domain_fields(rest, creating=creating)
 
 
-def project_bodies(projects: list[Project]) -> list[dict[str, Any]]:
+def project_bodies(projects: list[ProjectRecord]) -> list[dict[str, Any]]:
     tags = services().directory.tags_of([p.id for p in projects])
     return [project_body(p, tags[p.id]) for p in projects]
 
@@ -207,7 +207,7 @@ def create_project() -> Response:
     return created("project", project_body(project))
 
 
-def _as_list(ctx: CallContext, projects: list[Project]) -> list[dict[str, Any]]:
+def _as_list(ctx: CallContext, projects: list[ProjectRecord]) -> list[dict[str, Any]]:
     return [{"project": body} for body in project_bodies(projects)]
 
 

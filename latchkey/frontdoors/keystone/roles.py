@@ -14,7 +14,7 @@ from flask import Response, jsonify, request
 from latchkey.errors import InvalidRequest
 from latchkey.frontdoors.http.requests import services
 from latchkey.frontdoors.keystone.common import authenticated, base_url, blp, json_body, obj
-from latchkey.identity.models import Role
+from latchkey.identity.records import RoleRecord
 
 # Keystone's policy name of each endpoint -> the Latchkey action that authorizes it.
 POLICY_NAMES: dict[str, str] = {
@@ -45,7 +45,7 @@ def role_url(role_id: str) -> str:
     return f"{base_url()}/v3/roles/{role_id}"
 
 
-def role_body(role: Role) -> dict[str, Any]:
+def role_body(role: RoleRecord) -> dict[str, Any]:
     """A role as Keystone shows it; extra attributes a client sent are echoed."""
     return {
         **(role.extra or {}),
@@ -58,7 +58,7 @@ def role_body(role: Role) -> dict[str, Any]:
     }
 
 
-def _role_ref(role: Role) -> dict[str, Any]:
+def _role_ref(role: RoleRecord) -> dict[str, Any]:
     return {"id": role.id, "name": role.name, "links": {"self": role_url(role.id)}}
 
 
@@ -155,7 +155,7 @@ def delete_role(role: str) -> Response:
 # -- implied roles ----------------------------------------------------------------------
 
 
-def _inference(prior: Role, implied: Role) -> dict[str, Any]:
+def _inference(prior: RoleRecord, implied: RoleRecord) -> dict[str, Any]:
     return {
         "role_inference": {"prior_role": _role_ref(prior), "implies": _role_ref(implied)},
         "links": {"self": f"{role_url(prior.id)}/implies/{implied.id}"},
@@ -200,7 +200,7 @@ def list_implied_roles(prior: str) -> Response:
 @blp.route("/v3/role_inferences", methods=["GET", "HEAD"])
 def list_role_inferences() -> Response:
     pairs = services().roles.list_implications(authenticated())
-    by_prior: dict[str, tuple[Role, list[Role]]] = {}
+    by_prior: dict[str, tuple[RoleRecord, list[RoleRecord]]] = {}
     for prior, implied in pairs:
         by_prior.setdefault(prior.id, (prior, []))[1].append(implied)
     rules = [

@@ -27,7 +27,7 @@ from latchkey.frontdoors.keystone.domains import (
 )
 from latchkey.frontdoors.keystone.groups import group_body
 from latchkey.frontdoors.keystone.projects import project_bodies
-from latchkey.identity.models import User
+from latchkey.identity.records import UserRecord
 
 POLICY_NAMES: dict[str, str] = {
     "identity:list_users": "identity:user:list",
@@ -56,7 +56,7 @@ USER_FIELDS = {
 MAX_PASSWORD = 4096  # the hasher refuses what its policy refuses; this bounds the work
 
 
-def user_body(user: User) -> dict[str, Any]:
+def user_body(user: UserRecord) -> dict[str, Any]:
     body: dict[str, Any] = {
         **(user.extra or {}),
         "id": user.id,
