@@ -19,7 +19,13 @@ from latchkey.frontdoors.http.requests import services
 from latchkey.frontdoors.keystone.catalog import identity_endpoints
 from latchkey.frontdoors.keystone.common import authenticated, base_url, blp, json_body
 from latchkey.policy.catalog import INTERFACES, MAX_EXTRA_BYTES
-from latchkey.policy.models import Endpoint, EndpointGroup, PolicyBlob, Region, Service
+from latchkey.policy.records import (
+    EndpointGroupRecord,
+    EndpointRecord,
+    PolicyBlobRecord,
+    RegionRecord,
+    ServiceRecord,
+)
 
 # Keystone's policy name of each endpoint -> the Latchkey action that authorizes it.
 POLICY_NAMES: dict[str, str] = {
@@ -131,7 +137,7 @@ def _no_content() -> Response:
 # -- regions ----------------------------------------------------------------------------
 
 
-def _region(region: Region) -> dict[str, Any]:
+def _region(region: RegionRecord) -> dict[str, Any]:
     return {
         **(region.extra or {}),
         "id": region.id,
@@ -201,7 +207,7 @@ def delete_region(region_id: str) -> Response:
 # -- services ---------------------------------------------------------------------------
 
 
-def _service(service: Service) -> dict[str, Any]:
+def _service(service: ServiceRecord) -> dict[str, Any]:
     return {
         **(service.extra or {}),
         "id": service.id,
@@ -265,7 +271,7 @@ def delete_service(service_id: str) -> Response:
 # -- endpoints --------------------------------------------------------------------------
 
 
-def _endpoint(endpoint: Endpoint) -> dict[str, Any]:
+def _endpoint(endpoint: EndpointRecord) -> dict[str, Any]:
     return {
         **(endpoint.extra or {}),
         "id": endpoint.id,
@@ -283,7 +289,7 @@ def _derived_endpoints() -> list[dict[str, Any]]:
     """Latchkey's own identity endpoints while none are stored (see the module's doc)."""
     catalog = services().catalog
     identity = catalog.builtin_identity()
-    if identity is None or identity.endpoint_rows:
+    if identity is None or identity.endpoints:
         return []
     return [
         {
@@ -422,7 +428,7 @@ GROUP_FILTERS = ("service_id", "region_id", "interface")
 GROUPS = "/v3/OS-EP-FILTER/endpoint_groups"
 
 
-def _group(group: EndpointGroup) -> dict[str, Any]:
+def _group(group: EndpointGroupRecord) -> dict[str, Any]:
     return {
         "id": group.id,
         "name": group.name,
@@ -504,7 +510,7 @@ def endpoints_of_group(group_id: str) -> Response:
 # -- /v3/policies: Keystone's opaque policy blobs -----------------------------------------
 
 
-def _blob(blob: PolicyBlob) -> dict[str, Any]:
+def _blob(blob: PolicyBlobRecord) -> dict[str, Any]:
     return {
         **(blob.extra or {}),
         "id": blob.id,
