@@ -8,13 +8,20 @@ from flask import Response, jsonify, request
 
 from latchkey.errors import Forbidden, InvalidRequest, LatchkeyError, NotFound
 from latchkey.frontdoors.http.requests import services
-from latchkey.frontdoors.keystone.common import authenticated, base_url, blp, json_body, obj
+from latchkey.frontdoors.keystone.common import (
+    authenticated,
+    base_url,
+    blp,
+    created,
+    json_body,
+    no_content,
+    obj,
+)
 from latchkey.frontdoors.keystone.domains import (
     DOMAIN_REFUSALS,
     SHORT_NAME,
     bool_field,
     collection,
-    created,
     domain_fields,
     every,
     id_field,
@@ -262,7 +269,7 @@ def delete_project(project_id: str) -> Response:
             services().directory.delete_project(authenticated(), project_id)
     except LatchkeyError as error:
         reraise(error, {s: Forbidden for s in ("project_protected", *DOMAIN_REFUSALS)})
-    return Response(status=204)
+    return no_content()
 
 
 # -- tags ------------------------------------------------------------------------------
@@ -292,14 +299,14 @@ def replace_project_tags(project_id: str) -> Response:
 @blp.route("/v3/projects/<project_id>/tags", methods=["DELETE"])
 def delete_project_tags(project_id: str) -> Response:
     services().directory.remove_tag(authenticated(), project_id, None)
-    return Response(status=204)
+    return no_content()
 
 
 @blp.route("/v3/projects/<project_id>/tags/<tag>", methods=["GET", "HEAD"])
 def check_project_tag(project_id: str, tag: str) -> Response:
     if not services().directory.has_tag(authenticated(), project_id, tag):
         raise NotFound(f"Could not find project tag: {tag}.", code="project_tag_not_found")
-    return Response(status=204)
+    return no_content()
 
 
 @blp.route("/v3/projects/<project_id>/tags/<tag>", methods=["PUT"])
@@ -314,4 +321,4 @@ def add_project_tag(project_id: str, tag: str) -> Response:
 @blp.route("/v3/projects/<project_id>/tags/<tag>", methods=["DELETE"])
 def delete_project_tag(project_id: str, tag: str) -> Response:
     services().directory.remove_tag(authenticated(), project_id, tag)
-    return Response(status=204)
+    return no_content()

@@ -13,7 +13,14 @@ from flask import Response, jsonify, request
 
 from latchkey.errors import InvalidRequest
 from latchkey.frontdoors.http.requests import services
-from latchkey.frontdoors.keystone.common import authenticated, base_url, blp, json_body, obj
+from latchkey.frontdoors.keystone.common import (
+    authenticated,
+    base_url,
+    blp,
+    json_body,
+    no_content,
+    obj,
+)
 from latchkey.identity.records import RoleRecord
 
 # Keystone's policy name of each endpoint -> the Latchkey action that authorizes it.
@@ -149,7 +156,7 @@ def update_role(role: str) -> Response:
 @blp.route("/v3/roles/<role>", methods=["DELETE"])
 def delete_role(role: str) -> Response:
     services().roles.delete_role(authenticated(), role)
-    return Response(status=204)
+    return no_content()
 
 
 # -- implied roles ----------------------------------------------------------------------
@@ -173,14 +180,14 @@ def create_implied_role(prior: str, implied: str) -> Response:
 def get_implied_role(prior: str, implied: str) -> Response:
     pair = services().roles.get_implication(authenticated(), prior, implied)
     if request.method == "HEAD":
-        return Response(status=204)
+        return no_content()
     return jsonify(_inference(*pair))
 
 
 @blp.route("/v3/roles/<prior>/implies/<implied>", methods=["DELETE"])
 def delete_implied_role(prior: str, implied: str) -> Response:
     services().roles.unimply(authenticated(), prior, implied)
-    return Response(status=204)
+    return no_content()
 
 
 @blp.route("/v3/roles/<prior>/implies", methods=["GET", "HEAD"])
