@@ -9,16 +9,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from latchkey.credentials.models import (
-    ApplicationCredential,
-    CredentialSecret,
-    KeystoneCredential,
-    OAuth1Consumer,
-    Trust,
-    UserAccessRule,
-)
+if TYPE_CHECKING:  # of() takes rows; importing a record loads no ORM class
+    from latchkey.credentials.models import (
+        ApplicationCredential,
+        CredentialSecret,
+        KeystoneCredential,
+        OAuth1Consumer,
+        Trust,
+        UserAccessRule,
+    )
 
 
 @dataclass(frozen=True, slots=True)

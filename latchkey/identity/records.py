@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from latchkey.identity.models import Domain, Group, Project, Role, User
+if TYPE_CHECKING:  # of() takes rows; importing a record loads no ORM class
+    from latchkey.identity.models import Domain, Group, Project, Role, User
 
 
 def _copy(value: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from latchkey.policy.models import Endpoint, EndpointGroup, PolicyBlob, Region, Service
+if TYPE_CHECKING:  # of() takes rows; importing a record loads no ORM class
+    from latchkey.policy.models import Endpoint, EndpointGroup, PolicyBlob, Region, Service
 
 
 def _copy(value: dict[str, Any] | None) -> dict[str, Any] | None:

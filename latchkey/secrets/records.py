@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from latchkey.secrets.models import TenantSecret
+if TYPE_CHECKING:  # of() takes rows; importing a record loads no ORM class
+    from latchkey.secrets.models import TenantSecret
 
 
 @dataclass(frozen=True, slots=True)
