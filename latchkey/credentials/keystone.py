@@ -28,6 +28,12 @@ from sqlalchemy import select
 
 from latchkey.audit import AUTHENTICATION, AuditTarget
 from latchkey.credentials.models import KeystoneCredential, OAuth1Consumer
+from latchkey.credentials.records import (
+    CreatedConsumer,
+    OAuth1ConsumerRecord,
+    OpenCredential,
+    ec2_blob,
+)
 from latchkey.db import utcnow
 from latchkey.errors import (
     AuthenticationFailed,
@@ -68,18 +74,14 @@ def access_id(access: str) -> str:
 
 
 @dataclass(frozen=True)
-class OpenCredential:
-    """A credential with its blob opened (for the answer; never logged)."""
+class _OpenedRow:
+    """A credential's row with its blob opened, for checking a signature."""
 
     row: KeystoneCredential
     blob: str
 
     def ec2(self) -> dict[str, Any]:
-        try:
-            value = json.loads(self.blob)
-        except ValueError:
-            return {}
-        return value if isinstance(value, dict) else {}
+        return ec2_blob(self.blob)
 
 
 class CredentialSealer:
@@ -219,7 +221,7 @@ class KeystoneCredentials(IdentityServiceBase):
         self._session.add(row)
         self._record_change(ctx, CREATE, _audit_target(row), type=type_)
         self._commit("credential_exists", "Duplicate entry found with id " + credential_id)
-        return OpenCredential(row, blob)
+        return OpenCredential.of(row, blob)
 
     def create_ec2(self, ctx: CallContext, user_id: str, project_id: str) -> OpenCredential:
         blob = json.dumps(
@@ -247,11 +249,11 @@ class KeystoneCredentials(IdentityServiceBase):
         if type_ is not None:
             query = query.where(KeystoneCredential.type == type_)
         rows = self._session.scalars(query.order_by(KeystoneCredential.id))
-        return [OpenCredential(r, self.sealer.open(r.blob_sealed, r.id)) for r in rows]
+        return [OpenCredential.of(r, self.sealer.open(r.blob_sealed, r.id)) for r in rows]
 
     def get(self, ctx: CallContext, credential_id: str) -> OpenCredential:
         row = self._visible(ctx, GET, credential_id)
-        return OpenCredential(row, self.sealer.open(row.blob_sealed, row.id))
+        return OpenCredential.of(row, self.sealer.open(row.blob_sealed, row.id))
 
     def update(self, ctx: CallContext, credential_id: str, data: dict[str, Any]) -> OpenCredential:
         row = self._visible(ctx, UPDATE, credential_id)
@@ -272,7 +274,7 @@ class KeystoneCredentials(IdentityServiceBase):
         row.blob_sealed = self.sealer.seal(blob, row.id)
         self._record_change(ctx, UPDATE, _audit_target(row), fields=sorted(data))
         self._commit("credential_conflict", "the credential changed meanwhile")
-        return OpenCredential(row, blob)
+        return OpenCredential.of(row, blob)
 
     def delete(self, ctx: CallContext, credential_id: str) -> None:
         row = self._visible(ctx, DELETE, credential_id)
@@ -285,7 +287,7 @@ class KeystoneCredentials(IdentityServiceBase):
         row = self._session.get(KeystoneCredential, access_id(access))
         if row is None or row.user_id != user_id or row.type != EC2:
             raise NotFound("Could not find credential: " + access_id(access) + ".")
-        return OpenCredential(row, self.sealer.open(row.blob_sealed, row.id))
+        return OpenCredential.of(row, self.sealer.open(row.blob_sealed, row.id))
 
     def delete_ec2(self, ctx: CallContext, user_id: str, access: str) -> None:
         self.get_ec2(ctx, user_id, access)
@@ -357,13 +359,13 @@ class KeystoneCredentials(IdentityServiceBase):
             self._fail(ctx, "s3tokens", "signature_mismatch", found.row)
         return self._issue(ctx, found.row, "s3tokens")
 
-    def _ec2_credential(self, ctx: CallContext, access: Any, door: str) -> OpenCredential:
+    def _ec2_credential(self, ctx: CallContext, access: Any, door: str) -> _OpenedRow:
         if not isinstance(access, str) or not access or len(access) > 1024:
             self._fail(ctx, door, "no_access_key")
         row = self._session.get(KeystoneCredential, access_id(access))
         if row is None or row.type != EC2:
             self._fail(ctx, door, "unknown_access_key")
-        found = OpenCredential(row, self.sealer.open(row.blob_sealed, row.id))
+        found = _OpenedRow(row, self.sealer.open(row.blob_sealed, row.id))
         # The blob's own access key (a PATCH may have changed it since the id was made).
         if not ec2_signatures.matches(str(found.ec2().get("access")), access):
             self._fail(ctx, door, "unknown_access_key", row)
@@ -472,12 +474,6 @@ CONSUMER_DELETE = "identity:oauth1_consumer:delete"
 CONSUMER_CONTEXT = "oauth1-consumer:"  # the sealed secret is bound to the consumer's id
 
 
-@dataclass(frozen=True)
-class CreatedConsumer:
-    consumer: OAuth1Consumer
-    secret: str  # shown once, in the creation's answer
-
-
 class OAuth1Consumers(IdentityServiceBase):
     """Keystone's OS-OAUTH1 consumers, managed by cloud admins."""
 
@@ -498,23 +494,24 @@ class OAuth1Consumers(IdentityServiceBase):
         self._session.add(consumer)
         self._record_change(ctx, CONSUMER_CREATE, AuditTarget("oauth1_consumer", consumer_id))
         self._commit("consumer_exists", "a consumer with that id exists")
-        return CreatedConsumer(consumer, secret)
+        return CreatedConsumer(OAuth1ConsumerRecord.of(consumer), secret)
 
-    def list(self, ctx: CallContext) -> list[OAuth1Consumer]:
+    def list(self, ctx: CallContext) -> list[OAuth1ConsumerRecord]:
         self._enforce(ctx, CONSUMER_LIST, Target())
-        return list(self._session.scalars(select(OAuth1Consumer).order_by(OAuth1Consumer.id)))
+        consumers = self._session.scalars(select(OAuth1Consumer).order_by(OAuth1Consumer.id))
+        return [OAuth1ConsumerRecord.of(consumer) for consumer in consumers]
 
-    def get(self, ctx: CallContext, consumer_id: str) -> OAuth1Consumer:
+    def get(self, ctx: CallContext, consumer_id: str) -> OAuth1ConsumerRecord:
         self._enforce(ctx, CONSUMER_GET, Target())
-        return self._found(consumer_id)
+        return OAuth1ConsumerRecord.of(self._found(consumer_id))
 
-    def update(self, ctx: CallContext, consumer_id: str, description: Any) -> OAuth1Consumer:
+    def update(self, ctx: CallContext, consumer_id: str, description: Any) -> OAuth1ConsumerRecord:
         self._enforce(ctx, CONSUMER_UPDATE, Target())
         consumer = self._found(consumer_id)
         consumer.description = _description(description)
         self._record_change(ctx, CONSUMER_UPDATE, AuditTarget("oauth1_consumer", consumer_id))
         self._session.commit()
-        return consumer
+        return OAuth1ConsumerRecord.of(consumer)
 
     def delete(self, ctx: CallContext, consumer_id: str) -> None:
         self._enforce(ctx, CONSUMER_DELETE, Target())

@@ -40,6 +40,12 @@ from sqlalchemy.orm import aliased, defer
 
 from latchkey.audit import AUTHENTICATION, AuditTarget
 from latchkey.credentials.models import ApplicationCredential, CredentialSecret, UserAccessRule
+from latchkey.credentials.records import (
+    AccessRuleRecord,
+    CreatedCredential,
+    CredentialRecord,
+    SecretRecord,
+)
 from latchkey.db import DbSession, utcnow
 from latchkey.errors import (
     AuthenticationFailed,
@@ -85,13 +91,6 @@ def access_rule_id(rule: Mapping[str, str]) -> str:
     in tokens and in listings, before and after it was first stored."""
     digest = hashlib.sha256("\x1f".join((rule["service"], rule["method"], rule["path"])).encode())
     return digest.hexdigest()[:32]
-
-
-@dataclass(frozen=True)
-class CreatedCredential:
-    credential: ApplicationCredential
-    secret: CredentialSecret
-    secret_value: str  # shown once, never stored
 
 
 @dataclass(frozen=True)
@@ -546,36 +545,53 @@ class ApplicationCredentials(IdentityServiceBase):
         self._commit(
             "application_credential_name_taken", "a credential with this name exists for this user"
         )
-        return CreatedCredential(credential, secret, value)
+        return CreatedCredential(
+            CredentialRecord.of(credential, [secret]), SecretRecord.of(secret), value
+        )
 
     def list_credentials(
         self, ctx: CallContext, owner_id: str, name: str | None = None
-    ) -> list[ApplicationCredential]:
+    ) -> list[CredentialRecord]:
         self._usage.flush_into(self._session)
         owner = self._enforced_owner(ctx, "identity:application_credential:list", owner_id)
         query = select(ApplicationCredential).where(ApplicationCredential.user_id == owner.id)
         if name:
             query = query.where(ApplicationCredential.name == name)
-        return list(self._session.scalars(query.order_by(ApplicationCredential.name)))
+        found = list(self._session.scalars(query.order_by(ApplicationCredential.name)))
+        return self._with_secrets(found)
 
-    def get(self, ctx: CallContext, owner_id: str, credential_id: str) -> ApplicationCredential:
+    def get(self, ctx: CallContext, owner_id: str, credential_id: str) -> CredentialRecord:
         self._usage.flush_into(self._session)
         self._enforced_owner(ctx, "identity:application_credential:get", owner_id, credential_id)
-        return self._owned(owner_id, credential_id)
+        credential = self._owned(owner_id, credential_id)
+        return CredentialRecord.of(credential, self._secrets_of(credential.id))
+
+    def _with_secrets(self, credentials: list[ApplicationCredential]) -> list[CredentialRecord]:
+        """The credentials with their secrets, read in one query for all of them."""
+        if not credentials:
+            return []
+        query = select(CredentialSecret).where(
+            CredentialSecret.credential_id.in_([c.id for c in credentials])
+        )
+        secrets_by_credential: dict[str, list[CredentialSecret]] = {}
+        for secret in self._session.scalars(query.order_by(CredentialSecret.created_at)):
+            secrets_by_credential.setdefault(secret.credential_id, []).append(secret)
+        return [CredentialRecord.of(c, secrets_by_credential.get(c.id, [])) for c in credentials]
 
     # -- access rules (Keystone's /v3/users/{id}/access_rules) ---------------------
 
-    def list_access_rules(self, ctx: CallContext, owner_id: str) -> list[UserAccessRule]:
+    def list_access_rules(self, ctx: CallContext, owner_id: str) -> list[AccessRuleRecord]:
         owner = self._enforced_owner(ctx, "identity:application_credential:list", owner_id)
         query = select(UserAccessRule).where(UserAccessRule.user_id == owner.id)
-        return list(self._session.scalars(query.order_by(UserAccessRule.id)))
+        rules = self._session.scalars(query.order_by(UserAccessRule.id))
+        return [AccessRuleRecord.of(rule) for rule in rules]
 
-    def get_access_rule(self, ctx: CallContext, owner_id: str, rule_id: str) -> UserAccessRule:
+    def get_access_rule(self, ctx: CallContext, owner_id: str, rule_id: str) -> AccessRuleRecord:
         self._enforced_owner(ctx, "identity:application_credential:get", owner_id)
         rule = self._session.get(UserAccessRule, (owner_id, rule_id))
         if rule is None:
             raise NotFound(f"Could not find access rule: {rule_id}.", code="access_rule_not_found")
-        return rule
+        return AccessRuleRecord.of(rule)
 
     def delete_access_rule(self, ctx: CallContext, owner_id: str, rule_id: str) -> None:
         """Keystone refuses to delete a rule a credential still uses (403)."""
@@ -616,7 +632,7 @@ class ApplicationCredentials(IdentityServiceBase):
                     )
                 )
 
-    def secrets_of(self, credential_id: str) -> list[CredentialSecret]:
+    def _secrets_of(self, credential_id: str) -> list[CredentialSecret]:
         query = select(CredentialSecret).where(CredentialSecret.credential_id == credential_id)
         return list(self._session.scalars(query.order_by(CredentialSecret.created_at)))
 
@@ -632,10 +648,10 @@ class ApplicationCredentials(IdentityServiceBase):
 
     def add_secret(
         self, ctx: CallContext, owner_id: str, credential_id: str, expires_at: datetime | None
-    ) -> tuple[CredentialSecret, str]:
+    ) -> tuple[SecretRecord, str]:
         self._enforced_owner(ctx, "identity:application_credential:rotate", owner_id, credential_id)
         credential = self._owned(owner_id, credential_id, lock=True)
-        if len(self.secrets_of(credential.id)) >= MAX_SECRETS:
+        if len(self._secrets_of(credential.id)) >= MAX_SECRETS:
             raise Conflict(
                 f"a credential holds at most {MAX_SECRETS} secrets; delete one",
                 code="too_many_secrets",
@@ -658,14 +674,14 @@ class ApplicationCredentials(IdentityServiceBase):
             secret_id=secret.id,
         )
         self._session.commit()
-        return secret, value
+        return SecretRecord.of(secret), value
 
     def delete_secret(
         self, ctx: CallContext, owner_id: str, credential_id: str, secret_id: str
     ) -> None:
         self._enforced_owner(ctx, "identity:application_credential:rotate", owner_id, credential_id)
         credential = self._owned(owner_id, credential_id, lock=True)
-        existing = self.secrets_of(credential.id)
+        existing = self._secrets_of(credential.id)
         secret = next((s for s in existing if s.id == secret_id), None)
         if secret is None:
             raise NotFound(

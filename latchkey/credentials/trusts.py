@@ -23,11 +23,13 @@ from sqlalchemy import or_, select, update
 
 from latchkey.audit import AuditTarget
 from latchkey.credentials.models import Trust
+from latchkey.credentials.records import TrustRecord
 from latchkey.db import new_id, utcnow
 from latchkey.errors import Forbidden, InvalidRequest, NotFound
 from latchkey.identity.common import IdentityServiceBase, ServiceDeps
 from latchkey.identity.directory import Directory
 from latchkey.identity.models import Project, Role, User
+from latchkey.identity.records import RoleRecord
 from latchkey.identity.roles import Roles
 from latchkey.policy.context import AuthContext, CallContext
 from latchkey.policy.enforcer import UNKNOWN, Target
@@ -64,7 +66,7 @@ class Trusts(IdentityServiceBase):
 
     # -- the API ------------------------------------------------------------------
 
-    def create(self, ctx: CallContext, data: dict[str, Any]) -> Trust:
+    def create(self, ctx: CallContext, data: dict[str, Any]) -> TrustRecord:
         auth = ctx.auth
         if auth is not None and auth.application_credential_id:
             raise Forbidden(
@@ -133,14 +135,14 @@ class Trusts(IdentityServiceBase):
             impersonation=impersonation,
         )
         self._session.commit()
-        return trust
+        return TrustRecord.of(trust)
 
     def list_trusts(
         self,
         ctx: CallContext,
         trustor_user_id: str | None = None,
         trustee_user_id: str | None = None,
-    ) -> list[Trust]:
+    ) -> list[TrustRecord]:
         auth = ctx.auth
         query = select(Trust).order_by(Trust.created_at, Trust.id)
         if trustor_user_id:
@@ -163,12 +165,12 @@ class Trusts(IdentityServiceBase):
                 or_(Trust.trustor_user_id == auth.user_id, Trust.trustee_user_id == auth.user_id)
             )
         now = utcnow()
-        return [t for t in self._session.scalars(query) if _alive(t, now)]
+        return [TrustRecord.of(t) for t in self._session.scalars(query) if _alive(t, now)]
 
-    def get(self, ctx: CallContext, trust_id: str) -> Trust:
+    def get(self, ctx: CallContext, trust_id: str) -> TrustRecord:
         trust = self._find(ctx, "identity:trust:get", trust_id)
         self._enforce(ctx, "identity:trust:get", _participant_target(ctx.auth, trust))
-        return trust
+        return TrustRecord.of(trust)
 
     def delete(self, ctx: CallContext, trust_id: str) -> None:
         trust = self._find(ctx, "identity:trust:delete", trust_id, include_expired=True)
@@ -182,15 +184,15 @@ class Trusts(IdentityServiceBase):
         )
         self._session.commit()
 
-    def roles(self, ctx: CallContext, trust_id: str) -> list[Role]:
+    def roles(self, ctx: CallContext, trust_id: str) -> list[RoleRecord]:
         return self.role_records(self.get(ctx, trust_id))
 
-    def role_records(self, trust: Trust) -> list[Role]:
+    def role_records(self, trust: TrustRecord) -> list[RoleRecord]:
         """The trust's roles (for an answer about a trust already authorized)."""
         if not trust.role_ids:
             return []
         found = self._session.scalars(select(Role).where(Role.id.in_(trust.role_ids)))
-        return sorted(found, key=lambda r: r.name)
+        return [RoleRecord.of(role) for role in sorted(found, key=lambda r: r.name)]
 
     def role_names(self, trust: Trust) -> dict[str, str]:
         return self._names(trust.role_ids)

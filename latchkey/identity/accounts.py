@@ -14,6 +14,7 @@ from latchkey.identity.common import IdentityServiceBase, Page, ServiceDeps, pag
 from latchkey.identity.directory import Directory
 from latchkey.identity.models import Domain, Group, GroupMembership, Project, RoleAssignment, User
 from latchkey.identity.passwords import PasswordHasher
+from latchkey.identity.records import GroupRecord, ProjectRecord, UserRecord
 from latchkey.policy.context import CallContext
 from latchkey.policy.enforcer import UNKNOWN, Target
 from latchkey.tokens.models import LoginLockout
@@ -84,7 +85,7 @@ class Accounts(IdentityServiceBase):
                     code="invalid_attribute",
                 )
 
-    def create_user(self, ctx: CallContext, data: dict[str, Any]) -> User:
+    def create_user(self, ctx: CallContext, data: dict[str, Any]) -> UserRecord:
         domain_id = data["domain_id"]
         # A project's admins may create the application accounts that project owns.
         owner_project = data.get("owner_project_id") if data.get("kind") == APPLICATION else None
@@ -143,10 +144,10 @@ class Accounts(IdentityServiceBase):
             ctx, "identity:user:create", _user_target(user), name=user.name, kind=user.kind
         )
         self._commit("user_name_taken", "a user with this name exists in this domain")
-        return user
+        return UserRecord.of(user)
 
-    def get_user(self, ctx: CallContext, user_id: str) -> User:
-        return self._enforced_user(ctx, "identity:user:get", user_id)
+    def get_user(self, ctx: CallContext, user_id: str) -> UserRecord:
+        return UserRecord.of(self._enforced_user(ctx, "identity:user:get", user_id))
 
     def _enforced_user(self, ctx: CallContext, action: str, user_id: str) -> User:
         """Enforce, then 404: unknown and forbidden look the same to the unauthorized."""
@@ -176,14 +177,14 @@ class Accounts(IdentityServiceBase):
         limit: int | None,
         owner_project_id: str | None = None,
         enabled: bool | None = None,
-    ) -> Page[User]:
+    ) -> Page[UserRecord]:
         if owner_project_id:
             # A project's members list the application accounts it owns.
             domain_id = self._directory.project_domain_id(owner_project_id)
             target = Target(domain_id=domain_id, project_id=owner_project_id)
             self._enforce(ctx, "identity:user:list", target)
             query = select(User).where(User.owner_project_id == owner_project_id)
-            return self._page(query, User.id, marker, limit)
+            return self._page(query, User.id, marker, limit).map(UserRecord.of)
         if domain_id is None and ctx.auth is not None and ctx.auth.domain_id:
             domain_id = ctx.auth.domain_id
         self._enforce(ctx, "identity:user:list", Target(domain_id=domain_id))
@@ -200,9 +201,9 @@ class Accounts(IdentityServiceBase):
                 domain, name=name, kind=kind, enabled=enabled, marker=marker, limit=size
             )
         self._session.commit()  # shadow rows the backend refreshed
-        return Page(users, next_marker)
+        return Page([UserRecord.of(user) for user in users], next_marker)
 
-    def update_user(self, ctx: CallContext, user_id: str, data: dict[str, Any]) -> User:
+    def update_user(self, ctx: CallContext, user_id: str, data: dict[str, Any]) -> UserRecord:
         user = self._enforced_user(ctx, "identity:user:update", user_id)
         self._writable_domain(user.domain_id)
         self._check_attributes(data)
@@ -229,7 +230,7 @@ class Accounts(IdentityServiceBase):
             fields=sorted([*data, *(["password"] if password else [])]),
         )
         self._commit("user_name_taken", "a user with this name exists in this domain")
-        return user
+        return UserRecord.of(user)
 
     def delete_user(self, ctx: CallContext, user_id: str) -> None:
         user = self._enforced_user(ctx, "identity:user:delete", user_id)
@@ -258,7 +259,7 @@ class Accounts(IdentityServiceBase):
         self._record_change(ctx, "identity:user:change_password", _user_target(user))
         self._session.commit()
 
-    def list_user_projects(self, ctx: CallContext, user_id: str) -> list[Project]:
+    def list_user_projects(self, ctx: CallContext, user_id: str) -> list[ProjectRecord]:
         user = self._enforced_user(ctx, "identity:user:list_projects", user_id)
         group_ids = select(GroupMembership.group_id).where(GroupMembership.user_id == user.id)
         directory_groups = list(user.directory_group_ids or [])  # LDAP, as last known
@@ -269,9 +270,9 @@ class Accounts(IdentityServiceBase):
             | RoleAssignment.group_id.in_(directory_groups),
         )
         query = select(Project).where(Project.id.in_(project_ids)).order_by(Project.name)
-        return list(self._session.scalars(query))
+        return [ProjectRecord.of(project) for project in self._session.scalars(query)]
 
-    def list_user_groups(self, ctx: CallContext, user_id: str) -> list[Group]:
+    def list_user_groups(self, ctx: CallContext, user_id: str) -> list[GroupRecord]:
         """The groups the user is a member of (LDAP users: as the directory last said)."""
         user = self._enforced_user(ctx, "identity:user:list_groups", user_id)
         group_ids = select(GroupMembership.group_id).where(GroupMembership.user_id == user.id)
@@ -281,7 +282,7 @@ class Accounts(IdentityServiceBase):
             .where(Group.id.in_(group_ids) | Group.id.in_(directory_groups))
             .order_by(Group.name)
         )
-        return list(self._session.scalars(query))
+        return [GroupRecord.of(group) for group in self._session.scalars(query)]
 
     def is_member(self, ctx: CallContext, group_id: str, user_id: str) -> bool:
         group = self._enforced_group(ctx, "identity:group:list_members", group_id)
@@ -315,7 +316,7 @@ class Accounts(IdentityServiceBase):
             raise NotFound(f"no group {group_id!r}", code="group_not_found")
         return group
 
-    def create_group(self, ctx: CallContext, data: dict[str, Any]) -> Group:
+    def create_group(self, ctx: CallContext, data: dict[str, Any]) -> GroupRecord:
         self._enforce(ctx, "identity:group:create", Target(domain_id=data["domain_id"]))
         self._writable_domain(data["domain_id"])
         if self._session.scalar(
@@ -329,10 +330,10 @@ class Accounts(IdentityServiceBase):
         self._session.flush()
         self._record_change(ctx, "identity:group:create", _group_target(group), name=group.name)
         self._commit("group_name_taken", "a group with this name exists in this domain")
-        return group
+        return GroupRecord.of(group)
 
-    def get_group(self, ctx: CallContext, group_id: str) -> Group:
-        return self._enforced_group(ctx, "identity:group:get", group_id)
+    def get_group(self, ctx: CallContext, group_id: str) -> GroupRecord:
+        return GroupRecord.of(self._enforced_group(ctx, "identity:group:get", group_id))
 
     def _enforced_group(self, ctx: CallContext, action: str, group_id: str) -> Group:
         group = self._session.get(Group, group_id)
@@ -349,7 +350,7 @@ class Accounts(IdentityServiceBase):
         name: str | None,
         marker: str | None,
         limit: int | None,
-    ) -> Page[Group]:
+    ) -> Page[GroupRecord]:
         if domain_id is None and ctx.auth is not None and ctx.auth.domain_id:
             domain_id = ctx.auth.domain_id
         self._enforce(ctx, "identity:group:list", Target(domain_id=domain_id))
@@ -366,16 +367,16 @@ class Accounts(IdentityServiceBase):
                 domain, name=name, marker=marker, limit=size
             )
         self._session.commit()  # shadow rows the backend refreshed
-        return Page(groups, next_marker)
+        return Page([GroupRecord.of(group) for group in groups], next_marker)
 
-    def update_group(self, ctx: CallContext, group_id: str, data: dict[str, Any]) -> Group:
+    def update_group(self, ctx: CallContext, group_id: str, data: dict[str, Any]) -> GroupRecord:
         group = self._enforced_group(ctx, "identity:group:update", group_id)
         self._writable_domain(group.domain_id)
         for key, value in data.items():
             setattr(group, key, value)
         self._record_change(ctx, "identity:group:update", _group_target(group), fields=sorted(data))
         self._commit("group_name_taken", "a group with this name exists in this domain")
-        return group
+        return GroupRecord.of(group)
 
     def delete_group(self, ctx: CallContext, group_id: str) -> None:
         group = self._enforced_group(ctx, "identity:group:delete", group_id)
@@ -386,7 +387,7 @@ class Accounts(IdentityServiceBase):
         self._record_change(ctx, "identity:group:delete", _group_target(group))
         self._commit("group_in_use", "the group is still referenced")
 
-    def list_members(self, ctx: CallContext, group_id: str) -> list[User]:
+    def list_members(self, ctx: CallContext, group_id: str) -> list[UserRecord]:
         group = self._enforced_group(ctx, "identity:group:list_members", group_id)
         query = (
             select(User)
@@ -394,7 +395,7 @@ class Accounts(IdentityServiceBase):
             .where(GroupMembership.group_id == group.id)
             .order_by(User.name)
         )
-        return list(self._session.scalars(query))
+        return [UserRecord.of(user) for user in self._session.scalars(query)]
 
     def add_member(self, ctx: CallContext, group_id: str, user_id: str) -> None:
         group = self._enforced_group(ctx, "identity:group:add_member", group_id)

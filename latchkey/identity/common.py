@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -18,6 +19,7 @@ from latchkey.policy.enforcer import Enforcer, Target
 from latchkey.tokens.revocations import RevocationList
 
 T = TypeVar("T")
+U = TypeVar("U")
 _ADMIN_PROJECTS = select(Project.id).where(Project.is_admin_project).scalar_subquery()
 # A cloud operator's grant: on the admin project, or on the system (a system-scoped
 # token acts as the cloud, issue 14), so only cloud callers manage its holders.
@@ -32,6 +34,10 @@ MAX_PAGE_SIZE = 1000
 class Page(Generic[T]):
     items: list[T]
     next_marker: str | None
+
+    def map(self, convert: Callable[[T], U]) -> Page[U]:
+        """The same page with each item converted (rows to records)."""
+        return Page([convert(item) for item in self.items], self.next_marker)
 
 
 @dataclass(frozen=True)

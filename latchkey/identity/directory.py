@@ -12,6 +12,7 @@ from latchkey.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from latchkey.identity.backends import IdentityBackends
 from latchkey.identity.common import IdentityServiceBase, Page, ServiceDeps
 from latchkey.identity.models import Domain, Project, ProjectTag, User
+from latchkey.identity.records import DomainRecord, ProjectRecord
 from latchkey.policy.context import CallContext
 from latchkey.policy.enforcer import UNKNOWN, Target
 from latchkey.tokens.revocations import PROJECT, USER
@@ -41,7 +42,12 @@ class Directory(IdentityServiceBase):
             return self._session.scalar(select(Domain).where(Domain.name == name))
         return None
 
-    def create_domain(self, ctx: CallContext, data: dict[str, Any]) -> Domain:
+    def lookup_domain(self, *, domain_id: str | None, name: str | None) -> DomainRecord | None:
+        """``find_domain`` for front doors: a record, not the row."""
+        domain = self.find_domain(domain_id=domain_id, name=name)
+        return DomainRecord.of(domain) if domain is not None else None
+
+    def create_domain(self, ctx: CallContext, data: dict[str, Any]) -> DomainRecord:
         self._enforce(ctx, "identity:domain:create", Target())
         backend_name = data.get("identity_backend", "sql")
         backend = self._backends.named(backend_name)
@@ -64,9 +70,9 @@ class Directory(IdentityServiceBase):
             name=domain.name,
         )
         self._commit("domain_name_taken", "a domain with this name exists")
-        return domain
+        return DomainRecord.of(domain)
 
-    def get_domain(self, ctx: CallContext, domain_id: str) -> Domain:
+    def get_domain(self, ctx: CallContext, domain_id: str) -> DomainRecord:
         auth = ctx.auth
         if auth is not None and auth.project_id and auth.project_domain_id == domain_id:
             # The domain of the token's own project (Keystone's identity:get_domain allows
@@ -74,7 +80,7 @@ class Directory(IdentityServiceBase):
             self._enforced_project(ctx, "identity:project:get", auth.project_id)
         else:
             self._enforce(ctx, "identity:domain:get", Target(domain_id=domain_id))
-        return self.get_domain_record(domain_id)
+        return DomainRecord.of(self.get_domain_record(domain_id))
 
     def list_domains(
         self,
@@ -84,16 +90,16 @@ class Directory(IdentityServiceBase):
         marker: str | None,
         limit: int | None,
         enabled: bool | None = None,
-    ) -> Page[Domain]:
+    ) -> Page[DomainRecord]:
         self._enforce(ctx, "identity:domain:list", Target())
         query = select(Domain)
         if name:
             query = query.where(Domain.name == name)
         if enabled is not None:
             query = query.where(Domain.enabled == enabled)
-        return self._page(query, Domain.id, marker, limit)
+        return self._page(query, Domain.id, marker, limit).map(DomainRecord.of)
 
-    def update_domain(self, ctx: CallContext, domain_id: str, data: dict[str, Any]) -> Domain:
+    def update_domain(self, ctx: CallContext, domain_id: str, data: dict[str, Any]) -> DomainRecord:
         self._enforce(ctx, "identity:domain:update", Target(domain_id=domain_id))
         domain = self.get_domain_record(domain_id)
         was_enabled = domain.enabled
@@ -116,7 +122,7 @@ class Directory(IdentityServiceBase):
             fields=sorted(data),
         )
         self._commit("domain_name_taken", "a domain with this name exists")
-        return domain
+        return DomainRecord.of(domain)
 
     def delete_domain(self, ctx: CallContext, domain_id: str) -> None:
         self._enforce(ctx, "identity:domain:delete", Target(domain_id=domain_id))
@@ -165,7 +171,14 @@ class Directory(IdentityServiceBase):
             )
         return None
 
-    def create_project(self, ctx: CallContext, data: dict[str, Any]) -> Project:
+    def lookup_project(
+        self, *, project_id: str | None, name: str | None, domain_id: str | None
+    ) -> ProjectRecord | None:
+        """``find_project`` for front doors: a record, not the row."""
+        project = self.find_project(project_id=project_id, name=name, domain_id=domain_id)
+        return ProjectRecord.of(project) if project is not None else None
+
+    def create_project(self, ctx: CallContext, data: dict[str, Any]) -> ProjectRecord:
         data = dict(data)
         if data.get("domain_id") is None and data.get("parent_id"):
             # Keystone: the parent's domain. An unknown parent is an unknown domain, so
@@ -206,10 +219,10 @@ class Directory(IdentityServiceBase):
             ctx, "identity:project:create", _project_target(project), name=project.name
         )
         self._commit("project_name_taken", "a project with this name exists in this domain")
-        return project
+        return ProjectRecord.of(project)
 
-    def get_project(self, ctx: CallContext, project_id: str) -> Project:
-        return self._enforced_project(ctx, "identity:project:get", project_id)
+    def get_project(self, ctx: CallContext, project_id: str) -> ProjectRecord:
+        return ProjectRecord.of(self._enforced_project(ctx, "identity:project:get", project_id))
 
     def _enforced_project(self, ctx: CallContext, action: str, project_id: str) -> Project:
         """Enforce, then 404: unknown and forbidden look the same to the unauthorized."""
@@ -239,7 +252,7 @@ class Directory(IdentityServiceBase):
         tags_any: list[str] | None = None,
         not_tags: list[str] | None = None,
         not_tags_any: list[str] | None = None,
-    ) -> Page[Project]:
+    ) -> Page[ProjectRecord]:
         auth = ctx.auth
         if domain_id is None and auth is not None and auth.domain_id:
             domain_id = auth.domain_id  # a domain-scoped token lists its own domain
@@ -260,9 +273,11 @@ class Directory(IdentityServiceBase):
             else:
                 query = query.where(Project.parent_id == parent_id)
         query = _tag_filters(query, tags, tags_any, not_tags, not_tags_any)
-        return self._page(query, Project.id, marker, limit)
+        return self._page(query, Project.id, marker, limit).map(ProjectRecord.of)
 
-    def update_project(self, ctx: CallContext, project_id: str, data: dict[str, Any]) -> Project:
+    def update_project(
+        self, ctx: CallContext, project_id: str, data: dict[str, Any]
+    ) -> ProjectRecord:
         project = self._enforced_project(ctx, "identity:project:update", project_id)
         data = dict(data)
         # Keystone reports a top-level project's domain as its parent: that may come back.
@@ -291,7 +306,7 @@ class Directory(IdentityServiceBase):
             ctx, "identity:project:update", _project_target(project), fields=sorted(data)
         )
         self._commit("project_name_taken", "a project with this name exists in this domain")
-        return project
+        return ProjectRecord.of(project)
 
     def delete_project(self, ctx: CallContext, project_id: str) -> None:
         project = self._enforced_project(ctx, "identity:project:delete", project_id)
@@ -325,12 +340,12 @@ class Directory(IdentityServiceBase):
             current = parent
         return found
 
-    def project_parents(self, ctx: CallContext, project_id: str) -> list[Project]:
+    def project_parents(self, ctx: CallContext, project_id: str) -> list[ProjectRecord]:
         """The ancestors the caller may see (Keystone's ``parents_as_list``)."""
         project = self.get_project_record(project_id)
-        return [p for p in self._ancestors(project) if self._may_get(ctx, p)]
+        return [ProjectRecord.of(p) for p in self._ancestors(project) if self._may_get(ctx, p)]
 
-    def project_subtree(self, ctx: CallContext, project_id: str) -> list[Project]:
+    def project_subtree(self, ctx: CallContext, project_id: str) -> list[ProjectRecord]:
         """The descendants the caller may see (Keystone's ``subtree_as_list``)."""
         found: list[Project] = []
         level = [project_id]
@@ -344,7 +359,7 @@ class Directory(IdentityServiceBase):
                 break
             found.extend(children)
             level = [c.id for c in children]
-        return [p for p in found if self._may_get(ctx, p)]
+        return [ProjectRecord.of(p) for p in found if self._may_get(ctx, p)]
 
     def _may_get(self, ctx: CallContext, project: Project) -> bool:
         try:

@@ -25,6 +25,7 @@ from latchkey.identity.models import (
     RoleImplication,
     User,
 )
+from latchkey.identity.records import RoleRecord
 from latchkey.policy.context import CallContext
 from latchkey.policy.enforcer import RULES, UNKNOWN, Target
 from latchkey.tokens.revocations import USER
@@ -121,7 +122,7 @@ class Roles(IdentityServiceBase):
         *,
         domain_id: str | None = None,
         global_only: bool = False,
-    ) -> list[Role]:
+    ) -> list[RoleRecord]:
         """Every role, or those named ``name``; ``domain_id``: that domain's roles only;
         ``global_only``: no domain-specific role (Keystone's listing without a domain)."""
         self._enforce(ctx, "identity:role:list", Target())
@@ -132,13 +133,13 @@ class Roles(IdentityServiceBase):
             query = query.where(Role.domain_id == domain_id)
         elif global_only:
             query = query.where(Role.domain_id.is_(None))
-        return list(self._session.scalars(query))
+        return [RoleRecord.of(role) for role in self._session.scalars(query)]
 
-    def get_role(self, ctx: CallContext, ref: str) -> Role:
+    def get_role(self, ctx: CallContext, ref: str) -> RoleRecord:
         self._enforce(ctx, "identity:role:get", Target())
-        return self.find_role(ref)
+        return RoleRecord.of(self.find_role(ref))
 
-    def create_role(self, ctx: CallContext, data: dict[str, Any]) -> Role:
+    def create_role(self, ctx: CallContext, data: dict[str, Any]) -> RoleRecord:
         """``data``: name, description, and optionally domain_id (a domain-specific
         role) and extra (attributes echoed back). Names are unique across every
         domain, domain-specific roles included (docs/decisions.md)."""
@@ -154,9 +155,9 @@ class Roles(IdentityServiceBase):
             ctx, "identity:role:create", AuditTarget("role", role.id), name=role.name
         )
         self._commit("role_name_taken", "a role with this name exists")
-        return role
+        return RoleRecord.of(role)
 
-    def update_role(self, ctx: CallContext, ref: str, changes: dict[str, Any]) -> Role:
+    def update_role(self, ctx: CallContext, ref: str, changes: dict[str, Any]) -> RoleRecord:
         """``changes``: name, description, extra. Tokens carry role names: a rename
         revokes the tokens of everyone holding the role, as a deletion does."""
         self._enforce(ctx, "identity:role:update", Target())
@@ -184,7 +185,7 @@ class Roles(IdentityServiceBase):
             ctx, "identity:role:update", AuditTarget("role", role.id), name=role.name
         )
         self._commit("role_name_taken", "a role with this name exists")
-        return role
+        return RoleRecord.of(role)
 
     def delete_role(self, ctx: CallContext, ref: str) -> None:
         self._enforce(ctx, "identity:role:delete", Target())
@@ -198,9 +199,9 @@ class Roles(IdentityServiceBase):
         self._commit("role_in_use", "the role is still referenced")
         self._role_ids = {k: v for k, v in self._role_ids.items() if v != role.id}
 
-    def list_implications(self, ctx: CallContext) -> list[tuple[Role, Role]]:
+    def list_implications(self, ctx: CallContext) -> list[tuple[RoleRecord, RoleRecord]]:
         self._enforce(ctx, "identity:role:list", Target())
-        roles = {r.id: r for r in self._session.scalars(select(Role))}
+        roles = {r.id: RoleRecord.of(r) for r in self._session.scalars(select(Role))}
         return [
             (roles[i.prior_role_id], roles[i.implied_role_id])
             for i in self._session.scalars(select(RoleImplication))
@@ -208,14 +209,14 @@ class Roles(IdentityServiceBase):
 
     def get_implication(
         self, ctx: CallContext, prior_ref: str, implied_ref: str
-    ) -> tuple[Role, Role]:
+    ) -> tuple[RoleRecord, RoleRecord]:
         self._enforce(ctx, "identity:role:get", Target())
         prior, implied = self.find_role(prior_ref), self.find_role(implied_ref)
         if self._session.get(RoleImplication, (prior.id, implied.id)) is None:
             raise NotFound("no such implication", code="role_implication_not_found")
-        return prior, implied
+        return RoleRecord.of(prior), RoleRecord.of(implied)
 
-    def implied_by(self, ctx: CallContext, prior_ref: str) -> tuple[Role, list[Role]]:
+    def implied_by(self, ctx: CallContext, prior_ref: str) -> tuple[RoleRecord, list[RoleRecord]]:
         """A role and the roles it implies directly."""
         self._enforce(ctx, "identity:role:list", Target())
         prior = self.find_role(prior_ref)
@@ -225,9 +226,11 @@ class Roles(IdentityServiceBase):
             .where(RoleImplication.prior_role_id == prior.id)
             .order_by(Role.name)
         )
-        return prior, list(implied)
+        return RoleRecord.of(prior), [RoleRecord.of(role) for role in implied]
 
-    def imply(self, ctx: CallContext, prior_ref: str, implied_ref: str) -> tuple[Role, Role]:
+    def imply(
+        self, ctx: CallContext, prior_ref: str, implied_ref: str
+    ) -> tuple[RoleRecord, RoleRecord]:
         self._enforce(ctx, "identity:role:imply", Target())
         prior, implied = self.find_role(prior_ref), self.find_role(implied_ref)
         if implied.domain_id is not None and prior.domain_id is None:
@@ -247,7 +250,7 @@ class Roles(IdentityServiceBase):
                 ctx, "identity:role:imply", AuditTarget("role", prior.id), implied=implied.name
             )
         self._commit("role_implication_exists", "the implication exists")
-        return prior, implied
+        return RoleRecord.of(prior), RoleRecord.of(implied)
 
     def unimply(self, ctx: CallContext, prior_ref: str, implied_ref: str) -> None:
         self._enforce(ctx, "identity:role:imply", Target())
@@ -383,7 +386,7 @@ class Roles(IdentityServiceBase):
         actor_id: str,
         *,
         inherited: bool = False,
-    ) -> list[Role]:
+    ) -> list[RoleRecord]:
         """The roles granted directly to one actor on one target."""
         self._enforce(
             ctx,
@@ -407,7 +410,7 @@ class Roles(IdentityServiceBase):
             query = query.where(RoleAssignment.project_id.is_(None))
         if scope_type != DOMAIN:
             query = query.where(RoleAssignment.domain_id.is_(None))
-        return list(self._session.scalars(query.order_by(Role.name)))
+        return [RoleRecord.of(role) for role in self._session.scalars(query.order_by(Role.name))]
 
     def list_assignments(
         self,

@@ -21,6 +21,13 @@ from latchkey.errors import Conflict, InvalidRequest, LatchkeyError, NotFound
 from latchkey.policy.context import CallContext
 from latchkey.policy.enforcer import Enforcer, Target
 from latchkey.policy.models import Endpoint, EndpointGroup, PolicyBlob, Region, Service
+from latchkey.policy.records import (
+    EndpointGroupRecord,
+    EndpointRecord,
+    PolicyBlobRecord,
+    RegionRecord,
+    ServiceRecord,
+)
 
 SERVICE_TYPE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 NAME_PART = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
@@ -131,27 +138,27 @@ class Catalog:
 
     def list_services(
         self, ctx: CallContext, service_type: str | None = None, name: str | None = None
-    ) -> list[Service]:
+    ) -> list[ServiceRecord]:
         self._enforcer.enforce(ctx.auth, "identity:service:list", Target())
         query = _ordered(select(Service))
         if service_type is not None:
             query = query.where(Service.type == service_type)
         if name is not None:
             query = query.where(Service.name == name)
-        return list(self._session.scalars(query))
+        return [ServiceRecord.of(service) for service in self._session.scalars(query)]
 
-    def get_service(self, ctx: CallContext, ref: str) -> Service:
+    def get_service(self, ctx: CallContext, ref: str) -> ServiceRecord:
         """By id, or (native API) by type."""
         self._enforcer.enforce(ctx.auth, "identity:service:get", Target())
-        return self._find(ref)
+        return ServiceRecord.of(self._find(ref))
 
-    def get_service_by_id(self, ctx: CallContext, service_id: str) -> Service:
+    def get_service_by_id(self, ctx: CallContext, service_id: str) -> ServiceRecord:
         self._enforcer.enforce(ctx.auth, "identity:service:get", Target())
-        return self._by_id(service_id)
+        return ServiceRecord.of(self._by_id(service_id))
 
     # -- changing (the native API) --------------------------------------------------
 
-    def create_service(self, ctx: CallContext, data: dict[str, Any]) -> Service:
+    def create_service(self, ctx: CallContext, data: dict[str, Any]) -> ServiceRecord:
         self._enforcer.enforce(ctx.auth, "identity:service:create", Target())
         if self._session.scalar(select(Service.id).where(Service.type == data["type"])):
             raise Conflict(f"a service of type {data['type']!r} exists", code="service_type_taken")
@@ -163,9 +170,9 @@ class Catalog:
         self._set_endpoints(service, endpoints)
         self._record(ctx, "identity:service:create", service)
         self._commit()
-        return service
+        return ServiceRecord.of(service)
 
-    def replace_service(self, ctx: CallContext, ref: str, data: dict[str, Any]) -> Service:
+    def replace_service(self, ctx: CallContext, ref: str, data: dict[str, Any]) -> ServiceRecord:
         self._enforcer.enforce(ctx.auth, "identity:service:update", Target())
         service = self._find(ref)
         if data["type"] != service.type:
@@ -178,7 +185,7 @@ class Catalog:
         service.updated_at = utcnow()
         self._record(ctx, "identity:service:update", service)
         self._commit()
-        return service
+        return ServiceRecord.of(service)
 
     def delete_service(self, ctx: CallContext, ref: str, by_id: bool = False) -> None:
         """Removes its endpoints too; Latchkey's own services are never removed."""
@@ -214,7 +221,7 @@ class Catalog:
 
     # -- changing (Keystone's /v3 API) ---------------------------------------------
 
-    def create_keystone_service(self, ctx: CallContext, data: dict[str, Any]) -> Service:
+    def create_keystone_service(self, ctx: CallContext, data: dict[str, Any]) -> ServiceRecord:
         """Keystone's rules: any type (several services may share one), no actions."""
         self._enforcer.enforce(ctx.auth, "identity:service:create", Target())
         service = Service(
@@ -228,11 +235,11 @@ class Catalog:
         self._session.flush()
         self._record(ctx, "identity:service:create", service)
         self._commit()
-        return service
+        return ServiceRecord.of(service)
 
     def update_keystone_service(
         self, ctx: CallContext, service_id: str, data: dict[str, Any]
-    ) -> Service:
+    ) -> ServiceRecord:
         self._enforcer.enforce(ctx.auth, "identity:service:update", Target())
         service = self._by_id(service_id)
         if "type" in data and data["type"] != service.type:
@@ -252,24 +259,26 @@ class Catalog:
         service.updated_at = utcnow()
         self._record(ctx, "identity:service:update", service)
         self._commit()
-        return service
+        return ServiceRecord.of(service)
 
     # -- regions ----------------------------------------------------------------------
 
-    def list_regions(self, ctx: CallContext, parent_region_id: str | None = None) -> list[Region]:
+    def list_regions(
+        self, ctx: CallContext, parent_region_id: str | None = None
+    ) -> list[RegionRecord]:
         self._enforcer.enforce(ctx.auth, "identity:region:list", Target())
         self._ensure_home_region()
         query = select(Region).order_by(Region.id)
         if parent_region_id is not None:
             query = query.where(Region.parent_region_id == parent_region_id)
-        return list(self._session.scalars(query))
+        return [RegionRecord.of(region) for region in self._session.scalars(query)]
 
-    def get_region(self, ctx: CallContext, region_id: str) -> Region:
+    def get_region(self, ctx: CallContext, region_id: str) -> RegionRecord:
         self._enforcer.enforce(ctx.auth, "identity:region:get", Target())
         self._ensure_home_region()
-        return self._region(region_id)
+        return RegionRecord.of(self._region(region_id))
 
-    def create_region(self, ctx: CallContext, data: dict[str, Any]) -> Region:
+    def create_region(self, ctx: CallContext, data: dict[str, Any]) -> RegionRecord:
         self._enforcer.enforce(ctx.auth, "identity:region:create", Target())
         self._ensure_home_region()
         region_id = data.get("id") or new_id()
@@ -288,9 +297,9 @@ class Catalog:
         self._session.flush()
         self._record_object(ctx, "identity:region:create", "region", region.id)
         self._commit()
-        return region
+        return RegionRecord.of(region)
 
-    def update_region(self, ctx: CallContext, region_id: str, data: dict[str, Any]) -> Region:
+    def update_region(self, ctx: CallContext, region_id: str, data: dict[str, Any]) -> RegionRecord:
         self._enforcer.enforce(ctx.auth, "identity:region:update", Target())
         region = self._region(region_id)
         if "parent_region_id" in data:
@@ -316,7 +325,7 @@ class Catalog:
             region.extra = {**(region.extra or {}), **data["extra"]}
         self._record_object(ctx, "identity:region:update", "region", region.id)
         self._commit()
-        return region
+        return RegionRecord.of(region)
 
     def delete_region(self, ctx: CallContext, region_id: str) -> None:
         """As Keystone: refused (403) while it or a region below it has endpoints; the
@@ -382,7 +391,7 @@ class Catalog:
         service_id: str | None = None,
         interface: str | None = None,
         region_id: str | None = None,
-    ) -> list[Endpoint]:
+    ) -> list[EndpointRecord]:
         self._enforcer.enforce(ctx.auth, "identity:endpoint:list", Target())
         query = select(Endpoint).order_by(Endpoint.service_id, Endpoint.position, Endpoint.id)
         if service_id is not None:
@@ -391,21 +400,26 @@ class Catalog:
             query = query.where(Endpoint.interface == interface)
         if region_id is not None:
             query = query.where(Endpoint.region_id == region_id)
-        return list(self._session.scalars(query))
+        return [EndpointRecord.of(endpoint) for endpoint in self._session.scalars(query)]
 
-    def get_endpoint(self, ctx: CallContext, endpoint_id: str) -> Endpoint:
+    def get_endpoint(self, ctx: CallContext, endpoint_id: str) -> EndpointRecord:
         self._enforcer.enforce(ctx.auth, "identity:endpoint:get", Target())
-        return self._endpoint(endpoint_id)
+        return EndpointRecord.of(self._endpoint(endpoint_id))
 
-    def find_endpoint(self, endpoint_id: str) -> Endpoint | None:
-        return self._session.get(Endpoint, endpoint_id)
+    def find_endpoint(self, endpoint_id: str) -> EndpointRecord | None:
+        endpoint = self._session.get(Endpoint, endpoint_id)
+        return EndpointRecord.of(endpoint) if endpoint is not None else None
 
-    def builtin_identity(self) -> Service | None:
+    def builtin_identity(self) -> ServiceRecord | None:
+        service = self._builtin_identity()
+        return ServiceRecord.of(service) if service is not None else None
+
+    def _builtin_identity(self) -> Service | None:
         return self._session.scalar(
             select(Service).where(Service.type == "identity", Service.builtin.is_(True))
         )
 
-    def create_endpoint(self, ctx: CallContext, data: dict[str, Any]) -> Endpoint:
+    def create_endpoint(self, ctx: CallContext, data: dict[str, Any]) -> EndpointRecord:
         """``data``: service_id, interface, url, and region_id (must exist) or region
         (Keystone's legacy name: made if missing), enabled, extra."""
         self._enforcer.enforce(ctx.auth, "identity:endpoint:create", Target())
@@ -434,9 +448,11 @@ class Catalog:
         self._session.expire(service, ["endpoint_rows"])
         self._record_object(ctx, "identity:endpoint:create", "endpoint", endpoint.id)
         self._commit()
-        return endpoint
+        return EndpointRecord.of(endpoint)
 
-    def update_endpoint(self, ctx: CallContext, endpoint_id: str, data: dict[str, Any]) -> Endpoint:
+    def update_endpoint(
+        self, ctx: CallContext, endpoint_id: str, data: dict[str, Any]
+    ) -> EndpointRecord:
         self._enforcer.enforce(ctx.auth, "identity:endpoint:update", Target())
         endpoint = self._endpoint(endpoint_id)
         if "service_id" in data and data["service_id"] != endpoint.service_id:
@@ -456,7 +472,7 @@ class Catalog:
         self._record_object(ctx, "identity:endpoint:update", "endpoint", endpoint.id)
         self._commit()
         self._session.expire_all()
-        return self._endpoint(endpoint_id)
+        return EndpointRecord.of(self._endpoint(endpoint_id))
 
     def delete_endpoint(self, ctx: CallContext, endpoint_id: str) -> None:
         self._enforcer.enforce(ctx.auth, "identity:endpoint:delete", Target())
@@ -472,7 +488,7 @@ class Catalog:
         """Latchkey's own identity endpoints, derived until now from its base URL, become
         rows (same ids) so that they can be changed or removed like any other."""
         self._enforcer.enforce(ctx.auth, "identity:endpoint:update", Target())
-        service = self.builtin_identity()
+        service = self._builtin_identity()
         if service is None or service.endpoint_rows:
             return
         self._ensure_home_region()
@@ -538,27 +554,27 @@ class Catalog:
 
     def list_endpoint_groups(
         self, ctx: CallContext, name: str | None = None
-    ) -> list[EndpointGroup]:
+    ) -> list[EndpointGroupRecord]:
         self._enforcer.enforce(ctx.auth, "identity:endpoint_group:list", Target())
         query = select(EndpointGroup).order_by(EndpointGroup.name, EndpointGroup.id)
         if name is not None:
             query = query.where(EndpointGroup.name == name)
-        return list(self._session.scalars(query))
+        return [EndpointGroupRecord.of(group) for group in self._session.scalars(query)]
 
-    def get_endpoint_group(self, ctx: CallContext, group_id: str) -> EndpointGroup:
+    def get_endpoint_group(self, ctx: CallContext, group_id: str) -> EndpointGroupRecord:
         self._enforcer.enforce(ctx.auth, "identity:endpoint_group:get", Target())
-        return self._group(group_id)
+        return EndpointGroupRecord.of(self._group(group_id))
 
-    def endpoints_of_group(self, ctx: CallContext, group_id: str) -> list[Endpoint]:
+    def endpoints_of_group(self, ctx: CallContext, group_id: str) -> list[EndpointRecord]:
         self._enforcer.enforce(ctx.auth, "identity:endpoint_group:get", Target())
         filters = self._group(group_id).filters
         query = select(Endpoint).order_by(Endpoint.service_id, Endpoint.position, Endpoint.id)
         for key in ("service_id", "interface", "region_id"):
             if key in filters:
                 query = query.where(getattr(Endpoint, key) == filters[key])
-        return list(self._session.scalars(query))
+        return [EndpointRecord.of(endpoint) for endpoint in self._session.scalars(query)]
 
-    def create_endpoint_group(self, ctx: CallContext, data: dict[str, Any]) -> EndpointGroup:
+    def create_endpoint_group(self, ctx: CallContext, data: dict[str, Any]) -> EndpointGroupRecord:
         self._enforcer.enforce(ctx.auth, "identity:endpoint_group:create", Target())
         group = EndpointGroup(
             name=data["name"],
@@ -569,11 +585,11 @@ class Catalog:
         self._session.flush()
         self._record_object(ctx, "identity:endpoint_group:create", "endpoint_group", group.id)
         self._commit()
-        return group
+        return EndpointGroupRecord.of(group)
 
     def update_endpoint_group(
         self, ctx: CallContext, group_id: str, data: dict[str, Any]
-    ) -> EndpointGroup:
+    ) -> EndpointGroupRecord:
         self._enforcer.enforce(ctx.auth, "identity:endpoint_group:update", Target())
         group = self._group(group_id)
         for key in ("name", "filters"):
@@ -583,7 +599,7 @@ class Catalog:
             group.description = data["description"] or ""
         self._record_object(ctx, "identity:endpoint_group:update", "endpoint_group", group.id)
         self._commit()
-        return group
+        return EndpointGroupRecord.of(group)
 
     def delete_endpoint_group(self, ctx: CallContext, group_id: str) -> None:
         self._enforcer.enforce(ctx.auth, "identity:endpoint_group:delete", Target())
@@ -599,29 +615,31 @@ class Catalog:
             )
         return group
 
-    def list_policy_blobs(self, ctx: CallContext, blob_type: str | None = None) -> list[PolicyBlob]:
+    def list_policy_blobs(
+        self, ctx: CallContext, blob_type: str | None = None
+    ) -> list[PolicyBlobRecord]:
         self._enforcer.enforce(ctx.auth, "identity:policy_blob:list", Target())
         query = select(PolicyBlob).order_by(PolicyBlob.created_at, PolicyBlob.id)
         if blob_type is not None:
             query = query.where(PolicyBlob.type == blob_type)
-        return list(self._session.scalars(query))
+        return [PolicyBlobRecord.of(blob) for blob in self._session.scalars(query)]
 
-    def get_policy_blob(self, ctx: CallContext, blob_id: str) -> PolicyBlob:
+    def get_policy_blob(self, ctx: CallContext, blob_id: str) -> PolicyBlobRecord:
         self._enforcer.enforce(ctx.auth, "identity:policy_blob:get", Target())
-        return self._blob(blob_id)
+        return PolicyBlobRecord.of(self._blob(blob_id))
 
-    def create_policy_blob(self, ctx: CallContext, data: dict[str, Any]) -> PolicyBlob:
+    def create_policy_blob(self, ctx: CallContext, data: dict[str, Any]) -> PolicyBlobRecord:
         self._enforcer.enforce(ctx.auth, "identity:policy_blob:create", Target())
         blob = PolicyBlob(type=data["type"], blob=data["blob"], extra=data.get("extra") or None)
         self._session.add(blob)
         self._session.flush()
         self._record_object(ctx, "identity:policy_blob:create", "policy_blob", blob.id)
         self._commit()
-        return blob
+        return PolicyBlobRecord.of(blob)
 
     def update_policy_blob(
         self, ctx: CallContext, blob_id: str, data: dict[str, Any]
-    ) -> PolicyBlob:
+    ) -> PolicyBlobRecord:
         self._enforcer.enforce(ctx.auth, "identity:policy_blob:update", Target())
         blob = self._blob(blob_id)
         for key in ("type", "blob"):
@@ -631,7 +649,7 @@ class Catalog:
             blob.extra = {**(blob.extra or {}), **data["extra"]}
         self._record_object(ctx, "identity:policy_blob:update", "policy_blob", blob.id)
         self._commit()
-        return blob
+        return PolicyBlobRecord.of(blob)
 
     def delete_policy_blob(self, ctx: CallContext, blob_id: str) -> None:
         self._enforcer.enforce(ctx.auth, "identity:policy_blob:delete", Target())

@@ -35,6 +35,7 @@ from latchkey.policy.decisions import Decisions
 from latchkey.policy.plan import CONDITIONAL, NEVER, to_sql
 from latchkey.secrets.backends import SecretStore
 from latchkey.secrets.models import TenantSecret, TenantSecretVersion
+from latchkey.secrets.records import TenantSecretRecord
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class TenantSecrets:
         self._decisions = decisions
         self._audit = audit
 
-    def create(self, ctx: CallContext, project_id: str, data: dict[str, Any]) -> TenantSecret:
+    def create(self, ctx: CallContext, project_id: str, data: dict[str, Any]) -> TenantSecretRecord:
         self._require(ctx, "secrets:secret:create", project_id, None, data["name"])
         if self._session.scalar(
             select(TenantSecret.id).where(
@@ -94,9 +95,9 @@ class TenantSecrets:
         except SQLAlchemyError as exc:
             self._abandon(project_id, new_secret_id, 1, reference)
             raise _database_error(exc, "secret_name_taken") from exc
-        return secret
+        return TenantSecretRecord.of(secret)
 
-    def list_secrets(self, ctx: CallContext, project_id: str) -> list[TenantSecret]:
+    def list_secrets(self, ctx: CallContext, project_id: str) -> list[TenantSecretRecord]:
         """The secrets the caller may list, filtered in SQL with the policy's plan."""
         kind, condition = self._decisions.plan(
             ctx, "secrets:secret:list", RESOURCE_TYPE, project_id, None
@@ -110,14 +111,17 @@ class TenantSecrets:
         query = select(TenantSecret).where(TenantSecret.project_id == project_id)
         if kind == CONDITIONAL:
             query = query.where(to_sql(condition, {"name": TenantSecret.name}))
-        return list(self._session.scalars(query.order_by(TenantSecret.name)))
+        secrets = self._session.scalars(query.order_by(TenantSecret.name))
+        return [TenantSecretRecord.of(secret) for secret in secrets]
 
-    def get(self, ctx: CallContext, project_id: str, secret_id: str) -> TenantSecret:
-        return self._enforced(ctx, "secrets:secret:read", project_id, secret_id)
+    def get(self, ctx: CallContext, project_id: str, secret_id: str) -> TenantSecretRecord:
+        return TenantSecretRecord.of(
+            self._enforced(ctx, "secrets:secret:read", project_id, secret_id)
+        )
 
     def payload(
         self, ctx: CallContext, project_id: str, secret_id: str, version: int | None
-    ) -> tuple[TenantSecret, int, bytes]:
+    ) -> tuple[TenantSecretRecord, int, bytes]:
         secret = self._enforced(ctx, "secrets:secret:read", project_id, secret_id)
         wanted = version or secret.current_version
         row = self._session.scalar(
@@ -130,11 +134,11 @@ class TenantSecrets:
         payload = self._store.get(project_id, secret.id, wanted, row.reference)
         self._record(ctx, DECISION, "secrets:secret:read", secret, version=wanted)
         self._session.commit()
-        return secret, wanted, payload
+        return TenantSecretRecord.of(secret), wanted, payload
 
     def new_version(
         self, ctx: CallContext, project_id: str, secret_id: str, data: dict[str, Any]
-    ) -> TenantSecret:
+    ) -> TenantSecretRecord:
         secret = self._enforced(ctx, "secrets:secret:update", project_id, secret_id)
         payload = _payload(data["payload"])
         version = secret.current_version + 1
@@ -158,7 +162,7 @@ class TenantSecrets:
         except SQLAlchemyError as exc:
             self._abandon(project_id, secret_id, version, reference)
             raise _database_error(exc, "secret_version_conflict") from exc
-        return secret
+        return TenantSecretRecord.of(secret)
 
     def delete(self, ctx: CallContext, project_id: str, secret_id: str) -> None:
         secret = self._enforced(ctx, "secrets:secret:delete", project_id, secret_id)

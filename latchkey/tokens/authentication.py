@@ -24,6 +24,7 @@ from latchkey.identity.accounts import APPLICATION, Accounts
 from latchkey.identity.backends import IdentityBackends
 from latchkey.identity.directory import Directory
 from latchkey.identity.models import Domain, GroupMembership, Project, Role, RoleAssignment, User
+from latchkey.identity.records import DomainRecord
 from latchkey.identity.roles import Roles
 from latchkey.metrics import count_issuance
 from latchkey.policy.context import CallContext
@@ -221,7 +222,7 @@ class Authentication:
 
     # -- what a user may scope to (GET /v3/auth/domains, /v3/auth/system) ----------
 
-    def scopable_domains(self, ctx: CallContext) -> list[Domain]:
+    def scopable_domains(self, ctx: CallContext) -> list[DomainRecord]:
         """The enabled domains on which the caller holds a role, directly or through a
         group (inherited grants reach the projects below, not the domain itself)."""
         auth = ctx.auth
@@ -242,7 +243,7 @@ class Authentication:
         query = (
             select(Domain).where(Domain.id.in_(domain_ids), Domain.enabled).order_by(Domain.name)
         )
-        return list(self._session.scalars(query))
+        return [DomainRecord.of(domain) for domain in self._session.scalars(query)]
 
     def has_system_role(self, ctx: CallContext) -> bool:
         auth = ctx.auth

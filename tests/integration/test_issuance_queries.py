@@ -148,3 +148,27 @@ def test_last_used_at_is_written_once_the_response_is_closed(
     assert last_used() is None  # noted, not yet written: the answer goes out first
     response.close()  # what the WSGI server does once the answer is out
     assert last_used() is not None
+
+
+def test_listing_credentials_reads_their_secrets_in_one_query(
+    api: Api, admin_token: str, statements: Statements
+) -> None:
+    """The secrets of every listed credential come in one query, not one per credential."""
+    web = project(api, admin_token, "web")
+    alice = person(api, admin_token, "alice", web, "member")
+    path = f"/v1/users/{alice.id}/application-credentials"
+
+    def secret_queries() -> int:
+        statements.reset()
+        listed = api.ok("GET", path, alice.token)["application_credentials"]
+        assert all(len(c["secrets"]) == 1 for c in listed)
+        # Statements are kept to their first 100 characters: the selected columns name the table.
+        return sum(
+            s.startswith("SELECT application_credential_secret.") for s in statements.executed
+        )
+
+    create_credential(api, alice.token, alice.id, web["id"], name="first")
+    assert secret_queries() == 1
+    for name in ("second", "third", "fourth"):
+        create_credential(api, alice.token, alice.id, web["id"], name=name)
+    assert secret_queries() == 1

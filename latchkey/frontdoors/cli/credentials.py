@@ -13,6 +13,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from latchkey.credentials.records import CredentialRecord
 from latchkey.frontdoors.cli.support import (
     caller_context,
     clean_errors,
@@ -23,16 +24,15 @@ from latchkey.frontdoors.cli.support import (
 
 def _project_id(ref: str, domain_id: str) -> str:
     directory = current_app.extensions["latchkey"].directory
-    project = directory.find_project(
+    project = directory.lookup_project(
         project_id=ref, name=None, domain_id=None
-    ) or directory.find_project(project_id=None, name=ref, domain_id=domain_id)
+    ) or directory.lookup_project(project_id=None, name=ref, domain_id=domain_id)
     if project is None:
         raise click.ClickException(f"no project {ref!r} in domain {domain_id!r}")
     return str(project.id)
 
 
-def _credential_view(credential: Any) -> dict[str, Any]:
-    services = current_app.extensions["latchkey"]
+def _credential_view(credential: CredentialRecord) -> dict[str, Any]:
     fields = (
         "id",
         "name",
@@ -55,7 +55,7 @@ def _credential_view(credential: Any) -> dict[str, Any]:
             "expires_at": s.expires_at,
             "last_used_at": s.last_used_at,
         }
-        for s in services.credentials.secrets_of(credential.id)
+        for s in credential.secrets
     ]
     return view
 

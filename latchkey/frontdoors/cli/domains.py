@@ -22,6 +22,7 @@ from latchkey.frontdoors.cli.support import (
     echo_json,
     token_file_option,
 )
+from latchkey.identity.records import DomainRecord
 
 
 def _read_options(path: str) -> dict[str, Any]:
@@ -40,14 +41,14 @@ def _read_options(path: str) -> dict[str, Any]:
     return options
 
 
-def _domain_view(domain: Any) -> dict[str, Any]:
+def _domain_view(domain: DomainRecord) -> dict[str, Any]:
     return {
         "id": domain.id,
         "name": domain.name,
         "enabled": domain.enabled,
         "identity_backend": domain.identity_backend,
         "ldap": domain.ldap_config,
-        "ldap_password_set": bool(domain.ldap_password_sealed),
+        "ldap_password_set": domain.ldap_password_set,
     }
 
 

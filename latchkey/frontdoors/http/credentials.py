@@ -7,8 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from latchkey.credentials.models import ApplicationCredential
-from latchkey.credentials.service import CreatedCredential
+from latchkey.credentials.records import CreatedCredential, CredentialRecord
 from latchkey.frontdoors.http.blueprint import Blueprint
 from latchkey.frontdoors.http.requests import call_context, services
 
@@ -86,29 +85,19 @@ class NameQuery(Schema):
     name = fields.String(validate=validate.Length(min=1, max=255))
 
 
-def _with_secrets(credential: ApplicationCredential) -> dict[str, Any]:
-    body = {
-        column: getattr(credential, column)
-        for column in CredentialOut().fields
-        if column != "secrets"
-    }
-    body["secrets"] = services().credentials.secrets_of(credential.id)
-    return body
-
-
 @blp.route("/application-credentials")
 class CredentialsView(MethodView):
     @blp.arguments(NameQuery, location="query")
     @blp.response(200, CredentialList)
     def get(self, query: dict[str, Any], user_id: str) -> dict[str, Any]:
         found = services().credentials.list_credentials(call_context(), user_id, query.get("name"))
-        return {"application_credentials": [_with_secrets(c) for c in found]}
+        return {"application_credentials": found}
 
     @blp.arguments(CredentialCreate)
     @blp.response(201, CreatedCredentialOut)
     def post(self, data: dict[str, Any], user_id: str) -> Any:
         created: CreatedCredential = services().credentials.create(call_context(), user_id, data)
-        body = _with_secrets(created.credential)
+        body = {column: getattr(created.credential, column) for column in CredentialOut().fields}
         body.update(secret=created.secret_value, secret_id=created.secret.id)
         return body, 201, NO_STORE
 
@@ -116,8 +105,8 @@ class CredentialsView(MethodView):
 @blp.route("/application-credentials/<credential_id>")
 class CredentialView(MethodView):
     @blp.response(200, CredentialOut)
-    def get(self, user_id: str, credential_id: str) -> Any:
-        return _with_secrets(services().credentials.get(call_context(), user_id, credential_id))
+    def get(self, user_id: str, credential_id: str) -> CredentialRecord:
+        return services().credentials.get(call_context(), user_id, credential_id)
 
     @blp.response(204)
     def delete(self, user_id: str, credential_id: str) -> None:

@@ -59,7 +59,7 @@ class DomainOut(Schema):
     created_at = fields.DateTime()
 
     def _password_set(self, domain: Any) -> bool:
-        return bool(getattr(domain, "ldap_password_sealed", None))
+        return bool(getattr(domain, "ldap_password_set", False))
 
 
 class DomainList(Schema):

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
-from latchkey.credentials.models import ApplicationCredential, UserAccessRule
+from latchkey.credentials.records import AccessRuleRecord, CredentialRecord
 from latchkey.credentials.service import access_rule_id
 from latchkey.errors import (
     InvalidRequest,
@@ -38,7 +38,7 @@ def access_rule_body(rule: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def _credential_body(credential: ApplicationCredential) -> dict[str, Any]:
+def _credential_body(credential: CredentialRecord) -> dict[str, Any]:
     base = base_url()
     return {
         "id": credential.id,
@@ -66,7 +66,7 @@ def _naive_time(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
-def _rule_body(rule: UserAccessRule) -> dict[str, str]:
+def _rule_body(rule: AccessRuleRecord) -> dict[str, str]:
     return {"id": rule.id, "service": rule.service, "method": rule.method, "path": rule.path}
 
 

@@ -146,6 +146,18 @@ def keystone_time(value: datetime | None) -> str | None:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def created(key: str, body: dict[str, Any]) -> Response:
+    """A resource just made: 201 with ``{key: body}``."""
+    response = jsonify({key: body})
+    response.status_code = 201
+    return response
+
+
+def no_content() -> Response:
+    """A change or deletion done: 204, no body."""
+    return Response(status=204)
+
+
 def stable_id(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 

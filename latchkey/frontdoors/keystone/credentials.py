@@ -12,8 +12,8 @@ from latchkey.credentials.keystone import (
     GET,
     LIST,
     UPDATE,
-    OpenCredential,
 )
+from latchkey.credentials.records import OpenCredential
 from latchkey.errors import InvalidRequest
 from latchkey.frontdoors.http.requests import services
 from latchkey.frontdoors.keystone.common import (
@@ -40,7 +40,7 @@ POLICY_NAMES: dict[str, str] = {
 
 
 def credential_body(found: OpenCredential) -> dict[str, Any]:
-    row = found.row
+    row = found.credential
     return {
         "id": row.id,
         "user_id": row.user_id,
@@ -125,7 +125,7 @@ def delete_credential_v3(credential_id: str) -> Any:
 
 def ec2_body(found: OpenCredential) -> dict[str, Any]:
     blob = found.ec2()
-    row = found.row
+    row = found.credential
     return {
         "access": blob.get("access"),
         "secret": blob.get("secret"),

@@ -14,9 +14,17 @@ from flask import Response, jsonify, request
 
 from latchkey.errors import Conflict, Forbidden, InvalidRequest, LatchkeyError
 from latchkey.frontdoors.http.requests import services
-from latchkey.frontdoors.keystone.common import authenticated, base_url, blp, json_body, obj
+from latchkey.frontdoors.keystone.common import (
+    authenticated,
+    base_url,
+    blp,
+    created,
+    json_body,
+    no_content,
+    obj,
+)
 from latchkey.identity.common import MAX_PAGE_SIZE, Page
-from latchkey.identity.models import Domain
+from latchkey.identity.records import DomainRecord
 
 T = TypeVar("T")
 
@@ -151,12 +159,6 @@ def collection(key: str, items: list[dict[str, Any]], truncated: bool = False) -
     return jsonify(body)
 
 
-def created(key: str, body: dict[str, Any]) -> Response:
-    response = jsonify({key: body})
-    response.status_code = 201
-    return response
-
-
 def reraise(error: LatchkeyError, statuses: dict[str, type[LatchkeyError]]) -> None:
     """Keystone answers some refusals with another status than the native door."""
     kind = statuses.get(error.code)
@@ -172,7 +174,7 @@ DOMAIN_REFUSALS = ("domain_enabled", "domain_protected")
 DOMAIN_FIELDS = {"id", "name", "description", "enabled", "tags", "options", "links"}
 
 
-def domain_body(domain: Domain) -> dict[str, Any]:
+def domain_body(domain: DomainRecord) -> dict[str, Any]:
     extra = dict(domain.extra or {})
     tags = extra.pop("tags", [])
     return {
@@ -259,4 +261,4 @@ def delete_domain(domain_id: str) -> Response:
     except Conflict as error:
         # Keystone: an enabled domain is Forbidden, not in conflict.
         reraise(error, dict.fromkeys(DOMAIN_REFUSALS, Forbidden))
-    return Response(status=204)
+    return no_content()

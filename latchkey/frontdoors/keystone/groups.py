@@ -8,11 +8,18 @@ from flask import Response, jsonify
 
 from latchkey.errors import InvalidRequest, NotFound
 from latchkey.frontdoors.http.requests import services
-from latchkey.frontdoors.keystone.common import authenticated, base_url, blp, json_body, obj
+from latchkey.frontdoors.keystone.common import (
+    authenticated,
+    base_url,
+    blp,
+    created,
+    json_body,
+    no_content,
+    obj,
+)
 from latchkey.frontdoors.keystone.domains import (
     LONG_NAME,
     collection,
-    created,
     every,
     id_field,
     merged_extra,
@@ -22,7 +29,7 @@ from latchkey.frontdoors.keystone.domains import (
     text_field,
     token_domain_id,
 )
-from latchkey.identity.models import Group
+from latchkey.identity.records import GroupRecord
 
 POLICY_NAMES: dict[str, str] = {
     "identity:list_groups": "identity:group:list",
@@ -39,7 +46,7 @@ POLICY_NAMES: dict[str, str] = {
 GROUP_FIELDS = {"id", "name", "domain_id", "description", "links"}
 
 
-def group_body(group: Group) -> dict[str, Any]:
+def group_body(group: GroupRecord) -> dict[str, Any]:
     return {
         **(group.extra or {}),
         "id": group.id,
@@ -111,7 +118,7 @@ def update_group(group_id: str) -> Response:
 @blp.route("/v3/groups/<group_id>", methods=["DELETE"])
 def delete_group(group_id: str) -> Response:
     services().accounts.delete_group(authenticated(), group_id)
-    return Response(status=204)
+    return no_content()
 
 
 @blp.route("/v3/groups/<group_id>/users", methods=["GET"])
@@ -126,16 +133,16 @@ def list_group_users(group_id: str) -> Response:
 def check_group_user(group_id: str, user_id: str) -> Response:
     if not services().accounts.is_member(authenticated(), group_id, user_id):
         raise NotFound(f"User {user_id} is not a member of group {group_id}.")
-    return Response(status=204)
+    return no_content()
 
 
 @blp.route("/v3/groups/<group_id>/users/<user_id>", methods=["PUT"])
 def add_group_user(group_id: str, user_id: str) -> Response:
     services().accounts.add_member(authenticated(), group_id, user_id)
-    return Response(status=204)
+    return no_content()
 
 
 @blp.route("/v3/groups/<group_id>/users/<user_id>", methods=["DELETE"])
 def remove_group_user(group_id: str, user_id: str) -> Response:
     services().accounts.remove_member(authenticated(), group_id, user_id)
-    return Response(status=204)
+    return no_content()

@@ -14,7 +14,7 @@ from latchkey.credentials.keystone import (
     CONSUMER_LIST,
     CONSUMER_UPDATE,
 )
-from latchkey.credentials.models import OAuth1Consumer
+from latchkey.credentials.records import OAuth1ConsumerRecord
 from latchkey.errors import InvalidRequest
 from latchkey.frontdoors.http.requests import services
 from latchkey.frontdoors.keystone.common import (
@@ -36,7 +36,7 @@ POLICY_NAMES: dict[str, str] = {
 CONSUMERS = "/v3/OS-OAUTH1/consumers"
 
 
-def consumer_body(consumer: OAuth1Consumer) -> dict[str, Any]:
+def consumer_body(consumer: OAuth1ConsumerRecord) -> dict[str, Any]:
     return {
         "id": consumer.id,
         "description": consumer.description,

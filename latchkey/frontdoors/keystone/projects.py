@@ -8,13 +8,20 @@ from flask import Response, jsonify, request
 
 from latchkey.errors import Forbidden, InvalidRequest, LatchkeyError, NotFound
 from latchkey.frontdoors.http.requests import services
-from latchkey.frontdoors.keystone.common import authenticated, base_url, blp, json_body, obj
+from latchkey.frontdoors.keystone.common import (
+    authenticated,
+    base_url,
+    blp,
+    created,
+    json_body,
+    no_content,
+    obj,
+)
 from latchkey.frontdoors.keystone.domains import (
     DOMAIN_REFUSALS,
     SHORT_NAME,
     bool_field,
     collection,
-    created,
     domain_fields,
     every,
     id_field,
@@ -29,7 +36,7 @@ from latchkey.frontdoors.keystone.domains import (
     text_field,
     token_domain_id,
 )
-from latchkey.identity.models import Domain, Project
+from latchkey.identity.records import DomainRecord, ProjectRecord
 from latchkey.policy.context import CallContext
 
 POLICY_NAMES: dict[str, str] = {
@@ -60,7 +67,7 @@ PROJECT_FIELDS = {
 }
 
 
-def project_body(project: Project, tags: list[str] | None = None) -> dict[str, Any]:
+def project_body(project: ProjectRecord, tags: list[str] | None = None) -> dict[str, Any]:
     if tags is None:
         tags = services().directory.tags_of([project.id])[project.id]
     return {
@@ -79,7 +86,7 @@ def project_body(project: Project, tags: list[str] | None = None) -> dict[str, A
     }
 
 
-def domain_as_project(domain: Domain) -> dict[str, Any]:
+def domain_as_project(domain: DomainRecord) -> dict[str, Any]:
     """A domain seen through /v3/projects, as Keystone shows one (`is_domain: true`)."""
     extra = {k: v for k, v in (domain.extra or {}).items() if k != "tags"}
     return {
@@ -101,8 +108,8 @@ def _is_a_domain(project_id: str) -> bool:
     """No project has this id, a domain does: Keystone's domain acting as a project."""
     directory = services().directory
     return (
-        directory.find_project(project_id=project_id, name=None, domain_id=None) is None
-        and directory.find_domain(domain_id=project_id, name=None) is not None
+        directory.lookup_project(project_id=project_id, name=None, domain_id=None) is None
+        and directory.lookup_domain(domain_id=project_id, name=None) is not None
     )
 
 
@@ -117,7 +124,7 @@ def _domain_data(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     return domain_fields(rest, creating=creating)
 
 
-def project_bodies(projects: list[Project]) -> list[dict[str, Any]]:
+def project_bodies(projects: list[ProjectRecord]) -> list[dict[str, Any]]:
     tags = services().directory.tags_of([p.id for p in projects])
     return [project_body(p, tags[p.id]) for p in projects]
 
@@ -207,7 +214,7 @@ def create_project() -> Response:
     return created("project", project_body(project))
 
 
-def _as_list(ctx: CallContext, projects: list[Project]) -> list[dict[str, Any]]:
+def _as_list(ctx: CallContext, projects: list[ProjectRecord]) -> list[dict[str, Any]]:
     return [{"project": body} for body in project_bodies(projects)]
 
 
@@ -262,7 +269,7 @@ def delete_project(project_id: str) -> Response:
             services().directory.delete_project(authenticated(), project_id)
     except LatchkeyError as error:
         reraise(error, {s: Forbidden for s in ("project_protected", *DOMAIN_REFUSALS)})
-    return Response(status=204)
+    return no_content()
 
 
 # -- tags ------------------------------------------------------------------------------
@@ -292,14 +299,14 @@ def replace_project_tags(project_id: str) -> Response:
 @blp.route("/v3/projects/<project_id>/tags", methods=["DELETE"])
 def delete_project_tags(project_id: str) -> Response:
     services().directory.remove_tag(authenticated(), project_id, None)
-    return Response(status=204)
+    return no_content()
 
 
 @blp.route("/v3/projects/<project_id>/tags/<tag>", methods=["GET", "HEAD"])
 def check_project_tag(project_id: str, tag: str) -> Response:
     if not services().directory.has_tag(authenticated(), project_id, tag):
         raise NotFound(f"Could not find project tag: {tag}.", code="project_tag_not_found")
-    return Response(status=204)
+    return no_content()
 
 
 @blp.route("/v3/projects/<project_id>/tags/<tag>", methods=["PUT"])
@@ -314,4 +321,4 @@ def add_project_tag(project_id: str, tag: str) -> Response:
 @blp.route("/v3/projects/<project_id>/tags/<tag>", methods=["DELETE"])
 def delete_project_tag(project_id: str, tag: str) -> Response:
     services().directory.remove_tag(authenticated(), project_id, tag)
-    return Response(status=204)
+    return no_content()

@@ -13,8 +13,15 @@ from flask import Response, jsonify, request
 
 from latchkey.errors import InvalidRequest
 from latchkey.frontdoors.http.requests import services
-from latchkey.frontdoors.keystone.common import authenticated, base_url, blp, json_body, obj
-from latchkey.identity.models import Role
+from latchkey.frontdoors.keystone.common import (
+    authenticated,
+    base_url,
+    blp,
+    json_body,
+    no_content,
+    obj,
+)
+from latchkey.identity.records import RoleRecord
 
 # Keystone's policy name of each endpoint -> the Latchkey action that authorizes it.
 POLICY_NAMES: dict[str, str] = {
@@ -45,7 +52,7 @@ def role_url(role_id: str) -> str:
     return f"{base_url()}/v3/roles/{role_id}"
 
 
-def role_body(role: Role) -> dict[str, Any]:
+def role_body(role: RoleRecord) -> dict[str, Any]:
     """A role as Keystone shows it; extra attributes a client sent are echoed."""
     return {
         **(role.extra or {}),
@@ -58,7 +65,7 @@ def role_body(role: Role) -> dict[str, Any]:
     }
 
 
-def _role_ref(role: Role) -> dict[str, Any]:
+def _role_ref(role: RoleRecord) -> dict[str, Any]:
     return {"id": role.id, "name": role.name, "links": {"self": role_url(role.id)}}
 
 
@@ -149,13 +156,13 @@ def update_role(role: str) -> Response:
 @blp.route("/v3/roles/<role>", methods=["DELETE"])
 def delete_role(role: str) -> Response:
     services().roles.delete_role(authenticated(), role)
-    return Response(status=204)
+    return no_content()
 
 
 # -- implied roles ----------------------------------------------------------------------
 
 
-def _inference(prior: Role, implied: Role) -> dict[str, Any]:
+def _inference(prior: RoleRecord, implied: RoleRecord) -> dict[str, Any]:
     return {
         "role_inference": {"prior_role": _role_ref(prior), "implies": _role_ref(implied)},
         "links": {"self": f"{role_url(prior.id)}/implies/{implied.id}"},
@@ -173,14 +180,14 @@ def create_implied_role(prior: str, implied: str) -> Response:
 def get_implied_role(prior: str, implied: str) -> Response:
     pair = services().roles.get_implication(authenticated(), prior, implied)
     if request.method == "HEAD":
-        return Response(status=204)
+        return no_content()
     return jsonify(_inference(*pair))
 
 
 @blp.route("/v3/roles/<prior>/implies/<implied>", methods=["DELETE"])
 def delete_implied_role(prior: str, implied: str) -> Response:
     services().roles.unimply(authenticated(), prior, implied)
-    return Response(status=204)
+    return no_content()
 
 
 @blp.route("/v3/roles/<prior>/implies", methods=["GET", "HEAD"])
@@ -200,7 +207,7 @@ def list_implied_roles(prior: str) -> Response:
 @blp.route("/v3/role_inferences", methods=["GET", "HEAD"])
 def list_role_inferences() -> Response:
     pairs = services().roles.list_implications(authenticated())
-    by_prior: dict[str, tuple[Role, list[Role]]] = {}
+    by_prior: dict[str, tuple[RoleRecord, list[RoleRecord]]] = {}
     for prior, implied in pairs:
         by_prior.setdefault(prior.id, (prior, []))[1].append(implied)
     rules = [

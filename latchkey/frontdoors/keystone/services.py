@@ -17,9 +17,22 @@ from flask import Response, jsonify, request
 from latchkey.errors import InvalidRequest, NotFound
 from latchkey.frontdoors.http.requests import services
 from latchkey.frontdoors.keystone.catalog import identity_endpoints
-from latchkey.frontdoors.keystone.common import authenticated, base_url, blp, json_body
+from latchkey.frontdoors.keystone.common import (
+    authenticated,
+    base_url,
+    blp,
+    created,
+    json_body,
+    no_content,
+)
 from latchkey.policy.catalog import INTERFACES, MAX_EXTRA_BYTES
-from latchkey.policy.models import Endpoint, EndpointGroup, PolicyBlob, Region, Service
+from latchkey.policy.records import (
+    EndpointGroupRecord,
+    EndpointRecord,
+    PolicyBlobRecord,
+    RegionRecord,
+    ServiceRecord,
+)
 
 # Keystone's policy name of each endpoint -> the Latchkey action that authorizes it.
 POLICY_NAMES: dict[str, str] = {
@@ -118,20 +131,10 @@ def _collection(key: str, items: list[dict[str, Any]]) -> Response:
     )
 
 
-def _created(key: str, item: dict[str, Any]) -> Response:
-    response = jsonify({key: item})
-    response.status_code = 201
-    return response
-
-
-def _no_content() -> Response:
-    return Response(status=204)
-
-
 # -- regions ----------------------------------------------------------------------------
 
 
-def _region(region: Region) -> dict[str, Any]:
+def _region(region: RegionRecord) -> dict[str, Any]:
     return {
         **(region.extra or {}),
         "id": region.id,
@@ -161,7 +164,7 @@ def list_regions() -> Response:
 def create_region() -> Response:
     ctx = authenticated()
     values = _region_input(_member("region"), create=True)
-    return _created("region", _region(services().catalog.create_region(ctx, values)))
+    return created("region", _region(services().catalog.create_region(ctx, values)))
 
 
 @blp.route("/v3/regions/<region_id>", methods=["PUT"])
@@ -171,7 +174,7 @@ def put_region(region_id: str) -> Response:
     if values.get("id") not in (None, region_id):
         raise InvalidRequest(f'Conflicting region IDs specified: "{region_id}" != "{values["id"]}"')
     values["id"] = region_id
-    return _created("region", _region(services().catalog.create_region(ctx, values)))
+    return created("region", _region(services().catalog.create_region(ctx, values)))
 
 
 @blp.route("/v3/regions/<region_id>", methods=["GET"])
@@ -195,13 +198,13 @@ def update_region(region_id: str) -> Response:
 @blp.route("/v3/regions/<region_id>", methods=["DELETE"])
 def delete_region(region_id: str) -> Response:
     services().catalog.delete_region(authenticated(), region_id)
-    return _no_content()
+    return no_content()
 
 
 # -- services ---------------------------------------------------------------------------
 
 
-def _service(service: Service) -> dict[str, Any]:
+def _service(service: ServiceRecord) -> dict[str, Any]:
     return {
         **(service.extra or {}),
         "id": service.id,
@@ -237,7 +240,7 @@ def create_service() -> Response:
     if "type" not in data:
         raise InvalidRequest("Invalid input for field 'type': 'type' is a required property.")
     service = services().catalog.create_keystone_service(ctx, _service_input(data))
-    return _created("service", _service(service))
+    return created("service", _service(service))
 
 
 @blp.route("/v3/services/<service_id>", methods=["GET"])
@@ -259,13 +262,13 @@ def update_service(service_id: str) -> Response:
 @blp.route("/v3/services/<service_id>", methods=["DELETE"])
 def delete_service(service_id: str) -> Response:
     services().catalog.delete_service(authenticated(), service_id, by_id=True)
-    return _no_content()
+    return no_content()
 
 
 # -- endpoints --------------------------------------------------------------------------
 
 
-def _endpoint(endpoint: Endpoint) -> dict[str, Any]:
+def _endpoint(endpoint: EndpointRecord) -> dict[str, Any]:
     return {
         **(endpoint.extra or {}),
         "id": endpoint.id,
@@ -283,7 +286,7 @@ def _derived_endpoints() -> list[dict[str, Any]]:
     """Latchkey's own identity endpoints while none are stored (see the module's doc)."""
     catalog = services().catalog
     identity = catalog.builtin_identity()
-    if identity is None or identity.endpoint_rows:
+    if identity is None or identity.endpoints:
         return []
     return [
         {
@@ -365,7 +368,7 @@ def create_endpoint() -> Response:
     _string(data, "id", low=1, high=64)
     if data.get("id"):
         values["id"] = data["id"]
-    return _created("endpoint", _endpoint(services().catalog.create_endpoint(ctx, values)))
+    return created("endpoint", _endpoint(services().catalog.create_endpoint(ctx, values)))
 
 
 @blp.route("/v3/endpoints/<endpoint_id>", methods=["GET"])
@@ -398,7 +401,7 @@ def delete_endpoint(endpoint_id: str) -> Response:
     ctx = authenticated()
     _store_derived(ctx, endpoint_id)
     services().catalog.delete_endpoint(ctx, endpoint_id)
-    return _no_content()
+    return no_content()
 
 
 # -- OS-EP-FILTER endpoint groups ---------------------------------------------------------
@@ -422,7 +425,7 @@ GROUP_FILTERS = ("service_id", "region_id", "interface")
 GROUPS = "/v3/OS-EP-FILTER/endpoint_groups"
 
 
-def _group(group: EndpointGroup) -> dict[str, Any]:
+def _group(group: EndpointGroupRecord) -> dict[str, Any]:
     return {
         "id": group.id,
         "name": group.name,
@@ -467,7 +470,7 @@ def list_endpoint_groups() -> Response:
 def create_endpoint_group() -> Response:
     ctx = authenticated()
     values = _group_input(_member("endpoint_group"), create=True)
-    return _created("endpoint_group", _group(services().catalog.create_endpoint_group(ctx, values)))
+    return created("endpoint_group", _group(services().catalog.create_endpoint_group(ctx, values)))
 
 
 @blp.route(GROUPS + "/<group_id>", methods=["GET"])
@@ -491,7 +494,7 @@ def update_endpoint_group(group_id: str) -> Response:
 @blp.route(GROUPS + "/<group_id>", methods=["DELETE"])
 def delete_endpoint_group(group_id: str) -> Response:
     services().catalog.delete_endpoint_group(authenticated(), group_id)
-    return _no_content()
+    return no_content()
 
 
 @blp.route(GROUPS + "/<group_id>/endpoints", methods=["GET"])
@@ -504,7 +507,7 @@ def endpoints_of_group(group_id: str) -> Response:
 # -- /v3/policies: Keystone's opaque policy blobs -----------------------------------------
 
 
-def _blob(blob: PolicyBlob) -> dict[str, Any]:
+def _blob(blob: PolicyBlobRecord) -> dict[str, Any]:
     return {
         **(blob.extra or {}),
         "id": blob.id,
@@ -538,7 +541,7 @@ def create_policy() -> Response:
             raise InvalidRequest(
                 f"Invalid input for field '{key}': '{key}' is a required property."
             )
-    return _created("policy", _blob(services().catalog.create_policy_blob(ctx, _blob_input(data))))
+    return created("policy", _blob(services().catalog.create_policy_blob(ctx, _blob_input(data))))
 
 
 @blp.route("/v3/policies/<blob_id>", methods=["GET"])
@@ -560,4 +563,4 @@ def update_policy(blob_id: str) -> Response:
 @blp.route("/v3/policies/<blob_id>", methods=["DELETE"])
 def delete_policy(blob_id: str) -> Response:
     services().catalog.delete_policy_blob(authenticated(), blob_id)
-    return _no_content()
+    return no_content()

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
-from latchkey.credentials.models import Trust
+from latchkey.credentials.records import TrustRecord
 from latchkey.credentials.trusts import POLICY_NAMES as TRUST_POLICY_NAMES
 from latchkey.credentials.trusts import Trusts
 from latchkey.errors import NotFound
@@ -19,7 +19,7 @@ from latchkey.frontdoors.keystone.common import (
     keystone_time,
     obj,
 )
-from latchkey.identity.models import Role
+from latchkey.identity.records import RoleRecord
 
 POLICY_NAMES: dict[str, str] = dict(TRUST_POLICY_NAMES)
 PREFIX = "/v3/OS-TRUST/trusts"
@@ -32,7 +32,7 @@ def _trusts() -> Trusts:
     return trusts
 
 
-def _role_body(role: Role) -> dict[str, Any]:
+def _role_body(role: RoleRecord) -> dict[str, Any]:
     return {
         "id": role.id,
         "name": role.name,
@@ -42,7 +42,7 @@ def _role_body(role: Role) -> dict[str, Any]:
     }
 
 
-def _trust_body(trust: Trust, roles: list[Role] | None) -> dict[str, Any]:
+def _trust_body(trust: TrustRecord, roles: list[RoleRecord] | None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": trust.id,
         "trustor_user_id": trust.trustor_user_id,
@@ -62,7 +62,7 @@ def _trust_body(trust: Trust, roles: list[Role] | None) -> dict[str, Any]:
     return body
 
 
-def _roles_of(trusts: Trusts, trust: Trust) -> list[Role]:
+def _roles_of(trusts: Trusts, trust: TrustRecord) -> list[RoleRecord]:
     return trusts.role_records(trust)
 
 

@@ -8,12 +8,19 @@ from flask import Response, jsonify
 
 from latchkey.errors import AuthenticationFailed, Forbidden, InvalidRequest
 from latchkey.frontdoors.http.requests import services
-from latchkey.frontdoors.keystone.common import authenticated, base_url, blp, json_body, obj
+from latchkey.frontdoors.keystone.common import (
+    authenticated,
+    base_url,
+    blp,
+    created,
+    json_body,
+    no_content,
+    obj,
+)
 from latchkey.frontdoors.keystone.domains import (
     LONG_NAME,
     bool_field,
     collection,
-    created,
     every,
     id_field,
     merged_extra,
@@ -27,7 +34,7 @@ from latchkey.frontdoors.keystone.domains import (
 )
 from latchkey.frontdoors.keystone.groups import group_body
 from latchkey.frontdoors.keystone.projects import project_bodies
-from latchkey.identity.models import User
+from latchkey.identity.records import UserRecord
 
 POLICY_NAMES: dict[str, str] = {
     "identity:list_users": "identity:user:list",
@@ -56,7 +63,7 @@ USER_FIELDS = {
 MAX_PASSWORD = 4096  # the hasher refuses what its policy refuses; this bounds the work
 
 
-def user_body(user: User) -> dict[str, Any]:
+def user_body(user: UserRecord) -> dict[str, Any]:
     body: dict[str, Any] = {
         **(user.extra or {}),
         "id": user.id,
@@ -165,7 +172,7 @@ def update_user(user_id: str) -> Response:
 @blp.route("/v3/users/<user_id>", methods=["DELETE"])
 def delete_user(user_id: str) -> Response:
     services().accounts.delete_user(authenticated(), user_id)
-    return Response(status=204)
+    return no_content()
 
 
 @blp.route("/v3/users/<user_id>/password", methods=["POST"])
@@ -181,7 +188,7 @@ def change_password(user_id: str) -> Response:
             raise
         # Keystone: a wrong original password is a failed authentication.
         raise AuthenticationFailed(code="original_password_wrong") from error
-    return Response(status=204)
+    return no_content()
 
 
 @blp.route("/v3/users/<user_id>/groups", methods=["GET"])

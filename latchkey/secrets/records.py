@@ -1,0 +1,40 @@
+"""What the tenant secrets service hands to front doors: plain frozen values, never
+ORM rows (and never a payload's store reference)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # of() takes rows; importing a record loads no ORM class
+    from latchkey.secrets.models import TenantSecret
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSecretRecord:
+    id: str
+    project_id: str
+    name: str
+    description: str
+    content_type: str
+    current_version: int
+    store: str
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: TenantSecret) -> TenantSecretRecord:
+        return cls(
+            id=row.id,
+            project_id=row.project_id,
+            name=row.name,
+            description=row.description,
+            content_type=row.content_type,
+            current_version=row.current_version,
+            store=row.store,
+            created_by=row.created_by,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
