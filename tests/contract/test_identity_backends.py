@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, current_app
 from sqlalchemy import select
 
-from latchkey.db import db
 from latchkey.identity.backends import IdentityBackend
 from latchkey.identity.models import Domain, GroupMembership, User
 from tests import ldap_server as seed
-from tests.conftest import Api, build_app, make_settings, reset_database
+from tests.conftest import Api, build_app, database_of, make_settings, reset_database
 from tests.ldap_server import Slapd
 
 BACKENDS = ["sql", "ldap"]
@@ -60,7 +59,7 @@ class Side:
     def rows_groups(self, user: User) -> set[str]:
         """The group ids role resolution reads from membership rows."""
         query = select(GroupMembership.group_id).where(GroupMembership.user_id == user.id)
-        return set(db.session.scalars(query))
+        return set(database_of(current_app).session.scalars(query))
 
 
 def example_options(slapd: Slapd) -> dict[str, Any]:
@@ -119,20 +118,20 @@ def world(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
     admin = api.ok("GET", "/v1/users?domain_id=default&name=admin", token)["users"][0]
     yield World(app, {"sql": sql_twin(api, token), "ldap": ldap["id"]}, admin["id"])
     with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+        database_of(app).session.remove()
+        database_of(app).engine.dispose()
 
 
 @pytest.fixture(params=BACKENDS)
 def side(request: pytest.FixtureRequest, world: World, slapd: Slapd) -> Iterator[Side]:
     slapd.start()
     with world.app.app_context():
-        domain = db.session.get(Domain, world.domain_ids[request.param])
+        domain = database_of(world.app).session.get(Domain, world.domain_ids[request.param])
         assert domain is not None
         backend = world.app.extensions["latchkey"].accounts.backend_for(domain)
         yield Side(domain, backend, world.other_domain_user)
-        db.session.rollback()
-        db.session.remove()
+        database_of(world.app).session.rollback()
+        database_of(world.app).session.remove()
 
 
 def test_the_backend_is_the_domains_and_says_whether_it_is_writable(side: Side) -> None:
