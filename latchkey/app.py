@@ -26,13 +26,14 @@ from latchkey.frontdoors.http import policy as policy_api
 from latchkey.frontdoors.http import secrets as secrets_api
 from latchkey.frontdoors.http import tokens as token_api
 from latchkey.frontdoors.http.attack_audit import ATTACK_TRAIL
+from latchkey.frontdoors.http.context import PROXIES_EXTENSION
 from latchkey.frontdoors.http.fields import BoundedIntegerConverter
 from latchkey.frontdoors.http.flask_app import LatchkeyFlask
 from latchkey.frontdoors.http.headers import SecurityHeaders
 from latchkey.frontdoors.http.openapi import make_api
 from latchkey.frontdoors.http.problems import register_problem_handlers
 from latchkey.frontdoors.http.proxies import TrustedProxies
-from latchkey.frontdoors.http.requests import PROXIES_EXTENSION, register_request_hooks
+from latchkey.frontdoors.http.requests import register_request_hooks
 from latchkey.frontdoors.http.throttling import install_throttling
 from latchkey.frontdoors.oauth import api as oauth_api
 from latchkey.frontdoors.ops import api as ops_api

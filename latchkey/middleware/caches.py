@@ -12,17 +12,15 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from joserfc.errors import InvalidKeyTypeError, JoseError
 from joserfc.jwk import Key, import_key
 
 from latchkey.middleware._http import LatchkeyHttp, LatchkeyUnreachable
+from latchkey.wire.claims import Identity
 from latchkey.wire.jws import ALGORITHM, TokenInvalid
 from latchkey.wire.revocation import USER_PROJECT, user_project_subjects
-
-if TYPE_CHECKING:
-    from latchkey.middleware.wsgi import Identity
 
 log = logging.getLogger("latchkey.middleware")
 

@@ -38,6 +38,7 @@ from latchkey.policy.engine import (
 )
 from latchkey.policy.plan import ALWAYS, NEVER, plan
 from latchkey.policy.recorder import DecisionRecorder, Sample
+from latchkey.policy.records import Decision
 from latchkey.policy.versions import TenantPolicies
 from latchkey.tokens.service import Tokens
 
@@ -58,25 +59,6 @@ class DecisionLimits:
     max_cost: int = 200_000
     budget_ms: int = 500
     batch_budget_ms: int = 3000
-
-
-@dataclass(frozen=True)
-class Decision:
-    allowed: bool
-    decided_by: str  # token | boundary | policy | error | budget
-    rule: str | None = None
-    explanation: dict[str, Any] | None = None
-    code: str | None = None  # decision_budget_exceeded, with decided_by "budget"
-
-    def as_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"allowed": self.allowed, "decided_by": self.decided_by}
-        if self.rule is not None:
-            body["rule"] = self.rule
-        if self.code is not None:
-            body["code"] = self.code
-        if self.explanation is not None:
-            body["explain"] = self.explanation
-        return body
 
 
 def over_budget(explain: bool) -> Decision:

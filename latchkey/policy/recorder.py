@@ -17,7 +17,7 @@ from latchkey.policy.engine import Principal, principal_attributes
 from latchkey.policy.models import DecisionRecord
 
 if TYPE_CHECKING:
-    from latchkey.policy.decisions import Decision
+    from latchkey.policy.records import Decision
 
 log = logging.getLogger(__name__)
 MAX_RECENT = 1000

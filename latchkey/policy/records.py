@@ -1,4 +1,4 @@
-"""What the catalog hands to front doors: plain frozen values, never ORM rows.
+"""What the policy package hands to front doors: plain frozen values, never ORM rows.
 
 Each record carries the fields the front doors read, under the names the rows have
 (so the /v1 schemas dump them by attribute and the /v3 bodies read them as before).
@@ -114,3 +114,22 @@ class PolicyBlobRecord:
     @classmethod
     def of(cls, row: PolicyBlob) -> PolicyBlobRecord:
         return cls(row.id, row.type, row.blob, _copy(row.extra), row.created_at)
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    decided_by: str  # token | boundary | policy | error | budget
+    rule: str | None = None
+    explanation: dict[str, Any] | None = None
+    code: str | None = None  # decision_budget_exceeded, with decided_by "budget"
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"allowed": self.allowed, "decided_by": self.decided_by}
+        if self.rule is not None:
+            body["rule"] = self.rule
+        if self.code is not None:
+            body["code"] = self.code
+        if self.explanation is not None:
+            body["explain"] = self.explanation
+        return body

@@ -17,6 +17,7 @@ from flask import current_app, g, request
 
 from latchkey.audit import AUTHENTICATION, AUTHORIZATION, AttackTrail, token_fingerprint
 from latchkey.errors import Forbidden
+from latchkey.frontdoors.http.context import client_address, services
 
 ATTACK_TRAIL = "latchkey_attack_trail"
 log = logging.getLogger(__name__)
@@ -28,14 +29,10 @@ def _trail() -> AttackTrail | None:
 
 
 def _end_request_transaction() -> None:
-    from latchkey.frontdoors.http.requests import services
-
     services().database.session.rollback()
 
 
 def _source() -> str:
-    from latchkey.frontdoors.http.requests import client_address
-
     return client_address() or "unknown"
 
 

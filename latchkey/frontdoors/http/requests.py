@@ -6,31 +6,22 @@ import logging
 import re
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 
 from latchkey.errors import AuthenticationRequired, Forbidden, InvalidRequest, MalformedRequest
 from latchkey.frontdoors.http.attack_audit import note_invalid_token
+from latchkey.frontdoors.http.context import client_address, services
 from latchkey.frontdoors.http.flask_app import JsonNumberOutOfRange
-from latchkey.frontdoors.http.proxies import TrustedProxies
 from latchkey.policy.context import AuthContext, CallContext
 from latchkey.tokens.service import TokenInvalid
 from latchkey.wire import access_rules
-
-if TYPE_CHECKING:
-    from latchkey.wiring import Services
 
 access_log = logging.getLogger("latchkey.access")
 IDENTITY_SERVICE = "identity"  # Latchkey's own service type in access rules
 REQUEST_ID_HEADER = "X-Request-Id"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-PROXIES_EXTENSION = "latchkey_trusted_proxies"
-
-
-def services() -> Services:
-    services: Services = current_app.extensions["latchkey"]
-    return services
 
 
 def bearer_token() -> str | None:
@@ -125,19 +116,6 @@ def call_context(authenticate: bool = True) -> CallContext:
         request_id=g.get("request_id"),
         source_ip=client_address(),
     )
-
-
-def client_address() -> str | None:
-    """The client's address: the peer, or what a trusted proxy says it is
-    (``LATCHKEY_TRUSTED_PROXIES``, latchkey/frontdoors/http/proxies.py). Throttling, credentials'
-    allowed CIDRs and the audit trail all use this one."""
-    address: str | None = g.get("client_address")
-    if address is None:
-        proxies: TrustedProxies | None = current_app.extensions.get(PROXIES_EXTENSION)
-        environ = request.environ
-        address = proxies.client_address(environ) if proxies else environ.get("REMOTE_ADDR")
-        g.client_address = address
-    return address
 
 
 def _begin() -> None:

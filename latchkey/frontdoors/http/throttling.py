@@ -42,7 +42,7 @@ from flask_limiter import Limiter
 from limits import parse_many
 
 from latchkey import metrics
-from latchkey.frontdoors.http.requests import client_address
+from latchkey.frontdoors.http.context import client_address
 from latchkey.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)

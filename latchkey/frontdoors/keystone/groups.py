@@ -29,6 +29,7 @@ from latchkey.frontdoors.keystone.domains import (
     text_field,
     token_domain_id,
 )
+from latchkey.frontdoors.keystone.users import user_body
 from latchkey.identity.records import GroupRecord
 
 POLICY_NAMES: dict[str, str] = {
@@ -121,10 +122,15 @@ def delete_group(group_id: str) -> Response:
     return no_content()
 
 
+# Membership, both ways (users.py holds the users themselves).
+@blp.route("/v3/users/<user_id>/groups", methods=["GET"])
+def list_user_groups(user_id: str) -> Response:
+    groups = services().accounts.list_user_groups(authenticated(), user_id)
+    return collection("groups", [group_body(g) for g in groups])
+
+
 @blp.route("/v3/groups/<group_id>/users", methods=["GET"])
 def list_group_users(group_id: str) -> Response:
-    from latchkey.frontdoors.keystone.users import user_body
-
     users = services().accounts.list_members(authenticated(), group_id)
     return collection("users", [user_body(u) for u in users])
 

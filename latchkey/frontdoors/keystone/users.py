@@ -32,7 +32,6 @@ from latchkey.frontdoors.keystone.domains import (
     text_field,
     token_domain_id,
 )
-from latchkey.frontdoors.keystone.groups import group_body
 from latchkey.frontdoors.keystone.projects import project_bodies
 from latchkey.identity.records import UserRecord
 
@@ -189,12 +188,6 @@ def change_password(user_id: str) -> Response:
         # Keystone: a wrong original password is a failed authentication.
         raise AuthenticationFailed(code="original_password_wrong") from error
     return no_content()
-
-
-@blp.route("/v3/users/<user_id>/groups", methods=["GET"])
-def list_user_groups(user_id: str) -> Response:
-    groups = services().accounts.list_user_groups(authenticated(), user_id)
-    return collection("groups", [group_body(g) for g in groups])
 
 
 @blp.route("/v3/users/<user_id>/projects", methods=["GET"])
