@@ -49,6 +49,43 @@ class AuditEvent(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One audit event, as ``GET /v1/audit/events`` shows it (never the row itself)."""
+
+    id: int
+    time: datetime
+    type: str
+    action: str
+    outcome: str
+    actor_id: str | None
+    target_type: str | None
+    target_id: str | None
+    project_id: str | None
+    domain_id: str | None
+    request_id: str | None
+    source_ip: str | None
+    details: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: AuditEvent) -> AuditRecord:
+        return cls(
+            id=row.id,
+            time=row.time,
+            type=row.type,
+            action=row.action,
+            outcome=row.outcome,
+            actor_id=row.actor_id,
+            target_type=row.target_type,
+            target_id=row.target_id,
+            project_id=row.project_id,
+            domain_id=row.domain_id,
+            request_id=row.request_id,
+            source_ip=row.source_ip,
+            details=dict(row.details or {}),
+        )
+
+
 # On the table, not the mapped class: a Core statement, no ORM unit of work.
 _INSERT = insert(cast(Table, AuditEvent.__table__))
 
@@ -151,11 +188,12 @@ class AuditReader:
         type: str | None,
         project_id: str | None,
         limit: int,
-    ) -> list[AuditEvent]:
+    ) -> list[AuditRecord]:
         domain_id = self._project_domain(project_id) if project_id else None
         target = Target(domain_id=domain_id, project_id=project_id)
         self._enforcer.enforce(ctx.auth, "audit:event:list", target)
-        return self._log.list(since=since, type=type, project_id=project_id, limit=limit)
+        events = self._log.list(since=since, type=type, project_id=project_id, limit=limit)
+        return [AuditRecord.of(event) for event in events]
 
 
 # -- issue 13, class 7: the trail sees attacks ----------------------------------------

@@ -892,7 +892,7 @@ class ApplicationCredentials(IdentityServiceBase):
             attributes=attributes,
         )
         self._enforce(ctx, action, target)
-        return self._accounts.get_user_record(owner_id)
+        return self._accounts.user_row(owner_id)
 
     def _owned(
         self, owner_id: str, credential_id: str, lock: bool = False

@@ -41,7 +41,7 @@ class Accounts(IdentityServiceBase):
         return self._backends.of(domain)
 
     def _writable_domain(self, domain_id: str) -> Domain:
-        domain = self._directory.get_domain_record(domain_id)
+        domain = self._directory.domain_row(domain_id)
         if not self.backend_for(domain).writable:
             raise Forbidden(
                 f"domain {domain.name!r} is read-only ({domain.identity_backend})",
@@ -51,7 +51,7 @@ class Accounts(IdentityServiceBase):
 
     # -- users --------------------------------------------------------------------
 
-    def get_user_record(self, user_id: str) -> User:
+    def user_row(self, user_id: str) -> User:
         user = self._session.get(User, user_id)
         if user is None:
             raise NotFound(f"no user {user_id!r}", code="user_not_found")
@@ -122,7 +122,7 @@ class Accounts(IdentityServiceBase):
                 raise InvalidRequest(
                     "application accounts need owner_project_id", code="owner_project_required"
                 )
-            if self._directory.get_project_record(owner).domain_id != domain_id:
+            if self._directory.project_row(owner).domain_id != domain_id:
                 raise InvalidRequest(
                     "an application account lives in its owner project's domain",
                     code="owner_project_other_domain",
@@ -164,7 +164,7 @@ class Accounts(IdentityServiceBase):
             attributes={"kind": user.kind, "name": user.name} if user else None,
         )
         self._enforce(ctx, action, target)
-        return self.get_user_record(user_id)
+        return self.user_row(user_id)
 
     def list_users(
         self,
@@ -310,7 +310,7 @@ class Accounts(IdentityServiceBase):
 
     # -- groups -------------------------------------------------------------------
 
-    def get_group_record(self, group_id: str) -> Group:
+    def group_row(self, group_id: str) -> Group:
         group = self._session.get(Group, group_id)
         if group is None:
             raise NotFound(f"no group {group_id!r}", code="group_not_found")
@@ -340,7 +340,7 @@ class Accounts(IdentityServiceBase):
         domain_id = group.domain_id if group else None
         privileged = group is not None and self._is_cloud_group(group.id)
         self._enforce(ctx, action, Target(domain_id=domain_id, privileged=privileged))
-        return self.get_group_record(group_id)
+        return self.group_row(group_id)
 
     def list_groups(
         self,
@@ -411,7 +411,7 @@ class Accounts(IdentityServiceBase):
             ),
         )
         self._writable_domain(group.domain_id)
-        user = self.get_user_record(user_id)
+        user = self.user_row(user_id)
         if self._session.get(GroupMembership, (group.id, user.id)) is None:
             self._session.add(GroupMembership(group_id=group.id, user_id=user.id))
             self._record_change(

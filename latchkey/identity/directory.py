@@ -29,7 +29,7 @@ class Directory(IdentityServiceBase):
 
     # -- domains ----------------------------------------------------------------
 
-    def get_domain_record(self, domain_id: str) -> Domain:
+    def domain_row(self, domain_id: str) -> Domain:
         domain = self._session.get(Domain, domain_id)
         if domain is None:
             raise NotFound(f"no domain {domain_id!r}", code="domain_not_found")
@@ -80,7 +80,7 @@ class Directory(IdentityServiceBase):
             self._enforced_project(ctx, "identity:project:get", auth.project_id)
         else:
             self._enforce(ctx, "identity:domain:get", Target(domain_id=domain_id))
-        return DomainRecord.of(self.get_domain_record(domain_id))
+        return DomainRecord.of(self.domain_row(domain_id))
 
     def list_domains(
         self,
@@ -101,7 +101,7 @@ class Directory(IdentityServiceBase):
 
     def update_domain(self, ctx: CallContext, domain_id: str, data: dict[str, Any]) -> DomainRecord:
         self._enforce(ctx, "identity:domain:update", Target(domain_id=domain_id))
-        domain = self.get_domain_record(domain_id)
+        domain = self.domain_row(domain_id)
         was_enabled = domain.enabled
         data = dict(data)
         options = data.pop("ldap", None)
@@ -126,7 +126,7 @@ class Directory(IdentityServiceBase):
 
     def delete_domain(self, ctx: CallContext, domain_id: str) -> None:
         self._enforce(ctx, "identity:domain:delete", Target(domain_id=domain_id))
-        domain = self.get_domain_record(domain_id)
+        domain = self.domain_row(domain_id)
         if domain.enabled:
             raise Conflict("disable the domain before deleting it", code="domain_enabled")
         if self._session.scalar(
@@ -151,7 +151,7 @@ class Directory(IdentityServiceBase):
 
     # -- projects -----------------------------------------------------------------
 
-    def get_project_record(self, project_id: str) -> Project:
+    def project_row(self, project_id: str) -> Project:
         project = self._session.get(Project, project_id)
         if project is None:
             raise NotFound(f"no project {project_id!r}", code="project_not_found")
@@ -193,7 +193,7 @@ class Directory(IdentityServiceBase):
             raise InvalidRequest(
                 f"parent_id: no project {data['parent_id']!r}", code="parent_not_in_domain"
             )
-        self.get_domain_record(domain_id)
+        self.domain_row(domain_id)
         if self.find_project(project_id=None, name=data["name"], domain_id=domain_id):
             raise Conflict(
                 f"a project named {data['name']!r} exists in this domain", code="project_name_taken"
@@ -236,7 +236,7 @@ class Directory(IdentityServiceBase):
             attributes={"name": project.name} if project else None,
         )
         self._enforce(ctx, action, target)
-        return self.get_project_record(project_id)
+        return self.project_row(project_id)
 
     def list_projects(
         self,
@@ -342,7 +342,7 @@ class Directory(IdentityServiceBase):
 
     def project_parents(self, ctx: CallContext, project_id: str) -> list[ProjectRecord]:
         """The ancestors the caller may see (Keystone's ``parents_as_list``)."""
-        project = self.get_project_record(project_id)
+        project = self.project_row(project_id)
         return [ProjectRecord.of(p) for p in self._ancestors(project) if self._may_get(ctx, p)]
 
     def project_subtree(self, ctx: CallContext, project_id: str) -> list[ProjectRecord]:

@@ -145,7 +145,7 @@ class Roles(IdentityServiceBase):
         domain, domain-specific roles included (docs/decisions.md)."""
         self._enforce(ctx, "identity:role:create", Target())
         if data.get("domain_id"):
-            self._directory.get_domain_record(data["domain_id"])
+            self._directory.domain_row(data["domain_id"])
         if self._session.scalar(select(Role.id).where(Role.name == data["name"])):
             raise Conflict(f"a role named {data['name']!r} exists", code="role_name_taken")
         role = Role(**data)
@@ -814,9 +814,9 @@ class Roles(IdentityServiceBase):
             if scope_id != SYSTEM_ALL:
                 raise NotFound("the only system target is 'all'", code="system_not_found")
         elif scope_type == PROJECT:
-            self._directory.get_project_record(scope_id)
+            self._directory.project_row(scope_id)
         else:
-            self._directory.get_domain_record(scope_id)
+            self._directory.domain_row(scope_id)
 
     def _check_role_fits(self, role: Role, scope_type: str, scope_id: str) -> None:
         """A domain-specific role is granted only inside its domain (Keystone's rule)."""
@@ -829,7 +829,7 @@ class Roles(IdentityServiceBase):
             )
         domain = scope_id
         if scope_type == PROJECT:
-            domain = self._directory.get_project_record(scope_id).domain_id
+            domain = self._directory.project_row(scope_id).domain_id
         if domain != role.domain_id:
             raise Forbidden(
                 "a domain-specific role is granted only inside its domain",
@@ -852,9 +852,9 @@ class Roles(IdentityServiceBase):
 
     def _check_actor(self, actor_type: str, actor_id: str) -> None:
         if actor_type == USER_ACTOR:
-            self._accounts.get_user_record(actor_id)
+            self._accounts.user_row(actor_id)
         else:
-            self._accounts.get_group_record(actor_id)
+            self._accounts.group_row(actor_id)
 
 
 @functools.cache

@@ -27,7 +27,7 @@ from latchkey.identity.models import Domain, GroupMembership, Project, Role, Rol
 from latchkey.identity.records import DomainRecord
 from latchkey.identity.roles import Roles
 from latchkey.metrics import count_issuance
-from latchkey.policy.context import CallContext
+from latchkey.policy.context import AuthContext, CallContext
 from latchkey.tokens.models import LoginLockout
 from latchkey.tokens.service import IssuedToken, Scope, TokenInvalid, Tokens
 
@@ -339,6 +339,27 @@ class Authentication:
         self._credentials.record_use(verified)
         self._session.commit()
         return issued
+
+    def credential_caller(self, ctx: CallContext, credential_id: str, secret: str) -> AuthContext:
+        """Check an application credential's secret (its use is recorded) and answer the
+        caller a token from it would be now, without issuing one: the credential's roles
+        its owner still holds on its live project. What an OAuth client acts as when it
+        introspects or revokes (RFC 7662, RFC 7009)."""
+        verified = self._credentials.verify_and_record(ctx, {"id": credential_id}, secret)
+        credential, owner, project = verified.credential, verified.owner, verified.project
+        return AuthContext(
+            user_id=owner.id,
+            user_domain_id=owner.domain_id,
+            token_id="",  # no token is issued
+            roles=frozenset(self.current_roles(verified)),
+            project_id=credential.project_id,
+            project_domain_id=project.domain_id if project else None,
+            is_admin_project=bool(project and project.is_admin_project),
+            kind=owner.kind,
+            application_credential_id=credential.id,
+            restricted=not credential.unrestricted,
+            access_rules=tuple(credential.access_rules or ()),
+        )
 
     def current_roles(self, verified: VerifiedCredential) -> set[str]:
         """The roles a token from this credential would carry now (none if its project

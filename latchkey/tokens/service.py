@@ -22,7 +22,7 @@ from latchkey.metrics import count_validation
 from latchkey.policy.context import AuthContext, CallContext
 from latchkey.policy.enforcer import Enforcer, Target
 from latchkey.tokens.keys import ALGORITHM, KeyRing
-from latchkey.tokens.models import RevocationEvent
+from latchkey.tokens.records import RevocationRecord
 from latchkey.tokens.revocations import TOKEN, RevocationList
 
 # The compact JWS and its offline check live in latchkey.wire.jws (no Flask, no
@@ -243,7 +243,7 @@ class Tokens:
         )
         self._revocations.commit()
 
-    def restore_fence(self, issued_before: datetime) -> RevocationEvent:
+    def restore_fence(self, issued_before: datetime) -> RevocationRecord:
         """``latchkey restore-fence``: every token issued at or before ``issued_before``
         is revoked, on every node and in the feed (docs/operations.md)."""
         event = self._revocations.fence(issued_before)
@@ -258,11 +258,13 @@ class Tokens:
             details={"issued_before": issued_before.isoformat()},
         )
         self._revocations.commit()
-        return event
+        return RevocationRecord.of(event)
 
-    def revocations_since(self, ctx: CallContext, cursor: int, limit: int) -> list[RevocationEvent]:
+    def revocations_since(
+        self, ctx: CallContext, cursor: int, limit: int
+    ) -> list[RevocationRecord]:
         self._enforcer.enforce(ctx.auth, "identity:revocation:list", Target())
-        return self._revocations.since(cursor, limit)
+        return [RevocationRecord.of(event) for event in self._revocations.since(cursor, limit)]
 
     def _validate_subject(self, subject_token: str) -> dict[str, Any]:
         try:

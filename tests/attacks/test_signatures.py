@@ -109,8 +109,8 @@ def subject_status(api: Api, caller: str, subject: str, path: str = "/v1/auth/to
 def test_every_issued_token_has_low_s(app: Flask, api: Api, admin_token: str) -> None:
     with app.app_context():
         services = app.extensions["latchkey"]
-        user = services.accounts.get_user_record(claims_of(admin_token)["sub"])
-        domain = services.directory.get_domain_record(user.domain_id)
+        user = services.accounts.user_row(claims_of(admin_token)["sub"])
+        domain = services.directory.domain_row(user.domain_id)
         assert isinstance(user, User) and isinstance(domain, Domain)
         issued = [
             services.tokens.issue(user, domain, Scope(), set(), ["password"]).token

@@ -26,7 +26,6 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import Flask, Request
 from flask import request as flask_request
 
-from latchkey.credentials.service import VerifiedCredential
 from latchkey.errors import AuthenticationFailed, Forbidden
 from latchkey.frontdoors.http.requests import call_context, services
 from latchkey.policy.context import AuthContext
@@ -59,7 +58,8 @@ class CredentialClient(ClientMixin):
         self._issue = issue
         self._malformed = malformed
         self.issued: IssuedToken | None = None
-        self.verified: VerifiedCredential | None = None
+        # Introspection and revocation: who this client acts as, once its secret checked.
+        self.caller: AuthContext | None = None
 
     def get_client_id(self) -> str:
         return self.client_id
@@ -84,8 +84,8 @@ class CredentialClient(ClientMixin):
                     ctx, {"id": self.client_id}, client_secret, None
                 )
             else:
-                self.verified = app_services.credentials.verify_and_record(
-                    ctx, {"id": self.client_id}, client_secret
+                self.caller = app_services.authentication.credential_caller(
+                    ctx, self.client_id, client_secret
                 )
         except (AuthenticationFailed, Forbidden):
             return False
@@ -102,35 +102,10 @@ class CredentialClient(ClientMixin):
 
     def may_introspect_others(self) -> bool:
         """May this client introspect tokens not issued to it? The enforcer decides, for
-        the caller a token from this credential would be now (the credential's roles
-        its owner still holds on its live project)."""
-        verified = self.verified
-        if verified is None:
+        the caller a token from this credential would be now."""
+        if self.caller is None:
             return False
-        app_services = services()
-        return app_services.enforcer.allowed(
-            _as_caller(verified, app_services.authentication.current_roles(verified)),
-            INTROSPECT_OTHERS,
-            Target(),
-        )
-
-
-def _as_caller(verified: VerifiedCredential, roles: set[str]) -> AuthContext:
-    """The credential as the enforcer sees a caller: no token is issued, so no token id."""
-    credential, owner = verified.credential, verified.owner
-    return AuthContext(
-        user_id=owner.id,
-        user_domain_id=owner.domain_id,
-        token_id="",
-        roles=frozenset(roles),
-        project_id=credential.project_id,
-        project_domain_id=verified.project.domain_id if verified.project else None,
-        is_admin_project=bool(verified.project and verified.project.is_admin_project),
-        kind=owner.kind,
-        application_credential_id=credential.id,
-        restricted=not credential.unrestricted,
-        access_rules=tuple(credential.access_rules or ()),
-    )
+        return services().enforcer.allowed(self.caller, INTROSPECT_OTHERS, Target())
 
 
 @dataclass
@@ -242,9 +217,9 @@ class LatchkeyRevocation(RevocationEndpoint):
         claims = token.claims
         ctx = call_context(authenticate=False)
         client: CredentialClient = request.client
-        assert client.verified is not None
+        assert client.caller is not None
         app_services.tokens.revoke_claims(
-            ctx, claims, client.verified.owner.id, client_id=client.client_id, via="oauth2"
+            ctx, claims, client.caller.user_id, client_id=client.client_id, via="oauth2"
         )
 
 
