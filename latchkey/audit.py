@@ -24,6 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from latchkey.db import Base, DbSession, UTCDateTime, utcnow
 from latchkey.policy.context import CallContext
 from latchkey.policy.enforcer import Enforcer, Target
+from latchkey.records import copy_row
 
 log = logging.getLogger(__name__)
 AUTHENTICATION, CHANGE, DECISION = "authentication", "change", "decision"
@@ -69,21 +70,7 @@ class AuditRecord:
 
     @classmethod
     def of(cls, row: AuditEvent) -> AuditRecord:
-        return cls(
-            id=row.id,
-            time=row.time,
-            type=row.type,
-            action=row.action,
-            outcome=row.outcome,
-            actor_id=row.actor_id,
-            target_type=row.target_type,
-            target_id=row.target_id,
-            project_id=row.project_id,
-            domain_id=row.domain_id,
-            request_id=row.request_id,
-            source_ip=row.source_ip,
-            details=dict(row.details or {}),
-        )
+        return copy_row(cls, row, details=dict(row.details or {}))
 
 
 # On the table, not the mapped class: a Core statement, no ORM unit of work.

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from latchkey.records import copy_row
+
 if TYPE_CHECKING:  # of() takes rows; importing a record loads no ORM class
     from latchkey.credentials.models import (
         ApplicationCredential,
@@ -34,7 +36,7 @@ class SecretRecord:
 
     @classmethod
     def of(cls, row: CredentialSecret) -> SecretRecord:
-        return cls(row.id, row.credential_id, row.created_at, row.expires_at, row.last_used_at)
+        return copy_row(cls, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,19 +59,12 @@ class CredentialRecord:
 
     @classmethod
     def of(cls, row: ApplicationCredential, secrets: list[CredentialSecret]) -> CredentialRecord:
-        return cls(
-            id=row.id,
-            name=row.name,
-            description=row.description,
-            user_id=row.user_id,
-            project_id=row.project_id,
+        return copy_row(
+            cls,
+            row,
             roles=list(row.roles or []),
-            unrestricted=row.unrestricted,
-            expires_at=row.expires_at,
             access_rules=[dict(rule) for rule in row.access_rules or []],
             allowed_cidrs=list(row.allowed_cidrs or []),
-            created_at=row.created_at,
-            last_used_at=row.last_used_at,
             secrets=[SecretRecord.of(secret) for secret in secrets],
         )
 
@@ -90,7 +85,7 @@ class AccessRuleRecord:
 
     @classmethod
     def of(cls, row: UserAccessRule) -> AccessRuleRecord:
-        return cls(row.id, row.service, row.method, row.path)
+        return copy_row(cls, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,17 +102,7 @@ class TrustRecord:
 
     @classmethod
     def of(cls, row: Trust) -> TrustRecord:
-        return cls(
-            id=row.id,
-            trustor_user_id=row.trustor_user_id,
-            trustee_user_id=row.trustee_user_id,
-            project_id=row.project_id,
-            impersonation=row.impersonation,
-            role_ids=list(row.role_ids or []),
-            expires_at=row.expires_at,
-            remaining_uses=row.remaining_uses,
-            created_at=row.created_at,
-        )
+        return copy_row(cls, row, role_ids=list(row.role_ids or []))
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,14 +119,7 @@ class KeystoneCredentialRecord:
 
     @classmethod
     def of(cls, row: KeystoneCredential) -> KeystoneCredentialRecord:
-        return cls(
-            row.id,
-            row.user_id,
-            row.project_id,
-            row.type,
-            dict(row.extra) if row.extra is not None else None,
-            row.created_at,
-        )
+        return copy_row(cls, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +154,7 @@ class OAuth1ConsumerRecord:
 
     @classmethod
     def of(cls, row: OAuth1Consumer) -> OAuth1ConsumerRecord:
-        return cls(row.id, row.description, row.created_at)
+        return copy_row(cls, row)
 
 
 @dataclass(frozen=True, slots=True)

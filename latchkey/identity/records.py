@@ -12,12 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from latchkey.records import copy_row
+
 if TYPE_CHECKING:  # of() takes rows; importing a record loads no ORM class
     from latchkey.identity.models import Domain, Group, Project, Role, User
-
-
-def _copy(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    return dict(value) if value is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,17 +32,7 @@ class DomainRecord:
 
     @classmethod
     def of(cls, row: Domain) -> DomainRecord:
-        return cls(
-            id=row.id,
-            name=row.name,
-            description=row.description,
-            enabled=row.enabled,
-            identity_backend=row.identity_backend,
-            ldap_config=_copy(row.ldap_config),
-            ldap_password_set=bool(row.ldap_password_sealed),
-            extra=_copy(row.extra),
-            created_at=row.created_at,
-        )
+        return copy_row(cls, row, ldap_password_set=bool(row.ldap_password_sealed))
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,17 +49,7 @@ class ProjectRecord:
 
     @classmethod
     def of(cls, row: Project) -> ProjectRecord:
-        return cls(
-            id=row.id,
-            name=row.name,
-            domain_id=row.domain_id,
-            description=row.description,
-            enabled=row.enabled,
-            is_admin_project=row.is_admin_project,
-            parent_id=row.parent_id,
-            extra=_copy(row.extra),
-            created_at=row.created_at,
-        )
+        return copy_row(cls, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,21 +70,7 @@ class UserRecord:
 
     @classmethod
     def of(cls, row: User) -> UserRecord:
-        return cls(
-            id=row.id,
-            name=row.name,
-            domain_id=row.domain_id,
-            kind=row.kind,
-            enabled=row.enabled,
-            email=row.email,
-            description=row.description,
-            attributes=_copy(row.attributes),
-            owner_project_id=row.owner_project_id,
-            default_project_id=row.default_project_id,
-            password_changed_at=row.password_changed_at,
-            extra=_copy(row.extra),
-            created_at=row.created_at,
-        )
+        return copy_row(cls, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,14 +84,7 @@ class GroupRecord:
 
     @classmethod
     def of(cls, row: Group) -> GroupRecord:
-        return cls(
-            id=row.id,
-            name=row.name,
-            domain_id=row.domain_id,
-            description=row.description,
-            extra=_copy(row.extra),
-            created_at=row.created_at,
-        )
+        return copy_row(cls, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,11 +98,4 @@ class RoleRecord:
 
     @classmethod
     def of(cls, row: Role) -> RoleRecord:
-        return cls(
-            id=row.id,
-            name=row.name,
-            description=row.description,
-            domain_id=row.domain_id,
-            extra=_copy(row.extra),
-            created_at=row.created_at,
-        )
+        return copy_row(cls, row)

@@ -10,12 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from latchkey.records import copy_row
+
 if TYPE_CHECKING:  # of() takes rows; importing a record loads no ORM class
     from latchkey.policy.models import Endpoint, EndpointGroup, PolicyBlob, Region, Service
-
-
-def _copy(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    return dict(value) if value is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +26,7 @@ class RegionRecord:
 
     @classmethod
     def of(cls, row: Region) -> RegionRecord:
-        return cls(row.id, row.description, row.parent_region_id, _copy(row.extra), row.created_at)
+        return copy_row(cls, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +42,7 @@ class EndpointRecord:
 
     @classmethod
     def of(cls, row: Endpoint) -> EndpointRecord:
-        return cls(
-            id=row.id,
-            service_id=row.service_id,
-            interface=row.interface,
-            url=row.url,
-            region_id=row.region_id,
-            enabled=row.enabled,
-            extra=_copy(row.extra),
-            created_at=row.created_at,
-        )
+        return copy_row(cls, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,19 +63,8 @@ class ServiceRecord:
 
     @classmethod
     def of(cls, row: Service) -> ServiceRecord:
-        return cls(
-            id=row.id,
-            type=row.type,
-            name=row.name,
-            description=row.description,
-            enabled=row.enabled,
-            builtin=row.builtin,
-            actions=list(row.actions or []),
-            resource_types=dict(row.resource_types or {}),
-            endpoints=row.endpoints,
-            extra=_copy(row.extra),
-            created_at=row.created_at,
-            updated_at=row.updated_at,
+        return copy_row(
+            cls, row, actions=list(row.actions or []), resource_types=dict(row.resource_types or {})
         )
 
 
@@ -100,7 +78,7 @@ class EndpointGroupRecord:
 
     @classmethod
     def of(cls, row: EndpointGroup) -> EndpointGroupRecord:
-        return cls(row.id, row.name, row.description, dict(row.filters or {}), row.created_at)
+        return copy_row(cls, row, filters=dict(row.filters or {}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +91,7 @@ class PolicyBlobRecord:
 
     @classmethod
     def of(cls, row: PolicyBlob) -> PolicyBlobRecord:
-        return cls(row.id, row.type, row.blob, _copy(row.extra), row.created_at)
+        return copy_row(cls, row)
 
 
 @dataclass(frozen=True)

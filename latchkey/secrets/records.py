@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from latchkey.records import copy_row
+
 if TYPE_CHECKING:  # of() takes rows; importing a record loads no ORM class
     from latchkey.secrets.models import TenantSecret
 
@@ -26,15 +28,4 @@ class TenantSecretRecord:
 
     @classmethod
     def of(cls, row: TenantSecret) -> TenantSecretRecord:
-        return cls(
-            id=row.id,
-            project_id=row.project_id,
-            name=row.name,
-            description=row.description,
-            content_type=row.content_type,
-            current_version=row.current_version,
-            store=row.store,
-            created_by=row.created_by,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
+        return copy_row(cls, row)

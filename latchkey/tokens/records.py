@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from latchkey.records import copy_row
+
 if TYPE_CHECKING:  # of() takes rows; importing a record loads no ORM class
     from latchkey.tokens.models import RevocationEvent
 
@@ -23,11 +25,4 @@ class RevocationRecord:
 
     @classmethod
     def of(cls, row: RevocationEvent) -> RevocationRecord:
-        return cls(
-            id=row.id,
-            kind=row.kind,
-            subject=row.subject,
-            issued_before=row.issued_before,
-            created_at=row.created_at,
-            expires_at=row.expires_at,
-        )
+        return copy_row(cls, row)
