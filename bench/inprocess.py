@@ -1,6 +1,7 @@
 """The two online paths timed in-process (no server): what Latchkey's own code costs.
 
     .venv/bin/python -m bench.inprocess [--requests 3000] [--rounds 5] [--database URL]
+                                        [--only validate_v1|appcred_issue]
 
 Builds an application with ``create_app`` on a fresh SQLite file (or ``--database``, an
 empty PostgreSQL database), creates one application credential for the bootstrap admin,
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--database", default=None)
+    parser.add_argument("--only", default=None, help="validate_v1 or appcred_issue")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="inprocess-"))
     settings = Settings.from_mapping(
@@ -82,6 +84,8 @@ def main() -> None:
     }
     statements = count_statements(app)
     for name, request in paths.items():
+        if args.only and name != args.only:
+            continue
         for _ in range(200):  # warm: caches, the key ring, the verified-token memo
             request()
         best = min(timed(request, args.requests) for _ in range(args.rounds))
