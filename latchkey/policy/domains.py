@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Any
 
 from sqlalchemy import select
 
-from latchkey.audit import CHANGE, AuditLog, AuditTarget
+from latchkey.audit import AuditLog, AuditTarget
 from latchkey.changes.generation import ChangeGeneration
 from latchkey.credentials.models import ApplicationCredential
 from latchkey.db import DbSession
@@ -32,16 +31,18 @@ from latchkey.policy.documents import (
     PrincipalChecks,
     Rule,
     from_stored,
-    parse_or_refuse,
-    to_json,
 )
 from latchkey.policy.enforcer import Enforcer, Target
-from latchkey.policy.store import PolicyVersions, StoredVersion
+from latchkey.policy.scoped import ScopedPolicies
+from latchkey.policy.store import Scope
 
 DOMAIN_RULE_PREFIX = "domain/"
 
 
-class DomainPolicies:
+class DomainPolicies(ScopedPolicies):
+    ACTIONS = "policy:domain_policy"
+    SCOPE: Scope = "domain"
+
     def __init__(
         self,
         session: DbSession,
@@ -51,55 +52,10 @@ class DomainPolicies:
         changes: ChangeGeneration | None = None,
         limits: PolicyLimits | None = None,
     ) -> None:
-        self._limits = limits or PolicyLimits()
-        self._session = session
-        self._enforcer = enforcer
-        self._audit = audit
-        self._catalog = catalog
-        # The active version is re-read when tenant_policy rows change (``changes``).
-        self._versions = PolicyVersions(session, "domain", changes)
+        super().__init__(session, enforcer, audit, catalog, changes, limits)
         # domain id -> (version, its rules as merged into projects)
         self._rules: dict[str, tuple[int | None, tuple[Rule, ...]]] = {}
         self._lock = threading.Lock()
-
-    # -- documents ------------------------------------------------------------------
-
-    def get(self, ctx: CallContext, domain_id: str) -> tuple[int | None, dict[str, Any]]:
-        self._enforce(ctx, "policy:domain_policy:get", domain_id)
-        version = self.active_version(domain_id)
-        if version is None:
-            return None, {"rules": []}
-        return version, self._versions.get(domain_id, version).document
-
-    def validate(self, ctx: CallContext, domain_id: str, document: Any) -> PolicyDocument:
-        self._enforce(ctx, "policy:domain_policy:validate", domain_id)
-        return self._parse(domain_id, document)
-
-    def put(self, ctx: CallContext, domain_id: str, document: Any) -> int:
-        self._enforce(ctx, "policy:domain_policy:update", domain_id)
-        parsed = self._parse(domain_id, document)
-        version = self._versions.add(domain_id, to_json(parsed), ctx.actor_id)
-        self._record(ctx, "policy:domain_policy:update", domain_id, version=version)
-        self._session.commit()
-        self.forget(domain_id)
-        return version
-
-    def versions(self, ctx: CallContext, domain_id: str) -> list[StoredVersion]:
-        self._enforce(ctx, "policy:domain_policy:get", domain_id)
-        return self._versions.list(domain_id)
-
-    def active_version(self, domain_id: str) -> int | None:
-        return self._versions.active_version(domain_id)
-
-    def activate(self, ctx: CallContext, domain_id: str, version: int) -> None:
-        """Make a saved version the active one (rolling back, or forward again)."""
-        self._enforce(ctx, "policy:domain_policy:update", domain_id)
-        stored = self._versions.get(domain_id, version)
-        self._parse(domain_id, stored.document)  # an old version must still validate
-        self._versions.activate(domain_id, version)
-        self._record(ctx, "policy:domain_policy:activate", domain_id, version=version)
-        self._session.commit()
-        self.forget(domain_id)
 
     # -- what projects see ----------------------------------------------------------
 
@@ -128,11 +84,6 @@ class DomainPolicies:
             self._rules.pop(domain_id, None)
 
     # -- helpers --------------------------------------------------------------------
-
-    def _parse(self, domain_id: str, document: Any) -> PolicyDocument:
-        return parse_or_refuse(
-            document, self._catalog.view(), self._checks(domain_id), self._limits
-        )
 
     def _checks(self, domain_id: str) -> PrincipalChecks:
         """A domain's rules name only the domain's own principals."""
@@ -174,14 +125,8 @@ class DomainPolicies:
         if domain is None:
             raise NotFound(f"no domain {domain_id!r}", code="domain_not_found")
 
-    def _record(self, ctx: CallContext, action: str, domain_id: str, **details: Any) -> None:
-        self._audit.add(
-            type=CHANGE,
-            action=action,
-            outcome="success",
-            actor_id=ctx.actor_id,
-            target=AuditTarget("domain_policy", domain_id, domain_id=domain_id),
-            request_id=ctx.request_id,
-            source_ip=ctx.source_ip,
-            details=details,
-        )
+    def _audit_target(self, domain_id: str) -> AuditTarget:
+        return AuditTarget("domain_policy", domain_id, domain_id=domain_id)
+
+    def _in_force(self, domain_id: str, version: int, parsed: PolicyDocument) -> None:
+        self.forget(domain_id)

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
-from latchkey.audit import CHANGE, AuditLog, AuditTarget
+from latchkey.audit import AuditLog, AuditTarget
 from latchkey.changes.generation import ChangeGeneration
 from latchkey.credentials.models import ApplicationCredential
 from latchkey.db import DbSession
@@ -20,16 +20,21 @@ from latchkey.policy.documents import (
     PolicyLimits,
     PrincipalChecks,
     from_stored,
-    parse_or_refuse,
-    to_json,
 )
 from latchkey.policy.domains import DomainPolicies
 from latchkey.policy.enforcer import Enforcer, Target
 from latchkey.policy.engine import PolicyEngine
-from latchkey.policy.store import Boundaries, PolicyVersions, StoredVersion
+from latchkey.policy.scoped import ScopedPolicies
+from latchkey.policy.store import Boundaries, Scope
 
 
-class TenantPolicies:
+class TenantPolicies(ScopedPolicies):
+    """A project's own tenant policy versions, and the engines in force for them (its
+    document merged with its domain's rules, under the boundary)."""
+
+    ACTIONS = "policy:policy"
+    SCOPE: Scope = "project"
+
     def __init__(
         self,
         session: DbSession,
@@ -41,69 +46,17 @@ class TenantPolicies:
         changes: ChangeGeneration | None = None,
         limits: PolicyLimits | None = None,
     ) -> None:
-        self._limits = limits or PolicyLimits()
-        self._session = session
-        self._enforcer = enforcer
-        self._audit = audit
-        self._catalog = catalog
+        super().__init__(session, enforcer, audit, catalog, changes, limits)
         self._boundaries = boundaries
         self._domains = domains
         # project id -> ((project version, domain version), boundary fingerprint, engine)
         self._engines: dict[str, tuple[tuple[int | None, int | None], str, PolicyEngine]] = {}
         self._project_domains: dict[str, str | None] = {}
-        # The active version is re-read when tenant_policy rows change (another
-        # worker's activation moves ``changes``).
-        self._versions = PolicyVersions(session, "project", changes)
         self._lock = threading.Lock()
 
-    # -- documents ------------------------------------------------------------------
-
-    def get(self, ctx: CallContext, project_id: str) -> tuple[int | None, dict[str, Any]]:
-        self._enforce(ctx, "policy:policy:get", project_id)
-        version = self._versions.active_version(project_id)
-        if version is None:
-            return None, {"rules": []}
-        return version, self._versions.get(project_id, version).document
-
-    def validate(self, ctx: CallContext, project_id: str, document: Any) -> PolicyDocument:
-        self._enforce(ctx, "policy:policy:validate", project_id)
-        return self._parse(project_id, document)
-
-    def put(self, ctx: CallContext, project_id: str, document: Any) -> int:
-        self._enforce(ctx, "policy:policy:update", project_id)
-        parsed = self._parse(project_id, document)
-        version = self._versions.add(project_id, to_json(parsed), ctx.actor_id)
-        self._record(
-            ctx, "policy:policy:update", project_id, version=version, rules=len(parsed.rules)
-        )
-        self._session.commit()
+    def _in_force(self, project_id: str, version: int, parsed: PolicyDocument) -> None:
         self._versions.forget(project_id)  # after the commit: no decision caches the old
         self._build(project_id, version, parsed)  # off the decision path: now, once
-        return version
-
-    def versions(self, ctx: CallContext, project_id: str) -> list[StoredVersion]:
-        self._enforce(ctx, "policy:policy:get", project_id)
-        return self._versions.list(project_id)
-
-    def active_version(self, project_id: str) -> int | None:
-        return self._versions.active_version(project_id)
-
-    def activate(self, ctx: CallContext, project_id: str, version: int) -> None:
-        """Make a saved version the active one (rolling back, or forward again)."""
-        self._enforce(ctx, "policy:policy:update", project_id)
-        stored = self._versions.get(project_id, version)
-        # The catalog may have changed since: an old version must still validate.
-        parsed = self._parse(project_id, stored.document)
-        self._versions.activate(project_id, version)
-        self._record(ctx, "policy:policy:activate", project_id, version=version)
-        self._session.commit()
-        self._versions.forget(project_id)  # after the commit: no decision caches the old
-        self._build(project_id, version, parsed)
-
-    def _parse(self, project_id: str, document: Any) -> PolicyDocument:
-        return parse_or_refuse(
-            document, self._catalog.view(), self._checks(project_id), self._limits
-        )
 
     def _enforce(self, ctx: CallContext, action: str, project_id: str) -> None:
         project = self._session.get(Project, project_id)
@@ -116,17 +69,8 @@ class TenantPolicies:
         if project is None:
             raise NotFound(f"no project {project_id!r}", code="project_not_found")
 
-    def _record(self, ctx: CallContext, action: str, project_id: str, **details: Any) -> None:
-        self._audit.add(
-            type=CHANGE,
-            action=action,
-            outcome="success",
-            actor_id=ctx.actor_id,
-            target=AuditTarget("policy", project_id, project_id=project_id),
-            request_id=ctx.request_id,
-            source_ip=ctx.source_ip,
-            details=details,
-        )
+    def _audit_target(self, project_id: str) -> AuditTarget:
+        return AuditTarget("policy", project_id, project_id=project_id)
 
     def user_in_project(self, project_id: str, user_id: str) -> bool:
         """Holds a role on the project (directly or through a group), or is owned by it."""
