@@ -6,7 +6,6 @@ import functools
 import logging
 import os
 from pathlib import Path
-from typing import Protocol
 
 from flask import Flask, Response
 from flask.globals import app_ctx
@@ -35,6 +34,11 @@ from latchkey.frontdoors.http.problems import register_problem_handlers
 from latchkey.frontdoors.http.proxies import TrustedProxies
 from latchkey.frontdoors.http.requests import register_request_hooks
 from latchkey.frontdoors.http.throttling import install_throttling
+from latchkey.frontdoors.http.validation_lane import (
+    VALIDATION_LANE,
+    AfterResponseWriter,
+    ValidationLane,
+)
 from latchkey.frontdoors.oauth import api as oauth_api
 from latchkey.frontdoors.ops import api as ops_api
 from latchkey.logs import configure_logging
@@ -86,9 +90,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Keystone v3 subset: plain Flask views, outside the native OpenAPI document.
     app.register_blueprint(keystone.blp)
     services = app.extensions["latchkey"] = build_services(settings, database)
-    _write_after_responses(
-        app, database.engine, [services.decision_recorder, services.usage_recorder]
-    )
+    writers: list[AfterResponseWriter] = [services.decision_recorder, services.usage_recorder]
+    _write_after_responses(app, database.engine, writers)
+    # Online validation's successes skip Flask (issue 17); inside the security headers.
+    lane = app.extensions[VALIDATION_LANE] = ValidationLane(app, app.wsgi_app, writers)
+    app.wsgi_app = lane  # type: ignore[method-assign]
     _defend(app, settings, database)
     _load_own_secrets(app)
     return app
@@ -124,11 +130,6 @@ def _defend(app: Flask, settings: Settings, database: Database) -> None:
     app.wsgi_app = SecurityHeaders(  # type: ignore[method-assign]
         app.wsgi_app, proxies, settings.hsts_max_age_seconds
     )
-
-
-class AfterResponseWriter(Protocol):
-    def flush_due(self) -> bool: ...
-    def flush(self, engine: Engine) -> None: ...
 
 
 def _write_after_responses(app: Flask, engine: Engine, writers: list[AfterResponseWriter]) -> None:

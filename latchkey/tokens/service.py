@@ -48,6 +48,8 @@ __all__ = [
     "verify_jwt",
 ]
 
+VALIDATE = "identity:token:validate"  # the action that lets a caller see a token's claims
+
 
 def sign(header: dict[str, Any], claims: dict[str, Any], key: ECKey) -> str:
     """A compact ES256 JWS of ``claims``, its signature in the canonical low-S form
@@ -200,8 +202,29 @@ class Tokens:
     def check_subject(self, ctx: CallContext, subject_token: str) -> dict[str, Any]:
         """GET /v1/auth/tokens: validate someone's token on behalf of the caller."""
         claims = self._validate_subject(subject_token)
-        self._enforcer.enforce(ctx.auth, "identity:token:validate", _subject_target(claims))
+        self._enforcer.enforce(ctx.auth, VALIDATE, _subject_target(claims))
         return claims
+
+    # -- the validation lane (latchkey/frontdoors/http/validation_lane.py) ---------------
+    # Each answers what its counterpart above would, or None where that one would raise;
+    # none counts, audits or writes anything, so a request they cannot answer is
+    # handed whole to the full path, which answers (and counts) it as it always did.
+
+    def valid_claims(self, token: str) -> dict[str, Any] | None:
+        """``validate``'s claims, or None where it raises; nothing counted."""
+        try:
+            claims = self.verify_signature_and_claims(token)
+        except TokenInvalid:
+            return None
+        return None if self._revocations.is_revoked(claims) else claims
+
+    def may_check_subject(self, auth: AuthContext, claims: dict[str, Any]) -> bool:
+        """Would ``check_subject`` let ``auth`` see this (valid) token's claims?"""
+        try:
+            self._enforcer.enforce(auth, VALIDATE, _subject_target(claims))
+        except LatchkeyError:
+            return False
+        return True
 
     def revoke(self, ctx: CallContext, subject_token: str) -> None:
         claims = self._validate_subject(subject_token)

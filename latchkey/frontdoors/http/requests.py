@@ -25,11 +25,15 @@ _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def bearer_token() -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
+    return bearer_of(request.environ)
+
+
+def bearer_of(environ: dict[str, Any]) -> str | None:
+    """The caller's token: ``Authorization: Bearer``, else Keystone's ``X-Auth-Token``."""
+    scheme, _, value = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.headers.get("X-Auth-Token") or None
+    return environ.get("HTTP_X_AUTH_TOKEN") or None
 
 
 def current_auth(required: bool = False) -> AuthContext | None:
@@ -119,11 +123,15 @@ def call_context(authenticate: bool = True) -> CallContext:
 
 
 def _begin() -> None:
-    # Read from the WSGI environ: a header lookup through the request costs more.
-    incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
-    # Keep a caller's id for tracing only when it is harmless to log.
-    g.request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else "req-" + secrets.token_hex(8)
+    g.request_id = request_id_of(request.environ)
     g.started = time.perf_counter()
+
+
+def request_id_of(environ: dict[str, Any]) -> str:
+    """The caller's ``X-Request-Id`` when it is harmless to log (kept for tracing),
+    else a new one. Read from the WSGI environ: a header lookup costs more."""
+    incoming = environ.get("HTTP_X_REQUEST_ID", "")
+    return incoming if _SAFE_REQUEST_ID.match(incoming) else "req-" + secrets.token_hex(8)
 
 
 def _unstorable(value: Any) -> bool:
@@ -189,23 +197,44 @@ def _refuse_unbounded_numbers(req: Any) -> None:
 
 def _finish(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    if access_log.isEnabledFor(logging.INFO):
+        auth = g.get("auth")
+        log_access(
+            g.get("request_id"),
+            request.method,
+            request.path,
+            response.status_code,
+            g.get("started", time.perf_counter()),
+            auth.user_id if auth else None,
+            client_address(),
+        )
+    return response
+
+
+def log_access(
+    request_id: str | None,
+    method: str,
+    path: str,
+    status: int,
+    started: float,
+    user_id: str | None,
+    remote_addr: str | None,
+) -> None:
+    """The access log's line for one answered request (``started``: perf_counter)."""
     if not access_log.isEnabledFor(logging.INFO):
-        return response
-    elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
-    auth = g.get("auth")
+        return
     access_log.info(
         "request",
         extra={
-            "request_id": g.get("request_id"),
-            "method": request.method,
-            "path": request.path,  # never the query string: it may carry a token
-            "status": response.status_code,
-            "duration_ms": round(elapsed_ms, 2),
-            "user_id": auth.user_id if auth else None,
-            "remote_addr": client_address(),
+            "request_id": request_id,
+            "method": method,
+            "path": path,  # never the query string: it may carry a token
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "user_id": user_id,
+            "remote_addr": remote_addr,
         },
     )
-    return response
 
 
 def register_request_hooks(app: Flask) -> None:

@@ -13,7 +13,7 @@ from latchkey.policy.catalog import CatalogEntry
 
 
 def token_catalog(
-    project_id: str | None = None, user_id: str | None = None
+    project_id: str | None = None, user_id: str | None = None, base: str | None = None
 ) -> list[dict[str, Any]]:
     """The service catalog in Keystone's shape, always with an ``identity`` entry:
     built once per catalog view (refreshed every few seconds, not a query per
@@ -24,7 +24,7 @@ def token_catalog(
     are filled in for the token's project and user when the caller names them (and
     an endpoint whose template needs what the token lacks is left out, as Keystone
     does); a catalog without templates is the cached list itself."""
-    identity_url = base_url() + "/v3"
+    identity_url = (base or base_url()) + "/v3"
     catalog = services().catalog
     view = catalog.view()
     built = _BUILT_CATALOG.get(identity_url)

@@ -16,7 +16,7 @@ from latchkey.frontdoors.keystone.common import (
     blp,
     json_body,
 )
-from latchkey.frontdoors.keystone.tokens import _token_body
+from latchkey.frontdoors.keystone.tokens import token_body
 from latchkey.tokens.service import IssuedToken
 
 # Keystone checks no policy on these: the signature is the authentication.
@@ -32,7 +32,7 @@ def signed_credentials(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _answer(issued: IssuedToken) -> Response:
-    response = jsonify({"token": _token_body(issued.claims, "nocatalog" not in request.args)})
+    response = jsonify({"token": token_body(issued.claims, "nocatalog" not in request.args)})
     response.headers[SUBJECT_TOKEN_HEADER] = issued.token
     response.headers.update(NO_STORE)
     return response

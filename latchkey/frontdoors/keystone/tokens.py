@@ -50,10 +50,14 @@ POLICY_NAMES: dict[str, str] = {
 # -- tokens -----------------------------------------------------------------------------
 
 
-def _token_body(claims: dict[str, Any], with_catalog: bool) -> dict[str, Any]:
+def token_body(
+    claims: dict[str, Any], with_catalog: bool, base: str | None = None
+) -> dict[str, Any]:
+    """The ``token`` of Keystone's answer; ``base``: the public base URL, when the
+    caller has it (the validation lane), else ``base_url()`` of the request."""
     token = _token_core(claims)
     if with_catalog and ("project" in claims or "domain" in claims or "system" in claims):
-        return {**token, "catalog": token_catalog()}
+        return {**token, "catalog": token_catalog(base=base)}
     return token
 
 
@@ -177,7 +181,7 @@ def issue_token() -> Any:
     data = _native_request(json_body())
     ctx = call_context(authenticate=False)
     issued = services().authentication.authenticate(ctx, data["auth"], data.get("scope"))
-    body = {"token": _token_body(issued.claims, "nocatalog" not in request.args)}
+    body = {"token": token_body(issued.claims, "nocatalog" not in request.args)}
     response = jsonify(body)
     response.status_code = 201
     response.headers[SUBJECT_TOKEN_HEADER] = issued.token
@@ -201,7 +205,7 @@ def validate_token() -> Any:
         # Keystone: a caller that does not announce access-rule support never learns of
         # a token it could not restrict.
         raise NotFound("Could not find token.")
-    response = jsonify({"token": _token_body(claims, "nocatalog" not in request.args)})
+    response = jsonify({"token": token_body(claims, "nocatalog" not in request.args)})
     response.headers[SUBJECT_TOKEN_HEADER] = request.headers[SUBJECT_TOKEN_HEADER]
     response.headers.update(NO_STORE)
     return response

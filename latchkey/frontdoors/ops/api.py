@@ -142,26 +142,29 @@ def audit_events(query: dict[str, Any]) -> dict[str, Any]:
 def register_metrics_hooks(app: Flask) -> None:
     """Counts and times every answered request; the clock is the one
     ``web.requests`` starts for the access log (``g.started``)."""
-    children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     @app.after_request
     def _observe(response: Response) -> Response:
         req = request._get_current_object()  # type: ignore[attr-defined]
-        endpoint = req.endpoint or "unmatched"
-        # Any token is a method to HTTP: a client must not mint label sets at will.
-        method = req.method if req.method in HTTP_METHODS else "other"
-        key = (method, endpoint, response.status_code)
-        metrics = children.get(key)
-        if metrics is None:  # labels() takes a lock and builds a key: once per label set
-            metrics = children.setdefault(
-                key,
-                (
-                    REQUESTS.labels(method, endpoint, str(response.status_code)),
-                    LATENCY.labels(endpoint),
-                ),
-            )
-        metrics[0].inc()
-        started = g.get("started")
-        if started is not None:
-            metrics[1].observe(time.perf_counter() - started)
+        observe_request(req.method, req.endpoint, response.status_code, g.get("started"))
         return response
+
+
+_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def observe_request(method: str, endpoint: str | None, status: int, started: float | None) -> None:
+    """One answered request into ``latchkey_http_requests_total`` and its latency
+    (``started``: perf_counter), whichever lane answered it."""
+    endpoint = endpoint or "unmatched"
+    # Any token is a method to HTTP: a client must not mint label sets at will.
+    method = method if method in HTTP_METHODS else "other"
+    key = (method, endpoint, status)
+    metrics = _CHILDREN.get(key)
+    if metrics is None:  # labels() takes a lock and builds a key: once per label set
+        metrics = _CHILDREN.setdefault(
+            key, (REQUESTS.labels(method, endpoint, str(status)), LATENCY.labels(endpoint))
+        )
+    metrics[0].inc()
+    if started is not None:
+        metrics[1].observe(time.perf_counter() - started)
