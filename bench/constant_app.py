@@ -34,3 +34,23 @@ def flask_app() -> Any:
 
 
 flask = flask_app()
+
+
+# The same constant answer at the size of a validation's (issue 17): a token's claims
+# (~700 bytes) and the seven headers Latchkey sends, asked with a caller's and a subject
+# token (~2 KB of headers). What the server alone costs to carry a validation's bytes.
+SIZED_BODY = b'{"ok": true, "pad": "' + b"x" * 690 + b'"}'
+SIZED_HEADERS = [
+    ("Content-Type", "application/json"),
+    ("Content-Length", str(len(SIZED_BODY))),
+    ("X-Request-Id", "req-0123456789abcdef"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+]
+
+
+def sized(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    start_response("200 OK", SIZED_HEADERS)
+    return [SIZED_BODY]

@@ -101,6 +101,8 @@ class Tokens:
         self._every_admin_is_cloud_admin = every_admin_is_cloud_admin
         self._keys = keys
         self._verified = VerifiedClaims(verified_cache_size)
+        self._contexts: OrderedDict[str, AuthContext] = OrderedDict()
+        self._contexts_lock = threading.Lock()
         self._revocations = revocations
         self._audit = audit
         self._enforcer = enforcer
@@ -197,7 +199,22 @@ class Tokens:
         return claims
 
     def authenticate_bearer(self, token: str) -> AuthContext:
-        return AuthContext.from_claims(self.validate(token))
+        return self.context_of(token, self.validate(token))
+
+    def context_of(self, token: str, claims: dict[str, Any]) -> AuthContext:
+        """``AuthContext.from_claims``, kept per token for as long as the verified
+        cache serves the very same claims (a frozen dataclass of 16 fields takes
+        ~4 us to build, a tenth of a whole validation; callers reuse their tokens)."""
+        known = self._contexts.get(token)
+        if known is not None and known.claims is claims:
+            return known
+        auth = AuthContext.from_claims(claims)
+        if self._verified.holds(token, claims):
+            with self._contexts_lock:
+                self._contexts[token] = auth
+                if len(self._contexts) > self._verified.size:
+                    self._contexts.popitem(last=False)
+        return auth
 
     def check_subject(self, ctx: CallContext, subject_token: str) -> dict[str, Any]:
         """GET /v1/auth/tokens: validate someone's token on behalf of the caller."""
@@ -342,6 +359,15 @@ class VerifiedClaims:
     def discard(self, token: str) -> None:
         with self._lock:
             self._entries.pop(token, None)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def holds(self, token: str, claims: dict[str, Any]) -> bool:
+        """Is ``claims`` the very entry kept for ``token``?"""
+        entry = self._entries.get(token)
+        return entry is not None and entry[0] is claims
 
 
 def _subject_target(claims: dict[str, Any]) -> Target:

@@ -83,3 +83,22 @@ def test_bounded_and_switchable() -> None:
     off.remember("a", ({"exp": 0}, "k"))
     off.remember("a", ({"exp": 0}, "k"))
     assert off.get("a") is None
+
+
+def test_a_callers_context_is_kept_with_its_verified_claims(app: Flask, api: Api) -> None:
+    """``Tokens.context_of`` serves the AuthContext it built only while the verified
+    cache serves the very claims it was built from; revocation is still checked first."""
+    token = api.admin_token()
+    with app.app_context():
+        tokens = app.extensions["latchkey"].tokens
+        first = tokens.authenticate_bearer(token)  # verified once: nothing kept yet
+        second = tokens.authenticate_bearer(token)  # verified twice: claims kept
+        assert tokens.authenticate_bearer(token) is second
+        assert first is not second and first == second
+        tokens._verified.discard(token)  # as expiry or a retired key does
+        rebuilt = tokens.authenticate_bearer(token)
+        assert rebuilt is not second and rebuilt == second
+    revoked = api.call("DELETE", "/v1/auth/tokens", token, headers={"X-Subject-Token": token})
+    assert revoked.status_code == 204, revoked.get_json()
+    with app.app_context(), pytest.raises(TokenInvalid):
+        app.extensions["latchkey"].tokens.authenticate_bearer(token)

@@ -35,16 +35,23 @@ class SecurityHeaders:
     def __init__(self, app: WsgiApp, proxies: TrustedProxies, hsts_max_age: int) -> None:
         self._app = app
         self._proxies = proxies
-        self._hsts = f"max-age={hsts_max_age}" if hsts_max_age > 0 else None
+        # (lowercased name, name, value), built once: this wraps every request.
+        self._plain = tuple((n.lower(), n, v) for n, v in SECURITY_HEADERS)
+        hsts = f"max-age={hsts_max_age}" if hsts_max_age > 0 else None
+        self._tls = (
+            (*self._plain, ("strict-transport-security", "Strict-Transport-Security", hsts))
+            if hsts
+            else None
+        )
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        extra = list(SECURITY_HEADERS)
-        if self._hsts and self._proxies.scheme(environ) == "https":
-            extra.append(("Strict-Transport-Security", self._hsts))
+        extra = self._plain
+        if self._tls is not None and self._proxies.scheme(environ) == "https":
+            extra = self._tls
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             present = {name.lower() for name, _ in headers}
-            headers = headers + [(n, v) for n, v in extra if n.lower() not in present]
+            headers = headers + [(n, v) for low, n, v in extra if low not in present]
             return start_response(status, headers, exc_info)
 
         return self._app(environ, start)

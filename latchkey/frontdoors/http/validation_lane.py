@@ -123,7 +123,7 @@ class ValidationLane:
         caller_claims = tokens.valid_claims(caller)
         if caller_claims is None:
             return None
-        auth = AuthContext.from_claims(caller_claims)
+        auth = tokens.context_of(caller, caller_claims)
         if auth.access_rules and not access_rules.allows(
             auth.access_rules, IDENTITY_SERVICE, "GET", environ["PATH_INFO"]
         ):
