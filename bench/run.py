@@ -43,6 +43,11 @@ from bench.servers import (
     wsgi_server,
 )
 
+# What a validation sends: a caller's token and a subject token (bench/constant_app.py
+# ``sized`` answers with a validation's bytes); the lengths of the seeded tokens.
+SIZED_REQUEST = Request(
+    "GET", "/", {"Authorization": "Bearer " + "a" * 902, "X-Subject-Token": "b" * 1135}
+)
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 RESULTS = ROOT / "bench" / "results"
@@ -171,9 +176,10 @@ class Runner:
         """Both ceilings under every server of the run."""
         for server in self.plan.servers:
             self.serving = server
-            for scenario, app in (
-                ("constant", "bench.constant_app:app"),
-                ("constant_flask", "bench.constant_app:flask"),
+            for scenario, app, request in (
+                ("constant", "bench.constant_app:app", Request("GET", "/")),
+                ("constant_flask", "bench.constant_app:flask", Request("GET", "/")),
+                ("constant_sized", "bench.constant_app:sized", SIZED_REQUEST),
             ):
                 if not self.wanted(scenario):
                     continue
@@ -192,7 +198,7 @@ class Runner:
                 ) as process:
                     wait_http(url + "/", 30, process.popen)
                     self.measure(
-                        "ceiling", "-", scenario, url, [Request("GET", "/")], self.plan.throughput()
+                        "ceiling", "-", scenario, url, [request], self.plan.throughput()
                     )
         self.serving = None
 
