@@ -197,9 +197,7 @@ class Runner:
                     cwd=ROOT,
                 ) as process:
                     wait_http(url + "/", 30, process.popen)
-                    self.measure(
-                        "ceiling", "-", scenario, url, [request], self.plan.throughput()
-                    )
+                    self.measure("ceiling", "-", scenario, url, [request], self.plan.throughput())
         self.serving = None
 
     # -- Latchkey -------------------------------------------------------------------------

@@ -29,6 +29,9 @@ in for each:
   worker stops accepting and finishes what it has, killed after
   ``GRACEFUL_SECONDS`` (gunicorn's graceful timeout); SIGHUP respawns the
   workers one by one (gunicorn's graceful reload);
+* the process environment: granian copies ``os.environ`` into every request's
+  environ; ``DropProcessVariables`` takes out the variables that would read as
+  request headers;
 * no request timeout: granian has no watchdog like gunicorn's 60 s worker
   timeout; Latchkey's own budgets bound a decision (docs/operations.md).
 """
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -111,13 +115,46 @@ class CollectBetweenRequests:
         return _CollectOnClose(body)
 
 
+# The WSGI keys a process environment variable could fake: request headers (HTTP_*),
+# the body's type and length, and the CGI user.
+_REQUEST_KEYS = ("CONTENT_TYPE", "CONTENT_LENGTH", "REMOTE_USER")
+
+
+class DropProcessVariables:
+    """granian builds each request's WSGI environ as a copy of the worker's
+    ``os.environ`` with the request laid over it (granian/wsgi.py ``_callback_wrapper``).
+    A variable of the service's environment named like a request header, such as
+    ``HTTP_PROXY`` (set for outbound proxies) or ``HTTP_X_REQUEST_ID``, would read as a
+    header the client sent, on every request that did not send it. Such variables are
+    taken out of each environ where they still hold the environment's value (a client
+    that sent the very same value loses nothing Latchkey reads). The rest of the process
+    environment stays in the environ; nothing in Latchkey writes an environ out."""
+
+    def __init__(self, app: WSGIApp, process_environment: dict[str, str]) -> None:
+        self.app = app
+        self._fakes = tuple(
+            (key, value)
+            for key, value in process_environment.items()
+            if key.startswith("HTTP_") or key in _REQUEST_KEYS
+        )
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        for key, value in self._fakes:
+            if environ.get(key) == value:
+                del environ[key]
+        return self.app(environ, start_response)
+
+
 def granian_worker_app(settings: Settings) -> WSGIApp:
     """Run by granian in each worker process, before it serves."""
     from latchkey.app import create_app
 
     app = create_app(settings)
     settle_worker_heap()
-    return CollectBetweenRequests(app)
+    wrapped: WSGIApp = CollectBetweenRequests(app)
+    if any(key.startswith("HTTP_") or key in _REQUEST_KEYS for key in os.environ):
+        wrapped = DropProcessVariables(wrapped, dict(os.environ))
+    return wrapped
 
 
 def parse_bind(bind: str) -> tuple[str, int] | Path:

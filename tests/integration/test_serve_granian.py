@@ -21,6 +21,7 @@ import pytest
 
 from latchkey.serving import (
     CollectBetweenRequests,
+    DropProcessVariables,
     _next_full_collection,
     granian_log_level,
     parse_bind,
@@ -86,6 +87,10 @@ def test_serve_under_granian(tmp_path: Path) -> None:
                 LATCHKEY_WORKERS="2",
                 LATCHKEY_LOG_LEVEL="INFO",
                 PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+                # granian copies its environment into each request's environ: these must
+                # not read as headers the client sent (latchkey.serving.DropProcessVariables).
+                HTTP_X_REQUEST_ID="from-the-environment",
+                HTTP_X_FORWARDED_PROTO="https",
             ),
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -103,7 +108,13 @@ def test_serve_under_granian(tmp_path: Path) -> None:
                 time.sleep(0.2)
         assert status == 200, body
         assert json.loads(body)["checks"]["database"]["status"] == "ok"
-        assert _call(port, "GET", "/healthz")[0] == 200
+        status, headers, _ = _call(port, "GET", "/healthz")
+        assert status == 200
+        request_id = {k.lower(): v for k, v in headers.items()}["x-request-id"]
+        assert request_id.startswith("req-"), headers  # not the environment's
+        # A client sending a header the environment also names keeps its own value.
+        sent = _call(port, "GET", "/healthz", headers={"X-Request-Id": "the-clients-own"})
+        assert {k.lower(): v for k, v in sent[1].items()}["x-request-id"] == "the-clients-own"
 
         status, _, body = _call(
             port, "POST", "/v1/auth/tokens", password_auth("admin", ADMIN_PASSWORD, project="admin")
@@ -157,6 +168,24 @@ def test_serve_under_granian(tmp_path: Path) -> None:
     text = log.read_text()
     assert "Traceback" not in text, text[-3000:]
     assert "Granian shutdown completed" in text
+
+
+def test_process_variables_named_like_headers_are_dropped() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(dict(environ))
+        return []
+
+    process = {"HTTP_PROXY": "http://proxy:3128", "CONTENT_TYPE": "text/plain", "HOME": "/root"}
+    wrapped = DropProcessVariables(app, process)
+    # What granian hands over: the process environment, the request laid over it.
+    wrapped({**process, "REQUEST_METHOD": "GET"}, lambda *a: None)
+    wrapped({**process, "HTTP_PROXY": "http://evil", "CONTENT_TYPE": "application/json"}, None)
+    assert "HTTP_PROXY" not in seen[0] and "CONTENT_TYPE" not in seen[0]
+    assert seen[0]["HOME"] == "/root"
+    assert seen[1]["HTTP_PROXY"] == "http://evil"
+    assert seen[1]["CONTENT_TYPE"] == "application/json"
 
 
 def test_bind_addresses_read_as_gunicorn_reads_them() -> None:
