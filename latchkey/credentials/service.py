@@ -31,6 +31,7 @@ from typing import Any, NoReturn
 from sqlalchemy import (
     Engine,
     Select,
+    and_,
     bindparam,
     select,
     update,
@@ -61,7 +62,7 @@ from latchkey.identity.backends import IdentityBackends
 from latchkey.identity.common import IdentityServiceBase, ServiceDeps
 from latchkey.identity.directory import Directory
 from latchkey.identity.models import Domain, Project, User
-from latchkey.identity.roles import Roles
+from latchkey.identity.roles import Roles, held_role_names_json, parse_held_roles
 from latchkey.policy.context import CallContext
 from latchkey.policy.enforcer import Target
 from latchkey.secrets.backends import SecretStoreUnavailable
@@ -103,6 +104,15 @@ class VerifiedCredential:
     # Loaded with the credential (a login needs them): None only if gone meanwhile.
     project: Project | None = None
     project_domain: Domain | None = None
+    # The roles the owner holds on the credential's project, read with the credential
+    # (no directory groups counted: ``held_roles`` says when they are usable).
+    roles_read_with_credential: frozenset[str] = frozenset()
+
+    @property
+    def held_roles(self) -> frozenset[str] | None:
+        """The owner's roles on the project, when the credential's query could tell
+        them: not when a directory adds groups (their grants need the full query)."""
+        return None if self.directory_group_ids else self.roles_read_with_credential
 
 
 @dataclass(frozen=True)
@@ -211,6 +221,7 @@ class _Found:
     owner_domain: Domain | None
     project: Project | None
     project_domain: Domain | None
+    held_roles: frozenset[str]
 
 
 class PepperRing:
@@ -738,7 +749,14 @@ class ApplicationCredentials(IdentityServiceBase):
         if credential.allowed_cidrs and not _address_in(ctx.source_ip, credential.allowed_cidrs):
             self._fail(ctx, credential, "source_not_allowed")
         return VerifiedCredential(
-            credential, matched, owner, domain, group_ids, found.project, found.project_domain
+            credential,
+            matched,
+            owner,
+            domain,
+            group_ids,
+            found.project,
+            found.project_domain,
+            found.held_roles,
         )
 
     def verify_and_record(
@@ -784,9 +802,17 @@ class ApplicationCredentials(IdentityServiceBase):
         rows = self._session.execute(query, params).all()
         if not rows:
             return None
-        credential, _, owner, owner_domain, project, project_domain = rows[0]
+        credential, _, owner, owner_domain, project, project_domain, held = rows[0]
         secrets = [row[1] for row in rows if row[1] is not None]
-        return _Found(credential, secrets, owner, owner_domain, project, project_domain)
+        return _Found(
+            credential,
+            secrets,
+            owner,
+            owner_domain,
+            project,
+            project_domain,
+            frozenset(parse_held_roles(held)),
+        )
 
     def _owner_id(self, ref: dict[str, Any]) -> str | None:
         """The owner named by a reference by name and user (id, or name and domain)."""
@@ -965,12 +991,32 @@ _USED_SECRET = (
 @functools.cache
 def _login_rows(
     by: str,
-) -> Select[ApplicationCredential, CredentialSecret, User, Domain, Project, Domain]:
+) -> Select[ApplicationCredential, CredentialSecret, User, Domain, Project, Domain, str]:
     """The query behind ``_find``, by credential id or by (owner id, name): built once
-    (with bind parameters), as building it costs more than running it."""
+    (with bind parameters), as building it costs more than running it. It also reads
+    the roles the owner holds on the credential's project (``held_role_names_json``):
+    one round trip for the whole login's reading, where the roles were a second."""
     owner_domain, project_domain = aliased(Domain), aliased(Domain)
+    # The credential again, as a subquery of its own (never correlated with the row).
+    same = aliased(ApplicationCredential)
+    if by == "id":
+        chosen = same.id == bindparam("credential_id")
+    else:
+        chosen = and_(same.user_id == bindparam("user_id"), same.name == bindparam("name"))
+    held = held_role_names_json(
+        select(same.user_id).where(chosen).scalar_subquery(),
+        select(same.project_id).where(chosen).scalar_subquery(),
+    )
     query = (
-        select(ApplicationCredential, CredentialSecret, User, owner_domain, Project, project_domain)
+        select(
+            ApplicationCredential,
+            CredentialSecret,
+            User,
+            owner_domain,
+            Project,
+            project_domain,
+            held.label("held_roles"),
+        )
         .outerjoin(CredentialSecret, CredentialSecret.credential_id == ApplicationCredential.id)
         .outerjoin(User, User.id == ApplicationCredential.user_id)
         .outerjoin(owner_domain, owner_domain.id == User.domain_id)

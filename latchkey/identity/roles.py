@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Select, String, and_, bindparam, false, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    ScalarSelect,
+    Select,
+    String,
+    and_,
+    bindparam,
+    false,
+    or_,
+    select,
+    true,
+)
 
 from latchkey.audit import AuditTarget
+from latchkey.db import json_strings
 from latchkey.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from latchkey.identity.accounts import Accounts
 from latchkey.identity.common import IdentityServiceBase, ServiceDeps
@@ -859,23 +872,37 @@ class Roles(IdentityServiceBase):
 
 @functools.cache
 def _effective_role_names(scope_type: str) -> Select[str]:
-    """The query behind ``effective_role_names``, built once per scope type.
+    """The query behind ``effective_role_names``, built once per scope type."""
+    return held_role_names(
+        scope_type,
+        bindparam("user_id", type_=String),
+        bindparam("scope_id", type_=String),
+        bindparam("directory_group_ids", expanding=True),
+    )
+
+
+def held_role_names(
+    scope_type: str,
+    user_id: ColumnElement[str],
+    scope_id: ColumnElement[str],
+    directory_group_ids: ColumnElement[Any] | None = None,
+) -> Select[str]:
+    """The names of the roles ``user_id`` holds on ``scope_id`` (bind parameters, or
+    uncorrelated scalar subqueries when another query carries this one).
 
     One query, exact on every worker: the roles assigned (directly, through a group,
     or through a directory group) on the target, and for a project the inherited
     grants of its domain and of every project above it (a recursive walk up the
     parents); then, recursively, every role they imply; then the names of the
     global ones. UNION (not UNION ALL) visits each role once, so the recursions
-    end even if the tables ever held a cycle.
+    end even if the tables ever held a cycle. Without ``directory_group_ids`` the
+    directory's groups are left out: the caller knows the user has none.
     """
-    user_id = bindparam("user_id", type_=String)
-    scope_id = bindparam("scope_id", type_=String)
     groups = select(GroupMembership.group_id).where(GroupMembership.user_id == user_id)
-    actor = or_(
-        RoleAssignment.user_id == user_id,
-        RoleAssignment.group_id.in_(groups),
-        RoleAssignment.group_id.in_(bindparam("directory_group_ids", expanding=True)),
-    )
+    actors = [RoleAssignment.user_id == user_id, RoleAssignment.group_id.in_(groups)]
+    if directory_group_ids is not None:
+        actors.append(RoleAssignment.group_id.in_(directory_group_ids))
+    actor = or_(*actors)
     direct = RoleAssignment.inherited == false()
     if scope_type == SYSTEM:
         on_target = and_(RoleAssignment.system == scope_id, direct)
@@ -907,6 +934,21 @@ def _effective_role_names(scope_type: str) -> Select[str]:
     )
     held = held.union(implied)
     return select(Role.name).join(held, Role.id == held.c.role_id).where(Role.domain_id.is_(None))
+
+
+def held_role_names_json(
+    user_id: ColumnElement[str], project_id: ColumnElement[str]
+) -> ScalarSelect[str]:
+    """``held_role_names`` on a project as one JSON array (a column of another
+    query: an application-credential login reads its credential and the owner's
+    roles in one round trip). No directory groups: see ``held_role_names``."""
+    names = held_role_names(PROJECT, user_id, project_id).subquery("held_role_name")
+    return select(json_strings(names.c.name)).scalar_subquery()
+
+
+def parse_held_roles(value: str | None) -> set[str]:
+    """What ``held_role_names_json`` gave: None (PostgreSQL, no row) is no role."""
+    return set(json.loads(value)) if value else set()
 
 
 def assignment_key(

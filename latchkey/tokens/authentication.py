@@ -302,9 +302,15 @@ class Authentication:
         if usable is None:
             self._deny_scope(ctx, owner, "project_unavailable", generic=True)
         project, project_domain = usable
-        held = self._roles.effective_role_names(
-            owner.id, project_id=project.id, directory_group_ids=verified.directory_group_ids
-        )
+        held = verified.held_roles
+        if held is None:  # a directory's groups count too: the full query
+            held = frozenset(
+                self._roles.effective_role_names(
+                    owner.id,
+                    project_id=project.id,
+                    directory_group_ids=verified.directory_group_ids,
+                )
+            )
         roles = set(credential.roles) & held
         if not roles:
             self._deny_scope(ctx, owner, "no_roles_left", generic=True)
