@@ -37,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
 from limits import parse_many
 
@@ -178,12 +178,18 @@ def _source_key() -> str:
 
 
 def _account_of_request() -> str:
+    """Which account the attempt is about; worked out once per request (the account
+    limit's key, its exemption and the known-source mark each ask)."""
+    known: str | None = g.get("throttling_account")
+    if known is not None:
+        return known
     name = DOORS.get(request.endpoint or "")
     try:
         account = name() if name is not None else None
     except Exception:  # a body no door can read: it is refused before any hash
         account = None
-    return account or _NO_ACCOUNT
+    g.throttling_account = account = account or _NO_ACCOUNT
+    return account
 
 
 def _known_key(account: str, source: str) -> str:
