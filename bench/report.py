@@ -293,24 +293,25 @@ def _server_targets(results: dict[str, Any], server: str, tag: str, add: Any) ->
         share = 100 * validation / constant["rps"]
         best_share = f"; best {100 * best[0] / constant['rps']:.0f} %" if best else ""
         flask = _find(results, "ceiling", "-", "constant_flask", server)
-        flask_share = (
-            f"; a bare Flask endpoint answering a constant: "
-            f"{100 * flask['rps'] / constant['rps']:.0f} %"
-            if flask
-            else ""
-        )
         sized = _find(results, "ceiling", "-", "constant_sized", server)
-        sized_share = (
-            f"; of the constant endpoint carrying a validation's bytes: "
-            f"{100 * validation / sized['rps']:.0f} %"
-            if sized
-            else ""
+        flask_share = _share(
+            "a bare Flask endpoint answering a constant", flask and flask["rps"], constant
+        )
+        sized_share = _share(
+            "of the constant endpoint carrying a validation's bytes", validation, sized
         )
         add(
             f"Online validation ≥ 50 % of the constant endpoint (same server){tag}",
             f"{share:.0f} % (worst row){best_share}{flask_share}{sized_share}",
             share >= 50,
         )
+
+
+def _share(text: str, part: float | None, whole: dict[str, Any] | None) -> str:
+    """``; <text>: <part as a percentage of whole's req/s> %``, or nothing."""
+    if not part or whole is None:
+        return ""
+    return f"; {text}: {100 * part / whole['rps']:.0f} %"
 
 
 SERVER_TEXT = {
