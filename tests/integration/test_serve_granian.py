@@ -108,6 +108,11 @@ def test_serve_under_granian(tmp_path: Path) -> None:
                 time.sleep(0.2)
         assert status == 200, body
         assert json.loads(body)["checks"]["database"]["status"] == "ok"
+        # Both workers up before anything else: a SIGTERM that reaches a worker still
+        # building its app is only obeyed at granian's kill timeout (docs/operations.md).
+        while log.read_text().count("Started worker-") < 2:
+            assert time.monotonic() < deadline + 30, log.read_text()[-3000:]
+            time.sleep(0.2)
         status, headers, _ = _call(port, "GET", "/healthz")
         assert status == 200
         request_id = {k.lower(): v for k, v in headers.items()}["x-request-id"]
