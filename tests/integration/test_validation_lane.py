@@ -207,3 +207,32 @@ def test_everything_else_reaches_flask(
         assert answer["status"].startswith(status), (method, path, answer["body"])
         assert reached_flask == 2, (method, path, headers)
         assert len(answer["log"]) == 1
+
+
+def test_anything_raised_while_deciding_hands_the_request_to_flask_once(
+    app: Flask,
+    admin_token: str,
+    lane: ValidationLane,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fault in the lane (here: the database gone under the revocation index) is
+    not an answer: Flask answers the request whole, counted and logged once."""
+    tokens = app.extensions["latchkey"].tokens
+    real = tokens.valid_claims
+    faults: list[str] = []
+
+    def failing(token: str) -> Any:
+        if not faults:
+            faults.append(token)
+            raise RuntimeError("injected fault")
+        return real(token)
+
+    monkeypatch.setattr(tokens, "valid_claims", failing)
+    caplog.set_level(logging.INFO, logger="latchkey.access")
+    seen = Seen(lane)
+    headers = {**_bearer(admin_token), "X-Subject-Token": admin_token}
+    answer = _send(app, caplog, "GET", V1, headers)
+    assert faults and seen.count == 1
+    assert answer["status"] == "200 OK" and len(answer["log"]) == 1
+    assert sum(answer["metrics"].values()) == 3  # one request, two validations: not twice

@@ -86,6 +86,12 @@ class _Answer(NamedTuple):
     decided: _Decided
 
 
+class _Rendered(NamedTuple):
+    request_id: str
+    headers: list[tuple[str, str]]
+    body: Iterable[bytes]
+
+
 class ValidationLane:
     def __init__(self, app: Flask, inner: WsgiApp, writers: list[AfterResponseWriter]) -> None:
         self._app = app
@@ -102,14 +108,18 @@ class ValidationLane:
         if lane is None or not _plain_get(environ):
             return self._inner(environ, start_response)
         started = time.perf_counter()
+        answer: _Answer | None = None
         try:
             with self._app.app_context():
                 answer = lane(environ)
-                if answer is not None:
-                    return self._send(environ, answer, started, start_response)
+                rendered = self._render(environ, answer) if answer is not None else None
         except Exception:  # nothing was done: the full path answers, or reports, it
             log.debug("the validation lane handed a request to Flask", exc_info=True)
-        return self._inner(environ, start_response)
+            rendered = None
+        if answer is None or rendered is None:
+            return self._inner(environ, start_response)
+        # Only now, outside the hand-over above: counted, logged and sent exactly once.
+        return self._send(environ, answer, rendered, started, start_response)
 
     # -- deciding (no side effects) ------------------------------------------------------
 
@@ -154,13 +164,8 @@ class ValidationLane:
 
     # -- answering ---------------------------------------------------------------------
 
-    def _send(
-        self,
-        environ: dict[str, Any],
-        answer: _Answer,
-        started: float,
-        start_response: StartResponse,
-    ) -> Iterable[bytes]:
+    def _render(self, environ: dict[str, Any], answer: _Answer) -> _Rendered:
+        """The answer's bytes, headers and due writers; nothing sent or counted yet."""
         # What Flask's jsonify writes outside debug mode: compact JSON and a newline.
         body = (self._app.json.dumps(answer.body, separators=(",", ":")) + "\n").encode()
         request_id = request_id_of(environ)
@@ -170,7 +175,20 @@ class ValidationLane:
             *answer.headers,
             (REQUEST_ID_HEADER, request_id),
         ]
-        # From here on the request is answered: count it as the full path does.
+        due = [writer for writer in self._writers if writer.flush_due()]
+        engine = self._services.database.engine
+        iterable: Iterable[bytes] = _Body(body, due, engine) if due else [body]
+        return _Rendered(request_id, headers, iterable)
+
+    def _send(
+        self,
+        environ: dict[str, Any],
+        answer: _Answer,
+        rendered: _Rendered,
+        started: float,
+        start_response: StartResponse,
+    ) -> Iterable[bytes]:
+        """The request is answered: counted and logged as the full path does, sent."""
         decided = answer.decided
         count_validation(decided.caller_claims, "valid")
         count_validation(decided.claims, "valid")
@@ -178,10 +196,9 @@ class ValidationLane:
         proxies = self._app.extensions.get(PROXIES_EXTENSION)
         remote = proxies.client_address(environ) if proxies else environ.get("REMOTE_ADDR")
         path = environ["PATH_INFO"]
-        log_access(request_id, "GET", path, 200, started, decided.auth.user_id, remote)
-        start_response("200 OK", headers)
-        due = [writer for writer in self._writers if writer.flush_due()]
-        return _Body(body, due, self._services.database.engine) if due else [body]
+        log_access(rendered.request_id, "GET", path, 200, started, decided.auth.user_id, remote)
+        start_response("200 OK", rendered.headers)
+        return rendered.body
 
     @property
     def _services(self) -> Services:
