@@ -216,8 +216,9 @@ def test_anything_raised_while_deciding_hands_the_request_to_flask_once(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A fault in the lane (here: the database gone under the revocation index) is
-    not an answer: Flask answers the request whole, counted and logged once."""
+    """A fault in the lane (an injected one, standing for, say, the database lost under
+    the revocation index) is not an answer: Flask answers the request whole, counted
+    and logged once."""
     tokens = app.extensions["latchkey"].tokens
     real = tokens.valid_claims
     faults: list[str] = []
